@@ -1,0 +1,36 @@
+# stormwatch: the two Quickstart commands are `make demo` and `make test`; each installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO_OUT ?= demo-out
+
+.PHONY: demo test lint typecheck check bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/stormwatch demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_ingest.py --events 1000000 --pg postgresql://postgres@127.0.0.1:5432/test
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) stormwatch.db stormwatch.db-wal stormwatch.db-shm .pytest_cache .mypy_cache .ruff_cache

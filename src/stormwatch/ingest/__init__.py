@@ -1,0 +1,1 @@
+"""Ingest usage logs in any supported format into the store (see :mod:`stormwatch.ingest.runner`)."""

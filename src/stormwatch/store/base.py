@@ -1,0 +1,88 @@
+"""The storage protocol every backend implements, and the row types it returns.
+
+Backends: :mod:`~stormwatch.store.sqlite` (the embedded default) and
+:mod:`~stormwatch.store.postgres` (a shared deployment). Both pass the same contract suite in
+``tests/test_store_contract.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from stormwatch.events import Account, Event
+from stormwatch.ingest.formats.base import Rejected
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    id: int
+    run_id: str | None
+    kind: str
+    source: str
+    line: int | None
+    field: str | None
+    reason: str
+    raw: bytes
+    created_at: str
+
+
+@dataclass(slots=True)
+class RunRow:
+    run_id: str
+    started_at: str
+    finished_at: str | None
+    status: str
+    files: list[str]
+    read: int
+    stored: int
+    duplicates: int
+    quarantined: int
+    accounts: int
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the pipeline needs from a database."""
+
+    url: str
+    dialect: str
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions applied now."""
+        ...
+
+    def schema_version(self) -> int: ...
+
+    def insert_events(self, events: Sequence[Event], run_id: str | None = None) -> int:
+        """Store events not stored yet (by ``event_id``); return how many were new."""
+        ...
+
+    def upsert_accounts(self, accounts: Sequence[Account]) -> int:
+        """Insert or replace account records; return how many were written."""
+        ...
+
+    def add_quarantine(self, items: Sequence[Rejected], run_id: str | None, kind: str = "event") -> None: ...
+
+    def list_quarantine(self, *, run_id: str | None = None, limit: int = 50, offset: int = 0) -> list[QuarantineRow]: ...
+
+    def count_quarantine(self, run_id: str | None = None) -> int: ...
+
+    def start_run(self, run_id: str, files: Sequence[str]) -> None: ...
+
+    def finish_run(self, run: RunRow) -> None: ...
+
+    def get_run(self, run_id: str) -> RunRow | None: ...
+
+    def count_events(self) -> int: ...
+
+    def iter_events(self, *, after_seq: int = 0, batch_size: int = 5000) -> Iterator[tuple[int, Event]]:
+        """Events in ingest order, with their sequence number (for incremental stages)."""
+        ...
+
+    def get_account(self, account_id: str) -> Account | None: ...
+
+    def count_accounts(self) -> int: ...
+
+    def close(self) -> None: ...
