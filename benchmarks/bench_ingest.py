@@ -26,9 +26,11 @@ from pathlib import Path
 
 import orjson
 
-WORDS = ("the model script server python network explain write code list config user data file how "
-         "what please translate summary report email port scan function error debug api request "
-         "security windows linux registry process password login company research paper").split()
+WORDS = (
+    "the model script server python network explain write code list config user data file how what please "
+    "translate summary report email port scan function error debug api request security windows linux "
+    "registry process password login company research paper"
+).split()
 
 
 def make_events(path: Path, n: int, seed: int = 7) -> None:
@@ -69,7 +71,9 @@ def run_ingest(path: Path, db: str) -> dict[str, float]:
     start = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-m", "stormwatch", "--db", db, "ingest", str(path), "--json"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     wall = time.perf_counter() - start
     if out.returncode not in (0, 10):
@@ -77,8 +81,11 @@ def run_ingest(path: Path, db: str) -> dict[str, float]:
     summary = json.loads(out.stdout)
     rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {
-        "events": summary["read"], "stored": summary["stored"], "wall_s": round(wall, 2),
-        "events_per_s": round(summary["read"] / wall), "ingest_s": summary["seconds"],
+        "events": summary["read"],
+        "stored": summary["stored"],
+        "wall_s": round(wall, 2),
+        "events_per_s": round(summary["read"] / wall),
+        "ingest_s": summary["seconds"],
         "peak_rss_mib": round(max(rss_kib, before) / 1024, 1),
     }
 
@@ -95,7 +102,8 @@ def main() -> None:
         full = args.file or Path(tmp) / "events.jsonl"
         if not args.file:
             make_events(full, args.events)
-        n = sum(1 for _ in open(full, "rb"))
+        with open(full, "rb") as fh:
+            n = sum(1 for _ in fh)
         quarter = Path(tmp) / "quarter.jsonl"
         with open(full, "rb") as src, open(quarter, "wb") as dst:
             for i, line in enumerate(src):

@@ -23,8 +23,12 @@ def write_lines(path: Path, lines: list[bytes | str | dict[str, object]]) -> Pat
 
 
 def good(i: int) -> dict[str, object]:
-    return {"event_id": f"e{i}", "ts": "2026-03-01T10:00:00Z", "account_id": "acct_1",
-            "messages": [{"role": "user", "content": f"question {i}"}]}
+    return {
+        "event_id": f"e{i}",
+        "ts": "2026-03-01T10:00:00Z",
+        "account_id": "acct_1",
+        "messages": [{"role": "user", "content": f"question {i}"}],
+    }
 
 
 def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, dict[str, object]]:
@@ -33,12 +37,18 @@ def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, 
     return code, json.loads(out[-1])
 
 
-def test_ingest_counts_and_reruns_add_nothing(tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ingest_counts_and_reruns_add_nothing(
+    tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     f = write_lines(tmp_path / "events.jsonl", [good(i) for i in range(50)])
     code, summary = run_json(capsys, ["--db", db_url, "ingest", str(f), "--json"])
     assert code == EXIT_OK
     assert {k: summary[k] for k in ("read", "stored", "duplicates", "quarantined")} == {
-        "read": 50, "stored": 50, "duplicates": 0, "quarantined": 0}
+        "read": 50,
+        "stored": 50,
+        "duplicates": 0,
+        "quarantined": 0,
+    }
     code, summary = run_json(capsys, ["--db", db_url, "ingest", str(f), "--json"])
     assert code == EXIT_OK
     assert (summary["stored"], summary["duplicates"]) == (0, 50)
@@ -47,19 +57,24 @@ def test_ingest_counts_and_reruns_add_nothing(tmp_path: Path, db_url: str, capsy
     s.close()
 
 
-def test_bad_records_are_quarantined_with_location(tmp_path: Path, sqlite_url: str,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    f = write_lines(tmp_path / "mixed.jsonl", [
-        good(1),
-        '{"event_id": "e2", "ts": "2026-03-01T10:00:00Z", "account_id": "a", "messa',  # truncated
-        {**good(3), "ts": ["2026"]},  # wrong type
-        {"event_id": "e4", "ts": "2026-03-01T10:00:00Z", "messages": []},  # missing account_id
-        b'{"event_id": "e5", "ts": "2026-03-01T10:00:00Z", "account_id": "a", "prompt": "\xff\xfe"}',  # bad UTF-8
-        {**good(6), "refused": "yes"},
-        "",
-        good(7),
-        good(1),  # duplicate id
-    ])
+def test_bad_records_are_quarantined_with_location(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = write_lines(
+        tmp_path / "mixed.jsonl",
+        [
+            good(1),
+            '{"event_id": "e2", "ts": "2026-03-01T10:00:00Z", "account_id": "a", "messa',  # truncated
+            {**good(3), "ts": ["2026"]},  # wrong type
+            {"event_id": "e4", "ts": "2026-03-01T10:00:00Z", "messages": []},  # missing account_id
+            # bad UTF-8
+            b'{"event_id": "e5", "ts": "2026-03-01T10:00:00Z", "account_id": "a", "prompt": "\xff\xfe"}',
+            {**good(6), "refused": "yes"},
+            "",
+            good(7),
+            good(1),  # duplicate id
+        ],
+    )
     code, summary = run_json(capsys, ["--db", sqlite_url, "ingest", str(f), "--json"])
     assert code == EXIT_QUARANTINED
     assert (summary["read"], summary["stored"], summary["duplicates"], summary["quarantined"]) == (8, 2, 1, 5)
@@ -74,8 +89,9 @@ def test_bad_records_are_quarantined_with_location(tmp_path: Path, sqlite_url: s
     assert f"{f}:3 [ts]" in text
 
 
-def test_gzip_input_and_a_truncated_gzip_stream(tmp_path: Path, sqlite_url: str,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_gzip_input_and_a_truncated_gzip_stream(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     payload = b"".join(json.dumps(good(i)).encode() + b"\n" for i in range(2000))
     whole = tmp_path / "ok.jsonl.gz"
     whole.write_bytes(gzip.compress(payload))
@@ -92,10 +108,13 @@ def test_gzip_input_and_a_truncated_gzip_stream(tmp_path: Path, sqlite_url: str,
     assert row.source == str(cut) and "damaged or truncated" in row.reason
 
 
-def test_huge_record_is_quarantined_not_truncated(tmp_path: Path, sqlite_url: str,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_huge_record_is_quarantined_not_truncated(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     f = write_lines(tmp_path / "big.jsonl", [{**good(1), "prompt": "x" * 5000}, good(2)])
-    code, summary = run_json(capsys, ["--db", sqlite_url, "ingest", str(f), "--max-record-bytes", "1000", "--json"])
+    code, summary = run_json(
+        capsys, ["--db", sqlite_url, "ingest", str(f), "--max-record-bytes", "1000", "--json"]
+    )
     assert code == EXIT_QUARANTINED
     assert (summary["stored"], summary["quarantined"]) == (1, 1)
     s = open_store(sqlite_url)
@@ -105,22 +124,38 @@ def test_huge_record_is_quarantined_not_truncated(tmp_path: Path, sqlite_url: st
 
 
 def test_accounts_file(tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    acc = write_lines(tmp_path / "accounts.jsonl", [
-        {"account_id": "acct_1", "email_domain": "example.org", "country": "DE", "created_at": "2026-01-01T00:00:00Z"},
-        {"account_id": "acct_2", "country": "Germany"},
-        {"account_id": "acct_3", "status": "banned"},
-    ])
+    acc = write_lines(
+        tmp_path / "accounts.jsonl",
+        [
+            {
+                "account_id": "acct_1",
+                "email_domain": "example.org",
+                "country": "DE",
+                "created_at": "2026-01-01T00:00:00Z",
+            },
+            {"account_id": "acct_2", "country": "Germany"},
+            {"account_id": "acct_3", "status": "banned"},
+        ],
+    )
     ev = write_lines(tmp_path / "events.jsonl", [good(1)])
-    code, summary = run_json(capsys, ["--db", sqlite_url, "ingest", str(ev), "--accounts", str(acc), "--json"])
+    code, summary = run_json(
+        capsys, ["--db", sqlite_url, "ingest", str(ev), "--accounts", str(acc), "--json"]
+    )
     assert code == EXIT_QUARANTINED
-    assert (summary["accounts_read"], summary["accounts_stored"], summary["accounts_quarantined"]) == (3, 1, 2)
+    assert (summary["accounts_read"], summary["accounts_stored"], summary["accounts_quarantined"]) == (
+        3,
+        1,
+        2,
+    )
     s = open_store(sqlite_url)
     fields = sorted((r.line, r.field, r.kind) for r in s.list_quarantine())
     s.close()
     assert fields == [(2, "country", "account"), (3, "status", "account")]
 
 
-def test_file_level_errors_say_what_to_do(tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_file_level_errors_say_what_to_do(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["--db", sqlite_url, "ingest", str(tmp_path / "nope.jsonl")]) == EXIT_INPUT
     assert "no such file" in capsys.readouterr().err
     odd = tmp_path / "odd.txt"

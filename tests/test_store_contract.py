@@ -13,8 +13,12 @@ from stormwatch.store.migrations import LATEST
 
 
 def ev(i: int, **kw: object) -> object:
-    base = {"event_id": f"e{i}", "ts": f"2026-01-01T00:00:{i % 60:02d}Z", "account_id": f"a{i % 3}",
-            "messages": [{"role": "user", "content": f"hello {i}"}]}
+    base = {
+        "event_id": f"e{i}",
+        "ts": f"2026-01-01T00:00:{i % 60:02d}Z",
+        "account_id": f"a{i % 3}",
+        "messages": [{"role": "user", "content": f"hello {i}"}],
+    }
     base.update(kw)
     return validate_event(base)
 
@@ -40,12 +44,25 @@ def test_insert_is_idempotent_on_event_id(store: Store) -> None:
 
 
 def test_events_round_trip_exactly(store: Store) -> None:
-    original = validate_event({
-        "event_id": "x1", "ts": "2026-02-03T04:05:06.789+02:00", "account_id": "acct", "org_id": "org",
-        "end_user_id": "eu", "api_key_id": "key", "ip": "2001:db8::1", "user_agent": "ua", "model": "m",
-        "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Привет 你好 🙂"}],
-        "response": "r", "conversation_id": "c", "refused": True, "attributes": {"k": [1, 2]}, "extra": "kept",
-    })
+    original = validate_event(
+        {
+            "event_id": "x1",
+            "ts": "2026-02-03T04:05:06.789+02:00",
+            "account_id": "acct",
+            "org_id": "org",
+            "end_user_id": "eu",
+            "api_key_id": "key",
+            "ip": "2001:db8::1",
+            "user_agent": "ua",
+            "model": "m",
+            "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Привет 你好 🙂"}],
+            "response": "r",
+            "conversation_id": "c",
+            "refused": True,
+            "attributes": {"k": [1, 2]},
+            "extra": "kept",
+        }
+    )
     store.insert_events([original])
     got = store.get_event("x1")  # type: ignore[attr-defined]
     assert got == original
@@ -77,8 +94,12 @@ def test_iter_events_is_ordered_and_incremental(store: Store) -> None:
 
 
 def test_accounts_upsert_replaces(store: Store) -> None:
-    store.upsert_accounts([validate_account({"account_id": "a1", "email_domain": "Example.ORG", "country": "DE"})])
-    store.upsert_accounts([validate_account({"account_id": "a1", "email_domain": "example.org", "status": "suspended"})])
+    store.upsert_accounts(
+        [validate_account({"account_id": "a1", "email_domain": "Example.ORG", "country": "DE"})]
+    )
+    store.upsert_accounts(
+        [validate_account({"account_id": "a1", "email_domain": "example.org", "status": "suspended"})]
+    )
     got = store.get_account("a1")
     assert got is not None
     assert got.status == "suspended"
@@ -88,12 +109,17 @@ def test_accounts_upsert_replaces(store: Store) -> None:
 
 
 def test_quarantine_keeps_raw_bytes_and_is_not_doubled(store: Store) -> None:
-    bad = [Rejected("f.jsonl", 3, "not valid JSON", None, b"\xff\xfe{"), Rejected("f.jsonl", 4, "missing", "ts", b"{}")]
+    bad = [
+        Rejected("f.jsonl", 3, "not valid JSON", None, b"\xff\xfe{"),
+        Rejected("f.jsonl", 4, "missing", "ts", b"{}"),
+    ]
     store.add_quarantine(bad, "run1")
     store.add_quarantine(bad, "run2")  # the same lines read again
     rows = store.list_quarantine()
     assert [(r.source, r.line, r.field, r.raw) for r in rows] == [
-        ("f.jsonl", 3, None, b"\xff\xfe{"), ("f.jsonl", 4, "ts", b"{}")]
+        ("f.jsonl", 3, None, b"\xff\xfe{"),
+        ("f.jsonl", 4, "ts", b"{}"),
+    ]
     assert store.count_quarantine() == 2
     assert store.count_quarantine("run1") == 2
     assert store.list_quarantine(limit=1, offset=1)[0].line == 4

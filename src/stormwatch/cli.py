@@ -25,7 +25,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("stormwatch.simulate.cli:simulate_command", "Write a month of a simulated AI platform."),
     "ingest": ("stormwatch.cli:ingest_command", "Load usage logs into the store, in any supported format."),
     "quarantine": ("stormwatch.cli:quarantine_group", "Inspect records that could not be loaded."),
-    "classify": ("stormwatch.detect.cli:classify_command", "Score prompts for misuse on the LLM-TTP taxonomy."),
+    "classify": (
+        "stormwatch.detect.cli:classify_command",
+        "Score prompts for misuse on the LLM-TTP taxonomy.",
+    ),
+    "score": ("stormwatch.pipeline.cli:score_command", "Score stored events (active model + shadow candidates)."),
+    "models": ("stormwatch.pipeline.cli:models_group", "Model versions: list, add, compare in shadow, promote."),
     "train": ("stormwatch.detect.cli:train_command", "Rebuild the first-tier detection model."),
     "eval": ("stormwatch.detect.cli:eval_command", "Evaluate detectors on labelled prompts."),
     "db": ("stormwatch.cli:db_group", "Database schema and status."),
@@ -54,11 +59,18 @@ def echo_json(obj: Any) -> None:
     click.echo(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode())
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="stormwatch")
-@click.option("--db", "db_url", envvar="STORMWATCH_DB", metavar="URL",
-              help="Database URL: sqlite:///path.db (default sqlite:///stormwatch.db) or postgresql://... "
-              "[env: STORMWATCH_DB]")
+@click.option(
+    "--db",
+    "db_url",
+    envvar="STORMWATCH_DB",
+    metavar="URL",
+    help="Database URL: sqlite:///path.db (default sqlite:///stormwatch.db) or postgresql://... "
+    "[env: STORMWATCH_DB]",
+)
 @click.pass_context
 def cli(ctx: click.Context, db_url: str | None) -> None:
     """stormwatch: find, link, attribute and disrupt state-affiliated misuse of an AI service.
@@ -85,36 +97,65 @@ def open_ctx_store(ctx: click.Context) -> Any:
 
 @click.command("ingest")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--accounts", "accounts", multiple=True, type=click.Path(path_type=Path),
-              help="Account records (JSONL, canonical account schema). Repeatable.")
-@click.option("--format", "format_name", metavar="NAME",
-              help="Format of FILES; sniffed per file when left out. "
-              "One of: canonical, openai_batch, openai_http_log, litellm.")
-@click.option("--account", "default_account", metavar="ID",
-              help="Account to attribute records to when the format names none (Batch files: the batch owner).")
+@click.option(
+    "--accounts",
+    "accounts",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Account records (JSONL, canonical account schema). Repeatable.",
+)
+@click.option(
+    "--format",
+    "format_name",
+    metavar="NAME",
+    help="Format of FILES; sniffed per file when left out. "
+    "One of: canonical, openai_batch, openai_http_log, litellm.",
+)
+@click.option(
+    "--account",
+    "default_account",
+    metavar="ID",
+    help="Account to attribute records to when the format names none (Batch files: the batch owner).",
+)
 @click.option("--batch-size", default=5000, show_default=True, help="Records per database transaction.")
-@click.option("--max-record-bytes", default=16 * 1024 * 1024, show_default=True,
-              help="Longer records are quarantined whole instead of parsed.")
+@click.option(
+    "--max-record-bytes",
+    default=16 * 1024 * 1024,
+    show_default=True,
+    help="Longer records are quarantined whole instead of parsed.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
-def ingest_command(ctx: click.Context, files: tuple[Path, ...], accounts: tuple[Path, ...], format_name: str | None,
-                   default_account: str | None, batch_size: int, max_record_bytes: int, as_json: bool,
-                   quiet: bool) -> None:
+def ingest_command(
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    accounts: tuple[Path, ...],
+    format_name: str | None,
+    default_account: str | None,
+    batch_size: int,
+    max_record_bytes: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Load usage logs into the store, in any supported format.
 
     Idempotent on event_id: loading the same file twice stores nothing new. Records that cannot
     be loaded go to the quarantine (see `stormwatch quarantine list`) and the command exits 10.
     """
-    from stormwatch.ingest.runner import ingest
     from stormwatch.ingest.formats.base import FormatOptions
+    from stormwatch.ingest.runner import ingest
 
     store = open_ctx_store(ctx)
     try:
         summary = ingest(
-            store, list(files), format_name=format_name, accounts_paths=list(accounts),
+            store,
+            list(files),
+            format_name=format_name,
+            accounts_paths=list(accounts),
             options=FormatOptions(default_account=default_account, max_record_bytes=max_record_bytes),
-            batch_size=batch_size, progress=not (quiet or as_json),
+            batch_size=batch_size,
+            progress=not (quiet or as_json),
         )
     finally:
         store.close()
@@ -122,12 +163,16 @@ def ingest_command(ctx: click.Context, files: tuple[Path, ...], accounts: tuple[
         echo_json(summary.to_dict())
     else:
         rate = summary.read / summary.seconds if summary.seconds else 0.0
-        click.echo(f"ingest {summary.run_id}: read {summary.read:,}  stored {summary.stored:,}  "
-                   f"duplicates {summary.duplicates:,}  quarantined {summary.quarantined:,}  "
-                   f"({summary.seconds:.1f} s, {rate:,.0f} records/s)")
+        click.echo(
+            f"ingest {summary.run_id}: read {summary.read:,}  stored {summary.stored:,}  "
+            f"duplicates {summary.duplicates:,}  quarantined {summary.quarantined:,}  "
+            f"({summary.seconds:.1f} s, {rate:,.0f} records/s)"
+        )
         if accounts:
-            click.echo(f"accounts: read {summary.accounts_read:,}  stored {summary.accounts_stored:,}  "
-                       f"quarantined {summary.accounts_quarantined:,}")
+            click.echo(
+                f"accounts: read {summary.accounts_read:,}  stored {summary.accounts_stored:,}  "
+                f"quarantined {summary.accounts_quarantined:,}"
+            )
         if summary.any_quarantined:
             click.echo("some records were quarantined: see `stormwatch quarantine list`", err=True)
     if summary.any_quarantined:
@@ -155,9 +200,19 @@ def quarantine_list(ctx: click.Context, run_id: str | None, limit: int, offset: 
         store.close()
     if as_json:
         for r in rows:
-            echo_json({"id": r.id, "run_id": r.run_id, "kind": r.kind, "source": r.source, "line": r.line,
-                       "field": r.field, "reason": r.reason, "raw": r.raw.decode("utf-8", "replace"),
-                       "created_at": r.created_at})
+            echo_json(
+                {
+                    "id": r.id,
+                    "run_id": r.run_id,
+                    "kind": r.kind,
+                    "source": r.source,
+                    "line": r.line,
+                    "field": r.field,
+                    "reason": r.reason,
+                    "raw": r.raw.decode("utf-8", "replace"),
+                    "created_at": r.created_at,
+                }
+            )
         return
     if not rows:
         click.echo("quarantine is empty" if total == 0 else f"no rows at offset {offset} (total {total})")
@@ -184,8 +239,10 @@ def db_migrate(ctx: click.Context) -> None:
     store = open_store(ctx.obj.get("db_url"), migrate=False)
     try:
         applied = store.migrate()
-        click.echo(f"{resolve_db_url(ctx.obj.get('db_url'))}: schema version {store.schema_version()}"
-                   + (f" (applied {applied})" if applied else " (up to date)"))
+        click.echo(
+            f"{resolve_db_url(ctx.obj.get('db_url'))}: schema version {store.schema_version()}"
+            + (f" (applied {applied})" if applied else " (up to date)")
+        )
     finally:
         store.close()
 
@@ -197,8 +254,13 @@ def db_info(ctx: click.Context, as_json: bool) -> None:
     """Show the schema version and row counts."""
     store = open_ctx_store(ctx)
     try:
-        info = {"url": store.url, "schema_version": store.schema_version(), "events": store.count_events(),
-                "accounts": store.count_accounts(), "quarantined": store.count_quarantine()}
+        info = {
+            "url": store.url,
+            "schema_version": store.schema_version(),
+            "events": store.count_events(),
+            "accounts": store.count_accounts(),
+            "quarantined": store.count_quarantine(),
+        }
     finally:
         store.close()
     if as_json:
@@ -211,7 +273,9 @@ def db_info(ctx: click.Context, as_json: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code instead of exiting."""
     try:
-        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="stormwatch", standalone_mode=False)
+        rv = cli.main(
+            args=list(argv) if argv is not None else None, prog_name="stormwatch", standalone_mode=False
+        )
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:

@@ -19,12 +19,33 @@ ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 MAX_ID_LEN = 256
 KNOWN_FIELDS = frozenset(
     {
-        "event_id", "ts", "account_id", "org_id", "end_user_id", "api_key_id", "ip", "user_agent",
-        "model", "messages", "prompt", "response", "conversation_id", "refused", "attributes",
+        "event_id",
+        "ts",
+        "account_id",
+        "org_id",
+        "end_user_id",
+        "api_key_id",
+        "ip",
+        "user_agent",
+        "model",
+        "messages",
+        "prompt",
+        "response",
+        "conversation_id",
+        "refused",
+        "attributes",
     }
 )
-OPTIONAL_STR = ("org_id", "end_user_id", "api_key_id", "ip", "user_agent", "model", "response",
-                "conversation_id")
+OPTIONAL_STR = (
+    "org_id",
+    "end_user_id",
+    "api_key_id",
+    "ip",
+    "user_agent",
+    "model",
+    "response",
+    "conversation_id",
+)
 
 
 @dataclass(slots=True)
@@ -118,7 +139,9 @@ def _messages(value: object) -> list[dict[str, str]]:
         role = msg.get("role")
         content = msg.get("content")
         if role not in ROLES:
-            raise RecordError(f"role must be one of {sorted(ROLES)}, got {role!r}"[:200], field=f"{where}.role")
+            raise RecordError(
+                f"role must be one of {sorted(ROLES)}, got {role!r}"[:200], field=f"{where}.role"
+            )
         if not isinstance(content, str):
             raise RecordError(f"expected a string, got {type(content).__name__}", field=f"{where}.content")
         out.append({"role": role, "content": content})
@@ -166,13 +189,29 @@ def validate_event(obj: object, source: str = "canonical") -> Event:
         for k in extra:
             attributes[k] = obj[k]
     return Event(
-        event_id=event_id, ts=ts, account_id=account_id, messages=messages, prompt=prompt,
-        refused=refused, attributes=attributes or None, source=source, **kwargs,
+        event_id=event_id,
+        ts=ts,
+        account_id=account_id,
+        messages=messages,
+        prompt=prompt,
+        refused=refused,
+        attributes=attributes or None,
+        source=source,
+        **kwargs,
     )
 
 
-ACCOUNT_STR_FIELDS = ("email_domain", "email_hash", "payment_fingerprint", "phone_hash", "device_id",
-                      "signup_ip", "org_id", "country", "status")
+ACCOUNT_STR_FIELDS = (
+    "email_domain",
+    "email_hash",
+    "payment_fingerprint",
+    "phone_hash",
+    "device_id",
+    "signup_ip",
+    "org_id",
+    "country",
+    "status",
+)
 ACCOUNT_STATUSES = frozenset({"active", "suspended", "terminated"})
 
 

@@ -171,8 +171,7 @@ def vendor_training_data(datasets_dir: Path, out_dir: Path | None = None) -> lis
 
 
 def iter_jsonl(fh: IO[str]) -> Iterator[tuple[int, str]]:
-    for lineno, line in enumerate(fh, 1):
-        yield lineno, line
+    yield from enumerate(fh, 1)
 
 
 def data_digest(paths: Iterable[str | Path]) -> str:

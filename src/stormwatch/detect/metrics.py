@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import numpy.typing as npt
 
@@ -47,7 +49,7 @@ def roc_auc(y: npt.ArrayLike, s: npt.ArrayLike) -> float:
     ss = sa[order]
     # midranks for ties
     bounds = np.r_[0, np.flatnonzero(np.diff(ss)) + 1, len(ss)]
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in itertools.pairwise(bounds):
         ranks[order[lo:hi]] = (lo + hi + 1) / 2.0
     return float((ranks[ya == 1].sum() - npos * (npos + 1) / 2.0) / (npos * nneg))
 

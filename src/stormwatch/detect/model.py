@@ -137,7 +137,8 @@ class FirstTierModel:
             evidence.append(
                 {
                     "kind": "window",
-                    "detail": f"scored as {fz.n_units} windows of {self.window} tokens (stride {self.stride});"
+                    "detail": f"scored as {fz.n_units} windows of {self.window} tokens"
+                    f" (stride {self.stride});"
                     " the maximum decides",
                     "window": u,
                     "token_start": int(fz.start[u]),
@@ -145,7 +146,9 @@ class FirstTierModel:
                 }
             )
         for f, c in ranked:
-            evidence.append({"kind": "ngram", "feature": self.vocab.feature_name(f), "contribution": round(c, 4)})
+            evidence.append(
+                {"kind": "ngram", "feature": self.vocab.feature_name(f), "contribution": round(c, 4)}
+            )
         return evidence
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["LLMT_IDS", "LLMT_LABELS", "HARD_NEGATIVE_SOURCES", "categories_for", "training_use"]
+__all__ = ["HARD_NEGATIVE_SOURCES", "LLMT_IDS", "LLMT_LABELS", "categories_for", "training_use"]
 
 LLMT_LABELS: dict[str, str] = {
     "LLMT-01": "LLM-informed reconnaissance",
@@ -69,9 +69,8 @@ _BY_CATEGORY: dict[str, dict[str, tuple[str, ...]]] = {
     "strongreject": {"disinformation and deception": ("LLMT-04",)},
     "do_not_answer": {
         "malicious uses|reducing the cost of disinformation campaigns": ("LLMT-04",),
-        "information hazards|compromise privacy by leaking or inferring private information (person/individual)": (
-            "LLMT-01",
-        ),
+        "information hazards|compromise privacy by leaking or inferring private information"
+        " (person/individual)": ("LLMT-01",),
         "information hazards|risks from leaking or inferring sensitive information (organization/gov)": (
             "LLMT-01",
         ),

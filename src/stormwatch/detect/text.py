@@ -27,7 +27,10 @@ TOKEN_RE = re.compile(r"[^\W_]+")
 
 # Zero-width and bidi control characters that attackers use to break tokens apart.
 _INVISIBLE = dict.fromkeys(
-    map(ord, "\u00ad\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u202a\u202b\u202c\u202d\u202e"),
+    map(
+        ord,
+        "\u00ad\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u202a\u202b\u202c\u202d\u202e",
+    ),
     None,
 )
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,8 +49,22 @@ Progress = Callable[[str], None]
 # Everyday sources: benign traffic; each is its own source for balancing and vocabulary.
 EVERYDAY_SOURCES = frozenset(
     {
-        "arena_hard_v01", "banking77", "clinc150", "dolly15k_partial", "gpteacher", "gsm8k", "humaneval",
-        "hwu64", "mgsm", "mmlu", "mt_bench", "nq_open", "oasst1_prompts", "snips", "vicuna_bench", "xsid",
+        "arena_hard_v01",
+        "banking77",
+        "clinc150",
+        "dolly15k_partial",
+        "gpteacher",
+        "gsm8k",
+        "humaneval",
+        "hwu64",
+        "mgsm",
+        "mmlu",
+        "mt_bench",
+        "nq_open",
+        "oasst1_prompts",
+        "snips",
+        "vicuna_bench",
+        "xsid",
     }
 )
 PRESET_TARGET_FPR: dict[str, float] = {"strict": 0.05, "balanced": 0.015, "permissive": 0.005}
@@ -66,7 +81,7 @@ class TrainParams:
     min_sources: int = 2
     max_unigrams: int = 40000
     max_bigrams: int = 60000
-    C: float = 4.0
+    C: float = 1.0
     cat_C: float = 1.0
     hard_negative_weight: float = 3.0
     everyday_weight: float = 3.0
@@ -85,7 +100,9 @@ def _tokens(rows: Sequence[Row]) -> list[list[str]]:
     return [findall(normalize(r.text)) for r in rows]
 
 
-def find_boilerplate(rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams) -> dict[str, set[tuple[str, ...]]]:
+def find_boilerplate(
+    rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams
+) -> dict[str, set[tuple[str, ...]]]:
     """Per source, the word n-grams frequent enough in it to be template text."""
     by_source: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
@@ -120,11 +137,32 @@ def strip_boilerplate(toks: list[str], grams: set[tuple[str, ...]], n: int) -> l
 def prepare_tokens(rows: Sequence[Row], p: TrainParams) -> tuple[list[list[str]], dict[str, int]]:
     toks = _tokens(rows)
     grams = find_boilerplate(rows, toks, p)
-    stripped = [strip_boilerplate(t, grams.get(r.source, set()), p.boiler_n) for r, t in zip(rows, toks, strict=True)]
+    stripped = [
+        strip_boilerplate(t, grams.get(r.source, set()), p.boiler_n) for r, t in zip(rows, toks, strict=True)
+    ]
     return stripped, {s: len(g) for s, g in sorted(grams.items())}
 
 
 # -- vocabulary ---------------------------------------------------------------------------------
+# Function words carry a source's register ("can you", "how do i", "is my"), not intent; a term
+# made only of them, a single character or digits is left out of the vocabulary.
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have
+    having he her here hers herself him himself his how i if in into is it its itself just me might more
+    most must my myself no nor not now of off on once only or other our ours ourselves out over own same
+    shall she should so some such than that the their theirs them themselves then there these they this
+    those through to too under until up very was we were what when where which while who whom why will
+    with would you your yours yourself yourselves s t d ll m re ve don doesn didn isn aren wasn weren
+    can't won wouldn shouldn couldn please tell give let make write show use using also may one two
+    like get need want know""".split()
+)
+
+
+def _informative(word: str) -> bool:
+    return len(word) > 1 and not word.isdigit() and word not in STOPWORDS
+
+
 def build_vocabulary(rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams) -> Vocabulary:
     uni_df: Counter[str] = Counter()
     uni_src: dict[str, set[str]] = defaultdict(set)
@@ -136,15 +174,23 @@ def build_vocabulary(rows: Sequence[Row], toks: Sequence[list[str]], p: TrainPar
     keep = [w for w, c in uni_df.items() if c >= p.min_df and len(uni_src[w]) >= p.min_sources]
     keep.sort(key=lambda w: (-uni_df[w], w))
     unigrams = sorted(keep[: p.max_unigrams])
+    # stopwords stay in the id table (bigrams like "how to" need them) but get no unigram weight
+    informative = {w for w in unigrams if _informative(w)}
     ids = {w: i for i, w in enumerate(unigrams)}
     bi_df: Counter[tuple[int, int]] = Counter()
     bi_src: dict[tuple[int, int], set[str]] = defaultdict(set)
     for r, t in zip(rows, toks, strict=True):
-        pairs = {(ids[a], ids[b]) for a, b in zip(t, t[1:]) if a in ids and b in ids}
+        pairs = {(ids[a], ids[b]) for a, b in itertools.pairwise(t) if a in ids and b in ids}
         for pair in pairs:
             bi_df[pair] += 1
             bi_src[pair].add(r.source)
-    keep_bi = [b for b, c in bi_df.items() if c >= p.min_df and len(bi_src[b]) >= p.min_sources]
+    keep_bi = [
+        b
+        for b, c in bi_df.items()
+        if c >= p.min_df
+        and len(bi_src[b]) >= p.min_sources
+        and (unigrams[b[0]] in informative or unigrams[b[1]] in informative)
+    ]
     keep_bi.sort(key=lambda b: (-bi_df[b], b))
     bigrams = sorted(keep_bi[: p.max_bigrams])
     return Vocabulary(unigrams, bigrams)
@@ -207,6 +253,10 @@ def fit_core(rows: Sequence[Row], p: TrainParams, progress: Progress = _noop) ->
     vocab = build_vocabulary(rows, toks, p)
     progress(f"vocabulary: {vocab.n_unigrams} words, {len(vocab.bigrams)} bigrams")
     x = design_matrix(vocab, toks)
+    from scipy.sparse import diags
+
+    keep = np.array([_informative(w) for w in vocab.unigrams] + [True] * len(vocab.bigrams), dtype=np.float64)
+    x = (x @ diags(keep)).tocsr()  # stopword unigrams: all-zero columns, so weight exactly 0
     y = np.array([r.label for r in rows], dtype=np.int64)
     w = sample_weights(rows, p)
     progress("fitting misuse head")
@@ -218,7 +268,7 @@ def fit_core(rows: Sequence[Row], p: TrainParams, progress: Progress = _noop) ->
         wm = w[mal] / w[mal].mean()
         progress("fitting LLMT heads")
         for cid in LLMT_IDS:
-            yc = np.array([1 if cid in rows[i].cats else 0 for i in mal], dtype=np.int64)
+            yc = np.array([1 if cid in rows[i].cats else 0 for i in mal.tolist()], dtype=np.int64)
             npos = int(yc.sum())
             if npos < p.min_cat_positives or npos == len(yc):
                 continue
@@ -260,9 +310,7 @@ def threshold_for_fpr(neg_scores: FloatArray, target: float) -> float:
     return float(np.nextafter(t, 1.0)) if t < 1.0 else 1.0
 
 
-def calibrate_and_threshold(
-    art: dict[str, Any], val: Sequence[Row], p: TrainParams
-) -> dict[str, Any]:
+def calibrate_and_threshold(art: dict[str, Any], val: Sequence[Row], p: TrainParams) -> dict[str, Any]:
     """Platt-calibrate on ``val`` rows and pick preset thresholds on their hard negatives."""
     model = FirstTierModel(art)
     texts = [r.text for r in val]
@@ -313,9 +361,37 @@ def train_artifact(
         "sources": {
             s: {"benign": c0, "malicious": c1}
             for s, c0, c1 in sorted(
-                (s, sum(1 for r in fit_rows if r.source == s and r.label == 0), sum(1 for r in fit_rows if r.source == s and r.label == 1))
+                (
+                    s,
+                    sum(1 for r in fit_rows if r.source == s and r.label == 0),
+                    sum(1 for r in fit_rows if r.source == s and r.label == 1),
+                )
                 for s in {r.source for r in fit_rows}
             )
         },
     }
+    return art
+
+
+def finalize_artifact(art: dict[str, Any], rows: Sequence[Row]) -> dict[str, Any]:
+    """Add the held-out test metrics (incl. each preset's FPR) and provenance to the artifact."""
+    from stormwatch.detect.evaluate import evaluate
+
+    model = FirstTierModel(art)
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(orjson.dumps([r.id, r.source, r.text, r.label, r.split]))
+    art["training"]["rows_sha256"] = h.hexdigest()
+    art["taxonomy"] = {"ids": list(LLMT_IDS)}
+    if any(r.split == "test" for r in rows):
+        report = evaluate(model, rows, split="test", loso=False)
+        o = report["overall"]
+        art["metrics"] = {
+            "split": "test",
+            "auprc": round(o["auprc"], 4),
+            "roc_auc": round(o["roc_auc"], 4),
+            "recall_at_1pct_fpr": round(o["recall_at_1pct_fpr"], 4),
+            "preset_fpr_benign_security": {k: round(v, 4) for k, v in o["hard_negative_fpr"].items()},
+            "preset_fpr_everyday": {k: round(v, 4) for k, v in o["everyday_fpr"].items()},
+        }
     return art

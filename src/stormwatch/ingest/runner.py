@@ -173,13 +173,21 @@ def ingest(
     plan = plan_formats(paths, format_name)
     run_id = "run_" + uuid.uuid4().hex[:16]
     all_files = [str(p) for p in (*accounts_paths, *paths)]
-    summary = IngestSummary(run_id=run_id, files=all_files,
-                            formats={str(p): fmt.name for fmt, ps in plan for p in ps})
+    summary = IngestSummary(
+        run_id=run_id, files=all_files, formats={str(p): fmt.name for fmt, ps in plan for p in ps}
+    )
     started = time.perf_counter()
     store.start_run(run_id, all_files)
     total_bytes = sum(p.stat().st_size for p in (*accounts_paths, *paths))
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="ingest", disable=not progress,
-               dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(
+        total=total_bytes,
+        unit="B",
+        unit_scale=True,
+        desc="ingest",
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
     options.on_progress = bar.update
     status = "failed"
     try:
@@ -202,12 +210,25 @@ def ingest(
             for fmt, fpaths in plan:
                 for good, rejected in _batches(_parse_safely(fmt, fpaths, options), batch_size):
                     writer.put(good, rejected)
-                    bar.set_postfix(stored=summary.stored, dup=summary.duplicates, quar=summary.quarantined,
-                                    refresh=False)
+                    bar.set_postfix(
+                        stored=summary.stored, dup=summary.duplicates, quar=summary.quarantined, refresh=False
+                    )
         status = "done"
     finally:
         bar.close()
         summary.seconds = round(time.perf_counter() - started, 3)
-        store.finish_run(RunRow(run_id, "", now_iso(), status, all_files, summary.read, summary.stored,
-                                summary.duplicates, summary.quarantined, summary.accounts_stored))
+        store.finish_run(
+            RunRow(
+                run_id,
+                "",
+                now_iso(),
+                status,
+                all_files,
+                summary.read,
+                summary.stored,
+                summary.duplicates,
+                summary.quarantined,
+                summary.accounts_stored,
+            )
+        )
     return summary

@@ -111,7 +111,14 @@ LICENSES = {
     **CC_BY_SA,
 }
 ASSISTANT_SOURCES = {"banking77", "clinc150", "hwu64", "snips", "xsid"}
-GENERAL_SOURCES = {"dolly15k_partial", "nq_open", "oasst1_prompts", "vicuna_bench", "mt_bench", "arena_hard_v01"}
+GENERAL_SOURCES = {
+    "dolly15k_partial",
+    "nq_open",
+    "oasst1_prompts",
+    "vicuna_bench",
+    "mt_bench",
+    "arena_hard_v01",
+}
 
 
 def _rows(path: Path) -> Iterator[dict[str, Any]]:

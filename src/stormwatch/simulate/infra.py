@@ -4,9 +4,12 @@ IP addresses are drawn from random public-looking space (private, shared, loopba
 documentation and multicast ranges are avoided). They are fictional and never contacted.
 """
 
+# ruff: noqa: E501  (data tables: long literal strings)
+
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 # code, weight, UTC offsets (no DST), accept-language
@@ -49,8 +52,16 @@ COUNTRY_LANG = {c[0]: c[3] for c in COUNTRIES}
 
 # Zipf-ish global webmail shares, plus regional providers
 WEBMAIL_GLOBAL: list[tuple[str, float]] = [
-    ("gmail.com", 42), ("outlook.com", 12), ("hotmail.com", 8), ("yahoo.com", 7), ("icloud.com", 5),
-    ("proton.me", 1.5), ("aol.com", 0.8), ("zoho.com", 0.4), ("tutanota.com", 0.2), ("gmx.com", 0.4),
+    ("gmail.com", 42),
+    ("outlook.com", 12),
+    ("hotmail.com", 8),
+    ("yahoo.com", 7),
+    ("icloud.com", 5),
+    ("proton.me", 1.5),
+    ("aol.com", 0.8),
+    ("zoho.com", 0.4),
+    ("tutanota.com", 0.2),
+    ("gmx.com", 0.4),
 ]
 WEBMAIL_REGIONAL: dict[str, list[tuple[str, float]]] = {
     "RU": [("mail.ru", 20), ("yandex.ru", 18)],
@@ -82,8 +93,15 @@ BROWSER_UAS = [
 ]
 BROWSER_WEIGHTS = [30, 6, 10, 10, 3, 5, 14, 8, 8]
 API_UAS = [
-    "OpenAI/Python 1.14.0", "OpenAI/Python 1.12.0", "OpenAI/NodeJS/4.28.4", "python-requests/2.31.0",
-    "python-httpx/0.27.0", "curl/8.6.0", "Go-http-client/2.0", "axios/1.6.7", "langchain-openai/0.0.8",
+    "OpenAI/Python 1.14.0",
+    "OpenAI/Python 1.12.0",
+    "OpenAI/NodeJS/4.28.4",
+    "python-requests/2.31.0",
+    "python-httpx/0.27.0",
+    "curl/8.6.0",
+    "Go-http-client/2.0",
+    "axios/1.6.7",
+    "langchain-openai/0.0.8",
 ]
 API_WEIGHTS = [25, 10, 15, 10, 8, 4, 4, 5, 6]
 MODELS = ["gpt-4o", "gpt-4o-mini", "gpt-4-turbo", "gpt-3.5-turbo", "gpt-4"]
@@ -129,7 +147,9 @@ class IPSpace:
         p.prefixes.append(f"{a}.{b}.0.0/16")
         self._blocks[name] = [(a, b)]
         if v6:
-            p.v6_prefix = f"2a0{self.rng.randint(1, 9)}:{self.rng.getrandbits(16):x}:{self.rng.getrandbits(16):x}"
+            p.v6_prefix = (
+                f"2a0{self.rng.randint(1, 9)}:{self.rng.getrandbits(16):x}:{self.rng.getrandbits(16):x}"
+            )
         self.providers.append(p)
         return p
 
@@ -151,7 +171,7 @@ class IPSpace:
         return f"{p.v6_prefix}:{r(16):x}:{r(16):x}:{r(16):x}:{r(16):x}:{r(16):x}"
 
 
-def pick_weighted(rng: random.Random, items: list[tuple[str, float]]) -> str:
+def pick_weighted(rng: random.Random, items: Sequence[tuple[str, float]]) -> str:
     return rng.choices([i[0] for i in items], weights=[i[1] for i in items])[0]
 
 
@@ -160,9 +180,48 @@ def webmail(rng: random.Random, country: str) -> str:
     return pick_weighted(rng, WEBMAIL_GLOBAL + regional)
 
 
-_SYL = ["ka", "lo", "ve", "ri", "ta", "no", "mi", "sa", "de", "ru", "po", "li", "xa", "ne", "zo", "bi", "ter", "gan"]
-_CORP_SUFFIX = ["tech", "labs", "group", "systems", "soft", "data", "works", "consulting", "health", "logistics"]
-_TLDS = [(".com", 60), (".io", 10), (".co.uk", 6), (".de", 6), (".net", 6), (".fr", 4), (".co", 4), (".ai", 4)]
+_SYL = [
+    "ka",
+    "lo",
+    "ve",
+    "ri",
+    "ta",
+    "no",
+    "mi",
+    "sa",
+    "de",
+    "ru",
+    "po",
+    "li",
+    "xa",
+    "ne",
+    "zo",
+    "bi",
+    "ter",
+    "gan",
+]
+_CORP_SUFFIX = [
+    "tech",
+    "labs",
+    "group",
+    "systems",
+    "soft",
+    "data",
+    "works",
+    "consulting",
+    "health",
+    "logistics",
+]
+_TLDS: list[tuple[str, float]] = [
+    (".com", 60),
+    (".io", 10),
+    (".co.uk", 6),
+    (".de", 6),
+    (".net", 6),
+    (".fr", 4),
+    (".co", 4),
+    (".ai", 4),
+]
 
 
 def corp_domain(rng: random.Random) -> str:
@@ -173,7 +232,9 @@ def corp_domain(rng: random.Random) -> str:
 
 def uni_domain(rng: random.Random, country: str) -> str:
     name = "".join(rng.choice(_SYL) for _ in range(rng.randint(2, 3)))
-    tld = {"GB": ".ac.uk", "JP": ".ac.jp", "KR": ".ac.kr", "IN": ".ac.in", "AU": ".edu.au"}.get(country, ".edu")
+    tld = {"GB": ".ac.uk", "JP": ".ac.jp", "KR": ".ac.kr", "IN": ".ac.in", "AU": ".edu.au"}.get(
+        country, ".edu"
+    )
     return f"{name}{tld}"
 
 

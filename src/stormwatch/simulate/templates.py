@@ -6,6 +6,8 @@ style, with slots (targets, technologies, CVE ids) filled per operation. All org
 people named here are fictional.
 """
 
+# ruff: noqa: E501  (data tables: long literal strings)
+
 from __future__ import annotations
 
 import random
@@ -13,30 +15,79 @@ import re
 
 SLOTS: dict[str, list[str]] = {
     "org": [
-        "Northwind Maritime", "Eastbrook University", "Halvorsen Logistics", "Blue Fjord Energy",
-        "Institute for Pacific Policy", "Meridian Defence Systems", "Coral Bay Shipping",
-        "Centre for Strategic Dialogue Asia", "Ashgrove Telecom", "Valdoria Ministry of Transport",
-        "Kestrel Aerospace", "Lindqvist Health Group", "Orbis Satellite Services", "Tamsin Oil & Gas",
+        "Northwind Maritime",
+        "Eastbrook University",
+        "Halvorsen Logistics",
+        "Blue Fjord Energy",
+        "Institute for Pacific Policy",
+        "Meridian Defence Systems",
+        "Coral Bay Shipping",
+        "Centre for Strategic Dialogue Asia",
+        "Ashgrove Telecom",
+        "Valdoria Ministry of Transport",
+        "Kestrel Aerospace",
+        "Lindqvist Health Group",
+        "Orbis Satellite Services",
+        "Tamsin Oil & Gas",
     ],
     "country": ["Valdoria", "Eastmark", "Norland", "the Republic of Cadia", "Sorvania", "Marisco"],
     "sector": [
-        "defence contractors", "maritime shipping firms", "think tanks", "regional ministries",
-        "telecom operators", "universities", "energy utilities", "logistics companies",
+        "defence contractors",
+        "maritime shipping firms",
+        "think tanks",
+        "regional ministries",
+        "telecom operators",
+        "universities",
+        "energy utilities",
+        "logistics companies",
     ],
     "tech": [
-        "Microsoft Exchange", "Citrix ADC", "Fortinet SSL-VPN", "Apache Log4j", "Atlassian Confluence",
-        "Ivanti Connect Secure", "MikroTik RouterOS", "VMware vCenter", "Zimbra", "WordPress",
+        "Microsoft Exchange",
+        "Citrix ADC",
+        "Fortinet SSL-VPN",
+        "Apache Log4j",
+        "Atlassian Confluence",
+        "Ivanti Connect Secure",
+        "MikroTik RouterOS",
+        "VMware vCenter",
+        "Zimbra",
+        "WordPress",
     ],
     "cve": [
-        "CVE-2022-30190", "CVE-2021-44228", "CVE-2023-23397", "CVE-2021-26855", "CVE-2023-4966",
-        "CVE-2022-1388", "CVE-2023-22515", "CVE-2024-21887", "CVE-2018-14847",
+        "CVE-2022-30190",
+        "CVE-2021-44228",
+        "CVE-2023-23397",
+        "CVE-2021-26855",
+        "CVE-2023-4966",
+        "CVE-2022-1388",
+        "CVE-2023-22515",
+        "CVE-2024-21887",
+        "CVE-2018-14847",
     ],
     "lang_script": ["Python", "PowerShell", "C#", "bash", "Go", "JavaScript"],
-    "proto": ["DVB-S2", "VSAT", "Ku-band uplink", "SATCOM TDMA", "L-band telemetry", "synthetic aperture radar"],
-    "role": ["senior engineers", "press officers", "IT administrators", "North Asia analysts", "procurement staff"],
+    "proto": [
+        "DVB-S2",
+        "VSAT",
+        "Ku-band uplink",
+        "SATCOM TDMA",
+        "L-band telemetry",
+        "synthetic aperture radar",
+    ],
+    "role": [
+        "senior engineers",
+        "press officers",
+        "IT administrators",
+        "North Asia analysts",
+        "procurement staff",
+    ],
     "topic": [
-        "nuclear policy in North Asia", "maritime security in the Gulf", "sanctions enforcement",
-        "regional missile programmes", "women's rights advocacy", "energy security", "cross-strait relations",
+        "nuclear policy in North Asia",
+        "maritime security in the Gulf",
+        "sanctions enforcement",
+        "regional missile programmes",
+        "women's rights advocacy",
+        "energy security",
+        "cross-strait relations",
     ],
     "filetype": ["docx", "pdf", "xlsx", "pst", "kdbx", "txt"],
     "ext_site": ["a webmail portal", "a social network", "a news site", "a file-sharing service"],
@@ -45,7 +96,12 @@ SLOTS: dict[str, list[str]] = {
 # Actor-specific slot overrides (topical flavour from the Feb 2024 reports).
 ACTOR_SLOTS: dict[str, dict[str, list[str]]] = {
     "Forest Blizzard": {
-        "topic": ["satellite communication protocols", "radar imaging", "battlefield logistics", "drone telemetry"],
+        "topic": [
+            "satellite communication protocols",
+            "radar imaging",
+            "battlefield logistics",
+            "drone telemetry",
+        ],
         "sector": ["defence contractors", "transport ministries", "energy utilities", "NGOs"],
     },
     "Emerald Sleet": {
@@ -305,7 +361,10 @@ SYSTEM_PROMPTS = [
 ]
 
 BATCH_TASKS = [
-    ("You are a classification model. Reply with one label only.", "Classify the intent of this customer message: {text}"),
+    (
+        "You are a classification model. Reply with one label only.",
+        "Classify the intent of this customer message: {text}",
+    ),
     ("Summarise the user's text in at most three sentences.", "{text}"),
     ("You are a customer-support assistant for an online retailer. Be polite and brief.", "{text}"),
     ("Extract the entities as JSON.", "Extract entities from: {text}"),

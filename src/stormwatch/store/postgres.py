@@ -44,7 +44,9 @@ class PostgresStore(SqlStore):
         if schema is not None and not _SCHEMA_RE.match(schema):
             raise ConfigError(f"bad schema name {schema!r} in the database URL")
         rest = "&".join(f"{k}={v[0]}" for k, v in query.items())
-        dsn = urlunsplit((parts.scheme.replace("postgres+psycopg", "postgresql"), parts.netloc, parts.path, rest, ""))
+        dsn = urlunsplit(
+            (parts.scheme.replace("postgres+psycopg", "postgresql"), parts.netloc, parts.path, rest, "")
+        )
         self._psycopg = psycopg
         try:
             self.conn = psycopg.connect(dsn, connect_timeout=10)
@@ -53,14 +55,16 @@ class PostgresStore(SqlStore):
                 self.conn.execute(f'SET search_path TO "{schema}"')
                 self.conn.commit()
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to PostgreSQL at {parts.hostname}:{parts.port or 5432}: {exc}".strip(),
-                             hint="check that the server runs and the URL is right") from exc
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {parts.hostname}:{parts.port or 5432}: {exc}".strip(),
+                hint="check that the server runs and the URL is right",
+            ) from exc
         self.schema = schema
         self._staging = False
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         try:
-            return self.conn.execute(sql, [_clean(p) for p in params])  # type: ignore[arg-type]
+            return self.conn.execute(sql, [_clean(p) for p in params])
         except self._psycopg.Error as exc:
             self.conn.rollback()
             raise StoreError(f"PostgreSQL: {exc}") from exc
@@ -68,7 +72,7 @@ class PostgresStore(SqlStore):
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         try:
             with self.conn.cursor() as cur:
-                cur.executemany(sql, [[_clean(v) for v in r] for r in rows])  # type: ignore[arg-type]
+                cur.executemany(sql, [[_clean(v) for v in r] for r in rows])
                 return int(cur.rowcount)
         except self._psycopg.Error as exc:
             self.conn.rollback()
@@ -77,7 +81,7 @@ class PostgresStore(SqlStore):
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             with self.conn.cursor() as cur:
-                cur.execute(sql, list(params))  # type: ignore[arg-type]
+                cur.execute(sql, list(params))
                 return list(cur.fetchall())
         except self._psycopg.Error as exc:
             self.conn.rollback()
@@ -89,16 +93,14 @@ class PostgresStore(SqlStore):
     def _rollback(self) -> None:
         self.conn.rollback()
 
-    def _script(self, sql: str) -> None:
-        for stmt in (s.strip() for s in sql.split(";")):
-            if stmt:
-                self._execute(stmt)
-
     def _lock_migrations(self) -> None:
         self._execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
 
     def _table_exists_sql(self) -> str:
-        return "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = %s"
+        return (
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() "
+            "AND table_name = %s"
+        )
 
     def insert_events(self, events: Sequence[Event], run_id: str | None = None) -> int:
         if not events:

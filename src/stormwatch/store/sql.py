@@ -21,16 +21,50 @@ from stormwatch.store.base import QuarantineRow, RunRow
 from stormwatch.store.migrations import LATEST, MIGRATIONS
 
 EVENT_COLUMNS = (
-    "event_id", "ts", "account_id", "org_id", "end_user_id", "api_key_id", "ip", "user_agent", "model",
-    "conversation_id", "refused", "messages", "prompt", "response", "attributes", "source", "run_id",
+    "event_id",
+    "ts",
+    "account_id",
+    "org_id",
+    "end_user_id",
+    "api_key_id",
+    "ip",
+    "user_agent",
+    "model",
+    "conversation_id",
+    "refused",
+    "messages",
+    "prompt",
+    "response",
+    "attributes",
+    "source",
+    "run_id",
 )
 ACCOUNT_COLUMNS = (
-    "account_id", "created_at", "email_domain", "email_hash", "payment_fingerprint", "phone_hash",
-    "device_id", "signup_ip", "country", "org_id", "status", "attributes", "updated_at",
+    "account_id",
+    "created_at",
+    "email_domain",
+    "email_hash",
+    "payment_fingerprint",
+    "phone_hash",
+    "device_id",
+    "signup_ip",
+    "country",
+    "org_id",
+    "status",
+    "attributes",
+    "updated_at",
 )
 RUN_COLUMNS = (
-    "run_id", "started_at", "finished_at", "status", "files", "read_count", "stored_count",
-    "duplicate_count", "quarantined_count", "accounts_count",
+    "run_id",
+    "started_at",
+    "finished_at",
+    "status",
+    "files",
+    "read_count",
+    "stored_count",
+    "duplicate_count",
+    "quarantined_count",
+    "accounts_count",
 )
 
 
@@ -44,29 +78,81 @@ def _json(value: Any) -> str | None:
 
 def event_row(e: Event, run_id: str | None) -> tuple[Any, ...]:
     return (
-        e.event_id, e.ts, e.account_id, e.org_id, e.end_user_id, e.api_key_id, e.ip, e.user_agent, e.model,
-        e.conversation_id, e.refused, _json(e.messages), e.prompt, e.response, _json(e.attributes), e.source,
+        e.event_id,
+        e.ts,
+        e.account_id,
+        e.org_id,
+        e.end_user_id,
+        e.api_key_id,
+        e.ip,
+        e.user_agent,
+        e.model,
+        e.conversation_id,
+        e.refused,
+        _json(e.messages),
+        e.prompt,
+        e.response,
+        _json(e.attributes),
+        e.source,
         run_id,
     )
 
 
 def row_event(row: Sequence[Any]) -> Event:
-    (event_id, ts, account_id, org_id, end_user_id, api_key_id, ip, user_agent, model, conversation_id,
-     refused, messages, prompt, response, attributes, source, _run) = row
+    (
+        event_id,
+        ts,
+        account_id,
+        org_id,
+        end_user_id,
+        api_key_id,
+        ip,
+        user_agent,
+        model,
+        conversation_id,
+        refused,
+        messages,
+        prompt,
+        response,
+        attributes,
+        source,
+        _run,
+    ) = row
     return Event(
-        event_id=event_id, ts=ts, account_id=account_id, org_id=org_id, end_user_id=end_user_id,
-        api_key_id=api_key_id, ip=ip, user_agent=user_agent, model=model, conversation_id=conversation_id,
+        event_id=event_id,
+        ts=ts,
+        account_id=account_id,
+        org_id=org_id,
+        end_user_id=end_user_id,
+        api_key_id=api_key_id,
+        ip=ip,
+        user_agent=user_agent,
+        model=model,
+        conversation_id=conversation_id,
         refused=None if refused is None else bool(refused),
         messages=None if messages is None else orjson.loads(messages),
-        prompt=prompt, response=response,
-        attributes=None if attributes is None else orjson.loads(attributes), source=source,
+        prompt=prompt,
+        response=response,
+        attributes=None if attributes is None else orjson.loads(attributes),
+        source=source,
     )
 
 
 def account_row(a: Account, updated_at: str) -> tuple[Any, ...]:
     return (
-        a.account_id, a.created_at, a.email_domain, a.email_hash, a.payment_fingerprint, a.phone_hash,
-        a.device_id, a.signup_ip, a.country, a.org_id, a.status, _json(a.attributes), updated_at,
+        a.account_id,
+        a.created_at,
+        a.email_domain,
+        a.email_hash,
+        a.payment_fingerprint,
+        a.phone_hash,
+        a.device_id,
+        a.signup_ip,
+        a.country,
+        a.org_id,
+        a.status,
+        _json(a.attributes),
+        updated_at,
     )
 
 
@@ -96,9 +182,6 @@ class SqlStore:
     def _rollback(self) -> None:
         raise NotImplementedError
 
-    def _script(self, sql: str) -> None:
-        raise NotImplementedError
-
     def _lock_migrations(self) -> None:
         """Serialise concurrent migrators (PostgreSQL takes an advisory lock)."""
 
@@ -107,6 +190,23 @@ class SqlStore:
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    # -- generic access for the pipeline stages' own tables ----------------------------------------
+    # Statements use ``?`` placeholders on every backend.
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._execute(self._sql(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        return self._executemany(self._sql(sql), rows) if rows else 0
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._query(self._sql(sql), params)
+
+    def commit(self) -> None:
+        self._commit()
+
+    def rollback(self) -> None:
+        self._rollback()
 
     # -- schema --------------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -137,7 +237,8 @@ class SqlStore:
             for m in MIGRATIONS:
                 if m.version <= current:
                     continue
-                self._script(m.sqlite if self.dialect == "sqlite" else m.postgres)
+                for stmt in m.statements(self.dialect):
+                    self._execute(stmt)
                 self._execute(
                     self._sql("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"),
                     (m.version, m.name, now_iso()),
@@ -169,7 +270,9 @@ class SqlStore:
         return int(self._query("SELECT COUNT(*) FROM events")[0][0])
 
     def iter_events(self, *, after_seq: int = 0, batch_size: int = 5000) -> Iterator[tuple[int, Event]]:
-        sql = self._sql(f"SELECT seq, {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > ? ORDER BY seq LIMIT ?")
+        sql = self._sql(
+            f"SELECT seq, {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+        )
         last = after_seq
         while True:
             rows = self._query(sql, (last, batch_size))
@@ -180,7 +283,9 @@ class SqlStore:
             last = int(rows[-1][0])
 
     def get_event(self, event_id: str) -> Event | None:
-        rows = self._query(self._sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE event_id = ?"), (event_id,))
+        rows = self._query(
+            self._sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE event_id = ?"), (event_id,)
+        )
         return row_event(rows[0]) if rows else None
 
     # -- accounts ------------------------------------------------------------------------------
@@ -200,14 +305,24 @@ class SqlStore:
 
     def get_account(self, account_id: str) -> Account | None:
         rows = self._query(
-            self._sql(f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE account_id = ?"), (account_id,)
+            self._sql(f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE account_id = ?"),
+            (account_id,),
         )
         if not rows:
             return None
         r = rows[0]
         return Account(
-            account_id=r[0], created_at=r[1], email_domain=r[2], email_hash=r[3], payment_fingerprint=r[4],
-            phone_hash=r[5], device_id=r[6], signup_ip=r[7], country=r[8], org_id=r[9], status=r[10],
+            account_id=r[0],
+            created_at=r[1],
+            email_domain=r[2],
+            email_hash=r[3],
+            payment_fingerprint=r[4],
+            phone_hash=r[5],
+            device_id=r[6],
+            signup_ip=r[7],
+            country=r[8],
+            org_id=r[9],
+            status=r[10],
             attributes=None if r[11] is None else orjson.loads(r[11]),
         )
 
@@ -226,29 +341,57 @@ class SqlStore:
         )
         self._executemany(
             sql,
-            [(run_id, kind, r.source, r.line, r.field, r.reason, r.raw, hashlib.sha256(r.raw).hexdigest(), stamp)
-             for r in items],
+            [
+                (
+                    run_id,
+                    kind,
+                    r.source,
+                    r.line,
+                    r.field,
+                    r.reason,
+                    r.raw,
+                    hashlib.sha256(r.raw).hexdigest(),
+                    stamp,
+                )
+                for r in items
+            ],
         )
         self._commit()
 
-    def list_quarantine(self, *, run_id: str | None = None, limit: int = 50, offset: int = 0) -> list[QuarantineRow]:
+    def list_quarantine(
+        self, *, run_id: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[QuarantineRow]:
         cols = "id, run_id, kind, source, line, field, reason, raw, created_at"
         if run_id is None:
-            rows = self._query(self._sql(f"SELECT {cols} FROM quarantine ORDER BY id LIMIT ? OFFSET ?"), (limit, offset))
+            rows = self._query(
+                self._sql(f"SELECT {cols} FROM quarantine ORDER BY id LIMIT ? OFFSET ?"), (limit, offset)
+            )
         else:
             rows = self._query(
                 self._sql(f"SELECT {cols} FROM quarantine WHERE run_id = ? ORDER BY id LIMIT ? OFFSET ?"),
                 (run_id, limit, offset),
             )
         return [
-            QuarantineRow(int(r[0]), r[1], r[2], r[3], None if r[4] is None else int(r[4]), r[5], r[6], bytes(r[7]), r[8])
+            QuarantineRow(
+                int(r[0]),
+                r[1],
+                r[2],
+                r[3],
+                None if r[4] is None else int(r[4]),
+                r[5],
+                r[6],
+                bytes(r[7]),
+                r[8],
+            )
             for r in rows
         ]
 
     def count_quarantine(self, run_id: str | None = None) -> int:
         if run_id is None:
             return int(self._query("SELECT COUNT(*) FROM quarantine")[0][0])
-        return int(self._query(self._sql("SELECT COUNT(*) FROM quarantine WHERE run_id = ?"), (run_id,))[0][0])
+        return int(
+            self._query(self._sql("SELECT COUNT(*) FROM quarantine WHERE run_id = ?"), (run_id,))[0][0]
+        )
 
     # -- runs ----------------------------------------------------------------------------------
     def start_run(self, run_id: str, files: Sequence[str]) -> None:
@@ -264,14 +407,26 @@ class SqlStore:
                 "UPDATE ingest_runs SET finished_at = ?, status = ?, read_count = ?, stored_count = ?, "
                 "duplicate_count = ?, quarantined_count = ?, accounts_count = ? WHERE run_id = ?"
             ),
-            (run.finished_at or now_iso(), run.status, run.read, run.stored, run.duplicates, run.quarantined,
-             run.accounts, run.run_id),
+            (
+                run.finished_at or now_iso(),
+                run.status,
+                run.read,
+                run.stored,
+                run.duplicates,
+                run.quarantined,
+                run.accounts,
+                run.run_id,
+            ),
         )
         self._commit()
 
     def get_run(self, run_id: str) -> RunRow | None:
-        rows = self._query(self._sql(f"SELECT {', '.join(RUN_COLUMNS)} FROM ingest_runs WHERE run_id = ?"), (run_id,))
+        rows = self._query(
+            self._sql(f"SELECT {', '.join(RUN_COLUMNS)} FROM ingest_runs WHERE run_id = ?"), (run_id,)
+        )
         if not rows:
             return None
         r = rows[0]
-        return RunRow(r[0], r[1], r[2], r[3], orjson.loads(r[4]), int(r[5]), int(r[6]), int(r[7]), int(r[8]), int(r[9]))
+        return RunRow(
+            r[0], r[1], r[2], r[3], orjson.loads(r[4]), int(r[5]), int(r[6]), int(r[7]), int(r[8]), int(r[9])
+        )

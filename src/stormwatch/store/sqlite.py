@@ -60,12 +60,6 @@ class SQLiteStore(SqlStore):
     def _rollback(self) -> None:
         self.conn.rollback()
 
-    def _script(self, sql: str) -> None:
-        # executescript commits first; run the statements one by one inside our transaction instead.
-        for stmt in (s.strip() for s in sql.split(";")):
-            if stmt:
-                self._execute(stmt)
-
     def _table_exists_sql(self) -> str:
         return "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
 

@@ -77,7 +77,7 @@ def open_binary(path: Path) -> IO[bytes]:
         raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from exc
     magic = fh.peek(2)[:2] if isinstance(fh, io.BufferedReader) else b""
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=fh, mode="rb")
+        return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
     return fh
 
 
@@ -112,7 +112,9 @@ def iter_lines(path: Path, options: FormatOptions) -> Iterator[tuple[int, bytes]
             try:
                 raw = fh.readline()
             except (EOFError, OSError, gzip.BadGzipFile) as exc:
-                raise InputError(f"{path}:{lineno + 1}: compressed stream is damaged or truncated: {exc}") from exc
+                raise InputError(
+                    f"{path}:{lineno + 1}: compressed stream is damaged or truncated: {exc}"
+                ) from exc
             if not raw:
                 break
             lineno += 1
@@ -132,8 +134,14 @@ def iter_lines(path: Path, options: FormatOptions) -> Iterator[tuple[int, bytes]
 def load_json_line(raw: bytes, source: str, line: int | None, options: FormatOptions) -> Any | Rejected:
     """Parse one JSON record, or return the :class:`Rejected` that says why it is not one."""
     if len(raw) > options.max_record_bytes:
-        return Rejected(source, line, f"record is {len(raw)} bytes, over the limit of "
-                        f"{options.max_record_bytes} (raise --max-record-bytes to accept it)", None, raw)
+        return Rejected(
+            source,
+            line,
+            f"record is {len(raw)} bytes, over the limit of "
+            f"{options.max_record_bytes} (raise --max-record-bytes to accept it)",
+            None,
+            raw,
+        )
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -1,0 +1,220 @@
+"""API tokens: created once, stored only as a hash, looked up by a public id.
+
+A token is ``sw_`` followed by 32 random bytes in URL-safe base64 (43 characters). Its first 8
+characters after ``sw_`` are the token's public id (``token_id``): ``token list`` shows it,
+``token revoke`` takes it, and logs name a caller by it. The database keeps that id and the
+SHA-256 of the whole token, never the token.
+
+Why SHA-256 and not scrypt/argon2: those slow hashes protect *low-entropy* secrets (passwords)
+from offline guessing. A token carries 256 random bits (208 of them not in the id), so no
+guessing is feasible against a fast hash either, and a slow hash would cost CPU on every request
+(an easy denial of service). Verification fetches the row by id and compares hashes with
+:func:`hmac.compare_digest` (constant time), so response timing says nothing about the secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from stormwatch.api.errors import AuthenticationError, NotFound
+from stormwatch.api.roles import Role, parse_role
+from stormwatch.errors import InputError
+from stormwatch.store import Store
+
+PREFIX = "sw_"
+ID_LENGTH = 8
+_SECRET_BYTES = 32
+_TOKEN_LENGTH = len(PREFIX) + 43
+_COLUMNS = (
+    "token_id, name, role, scopes, token_sha256, created_at, created_by, expires_at, revoked_at, last_used_at"
+)
+#: how stale ``last_used_at`` may get before a request writes it again
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+__all__ = [
+    "TokenInfo",
+    "create_token",
+    "get_token",
+    "hash_token",
+    "list_tokens",
+    "revoke_token",
+    "verify_token",
+]
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(s: str | None) -> datetime | None:
+    return None if s is None else datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%f%z")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """What is known about a token, without its secret."""
+
+    token_id: str
+    name: str
+    role: Role
+    scopes: tuple[str, ...]
+    created_at: str
+    created_by: str | None
+    expires_at: str | None
+    revoked_at: str | None
+    last_used_at: str | None
+
+    def status(self, now: datetime | None = None) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        expires = _parse(self.expires_at)
+        if expires is not None and expires <= (now or datetime.now(UTC)):
+            return "expired"
+        return "active"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["role"] = self.role.value
+        d["scopes"] = list(self.scopes)
+        d["status"] = self.status()
+        return d
+
+
+def _row_info(row: Sequence[Any]) -> tuple[TokenInfo, str]:
+    token_id, name, role, scopes, digest, created_at, created_by, expires_at, revoked_at, last_used = row
+    info = TokenInfo(
+        token_id=token_id,
+        name=name,
+        role=Role(role),
+        scopes=tuple(orjson.loads(scopes)) if scopes else (),
+        created_at=created_at,
+        created_by=created_by,
+        expires_at=expires_at,
+        revoked_at=revoked_at,
+        last_used_at=last_used,
+    )
+    return info, str(digest)
+
+
+def create_token(
+    store: Store,
+    *,
+    name: str,
+    role: Role | str,
+    scopes: Iterable[str] = (),
+    expires_in: timedelta | None = None,
+    created_by: str | None = None,
+    now: datetime | None = None,
+) -> tuple[str, TokenInfo]:
+    """Make a token; return ``(token, info)``. The token is not stored and cannot be shown again."""
+    name = name.strip()
+    if not name:
+        raise InputError("a token needs a name")
+    try:
+        role = parse_role(role) if isinstance(role, str) else role
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    scope_list = sorted({s.strip() for s in scopes if s.strip()})
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise InputError("a token's lifetime must be positive")
+    now = now or datetime.now(UTC)
+    for _ in range(5):
+        token = PREFIX + secrets.token_urlsafe(_SECRET_BYTES)
+        token_id = token[len(PREFIX) : len(PREFIX) + ID_LENGTH]
+        if not store.query("SELECT 1 FROM api_tokens WHERE token_id = ?", (token_id,)):
+            break
+    else:  # pragma: no cover - 48 random bits colliding five times running
+        raise RuntimeError("could not draw an unused token id")
+    info = TokenInfo(
+        token_id=token_id,
+        name=name,
+        role=role,
+        scopes=tuple(scope_list),
+        created_at=_iso(now),
+        created_by=created_by,
+        expires_at=None if expires_in is None else _iso(now + expires_in),
+        revoked_at=None,
+        last_used_at=None,
+    )
+    store.execute(
+        f"INSERT INTO api_tokens ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            info.token_id,
+            info.name,
+            info.role.value,
+            orjson.dumps(scope_list).decode() if scope_list else None,
+            hash_token(token),
+            info.created_at,
+            info.created_by,
+            info.expires_at,
+            None,
+            None,
+        ),
+    )
+    store.commit()
+    return token, info
+
+
+def get_token(store: Store, token_id: str) -> TokenInfo | None:
+    rows = store.query(f"SELECT {_COLUMNS} FROM api_tokens WHERE token_id = ?", (token_id,))
+    return _row_info(rows[0])[0] if rows else None
+
+
+def list_tokens(store: Store, *, include_inactive: bool = True) -> list[TokenInfo]:
+    rows = store.query(f"SELECT {_COLUMNS} FROM api_tokens ORDER BY created_at, token_id")
+    infos = [_row_info(r)[0] for r in rows]
+    return infos if include_inactive else [i for i in infos if i.status() == "active"]
+
+
+def revoke_token(store: Store, token_id: str, *, now: datetime | None = None) -> TokenInfo:
+    """Revoke a token (idempotent: revoking twice keeps the first time)."""
+    info = get_token(store, token_id)
+    if info is None:
+        raise NotFound(f"no token {token_id!r}")
+    if info.revoked_at is None:
+        store.execute(
+            "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
+            (_iso(now or datetime.now(UTC)), token_id),
+        )
+        store.commit()
+    got = get_token(store, token_id)
+    assert got is not None
+    return got
+
+
+def verify_token(store: Store, token: str, *, now: datetime | None = None) -> TokenInfo:
+    """The token's info if it is known, active and unexpired; else :class:`AuthenticationError`.
+
+    The message never repeats the token.
+    """
+    if not token.startswith(PREFIX) or len(token) != _TOKEN_LENGTH:
+        raise AuthenticationError("malformed API token", invalid_token=True)
+    token_id = token[len(PREFIX) : len(PREFIX) + ID_LENGTH]
+    rows = store.query(f"SELECT {_COLUMNS} FROM api_tokens WHERE token_id = ?", (token_id,))
+    expected = _row_info(rows[0]) if rows else None
+    # Compare even when no row matched, so the timing of an unknown id looks like a wrong secret.
+    digest = hash_token(token)
+    if not hmac.compare_digest(digest, expected[1] if expected else "0" * 64) or expected is None:
+        raise AuthenticationError("unknown API token", invalid_token=True)
+    info = expected[0]
+    now = now or datetime.now(UTC)
+    status = info.status(now)
+    if status != "active":
+        raise AuthenticationError(f"API token {info.token_id} is {status}", invalid_token=True)
+    last = _parse(info.last_used_at)
+    if last is None or now - last >= LAST_USED_RESOLUTION:
+        store.execute("UPDATE api_tokens SET last_used_at = ? WHERE token_id = ?", (_iso(now), token_id))
+        store.commit()
+    return info

@@ -1,0 +1,221 @@
+"""Click commands ``classify``, ``train`` and ``eval`` (registered in the main group by the CLI)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import orjson
+
+from stormwatch.detect.data import default_data_paths, model_dir, open_text, read_rows
+from stormwatch.detect.first_tier import FirstTierDetector
+from stormwatch.detect.settings import PRESETS, load_settings
+from stormwatch.detect.taxonomy import LLMT_IDS
+from stormwatch.detect.text import item_id, item_text
+
+__all__ = ["EXIT_REJECTED", "classify_command", "eval_command", "train_command"]
+
+EXIT_REJECTED = 10  # finished, but some records were rejected
+BATCH = 2048
+
+
+def _parse(
+    lines: Iterator[tuple[int, str]], name: str, rejects: list[str]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            rejects.append(f"{name}:{lineno}: not JSON ({exc})")
+            continue
+        if not isinstance(obj, dict):
+            rejects.append(f"{name}:{lineno}: not a JSON object")
+            continue
+        try:
+            item_text(obj)
+        except ValueError as exc:
+            rejects.append(f"{name}:{lineno}: {exc}")
+            continue
+        yield lineno, obj
+
+
+def _batches(it: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    batch: list[tuple[int, dict[str, Any]]] = []
+    for x in it:
+        batch.append(x)
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@click.command("classify")
+@click.argument("input_path", metavar="INPUT", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("-o", "--output", "output", type=click.Path(allow_dash=True, dir_okay=False), default="-",
+              help="Output JSONL (default stdout).")  # fmt: skip
+@click.option(
+    "--preset", type=click.Choice(PRESETS), default=None, help="Threshold preset (default: settings)."
+)
+@click.option(
+    "--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="Override the preset threshold."
+)
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Model artifact (default: the one shipped).")  # fmt: skip
+@click.option(
+    "--config", "config", type=click.Path(dir_okay=False), default=None, help="stormwatch.toml path."
+)
+@click.option("--explain", type=click.Choice(["flagged", "all", "none"]), default="flagged",
+              help="Which records get an explanation (default: flagged ones).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stderr.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def classify_command(
+    input_path: str,
+    output: str,
+    preset: str | None,
+    threshold: float | None,
+    model_path: str | None,
+    config: str | None,
+    explain: str,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Score prompts or usage events in INPUT (JSONL, .gz, or - for stdin).
+
+    Each output line: {id, score, flagged, categories, flagged_categories, explanation,
+    model_version, threshold}. Bad lines are reported on stderr as file:line and the command exits
+    with code 10 after scoring the good ones.
+    """
+    from tqdm import tqdm
+
+    settings = load_settings(config, preset=preset, threshold=threshold)
+    det = FirstTierDetector(model_path=model_path)
+    model = det.model
+    thr = settings.resolved_threshold(model.thresholds)
+    cat_thr = {c: settings.category_thresholds.get(c, thr) for c in LLMT_IDS}
+    rejects: list[str] = []
+    n_out = n_flagged = 0
+    name = "<stdin>" if input_path == "-" else input_path
+    out: IO[bytes] = sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115
+    try:
+        with (
+            open_text(input_path) as fh,
+            tqdm(desc="classify", unit=" rec", disable=quiet, file=sys.stderr, mininterval=0.5) as bar,
+        ):
+            for batch in _batches(_parse(enumerate(fh, 1), name, rejects)):
+                items = [obj for _, obj in batch]
+                scores, cats = det.score_full(items)
+                lines = []
+                for (lineno, obj), s, c in zip(batch, scores.tolist(), cats.tolist(), strict=True):
+                    categories = {cid: round(v, 6) for cid, v in zip(LLMT_IDS, c, strict=True)}
+                    flagged_cats = [cid for cid in LLMT_IDS if categories[cid] >= cat_thr[cid]]
+                    flagged = s >= thr or bool(flagged_cats)
+                    ev: list[dict[str, Any]] = []
+                    if explain == "all" or (explain == "flagged" and flagged):
+                        ev = det.explain(obj)
+                    lines.append(
+                        orjson.dumps(
+                            {
+                                "id": item_id(obj, default=f"line-{lineno}"),
+                                "score": round(s, 6),
+                                "flagged": flagged,
+                                "categories": categories,
+                                "flagged_categories": flagged_cats,
+                                "explanation": ev,
+                                "model_version": model.version,
+                                "threshold": thr,
+                            }
+                        )
+                    )
+                    n_flagged += flagged
+                out.write(b"\n".join(lines) + b"\n")
+                n_out += len(batch)
+                bar.update(len(batch))
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+        else:
+            out.flush()
+    for r in rejects:
+        click.echo(f"rejected: {r}", err=True)
+    summary = {
+        "scored": n_out,
+        "flagged": n_flagged,
+        "rejected": len(rejects),
+        "model_version": model.version,
+        "threshold": thr,
+        "preset": settings.preset,
+    }
+    if as_json:
+        click.echo(orjson.dumps(summary).decode(), err=True)
+    elif not quiet:
+        click.echo(
+            f"scored {n_out}, flagged {n_flagged}, rejected {len(rejects)} ({model.version})", err=True
+        )
+    if rejects:
+        sys.exit(EXIT_REJECTED)
+
+
+@click.command("train")
+@click.option("--data", "data", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Training JSONL files (default: the vendored data). Repeatable.")  # fmt: skip
+@click.option("--out", "out", type=click.Path(), default=None,
+              help="Output file or folder (default: replace the packaged one).")  # fmt: skip
+@click.option("--vendor-from", type=click.Path(exists=True, file_okay=False), default=None,
+              help="First re-vendor training data from this datasets folder (maintainers).")  # fmt: skip
+@click.option("--quiet", is_flag=True)
+def train_command(data: tuple[str, ...], out: str | None, vendor_from: str | None, quiet: bool) -> None:
+    """Rebuild the first-tier model artifact (deterministic: same data -> same bytes)."""
+    from stormwatch.detect.data import vendor_training_data
+    from stormwatch.detect.train import finalize_artifact, serialize, train_artifact
+
+    def progress(msg: str) -> None:
+        if not quiet:
+            click.echo(msg, err=True)
+
+    if vendor_from:
+        for p in vendor_training_data(Path(vendor_from)):
+            progress(f"vendored {p}")
+    paths = [Path(d) for d in data] or default_data_paths()
+    rows = read_rows(paths)
+    art = train_artifact(rows, progress=progress)
+    finalize_artifact(art, rows)
+    blob = serialize(art)
+    version = art["version"]
+    target = Path(out) if out else model_dir()
+    if target.is_dir() or out is None:
+        if out is None:
+            for old in target.glob("first_tier-*.json.gz"):
+                old.unlink()
+        target = target / f"{version}.json.gz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(blob)
+    click.echo(f"{version} -> {target} ({len(blob)} bytes)")
+
+
+@click.command("eval")
+@click.option("--data", "data", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Labelled JSONL files (default: the vendored data's test split).")  # fmt: skip
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--loso/--no-loso", default=True, help="Leave-one-source-out retraining (slow: one fit per source)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def eval_command(data: tuple[str, ...], model_path: str | None, loso: bool, as_json: bool) -> None:
+    """Per-source and leave-one-source-out metrics."""
+    from stormwatch.detect.evaluate import evaluate, format_report
+
+    det = FirstTierDetector(model_path=model_path)
+    rows = read_rows([Path(d) for d in data] or default_data_paths())
+    split = "test" if not data else None
+    report = evaluate(det.model, rows, split=split, loso=loso,
+                      progress=lambda m: click.echo(m, err=True))  # fmt: skip
+    if as_json:
+        click.echo(orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(format_report(report))

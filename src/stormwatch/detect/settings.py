@@ -1,0 +1,77 @@
+"""Detection settings: preset, threshold override and per-category thresholds.
+
+Sources, later ones winning: defaults < ``stormwatch.toml`` ``[detect]`` (current directory, or the
+path given) < ``STORMWATCH_DETECT_PRESET`` < explicit CLI options::
+
+    [detect]
+    preset = "balanced"          # strict | balanced | permissive
+    threshold = 0.7              # optional: overrides the preset's threshold
+    category_thresholds = { LLMT-04 = 0.6 }
+
+Preset thresholds come from the model artifact (they are chosen when it is trained, by the
+false-positive rate on benign security questions; see docs/detection.md).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stormwatch.detect.taxonomy import LLMT_IDS
+
+__all__ = ["PRESETS", "DetectSettings", "load_settings"]
+
+PRESETS = ("strict", "balanced", "permissive")
+PRESET_ENV = "STORMWATCH_DETECT_PRESET"
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    preset: str = "balanced"
+    threshold: float | None = None
+    category_thresholds: dict[str, float] = field(default_factory=dict)
+
+    def resolved_threshold(self, preset_thresholds: dict[str, float]) -> float:
+        if self.threshold is not None:
+            return self.threshold
+        return float(preset_thresholds[self.preset])
+
+
+def _validate(preset: str, threshold: Any, cats: Any) -> DetectSettings:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    if threshold is not None and not (isinstance(threshold, int | float) and 0.0 <= float(threshold) <= 1.0):
+        raise ValueError("threshold must be a number in [0, 1]")
+    cats = dict(cats or {})
+    for key, value in cats.items():
+        if key not in LLMT_IDS:
+            raise ValueError(f"unknown category {key!r} in category_thresholds")
+        if not (isinstance(value, int | float) and 0.0 <= float(value) <= 1.0):
+            raise ValueError(f"category threshold for {key} must be in [0, 1]")
+    return DetectSettings(
+        preset=preset,
+        threshold=None if threshold is None else float(threshold),
+        category_thresholds={k: float(v) for k, v in sorted(cats.items())},
+    )
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    preset: str | None = None,
+    threshold: float | None = None,
+    env: dict[str, str] | None = None,
+) -> DetectSettings:
+    """Merge the settings sources (see module doc) into a validated :class:`DetectSettings`."""
+    env = dict(os.environ) if env is None else env
+    file = Path(path) if path is not None else Path("stormwatch.toml")
+    section: dict[str, Any] = {}
+    if file.is_file():
+        with open(file, "rb") as fh:
+            section = dict(tomllib.load(fh).get("detect", {}))
+    chosen = preset or env.get(PRESET_ENV) or section.get("preset") or "balanced"
+    thr = threshold if threshold is not None else section.get("threshold")
+    return _validate(str(chosen), thr, section.get("category_thresholds"))

@@ -1,0 +1,147 @@
+"""``stormwatch score`` and ``stormwatch models ...``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stormwatch.cli import echo_json, open_ctx_store
+from stormwatch.errors import InputError
+
+
+@click.command("score")
+@click.option("--workers", type=int, default=None, help="Scoring processes (default: up to 2).")
+@click.option(
+    "--preset",
+    type=click.Choice(["strict", "balanced", "permissive"]),
+    default=None,
+    help="Threshold preset for `flagged` (default: settings, else balanced).",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+@click.pass_context
+def score_command(
+    ctx: click.Context, workers: int | None, preset: str | None, as_json: bool, quiet: bool
+) -> None:
+    """Score stored events not yet scored, by the active model and every candidate (shadow).
+
+    Incremental: re-running scores only new events; a newly registered model version scores
+    everything it has not seen. `stormwatch analyze` runs this stage first.
+    """
+    from stormwatch.detect.settings import load_settings
+    from stormwatch.pipeline.score import score_new_events
+
+    store = open_ctx_store(ctx)
+    try:
+        summary = score_new_events(
+            store, progress=not (quiet or as_json), workers=workers, settings=load_settings(preset=preset)
+        )
+    finally:
+        store.close()
+    if as_json:
+        echo_json(summary.to_dict())
+        return
+    for m in summary.models:
+        click.echo(
+            f"{m.status:9} {m.version}: scored {m.scored:,} new events, {m.flagged:,} flagged, "
+            f"{m.conversations:,} with conversation context"
+        )
+    click.echo(f"({summary.seconds:.1f} s)")
+
+
+@click.group("models")
+def models_group() -> None:
+    """Detection model versions: list, add a candidate, compare in shadow, promote."""
+
+
+@models_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_list(ctx: click.Context, as_json: bool) -> None:
+    """Registered model versions and their status."""
+    from stormwatch.pipeline.models import ensure_active, list_models
+
+    store = open_ctx_store(ctx)
+    try:
+        ensure_active(store)
+        models = list_models(store)
+        counts = dict(store.query("SELECT model_version, COUNT(*) FROM detections GROUP BY model_version"))
+    finally:
+        store.close()
+    if as_json:
+        for m in models:
+            echo_json({**m.to_dict(), "scored_events": int(counts.get(m.version, 0))})
+        return
+    for m in models:
+        click.echo(f"{m.status:9} {m.version:40} scored {int(counts.get(m.version, 0)):>10,}  {m.path or ''}")
+
+
+@models_group.command("add")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--active", "make_active", is_flag=True, help="Make it active at once (default: candidate).")
+@click.pass_context
+def models_add(ctx: click.Context, artifact: Path, make_active: bool) -> None:
+    """Register a model built by `stormwatch train --out ARTIFACT` (as a shadow candidate)."""
+    from stormwatch.pipeline.models import register_artifact
+
+    store = open_ctx_store(ctx)
+    try:
+        entry = register_artifact(store, artifact, "active" if make_active else "candidate")
+    finally:
+        store.close()
+    click.echo(f"registered {entry.version} as {entry.status}; `stormwatch score` scores it on stored events")
+
+
+@models_group.command("compare")
+@click.option("--candidate", metavar="VERSION", help="Default: the newest candidate.")
+@click.option("--top", default=10, show_default=True, help="How many of the largest differences to list.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_compare(ctx: click.Context, candidate: str | None, top: int, as_json: bool) -> None:
+    """Where and how a candidate's judgements differ from the active model's, on the same events."""
+    from stormwatch.pipeline.compare import compare_models, format_comparison
+    from stormwatch.pipeline.models import ensure_active, list_models
+
+    store = open_ctx_store(ctx)
+    try:
+        active = ensure_active(store)
+        if candidate is None:
+            cands = list_models(store, "candidate")
+            if not cands:
+                raise InputError("no candidate model registered", hint="stormwatch models add PATH")
+            candidate = cands[-1].version
+        result = compare_models(store, active.version, candidate, top=top)
+    finally:
+        store.close()
+    if result.both_scored == 0:
+        click.echo("no event is scored by both models yet: run `stormwatch score` first", err=True)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(format_comparison(result))
+
+
+@models_group.command("promote")
+@click.argument("version")
+@click.pass_context
+def models_promote(ctx: click.Context, version: str) -> None:
+    """Make VERSION the active model (the previous active one is retired)."""
+    from stormwatch.pipeline.models import get_model, register
+
+    store = open_ctx_store(ctx)
+    try:
+        entry = get_model(store, version)
+        if entry is None:
+            raise InputError(f"no model version {version!r}", hint="see `stormwatch models list`")
+        register(
+            store,
+            name=entry.name,
+            version=entry.version,
+            kind=entry.kind,
+            status="active",
+            metadata=entry.metadata,
+        )
+    finally:
+        store.close()
+    click.echo(f"{version} is now active")

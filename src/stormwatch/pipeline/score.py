@@ -1,0 +1,287 @@
+"""The scoring stage: every stored event gets a calibrated score per registered model, once.
+
+Incremental: a cursor per model version (``stage_cursors``, stage ``score``) remembers the last
+event sequence number scored, and advances in the same transaction as the scores it covers, so a
+killed run resumes where it stopped and a re-run scores only new events. A new model version
+starts at zero and so scores everything it has not scored yet; candidates run beside the active
+model on the same events (shadow mode).
+
+What is scored: the request's own text (the last user turn, or ``prompt``). When the request
+carries earlier turns of its conversation, the joined user turns are scored too, and where either
+reaches the conversation rule's gate, the full conversation rule of
+:func:`stormwatch.detect.conversation.score_conversation` (pretext wrappers, rephrasing after a
+refusal, TTP breadth) decides the event's score. Explanations are kept for flagged events.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from tqdm import tqdm
+
+from stormwatch.detect.conversation import CONTEXT_GATE, score_conversation
+from stormwatch.detect.model import FirstTierModel, load_model
+from stormwatch.detect.settings import DetectSettings, load_settings
+from stormwatch.detect.taxonomy import LLMT_IDS
+from stormwatch.pipeline.models import ModelEntry, scoring_models
+from stormwatch.store.base import Store
+from stormwatch.store.sql import now_iso
+
+STAGE = "score"
+BATCH = 4000
+_CAT_MIN = 0.005
+
+
+@dataclass(slots=True)
+class ModelRun:
+    version: str
+    status: str
+    scored: int = 0
+    flagged: int = 0
+    conversations: int = 0
+
+
+@dataclass(slots=True)
+class ScoreSummary:
+    models: list[ModelRun] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def scored(self) -> int:
+        return sum(m.scored for m in self.models)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"models": [asdict(m) for m in self.models], "scored": self.scored, "seconds": self.seconds}
+
+
+@dataclass(slots=True)
+class _Item:
+    event_id: str
+    account_id: str
+    conversation_id: str | None
+    ts: str
+    text: str
+    turns: list[dict[str, Any]] | None  # only when the request carries earlier user turns
+
+
+def _item(row: tuple[Any, ...]) -> _Item:
+    _seq, event_id, account_id, conversation_id, ts, messages, prompt, refused = row
+    turns: list[dict[str, Any]] | None = None
+    if messages:
+        msgs = orjson.loads(messages)
+        users = [m["content"] for m in msgs if m.get("role") == "user"]
+        text = users[-1] if users else ""
+        if len(users) > 1:
+            turns = msgs
+            if refused:
+                turns = [*msgs[:-1], {**msgs[-1], "refused": True}]
+    else:
+        text = prompt or ""
+    return _Item(event_id, account_id, conversation_id, ts, text, turns)
+
+
+# -- worker side (runs in the pool processes, or inline) ------------------------------------------
+_MODEL: FirstTierModel | None = None
+
+
+def _init_worker(path: str | None) -> None:
+    global _MODEL
+    _MODEL = load_model(path)
+
+
+def _score_batch(
+    texts: list[str],
+    turns: list[list[dict[str, Any]] | None],
+    threshold: float,
+    cat_thresholds: dict[str, float],
+) -> list[tuple[float, int, str | None, str, str | None]]:
+    model = _MODEL
+    assert model is not None
+    scores, cats = model.score_with_categories(texts)
+    explanations: list[list[dict[str, Any]] | None] = [None] * len(texts)
+    conv_idx = [i for i, t in enumerate(turns) if t is not None]
+    if conv_idx:
+        joined = ["\n\n".join(m["content"] for m in turns[i] if m.get("role") == "user") for i in conv_idx]  # type: ignore[union-attr]
+        jscores = model.score_texts(joined)
+        for i, js in zip(conv_idx, jscores.tolist(), strict=True):
+            if max(js, float(scores[i])) < CONTEXT_GATE:
+                continue
+            conv = score_conversation(turns[i], model)  # type: ignore[arg-type]
+            if conv["score"] > scores[i]:
+                scores[i] = conv["score"]
+                cats[i] = np.fromiter(
+                    (conv["categories"][c] for c in LLMT_IDS), dtype=np.float64, count=len(LLMT_IDS)
+                )
+                explanations[i] = conv["explanation"]
+    cat_thr = np.array([cat_thresholds.get(c, 2.0) for c in LLMT_IDS])
+    out: list[tuple[float, int, str | None, str, str | None]] = []
+    for i in range(len(texts)):
+        s = float(scores[i])
+        row = cats[i]
+        flagged = s >= threshold or bool((row >= cat_thr).any())
+        top = int(np.argmax(row))
+        top_ttp = LLMT_IDS[top] if row[top] >= 0.05 else None
+        keep = np.flatnonzero(row >= _CAT_MIN)
+        cat_json = orjson.dumps({LLMT_IDS[j]: round(float(row[j]), 3) for j in keep.tolist()}).decode()
+        # n-gram explanations are cheap to recompute on demand (explain_event); conversation ones are kept
+        expl = orjson.dumps(explanations[i]).decode() if flagged and explanations[i] is not None else None
+        out.append((round(s, 6), int(flagged), top_ttp, cat_json, expl))
+    return out
+
+
+# -- driver ---------------------------------------------------------------------------------------
+def _cursor(store: Store, version: str) -> int:
+    rows = store.query("SELECT last_seq FROM stage_cursors WHERE stage = ? AND key = ?", (STAGE, version))
+    return int(rows[0][0]) if rows else 0
+
+
+def _pending(store: Store, after: int) -> int:
+    return int(store.query("SELECT COUNT(*) FROM events WHERE seq > ?", (after,))[0][0])
+
+
+def _rows(store: Store, after: int, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+    sql = (
+        "SELECT seq, event_id, account_id, conversation_id, ts, messages, prompt, refused FROM events "
+        "WHERE seq > ? ORDER BY seq LIMIT ?"
+    )
+    while True:
+        rows = store.query(sql, (after, batch))
+        if not rows:
+            return
+        yield rows
+        after = int(rows[-1][0])
+
+
+def _executor(path: str | None, workers: int) -> Executor | None:
+    if workers <= 1:
+        _init_worker(path)
+        return None
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(path,)
+    )
+
+
+def score_model(
+    store: Store,
+    entry: ModelEntry,
+    settings: DetectSettings,
+    *,
+    workers: int,
+    progress: bool,
+    batch: int = BATCH,
+) -> ModelRun:
+    run = ModelRun(entry.version, entry.status)
+    model = load_model(entry.path)
+    threshold = settings.resolved_threshold(model.thresholds)
+    cat_thr = dict(settings.category_thresholds)
+    after = _cursor(store, entry.version)
+    total = _pending(store, after)
+    if total == 0:
+        return run
+    pool = _executor(entry.path, workers)
+    bar = tqdm(
+        total=total, unit="ev", desc=f"score {entry.version[:28]}", disable=not progress, mininterval=0.5
+    )
+    insert = (
+        "INSERT INTO detections (event_id, model_version, account_id, conversation_id, ts, score, flagged, "
+        "top_ttp, categories, explanation, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (event_id, model_version) DO NOTHING"
+    )
+    try:
+        pending: list[tuple[int, list[_Item], Any]] = []
+
+        def flush(
+            last_seq: int,
+            items: list[_Item],
+            results: Sequence[tuple[float, int, str | None, str, str | None]],
+        ) -> None:
+            stamp = now_iso()
+            rows = [
+                (it.event_id, entry.version, it.account_id, it.conversation_id, it.ts, *res, stamp)
+                for it, res in zip(items, results, strict=True)
+            ]
+            store.executemany(insert, rows)
+            store.execute(
+                "INSERT INTO stage_cursors (stage, key, last_seq, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (stage, key) DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at",
+                (STAGE, entry.version, last_seq, stamp),
+            )
+            store.commit()
+            run.scored += len(items)
+            run.flagged += sum(r[1] for r in results)
+            run.conversations += sum(1 for it in items if it.turns is not None)
+            bar.update(len(items))
+
+        for rows in _rows(store, after, batch):
+            items = [_item(r) for r in rows]
+            args = ([it.text for it in items], [it.turns for it in items], threshold, cat_thr)
+            if pool is None:
+                flush(int(rows[-1][0]), items, _score_batch(*args))
+                continue
+            pending.append((int(rows[-1][0]), items, pool.submit(_score_batch, *args)))
+            while len(pending) > workers:  # keep every worker busy, memory bounded
+                last, its, fut = pending.pop(0)
+                flush(last, its, fut.result())
+        for last, its, fut in pending:
+            flush(last, its, fut.result())
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return run
+
+
+def score_new_events(
+    store: Store, *, progress: bool = True, workers: int | None = None, settings: DetectSettings | None = None
+) -> ScoreSummary:
+    """Score every event not yet scored by the active model and by each candidate (shadow)."""
+    started = time.perf_counter()
+    settings = settings or load_settings()
+    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+    summary = ScoreSummary()
+    for entry in scoring_models(store):
+        summary.models.append(score_model(store, entry, settings, workers=workers, progress=progress))
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def explain_event(store: Store, event_id: str, version: str | None = None) -> list[dict[str, Any]]:
+    """Why an event scored as it did: the stored conversation evidence, else the model's n-grams."""
+    from stormwatch.pipeline.models import ensure_active, get_model
+
+    entry = get_model(store, version) if version else ensure_active(store)
+    if entry is None:
+        return []
+    rows = store.query(
+        "SELECT explanation FROM detections WHERE event_id = ? AND model_version = ?",
+        (event_id, entry.version),
+    )
+    if rows and rows[0][0]:
+        stored: list[dict[str, Any]] = orjson.loads(rows[0][0])
+        return stored
+    event = store.get_event(event_id)
+    if event is None:
+        return []
+    return load_model(entry.path).explain_text(_item_text(event.messages, event.prompt), top=8)
+
+
+def _item_text(messages: list[dict[str, str]] | None, prompt: str | None) -> str:
+    if messages:
+        users = [m["content"] for m in messages if m.get("role") == "user"]
+        return users[-1] if users else ""
+    return prompt or ""
+
+
+def active_model_version(store: Store) -> str:
+    from stormwatch.pipeline.models import ensure_active
+
+    return ensure_active(store).version
