@@ -141,11 +141,7 @@ def test_intel_bundle_is_valid_stix(default_run: Path) -> None:
     assert results.is_valid, errors
     bundle = orjson.loads(text)
     types = Counter(o["type"] for o in bundle["objects"])
-    assert (
-        types["intrusion-set"] == 5
-        and types["indicator"] >= 5
-        and types["relationship"] == types["indicator"]
-    )
+    assert types["intrusion-set"] == 5 and types["indicator"] >= 5 and types["relationship"] == types["indicator"]
     assert any("ISSUBSET" in o.get("pattern", "") for o in bundle["objects"]) or types["indicator"] > 0
     refs = {o["id"] for o in bundle["objects"]}
     for o in bundle["objects"]:
@@ -230,9 +226,7 @@ def test_vpn_crowds_and_security_pros(events: list[dict[str, Any]], truth: dict[
         per_ip[ev["ip"]].add(ev["account_id"])
     assert max(len(s) for s in per_ip.values()) >= 100
     assert truth["counts"]["personas"]["security_pro"] > 20
-    with_sec = {
-        ev["account_id"] for ev in events if truth["accounts"][ev["account_id"]]["persona"] == "security_pro"
-    }
+    with_sec = {ev["account_id"] for ev in events if truth["accounts"][ev["account_id"]]["persona"] == "security_pro"}
     assert len(with_sec) > 20
 
 
@@ -263,7 +257,5 @@ def test_cli_json(tmp_path: Path) -> None:
     summary = orjson.loads(res.output)
     assert summary["accounts"] == 100 and summary["events"] > 0
     assert Path(summary["files"]["events.jsonl"]).exists()
-    res = CliRunner().invoke(
-        simulate_command, ["--out", str(tmp_path / "p"), "--accounts", "100", "--days", "2"]
-    )
+    res = CliRunner().invoke(simulate_command, ["--out", str(tmp_path / "p"), "--accounts", "100", "--days", "2"])
     assert res.exit_code == 0 and "actor accounts" in res.output

@@ -59,17 +59,14 @@ def echo_json(obj: Any) -> None:
     click.echo(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode())
 
 
-@click.group(
-    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
-)
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="stormwatch")
 @click.option(
     "--db",
     "db_url",
     envvar="STORMWATCH_DB",
     metavar="URL",
-    help="Database URL: sqlite:///path.db (default sqlite:///stormwatch.db) or postgresql://... "
-    "[env: STORMWATCH_DB]",
+    help="Database URL: sqlite:///path.db (default sqlite:///stormwatch.db) or postgresql://... [env: STORMWATCH_DB]",
 )
 @click.pass_context
 def cli(ctx: click.Context, db_url: str | None) -> None:
@@ -108,8 +105,7 @@ def open_ctx_store(ctx: click.Context) -> Any:
     "--format",
     "format_name",
     metavar="NAME",
-    help="Format of FILES; sniffed per file when left out. "
-    "One of: canonical, openai_batch, openai_http_log, litellm.",
+    help="Format of FILES; sniffed per file when left out. One of: canonical, openai_batch, openai_http_log, litellm.",
 )
 @click.option(
     "--account",
@@ -273,9 +269,7 @@ def db_info(ctx: click.Context, as_json: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code instead of exiting."""
     try:
-        rv = cli.main(
-            args=list(argv) if argv is not None else None, prog_name="stormwatch", standalone_mode=False
-        )
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="stormwatch", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:

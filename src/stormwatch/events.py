@@ -48,6 +48,23 @@ OPTIONAL_STR = (
 )
 
 
+def type_name(value: object) -> str:
+    """The JSON name of a value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
 @dataclass(slots=True)
 class Event:
     """A validated usage event. ``ts`` is normalised to UTC (``...Z``, microseconds)."""
@@ -96,7 +113,7 @@ class Event:
 def normalize_ts(value: object, field: str = "ts") -> str:
     """Parse an RFC 3339 timestamp (or epoch seconds) and return it in UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
     if isinstance(value, bool):
-        raise RecordError(f"expected an RFC 3339 string, got {type(value).__name__}", field=field)
+        raise RecordError(f"expected an RFC 3339 string, got {type_name(value)}", field=field)
     if isinstance(value, int | float):
         try:
             dt = datetime.fromtimestamp(float(value), tz=UTC)
@@ -111,7 +128,7 @@ def normalize_ts(value: object, field: str = "ts") -> str:
             raise RecordError(f"date-time has no offset or Z: {value[:64]!r}", field=field)
         dt = dt.astimezone(UTC)
     else:
-        raise RecordError(f"expected an RFC 3339 string, got {type(value).__name__}", field=field)
+        raise RecordError(f"expected an RFC 3339 string, got {type_name(value)}", field=field)
     return dt.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
@@ -120,7 +137,7 @@ def _require_id(obj: dict[str, Any], field: str) -> str:
     if value is None:
         raise RecordError("required field is missing", field=field)
     if not isinstance(value, str):
-        raise RecordError(f"expected a string, got {type(value).__name__}", field=field)
+        raise RecordError(f"expected a string, got {type_name(value)}", field=field)
     if not value:
         raise RecordError("must not be empty", field=field)
     if len(value) > MAX_ID_LEN:
@@ -130,20 +147,18 @@ def _require_id(obj: dict[str, Any], field: str) -> str:
 
 def _messages(value: object) -> list[dict[str, str]]:
     if not isinstance(value, list):
-        raise RecordError(f"expected an array, got {type(value).__name__}", field="messages")
+        raise RecordError(f"expected an array, got {type_name(value)}", field="messages")
     out: list[dict[str, str]] = []
     for i, msg in enumerate(value):
         where = f"messages[{i}]"
         if not isinstance(msg, dict):
-            raise RecordError(f"expected an object, got {type(msg).__name__}", field=where)
+            raise RecordError(f"expected an object, got {type_name(msg)}", field=where)
         role = msg.get("role")
         content = msg.get("content")
         if role not in ROLES:
-            raise RecordError(
-                f"role must be one of {sorted(ROLES)}, got {role!r}"[:200], field=f"{where}.role"
-            )
+            raise RecordError(f"role must be one of {sorted(ROLES)}, got {role!r}"[:200], field=f"{where}.role")
         if not isinstance(content, str):
-            raise RecordError(f"expected a string, got {type(content).__name__}", field=f"{where}.content")
+            raise RecordError(f"expected a string, got {type_name(content)}", field=f"{where}.content")
         out.append({"role": role, "content": content})
     return out
 
@@ -154,7 +169,7 @@ def validate_event(obj: object, source: str = "canonical") -> Event:
     Unknown top-level fields are kept under ``attributes`` (the spec says so).
     """
     if not isinstance(obj, dict):
-        raise RecordError(f"expected a JSON object, got {type(obj).__name__}")
+        raise RecordError(f"expected a JSON object, got {type_name(obj)}")
     event_id = _require_id(obj, "event_id")
     account_id = _require_id(obj, "account_id")
     if "ts" not in obj:
@@ -167,7 +182,7 @@ def validate_event(obj: object, source: str = "canonical") -> Event:
     if obj.get("prompt") is not None:
         prompt = obj["prompt"]
         if not isinstance(prompt, str):
-            raise RecordError(f"expected a string, got {type(prompt).__name__}", field="prompt")
+            raise RecordError(f"expected a string, got {type_name(prompt)}", field="prompt")
     if messages is None and prompt is None:
         raise RecordError("one of messages or prompt is required", field="messages")
     kwargs: dict[str, Any] = {}
@@ -175,14 +190,14 @@ def validate_event(obj: object, source: str = "canonical") -> Event:
         value = obj.get(name)
         if value is not None:
             if not isinstance(value, str):
-                raise RecordError(f"expected a string, got {type(value).__name__}", field=name)
+                raise RecordError(f"expected a string, got {type_name(value)}", field=name)
             kwargs[name] = value
     refused = obj.get("refused")
     if refused is not None and not isinstance(refused, bool):
-        raise RecordError(f"expected a boolean, got {type(refused).__name__}", field="refused")
+        raise RecordError(f"expected a boolean, got {type_name(refused)}", field="refused")
     attributes = obj.get("attributes")
     if attributes is not None and not isinstance(attributes, dict):
-        raise RecordError(f"expected an object, got {type(attributes).__name__}", field="attributes")
+        raise RecordError(f"expected an object, got {type_name(attributes)}", field="attributes")
     extra = [k for k in obj if k not in KNOWN_FIELDS]
     if extra:
         attributes = dict(attributes or {})
@@ -234,14 +249,14 @@ class Account:
 def validate_account(obj: object) -> Account:
     """Check one account record (``account.schema.json``); raise RecordError otherwise."""
     if not isinstance(obj, dict):
-        raise RecordError(f"expected a JSON object, got {type(obj).__name__}")
+        raise RecordError(f"expected a JSON object, got {type_name(obj)}")
     account_id = _require_id(obj, "account_id")
     kwargs: dict[str, Any] = {}
     for name in ACCOUNT_STR_FIELDS:
         value = obj.get(name)
         if value is not None:
             if not isinstance(value, str):
-                raise RecordError(f"expected a string, got {type(value).__name__}", field=name)
+                raise RecordError(f"expected a string, got {type_name(value)}", field=name)
             kwargs[name] = value
     country = kwargs.get("country")
     if country is not None and not (len(country) == 2 and country.isascii() and country.isupper()):
@@ -256,7 +271,7 @@ def validate_account(obj: object) -> Account:
         kwargs["created_at"] = normalize_ts(created, field="created_at")
     attributes = obj.get("attributes")
     if attributes is not None and not isinstance(attributes, dict):
-        raise RecordError(f"expected an object, got {type(attributes).__name__}", field="attributes")
+        raise RecordError(f"expected an object, got {type_name(attributes)}", field="attributes")
     known = {"account_id", "created_at", "attributes", *ACCOUNT_STR_FIELDS}
     extra = [k for k in obj if k not in known]
     if extra:

@@ -173,9 +173,7 @@ def ingest(
     plan = plan_formats(paths, format_name)
     run_id = "run_" + uuid.uuid4().hex[:16]
     all_files = [str(p) for p in (*accounts_paths, *paths)]
-    summary = IngestSummary(
-        run_id=run_id, files=all_files, formats={str(p): fmt.name for fmt, ps in plan for p in ps}
-    )
+    summary = IngestSummary(run_id=run_id, files=all_files, formats={str(p): fmt.name for fmt, ps in plan for p in ps})
     started = time.perf_counter()
     store.start_run(run_id, all_files)
     total_bytes = sum(p.stat().st_size for p in (*accounts_paths, *paths))

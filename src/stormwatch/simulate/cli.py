@@ -13,15 +13,12 @@ from stormwatch.simulate.core import SimSummary, simulate
 def _human(s: SimSummary) -> str:
     lines = [
         f"simulated {s.accounts} accounts over {s.days} days ({s.start} .. {s.end}), seed {s.seed}",
-        f"  benign accounts: {s.benign_accounts}  ("
-        + ", ".join(f"{k} {v}" for k, v in s.personas.items())
-        + ")",
+        f"  benign accounts: {s.benign_accounts}  (" + ", ".join(f"{k} {v}" for k, v in s.personas.items()) + ")",
         f"  actor accounts:  {s.actor_accounts} in {s.operations} operations  ("
         + ", ".join(f"{k} {v}" for k, v in s.actors.items())
         + ")",
         f"  actor accounts named in intel: {s.actor_accounts_named_in_intel}/{s.actor_accounts}",
-        f"  events: {s.events}  (actor {s.actor_events}, malicious {s.malicious_events}, "
-        f"refused {s.refused_events})",
+        f"  events: {s.events}  (actor {s.actor_events}, malicious {s.malicious_events}, refused {s.refused_events})",
         f"  intel indicators: {s.intel_indicators}",
         "  files: " + ", ".join(Path(p).name for p in s.files.values()) + f"  in {s.out_dir}",
         f"  wall time: {s.wall_s:.1f} s",

@@ -73,9 +73,7 @@ Item = tuple[float, int, bytes, bytes]
 class EventStream:
     """Generates ``(events.jsonl line, truth line)`` pairs in timestamp order."""
 
-    def __init__(
-        self, pop: Population, pools: Pools, seed: int, start: float, days: int, named_ips: set[str]
-    ) -> None:
+    def __init__(self, pop: Population, pools: Pools, seed: int, start: float, days: int, named_ips: set[str]) -> None:
         self.pop = pop
         self.maker = SessionMaker(pools)
         self.seed = seed
@@ -196,9 +194,7 @@ class EventStream:
             ev["org_id"] = acc.org_id
         if end_user:
             ev["end_user_id"] = end_user
-        ev.update(
-            api_key_id=key, ip=ip, user_agent=ua, model=model, messages=messages, response=turn.response
-        )
+        ev.update(api_key_id=key, ip=ip, user_agent=ua, model=model, messages=messages, response=turn.response)
         if conv:
             ev["conversation_id"] = conv
         ev["refused"] = turn.refused

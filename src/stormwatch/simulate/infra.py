@@ -147,9 +147,7 @@ class IPSpace:
         p.prefixes.append(f"{a}.{b}.0.0/16")
         self._blocks[name] = [(a, b)]
         if v6:
-            p.v6_prefix = (
-                f"2a0{self.rng.randint(1, 9)}:{self.rng.getrandbits(16):x}:{self.rng.getrandbits(16):x}"
-            )
+            p.v6_prefix = f"2a0{self.rng.randint(1, 9)}:{self.rng.getrandbits(16):x}:{self.rng.getrandbits(16):x}"
         self.providers.append(p)
         return p
 
@@ -232,9 +230,7 @@ def corp_domain(rng: random.Random) -> str:
 
 def uni_domain(rng: random.Random, country: str) -> str:
     name = "".join(rng.choice(_SYL) for _ in range(rng.randint(2, 3)))
-    tld = {"GB": ".ac.uk", "JP": ".ac.jp", "KR": ".ac.kr", "IN": ".ac.in", "AU": ".edu.au"}.get(
-        country, ".edu"
-    )
+    tld = {"GB": ".ac.uk", "JP": ".ac.jp", "KR": ".ac.kr", "IN": ".ac.in", "AU": ".edu.au"}.get(country, ".edu")
     return f"{name}{tld}"
 
 

@@ -390,9 +390,7 @@ class _Builder:
         hosts = rng.sample(self.hosting, 3)
         cidr, block = self.space.block28(hosts[0])
         exposed = rng.sample(block, rng.randint(2, 4))
-        third = rng.sample(
-            ["NL", "DE", "TR", "AE", "SG", "HK", "MY" if "MY" in self.residential else "VN"], 2
-        )
+        third = rng.sample(["NL", "DE", "TR", "AE", "SG", "HK", "MY" if "MY" in self.residential else "VN"], 2)
         exposed += [self.space.addr(rng.choice(self.residential[c])) for c in third if c in self.residential]
         if rng.random() < 0.5:
             exposed.append(self.space.addr6(hosts[1]))
@@ -450,9 +448,7 @@ class _Builder:
             acc.api_share = rng.uniform(0.2, 0.7)
             acc.model_cum = cum([40, 25, 20, 10, 5])
             acc.accept_language = (
-                "en-US,en;q=0.9"
-                if rng.random() < 0.7
-                else COUNTRY_LANG.get(spec.country, f"{spec.lang};q=0.9")
+                "en-US,en;q=0.9" if rng.random() < 0.7 else COUNTRY_LANG.get(spec.country, f"{spec.lang};q=0.9")
             )
             if spec.country == "KP" and not acc.accept_language.startswith("en"):
                 acc.accept_language = "ko-KR,ko;q=0.9,en;q=0.6"

@@ -183,28 +183,20 @@ class SessionMaker:
             if i > 0 and r < 0.35:
                 turns.append(self._followup(rng, T.FOLLOWUPS_SEC, "security"))
             elif r < 0.55:
-                turns.append(
-                    self._benign(rng, rng.choice(self.sec["sec_frr"]), "security", True, "dual_use", 0.06)
-                )
+                turns.append(self._benign(rng, rng.choice(self.sec["sec_frr"]), "security", True, "dual_use", 0.06))
             elif r < 0.7:
                 turns.append(
-                    self._benign(
-                        rng, rng.choice(self.sec["sec_malware"]), "security", False, "dual_use", 0.01
-                    )
+                    self._benign(rng, rng.choice(self.sec["sec_malware"]), "security", False, "dual_use", 0.01)
                 )
             elif r < 0.83:
-                turns.append(
-                    self._benign(rng, rng.choice(self.sec["sec_ti"]), "security", False, "dual_use", 0.01)
-                )
+                turns.append(self._benign(rng, rng.choice(self.sec["sec_ti"]), "security", False, "dual_use", 0.01))
             elif r < 0.91:
                 # the same shapes actors use (CVE explanations, recon of tech): hard negatives
                 ttp = rng.choice(["LLMT-05", "LLMT-01", "LLMT-07", "LLMT-10"])
                 text = T.fill(rng.choice(T.TTP_TEMPLATES[ttp]), rng, {}, {"ti_text": ""})
                 refused = rng.random() < REFUSE_P[ttp] * 0.5
                 resp = self.refusal(rng) if refused else self.answer(rng, text)
-                turns.append(
-                    Turn(text, resp, refused, False, "dual_use", None, f"template:{ttp}", "security")
-                )
+                turns.append(Turn(text, resp, refused, False, "dual_use", None, f"template:{ttp}", "security"))
             elif r < 0.95 and self.mal_all:
                 # malicious-labelled dual-use request from a legitimate professional (low rate)
                 sid, text = rng.choice(self.mal_all)
@@ -305,8 +297,7 @@ class SessionMaker:
 
 BENIGN_OUTREACH = [
     "Write a friendly email inviting {role} at partner companies to our product webinar next week.",
-    "Give me 10 variations of this LinkedIn recruiting message for data engineers, "
-    "so they don't look identical.",
+    "Give me 10 variations of this LinkedIn recruiting message for data engineers, so they don't look identical.",
     "Draft a newsletter intro about {topic} for our subscribers.",
     "Write a short bio for our new head of marketing, 80 words.",
     "Rewrite this cold email to sound less salesy: 'Hi, I wanted to reach out about our solution...'",

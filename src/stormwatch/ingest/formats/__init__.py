@@ -56,9 +56,7 @@ def get_format(name: str) -> Format:
     try:
         return formats()[name]
     except KeyError:
-        raise InputError(
-            f"unknown format {name!r}", hint=f"choose one of: {', '.join(sorted(formats()))}"
-        ) from None
+        raise InputError(f"unknown format {name!r}", hint=f"choose one of: {', '.join(sorted(formats()))}") from None
 
 
 def sniff_format(path: Path) -> Format:

@@ -22,7 +22,7 @@ from typing import IO, Any
 import orjson
 
 from stormwatch.errors import InputError, RecordError
-from stormwatch.events import ROLES, Event, normalize_ts, validate_event
+from stormwatch.events import ROLES, Event, normalize_ts, type_name, validate_event
 from stormwatch.ingest.formats.base import FormatOptions, Rejected, iter_lines, open_binary
 
 BOM = b"\xef\xbb\xbf"
@@ -30,23 +30,6 @@ JSON = dict[str, Any]
 
 # --------------------------------------------------------------------------------------------
 # typed access with source paths
-
-
-def type_name(value: object) -> str:
-    """The JSON name of a value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 def join(base: str, key: str | int) -> str:
@@ -256,9 +239,7 @@ def render_content(value: object, path: str) -> str:
         elif kind == "refusal":
             refusal = part.get("refusal")
             if not isinstance(refusal, str):
-                raise RecordError(
-                    f"expected a string, got {type_name(refusal)}", field=join(where, "refusal")
-                )
+                raise RecordError(f"expected a string, got {type_name(refusal)}", field=join(where, "refusal"))
             out.append(refusal)
         elif kind in ("file", "input_file"):
             inner = part.get("file") if isinstance(part.get("file"), dict) else part
@@ -280,9 +261,7 @@ def render_tool_calls(value: object) -> list[str]:
         assert isinstance(fn, dict)
         name = fn.get("name")
         args = fn.get("arguments")
-        out.append(
-            f"[tool_call {name if isinstance(name, str) else '?'}({args if isinstance(args, str) else ''})]"
-        )
+        out.append(f"[tool_call {name if isinstance(name, str) else '?'}({args if isinstance(args, str) else ''})]")
     return out
 
 
@@ -322,9 +301,7 @@ def responses_input(body: JSON, path: str) -> list[dict[str, str]]:
         if instructions:
             out.append({"role": "system", "content": instructions})
     elif instructions is not None:
-        raise RecordError(
-            f"expected a string, got {type_name(instructions)}", field=join(path, "instructions")
-        )
+        raise RecordError(f"expected a string, got {type_name(instructions)}", field=join(path, "instructions"))
     value = body.get("input")
     where = join(path, "input")
     if isinstance(value, str):
@@ -504,9 +481,7 @@ def map_openai_response(body: JSON, path: str, out: OpenAIMapping) -> None:
             if isinstance(refusal, str) and refusal:
                 out.refused = True
                 text = text or refusal
-            extra = render_tool_calls(message.get("tool_calls")) + render_tool_calls(
-                message.get("function_call")
-            )
+            extra = render_tool_calls(message.get("tool_calls")) + render_tool_calls(message.get("function_call"))
             text = "\n".join(t for t in [text, *extra] if t)
             texts.append(text)
         elif message is not None:
@@ -766,9 +741,7 @@ def iter_json_values(path: Path, options: FormatOptions, chunk_size: int = 1 << 
             try:
                 chunk = fh.read(chunk_size)
             except (EOFError, OSError) as exc:
-                raise InputError(
-                    f"{path}:{splitter.line}: compressed stream is damaged or truncated: {exc}"
-                ) from exc
+                raise InputError(f"{path}:{splitter.line}: compressed stream is damaged or truncated: {exc}") from exc
             if not chunk:
                 break
             if first:

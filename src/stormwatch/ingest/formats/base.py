@@ -81,10 +81,14 @@ def open_binary(path: Path) -> IO[bytes]:
     return fh
 
 
+BOM = b"\xef\xbb\xbf"
+
+
 def read_head(path: Path, size: int = SNIFF_BYTES) -> bytes:
+    """The first bytes of a file (decompressed), without a UTF-8 byte-order mark."""
     with open_binary(path) as fh:
         try:
-            return fh.read(size)
+            return fh.read(size).removeprefix(BOM)
         except (OSError, EOFError) as exc:
             raise InputError(f"{path}: cannot read: {exc}") from exc
 
@@ -112,12 +116,12 @@ def iter_lines(path: Path, options: FormatOptions) -> Iterator[tuple[int, bytes]
             try:
                 raw = fh.readline()
             except (EOFError, OSError, gzip.BadGzipFile) as exc:
-                raise InputError(
-                    f"{path}:{lineno + 1}: compressed stream is damaged or truncated: {exc}"
-                ) from exc
+                raise InputError(f"{path}:{lineno + 1}: compressed stream is damaged or truncated: {exc}") from exc
             if not raw:
                 break
             lineno += 1
+            if lineno == 1:
+                raw = raw.removeprefix(BOM)
             if report is not None and lineno % 2048 == 0:
                 pos = _raw_position(fh)
                 report(pos - last_pos)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from stormwatch.errors import RecordError
 from stormwatch.events import validate_event
+from stormwatch.ingest.formats._common import redact_raw
 from stormwatch.ingest.formats.base import FormatOptions, Parsed, Rejected, iter_lines, load_json_line
 
 
@@ -30,9 +31,10 @@ class CanonicalFormat:
             for lineno, raw in iter_lines(path, options):
                 obj = load_json_line(raw, source, lineno, options)
                 if isinstance(obj, Rejected):
+                    obj.raw = redact_raw(obj.raw)
                     yield obj
                     continue
                 try:
                     yield validate_event(obj, source=self.name)
                 except RecordError as exc:
-                    yield Rejected(source, lineno, exc.reason, exc.field, raw)
+                    yield Rejected(source, lineno, exc.reason, exc.field, redact_raw(raw))

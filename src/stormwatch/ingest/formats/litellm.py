@@ -213,11 +213,7 @@ class LiteLLMFormat:
         if isinstance(raw_messages, str):
             prompt = raw_messages
             origins["prompt"] = "messages"
-        elif (
-            isinstance(raw_messages, list)
-            and raw_messages
-            and not all(isinstance(m, dict) for m in raw_messages)
-        ):
+        elif isinstance(raw_messages, list) and raw_messages and not all(isinstance(m, dict) for m in raw_messages):
             prompt = flat_input(raw_messages, "messages")  # e.g. an embedding call's input list
             origins["prompt"] = "messages"
         elif isinstance(raw_messages, list):
@@ -260,18 +256,13 @@ class LiteLLMFormat:
             guardrails = [guardrails]
         if isinstance(guardrails, list) and guardrails:
             summary = [
-                {k: g[k] for k in GUARDRAIL_KEYS if g.get(k) is not None}
-                for g in guardrails
-                if isinstance(g, dict)
+                {k: g[k] for k in GUARDRAIL_KEYS if g.get(k) is not None} for g in guardrails if isinstance(g, dict)
             ]
             attrs["guardrails"] = summary
             if any(g.get("guardrail_status") == "guardrail_intervened" for g in summary):
                 refused = True
         status_fields = obj.get("status_fields")
-        if (
-            isinstance(status_fields, dict)
-            and status_fields.get("guardrail_status") == "guardrail_intervened"
-        ):
+        if isinstance(status_fields, dict) and status_fields.get("guardrail_status") == "guardrail_intervened":
             refused = True
         error = obj.get("error_information")
         if isinstance(error, dict) and any(error.get(k) for k in ERROR_KEYS):

@@ -67,9 +67,7 @@ class _Output:
 
 class OpenAIBatchFormat:
     name = "openai_batch"
-    description = (
-        "OpenAI Batch API input + output JSONL, joined on custom_id (needs --account: the batch owner)"
-    )
+    description = "OpenAI Batch API input + output JSONL, joined on custom_id (needs --account: the batch owner)"
 
     def sniff(self, head: bytes, path: Path) -> float:
         obj, line = sniff_object(head)
@@ -136,9 +134,7 @@ class OpenAIBatchFormat:
                     raw,
                 )
 
-    def _index_outputs(
-        self, path: Path, options: FormatOptions, outputs: dict[str, _Output]
-    ) -> Iterator[Parsed]:
+    def _index_outputs(self, path: Path, options: FormatOptions, outputs: dict[str, _Output]) -> Iterator[Parsed]:
         source = str(path)
         for lineno, raw in iter_json_lines(path, options):
             obj = load_json_line(raw, source, lineno, options)
@@ -148,9 +144,7 @@ class OpenAIBatchFormat:
             kind = _line_kind(obj)
             if kind != OUTPUT:
                 what = "an input line" if kind == INPUT else "not a Batch output line"
-                yield reject(
-                    source, lineno, f"{what} in a Batch output file", None if kind else "custom_id", raw
-                )
+                yield reject(source, lineno, f"{what} in a Batch output file", None if kind else "custom_id", raw)
                 continue
             try:
                 custom_id = _custom_id(obj)
@@ -171,9 +165,7 @@ class OpenAIBatchFormat:
                 continue
             outputs[custom_id] = _Output(source, lineno, raw)
 
-    def _join_inputs(
-        self, path: Path, options: FormatOptions, outputs: dict[str, _Output]
-    ) -> Iterator[Parsed]:
+    def _join_inputs(self, path: Path, options: FormatOptions, outputs: dict[str, _Output]) -> Iterator[Parsed]:
         source = str(path)
         seen: dict[str, int] = {}
         for lineno, raw in iter_json_lines(path, options):
@@ -184,9 +176,7 @@ class OpenAIBatchFormat:
             kind = _line_kind(obj)
             if kind != INPUT:
                 what = "an output line" if kind == OUTPUT else "not a Batch input line"
-                yield reject(
-                    source, lineno, f"{what} in a Batch input file", None if kind else "custom_id", raw
-                )
+                yield reject(source, lineno, f"{what} in a Batch input file", None if kind else "custom_id", raw)
                 continue
             try:
                 custom_id = _custom_id(obj)
@@ -273,9 +263,7 @@ class OpenAIBatchFormat:
             if resp is not None:
                 status = resp.get("status_code")
                 if status is not None and (isinstance(status, bool) or not isinstance(status, int)):
-                    raise RecordError(
-                        f"expected an integer, got {type_name(status)}", field="response.status_code"
-                    )
+                    raise RecordError(f"expected an integer, got {type_name(status)}", field="response.status_code")
                 if status is not None:
                     attrs["status_code"] = status
                     if status >= 400:

@@ -71,9 +71,7 @@ def headers_of(value: object, path: str) -> dict[str, str]:
         pairs = []
         for i, item in enumerate(value):
             if not (isinstance(item, list | tuple) and len(item) == 2):
-                raise RecordError(
-                    f"expected a [name, value] pair, got {type_name(item)}", field=join(path, i)
-                )
+                raise RecordError(f"expected a [name, value] pair, got {type_name(item)}", field=join(path, i))
             pairs.append((item[0], item[1]))
     else:
         raise RecordError(f"expected an object, got {type_name(value)}", field=path)
@@ -95,11 +93,7 @@ def headers_of(value: object, path: str) -> dict[str, str]:
 
 
 def _keep(headers: Mapping[str, str], allow: frozenset[str]) -> dict[str, str]:
-    return {
-        k: v
-        for k, v in headers.items()
-        if (k in allow or k.startswith("x-stainless-")) and not is_secret_key(k)
-    }
+    return {k: v for k, v in headers.items() if (k in allow or k.startswith("x-stainless-")) and not is_secret_key(k)}
 
 
 def _body(container: JSON, path: str) -> JSON | None:
@@ -124,11 +118,7 @@ class OpenAIHttpLogFormat:
     def sniff(self, head: bytes, path: Path) -> float:
         obj, line = sniff_object(head)
         if obj is not None:
-            if (
-                "request" in obj
-                and isinstance(obj.get("request"), dict)
-                and ("auth" in obj or "client_ip" in obj)
-            ):
+            if "request" in obj and isinstance(obj.get("request"), dict) and ("auth" in obj or "client_ip" in obj):
                 return 0.95
             if (
                 "request" in obj
@@ -138,11 +128,7 @@ class OpenAIHttpLogFormat:
             ):
                 return 0.7
             return 0.0
-        if (
-            b'"request"' in line
-            and (b'"auth"' in line or b'"client_ip"' in line)
-            and b'"event_id"' not in line
-        ):
+        if b'"request"' in line and (b'"auth"' in line or b'"client_ip"' in line) and b'"event_id"' not in line:
             return 0.9
         return 0.0
 
@@ -176,9 +162,7 @@ class OpenAIHttpLogFormat:
 
         mapping = OpenAIMapping()
         if req_body is None:
-            raise RecordError(
-                "required field is missing (no prompt without a request body)", field="request.body"
-            )
+            raise RecordError("required field is missing (no prompt without a request body)", field="request.body")
         map_openai_request(endpoint_kind(url, req_body), req_body, "request.body", mapping)
         if resp_body is not None:
             map_openai_response(resp_body, "response.body", mapping)
@@ -209,9 +193,7 @@ class OpenAIHttpLogFormat:
                     origins["ts"] = join("response.body", key)
                     break
         if ts is None:
-            raise RecordError(
-                "required field is missing (no envelope ts nor response.body.created)", field="ts"
-            )
+            raise RecordError("required field is missing (no envelope ts nor response.body.created)", field="ts")
 
         account, src = first_str((auth, "account_id", "auth"))
         origins["account_id"] = src or "auth.account_id"
@@ -222,14 +204,10 @@ class OpenAIHttpLogFormat:
                 "required field is missing (or pass --account to attribute every line to one account)",
                 field="auth.account_id",
             )
-        org, src = first_str(
-            (auth, "org_id", "auth"), (req_headers, "openai-organization", "request.headers")
-        )
+        org, src = first_str((auth, "org_id", "auth"), (req_headers, "openai-organization", "request.headers"))
         if src:
             origins["org_id"] = src
-        project, _ = first_str(
-            (auth, "project_id", "auth"), (req_headers, "openai-project", "request.headers")
-        )
+        project, _ = first_str((auth, "project_id", "auth"), (req_headers, "openai-project", "request.headers"))
         key_id, src = first_str((auth, "api_key_id", "auth"))
         if src:
             origins["api_key_id"] = src

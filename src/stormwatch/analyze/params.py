@@ -1,0 +1,81 @@
+"""Every threshold and weight of ``stormwatch analyze`` in one place (docs/analyze.md explains them).
+
+They are set from first principles about real platforms (how many accounts share a household, a
+VPS, a corporate NAT or a VPN exit), not fitted to one simulator; the evaluation in docs/analyze.md
+is run on several seeds and sizes to check they hold.
+"""
+
+from __future__ import annotations
+
+LLMT: tuple[str, ...] = tuple(f"LLMT-{i:02d}" for i in range(1, 15))
+
+# --- content ---------------------------------------------------------------------------------
+HIGH_SCORE = 0.5  # an event is "high" when its calibrated P(malicious) reaches this
+TTP_MIN_SCORE = 0.3  # events at or above this contribute their category mass to the TTP profile
+TOP_K = 3  # content score = noisy-OR of the account's top-K event scores ...
+CONTENT_SUPPORT = 3  # ... shrunk while the account has fewer than this many high events
+BREADTH_MIN_MASS = 1.0  # a TTP counts towards breadth with at least one event's worth of mass
+BREADTH_MIN_SHARE = 0.1  # ... and at least this share of the account's TTP mass
+
+# --- behaviour -------------------------------------------------------------------------------
+REPHRASE_WINDOW_S = 1800.0  # a follow-up within 30 min in the same conversation after a refusal
+REPHRASE_MIN_SCORE = 0.3  # ... counts as rephrasing when the refused ask or the retry scores this
+ESCALATION_DELTA = 0.35  # last turn scores this much above the first turn of a conversation
+ESCALATION_MIN = 0.5  # ... and ends at or above this
+OFFICE_HOURS = (8.0, 19.0)  # local working day used to estimate a home UTC offset
+
+# --- linking ---------------------------------------------------------------------------------
+#: kind -> (base weight when two accounts share one value, family). Values shared inside one
+#: family are correlated (a VPN user rotates exits; a sign-up IP is usually a request IP), so a
+#: pair's family weight is the maximum over its shared values, and families combine by noisy-OR.
+LINK_KINDS: dict[str, tuple[float, str]] = {
+    "api_key": (0.95, "api_key"),
+    "device": (0.9, "device"),
+    "payment": (0.9, "payment"),
+    "phone": (0.85, "phone"),
+    "signup_ip": (0.6, "network"),
+    "ip": (0.6, "network"),
+    "email_domain": (0.55, "email"),
+    "org": (0.5, "org"),
+}
+RARE_DEGREE = 8  # a value shared by at most this many accounts keeps its full weight
+DEGREE_CAP = 64  # above this many accounts a value links nobody (VPN exits, CGNAT, campus NAT)
+RARITY_POWER = 1.5  # between the two: weight * (RARE_DEGREE / degree) ** RARITY_POWER
+NO_OVERLAP_FACTOR = 0.5  # an IP two accounts used on days at least a day apart counts half
+OVERLAP_SLACK_S = 86400.0
+LINK_THRESHOLD = 0.5  # a pair is linked when its combined weight reaches this
+PAIR_MIN_WEIGHT = 0.1  # weaker values are ignored when combining pairs
+PAIR_DEGREE_CAP = 32  # pairs are only enumerated for values shared by at most this many accounts
+#: never link on these e-mail domains (webmail, ISP mail); unknown large domains fall to the cap
+WEBMAIL = frozenset(
+    """gmail.com googlemail.com outlook.com hotmail.com live.com msn.com yahoo.com ymail.com icloud.com
+    me.com mac.com aol.com proton.me protonmail.com pm.me zoho.com tutanota.com tuta.io gmx.com gmx.de
+    gmx.net web.de t-online.de mail.com yandex.ru yandex.com yandex.com.tr ya.ru mail.ru bk.ru inbox.ru
+    list.ru rambler.ru ukr.net qq.com 163.com 126.com yeah.net sina.com sohu.com aliyun.com foxmail.com
+    naver.com daum.net hanmail.net kakao.com yahoo.co.jp docomo.ne.jp ezweb.ne.jp orange.fr free.fr
+    laposte.net sfr.fr wanadoo.fr libero.it virgilio.it wp.pl o2.pl interia.pl onet.pl btinternet.com
+    sky.com virginmedia.com rediffmail.com uol.com.br bol.com.br terra.com.br chmail.ir seznam.cz
+    hey.com fastmail.com""".split()
+)
+
+# --- intel -----------------------------------------------------------------------------------
+DEFAULT_INDICATOR_CONFIDENCE = 50
+#: indicator_types that describe shared infrastructure rather than the actor itself
+WEAK_INDICATOR_TYPES = frozenset({"anonymization", "benign", "compromised"})
+WEAK_INDICATOR_FACTOR = 0.3
+HOP_DECAY = 0.95  # evidence loses this much per link it crosses, on top of the link weight
+
+# --- attribution -----------------------------------------------------------------------------
+BEHAVIOUR_GAIN = 2.0  # logit(confidence) = logit(intel) + BEHAVIOUR_GAIN * behaviour score
+BEHAVIOUR_ONLY_CAP = 0.45  # behaviour alone never reaches "medium"
+BEHAVIOUR_ONLY_MIN = 0.3  # behaviour score needed to name an actor without intel
+BEHAVIOUR_ONLY_MARGIN = 0.1  # ... and its lead over the second-best profile
+CONFIDENCE_LABELS = ((0.75, "high"), (0.5, "medium"), (0.25, "low"))
+MIN_ATTRIBUTION = 0.25  # below "low" no actor is named (the evidence is still listed)
+
+# --- risk ------------------------------------------------------------------------------------
+RISK_CONTENT_W = 0.6
+RISK_BEHAVIOUR_W = 0.4
+ENFORCE_CONFIDENCE = 0.5  # attributed at "medium" or better -> enforce
+ENFORCE_RISK = 0.9  # unattributed: enforce only above this risk with the corroboration below
+REVIEW_RISK = 0.5

@@ -1,0 +1,196 @@
+"""Read events (with their detection scores) into compact columns, chunk by chunk.
+
+Only what account analysis needs is read: ids, time, network and client fields, the refusal flag,
+the score and category mass, and the *tail* of the request text (the newest user turn is at the
+end of ``messages``) for script-based language detection and URL / e-mail extraction. Strings are
+interned to integer codes so aggregation runs in numpy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from stormwatch.analyze.params import LLMT, TTP_MIN_SCORE
+from stormwatch.store import Store
+
+__all__ = ["Columns", "Interner", "scan_events"]
+
+TAIL_CHARS = 1500
+LANGS = ("und", "en", "ru", "uk", "zh", "ja", "ko", "fa", "ar", "he", "other")
+_LANG_CODE = {name: i for i, name in enumerate(LANGS)}
+_URL = re.compile(r"https?://[^\s\"'<>\\)\]]{3,200}", re.I)
+_EMAIL = re.compile(r"[\w.+-]{1,64}@([a-z0-9-]{1,63}\.)+[a-z]{2,24}", re.I)
+_SCRIPTS = (
+    ("ko", re.compile(r"[\uac00-\ud7a3]")),
+    ("ja", re.compile(r"[\u3040-\u30ff]")),
+    ("zh", re.compile(r"[\u4e00-\u9fff]")),
+    ("fa", re.compile(r"[\u067e\u0686\u0698\u06af\u06a9\u06cc]")),
+    ("ar", re.compile(r"[\u0600-\u06ff]")),
+    ("uk", re.compile(r"[\u0456\u0457\u0454\u0491]")),
+    ("ru", re.compile(r"[\u0400-\u04ff]")),
+    ("he", re.compile(r"[\u0590-\u05ff]")),
+)
+
+
+class Interner:
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+        self.values: list[str] = []
+
+    def __call__(self, value: str | None) -> int:
+        if value is None:
+            return -1
+        code = self.codes.get(value)
+        if code is None:
+            code = len(self.values)
+            self.codes[value] = code
+            self.values.append(value)
+        return code
+
+
+@dataclass(slots=True)
+class Columns:
+    accounts: Interner = field(default_factory=Interner)
+    ips: Interner = field(default_factory=Interner)
+    uas: Interner = field(default_factory=Interner)
+    keys: Interner = field(default_factory=Interner)
+    convs: Interner = field(default_factory=Interner)
+    event_ids: list[str] = field(default_factory=list)
+    acc: list[int] = field(default_factory=list)
+    ts: list[str] = field(default_factory=list)
+    ip: list[int] = field(default_factory=list)
+    ua: list[int] = field(default_factory=list)
+    key: list[int] = field(default_factory=list)
+    conv: list[int] = field(default_factory=list)
+    refused: list[int] = field(default_factory=list)
+    lang: list[int] = field(default_factory=list)
+    score: list[float] = field(default_factory=list)
+    cat_rows: list[int] = field(default_factory=list)
+    cat_vals: list[list[float]] = field(default_factory=list)
+    #: (row, kind, value) observables found in the request text: url, domain, email
+    text_obs: list[tuple[int, str, str]] = field(default_factory=list)
+    max_seq: int = 0
+
+    def __len__(self) -> int:
+        return len(self.acc)
+
+    def arrays(self) -> dict[str, np.ndarray[Any, Any]]:
+        t = np.array([s[:-1] if s.endswith("Z") else s for s in self.ts], dtype="datetime64[us]")
+        cats = np.zeros((len(self.cat_rows), len(LLMT)), dtype=np.float32)
+        if self.cat_vals:
+            cats[:] = np.asarray(self.cat_vals, dtype=np.float32)
+        return {
+            "acc": np.asarray(self.acc, dtype=np.int64),
+            "t": t.astype(np.int64).astype(np.float64) / 1e6,
+            "ip": np.asarray(self.ip, dtype=np.int64),
+            "ua": np.asarray(self.ua, dtype=np.int64),
+            "key": np.asarray(self.key, dtype=np.int64),
+            "conv": np.asarray(self.conv, dtype=np.int64),
+            "refused": np.asarray(self.refused, dtype=np.int8),
+            "lang": np.asarray(self.lang, dtype=np.int8),
+            "score": np.asarray(self.score, dtype=np.float64),
+            "cat_rows": np.asarray(self.cat_rows, dtype=np.int64),
+            "cats": cats,
+        }
+
+
+def _lang(tail: str, attrs: str | None) -> int:
+    if tail and not tail.isascii():
+        for name, rx in _SCRIPTS:
+            if rx.search(tail):
+                return _LANG_CODE[name]
+    if attrs and "accept_language" in attrs:
+        try:
+            value = orjson.loads(attrs).get("accept_language")
+        except orjson.JSONDecodeError:
+            value = None
+        if isinstance(value, str) and value:
+            primary = value.split(",", 1)[0].split(";", 1)[0].split("-", 1)[0].strip().lower()
+            return _LANG_CODE.get(primary, _LANG_CODE["other"])
+    return _LANG_CODE["en"] if tail else 0
+
+
+def _text_observables(row: int, tail: str, out: list[tuple[int, str, str]]) -> None:
+    if "://" in tail:
+        for m in _URL.finditer(tail):
+            url = m.group(0).rstrip(".,;:!?")
+            out.append((row, "url", url))
+            host = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("@")[-1]
+            host = host.split(":", 1)[0].lower()
+            if host:
+                out.append((row, "domain", host))
+    if "@" in tail:
+        for m in _EMAIL.finditer(tail):
+            email = m.group(0).lower()
+            out.append((row, "email", email))
+            out.append((row, "domain", email.rsplit("@", 1)[1]))
+
+
+def _sql(store: Store, where: str) -> str:
+    text = "COALESCE(e.messages, e.prompt, '')"
+    tail = f"right({text}, {TAIL_CHARS})" if store.dialect == "postgres" else f"substr({text}, -{TAIL_CHARS})"
+    return (
+        "SELECT e.seq, e.event_id, e.account_id, e.ts, e.ip, e.user_agent, e.api_key_id, e.conversation_id,"
+        f" e.refused, e.attributes, {tail}, d.score, d.categories FROM events e LEFT JOIN detections d"
+        f" ON d.event_id = e.event_id AND d.model_version = ? WHERE {where}"
+    )
+
+
+def _chunks(store: Store, model_version: str, account_ids: Sequence[str] | None, chunk: int) -> Iterator[list[Any]]:
+    if account_ids is None:
+        hi = store.query("SELECT MAX(seq) FROM events")[0][0] or 0
+        lo = 0
+        while lo < hi:
+            yield store.query(_sql(store, "e.seq > ? AND e.seq <= ?"), (model_version, lo, lo + chunk))
+            lo += chunk
+        return
+    step = 500
+    for i in range(0, len(account_ids), step):
+        part = list(account_ids[i : i + step])
+        marks = ", ".join("?" for _ in part)
+        yield store.query(_sql(store, f"e.account_id IN ({marks})"), (model_version, *part))
+
+
+def scan_events(
+    store: Store,
+    model_version: str,
+    account_ids: Sequence[str] | None = None,
+    *,
+    chunk: int = 100_000,
+    on_rows: Any = None,
+) -> Columns:
+    """Read all events (or those of ``account_ids``) with their scores into :class:`Columns`."""
+    cols = Columns()
+    acc_i, ip_i, ua_i, key_i, conv_i = cols.accounts, cols.ips, cols.uas, cols.keys, cols.convs
+    n_cats = len(LLMT)
+    for rows in _chunks(store, model_version, account_ids, chunk):
+        for seq, eid, account, ts, ip, ua, key, conv, refused, attrs, tail, score, cats in rows:
+            row = len(cols.acc)
+            cols.max_seq = max(cols.max_seq, int(seq))
+            cols.event_ids.append(eid)
+            cols.acc.append(acc_i(account))
+            cols.ts.append(ts)
+            cols.ip.append(ip_i(ip))
+            cols.ua.append(ua_i(ua))
+            cols.key.append(key_i(key))
+            cols.conv.append(conv_i(conv))
+            cols.refused.append(1 if refused else 0)
+            tail = tail or ""
+            cols.lang.append(_lang(tail, attrs))
+            s = float(score) if score is not None else 0.0
+            cols.score.append(s)
+            if s >= TTP_MIN_SCORE and cats:
+                parsed = orjson.loads(cats)
+                cols.cat_rows.append(row)
+                cols.cat_vals.append([float(parsed.get(c, 0.0)) for c in LLMT][:n_cats])
+            if "://" in tail or "@" in tail:
+                _text_observables(row, tail, cols.text_obs)
+        if on_rows is not None:
+            on_rows(len(rows))
+    return cols

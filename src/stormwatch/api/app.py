@@ -1,0 +1,193 @@
+"""The app factory: ``create_app(db_url)`` builds a fresh ASGI app (no module-level app object).
+
+``stormwatch serve`` runs it under uvicorn; tests drive it in-process through httpx's
+``ASGITransport`` or Starlette's ``TestClient``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import fastapi.routing
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.routing import Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stormwatch import __version__
+from stormwatch.api.auth import Principal, Requires, requires
+from stormwatch.api.deps import StorePool
+from stormwatch.api.errors import install_error_handlers
+from stormwatch.api.extensions import API_PREFIX, Install, load_extensions
+from stormwatch.api.responses import JsonResponse
+from stormwatch.api.roles import READ
+from stormwatch.store import Store
+
+__all__ = ["OPENAPI_PATH", "RouteInfo", "create_app", "route_table"]
+
+OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
+access_log = logging.getLogger("stormwatch.api.access")
+
+
+class AccessLogMiddleware:
+    """One line per request: method, path (no query string), status, time, token id.
+
+    It never logs headers, so neither the ``Authorization`` header nor a token reaches the log.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = scope.setdefault("state", {})
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            principal = state.get("principal")
+            who = principal.token_id if isinstance(principal, Principal) else "-"
+            access_log.info(
+                "%s %s %d %.1fms token=%s",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - start) * 1000,
+                who,
+            )
+
+
+def _find_requires(dependant: Dependant | None) -> Requires | None:
+    for dep in dependant.dependencies if dependant is not None else ():
+        if isinstance(dep.call, Requires):
+            return dep.call
+        found = _find_requires(dep)
+        if found is not None:
+            return found
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """One method + path of the app, and the permission it requires (``None``: unguarded)."""
+
+    method: str
+    path: str
+    permission: str | None
+    name: str
+
+
+def route_table(app: FastAPI) -> list[RouteInfo]:
+    """Every (method, path) the app serves through FastAPI routes, with its permission.
+
+    Mounted sub-apps are not listed (they guard themselves); any other kind of route raises.
+    """
+    iter_contexts = getattr(fastapi.routing, "iter_route_contexts", None)  # FastAPI >= 0.16x
+    contexts: Iterable[Any] = iter_contexts(app.routes) if iter_contexts is not None else app.routes
+    table: list[RouteInfo] = []
+    for ctx in contexts:
+        original = getattr(ctx, "original_route", ctx)
+        if isinstance(original, APIRoute):
+            found = _find_requires(ctx.dependant)
+            for method in sorted(ctx.methods or ()):
+                table.append(
+                    RouteInfo(method, ctx.path_format, None if found is None else found.permission, ctx.name)
+                )
+        elif not isinstance(original, Mount):
+            raise RuntimeError(f"route {original!r} is not an APIRoute or a mounted app: it cannot be guarded")
+    return table
+
+
+def _check_routes(app: FastAPI) -> dict[tuple[str, str], str]:
+    """Every route must be guarded; return (method, path) -> permission."""
+    permissions: dict[tuple[str, str], str] = {}
+    for info in route_table(app):
+        if info.permission is None:
+            raise RuntimeError(
+                f"route {info.method} {info.path} has no requires(...) dependency: "
+                "every API route must be authenticated"
+            )
+        permissions[(info.method, info.path)] = info.permission
+    return permissions
+
+
+def _install_openapi_route(app: FastAPI) -> None:
+    @app.get(OPENAPI_PATH, include_in_schema=False, dependencies=[requires(READ)])
+    def openapi_document() -> dict[str, Any]:
+        """The OpenAPI 3.1 document of this API (authenticated like every other route)."""
+        return app.openapi()
+
+
+def _document_permissions(app: FastAPI, permissions: dict[tuple[str, str], str]) -> None:
+    """Name each operation's permission (``x-stormwatch-permission``) in the OpenAPI document."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = build()
+        for path, operations in doc.get("paths", {}).items():
+            for method, op in operations.items():
+                permission = permissions.get((method.upper(), path))
+                if permission is not None and isinstance(op, dict):
+                    op["x-stormwatch-permission"] = permission
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(
+    db_url: str | None = None,
+    *,
+    store_factory: Callable[[], Store] | None = None,
+    pool_size: int = 4,
+    entry_point_plugins: bool = True,
+    extensions: Sequence[tuple[str, Install]] = (),
+) -> FastAPI:
+    """Build the stormwatch API.
+
+    ``db_url`` as for :func:`stormwatch.store.open_store` (``--db`` / ``STORMWATCH_DB`` / default);
+    ``store_factory`` replaces it (tests); ``extensions`` are installed after the registered ones.
+    """
+    pool = StorePool(db_url, size=pool_size, factory=store_factory)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        pool.close()
+
+    app = FastAPI(
+        title="stormwatch API",
+        version=__version__,
+        summary="Accounts, clusters, cases, enforcement actions, appeals and audit of a stormwatch store.",
+        description="Every route needs `Authorization: Bearer <token>` (see `stormwatch token create`). "
+        "Errors all have the shape `{ok, error, errors[], status}`.",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=JsonResponse,
+        lifespan=lifespan,
+    )
+    app.state.store_pool = pool
+    install_error_handlers(app)
+    app.add_middleware(AccessLogMiddleware)
+    for _name, install in [*load_extensions(entry_point_plugins=entry_point_plugins), *extensions]:
+        install(app)
+    _install_openapi_route(app)
+    permissions = _check_routes(app)
+    _document_permissions(app, permissions)
+    return app

@@ -1,0 +1,190 @@
+"""``stormwatch serve`` and ``stormwatch token create|list|revoke``."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from datetime import timedelta
+
+import click
+
+from stormwatch.api.roles import Role
+from stormwatch.cli import echo_json, open_ctx_store
+from stormwatch.errors import ConfigError
+
+LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger("stormwatch")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
+@click.option("--db", "db_url", metavar="URL", help="Database URL (overrides the global --db).")
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow binding to an address other than loopback. Put a TLS-terminating proxy in front.",
+)
+@click.option("--pool-size", default=4, show_default=True, type=click.IntRange(1, 64), help="DB connections.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Level of the request log and errors (stderr).",
+)
+@click.pass_context
+def serve_command(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    db_url: str | None,
+    allow_remote: bool,
+    pool_size: int,
+    log_level: str,
+) -> None:
+    """Run the HTTP API (OpenAPI document at /api/v1/openapi.json).
+
+    Every route needs an API token (`stormwatch token create`). The server speaks plain HTTP and
+    binds to loopback only unless --allow-remote is given; to serve other machines, put a
+    TLS-terminating reverse proxy in front of it.
+    """
+    if not is_loopback(host) and not allow_remote:
+        raise ConfigError(
+            f"refusing to listen on {host}: it is not a loopback address",
+            hint="tokens would cross the network in clear text; pass --allow-remote and put a "
+            "TLS-terminating proxy in front",
+        )
+    import uvicorn
+
+    from stormwatch.api.app import create_app
+
+    url = db_url or (ctx.obj.get("db_url") if ctx.obj else None)
+    app = create_app(url, pool_size=pool_size)
+    # Open (and migrate) the database now, so a bad URL fails before the server starts.
+    pool = app.state.store_pool
+    pool.release(pool.acquire())
+    _configure_logging(log_level)
+    click.echo(f"stormwatch API on http://{host}:{port}/api/v1 (Ctrl-C to stop)", err=True)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=False,  # our access log names the token id and never the query string or headers
+        log_level=log_level,
+        server_header=False,
+        proxy_headers=False,
+    )
+
+
+@click.group("token")
+def token_group() -> None:
+    """Create, list and revoke API tokens (stored hashed; shown once)."""
+
+
+@token_group.command("create")
+@click.option("--name", required=True, help="Who or what will use the token.")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice([r.value for r in Role]),
+    help="read-only: GET routes; analyst: + case work, filing appeals; admin: everything.",
+)
+@click.option("--scope", "scopes", multiple=True, help="Narrow the role to these permissions. Repeatable.")
+@click.option("--expires", "expires_days", type=click.IntRange(1, 3650), metavar="DAYS", help="Lifetime.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (token included).")
+@click.pass_context
+def token_create(
+    ctx: click.Context,
+    name: str,
+    role: str,
+    scopes: tuple[str, ...],
+    expires_days: int | None,
+    as_json: bool,
+) -> None:
+    """Make a token and print it once: it is stored only as a hash and cannot be shown again."""
+    from stormwatch.api.tokens import create_token
+
+    store = open_ctx_store(ctx)
+    try:
+        token, info = create_token(
+            store,
+            name=name,
+            role=role,
+            scopes=scopes,
+            expires_in=None if expires_days is None else timedelta(days=expires_days),
+            created_by="cli",
+        )
+    finally:
+        store.close()
+    if as_json:
+        echo_json({**info.to_dict(), "token": token})
+        return
+    click.echo(token)
+    expiry = f", expires {info.expires_at}" if info.expires_at else ""
+    click.echo(
+        f"token {info.token_id} ({info.name}, {info.role.value}{expiry}): copy it now, it is not shown again",
+        err=True,
+    )
+
+
+@token_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def token_list(ctx: click.Context, as_json: bool) -> None:
+    """List tokens: id, name, role, status, dates (never the secret)."""
+    from stormwatch.api.tokens import list_tokens
+
+    store = open_ctx_store(ctx)
+    try:
+        tokens = list_tokens(store)
+    finally:
+        store.close()
+    if as_json:
+        for t in tokens:
+            echo_json(t.to_dict())
+        return
+    if not tokens:
+        click.echo("no tokens: make one with `stormwatch token create --name NAME --role ROLE`")
+        return
+    for t in tokens:
+        d = t.to_dict()
+        scopes = f" scopes={','.join(t.scopes)}" if t.scopes else ""
+        click.echo(
+            f"{t.token_id}  {d['status']:8} {t.role.value:9} {t.name}{scopes}  created {t.created_at}"
+            + (f"  expires {t.expires_at}" if t.expires_at else "")
+            + (f"  last used {t.last_used_at}" if t.last_used_at else "")
+        )
+
+
+@token_group.command("revoke")
+@click.argument("token_id")
+@click.pass_context
+def token_revoke(ctx: click.Context, token_id: str) -> None:
+    """Revoke the token TOKEN_ID (its first 8 characters after sw_). Takes effect on the next request."""
+    from stormwatch.api.tokens import revoke_token
+
+    store = open_ctx_store(ctx)
+    try:
+        info = revoke_token(store, token_id)
+    finally:
+        store.close()
+    click.echo(f"token {info.token_id} ({info.name}) revoked at {info.revoked_at}")

@@ -1,0 +1,1 @@
+"""Built-in route modules; each has ``install(app)`` and is listed in ``extensions.DEFAULT_PLUGINS``."""
