@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("/tmp/stormwatch-bench-sim"))
-    ap.add_argument("--result", type=Path, default=Path("/tmp/bench_simulate.json"))
+    ap.add_argument("--result", type=Path, default=Path("benchmarks/results/simulate.json"))
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     args = ap.parse_args(argv)
     if args.out.exists():

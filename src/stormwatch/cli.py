@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("stormwatch.detect.cli:train_command", "Rebuild the first-tier detection model."),
     "eval": ("stormwatch.detect.cli:eval_command", "Evaluate detectors on labelled prompts."),
     "db": ("stormwatch.cli:db_group", "Database schema and status."),
+    "serve": ("stormwatch.api.cli:serve_command", "Run the HTTP API (authenticated, loopback by default)."),
+    "token": ("stormwatch.api.cli:token_group", "Create, list and revoke API tokens."),
 }
 
 
@@ -113,7 +115,7 @@ def open_ctx_store(ctx: click.Context) -> Any:
     metavar="ID",
     help="Account to attribute records to when the format names none (Batch files: the batch owner).",
 )
-@click.option("--batch-size", default=5000, show_default=True, help="Records per database transaction.")
+@click.option("--batch-size", default=20000, show_default=True, help="Records per database transaction.")
 @click.option(
     "--max-record-bytes",
     default=16 * 1024 * 1024,

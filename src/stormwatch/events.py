@@ -78,7 +78,7 @@ class Event:
     ip: str | None = None
     user_agent: str | None = None
     model: str | None = None
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     response: str | None = None
     conversation_id: str | None = None
@@ -124,6 +124,10 @@ def normalize_ts(value: object, field: str = "ts") -> str:
             dt = datetime.fromisoformat(value)
         except ValueError as exc:
             raise RecordError(f"not an RFC 3339 date-time: {value[:64]!r}", field=field) from exc
+        if value[-1:] == "Z" and len(value) <= 27 and value[10:11] == "T":
+            # already UTC: only the fraction needs padding (the hot path of canonical logs)
+            frac = value[20:-1] if value[19:20] == "." else ""
+            return f"{value[:19]}.{frac.ljust(6, '0')[:6]}Z"
         if dt.tzinfo is None:
             raise RecordError(f"date-time has no offset or Z: {value[:64]!r}", field=field)
         dt = dt.astimezone(UTC)
@@ -145,10 +149,10 @@ def _require_id(obj: dict[str, Any], field: str) -> str:
     return value
 
 
-def _messages(value: object) -> list[dict[str, str]]:
+def _messages(value: object) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise RecordError(f"expected an array, got {type_name(value)}", field="messages")
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     for i, msg in enumerate(value):
         where = f"messages[{i}]"
         if not isinstance(msg, dict):
@@ -159,7 +163,7 @@ def _messages(value: object) -> list[dict[str, str]]:
             raise RecordError(f"role must be one of {sorted(ROLES)}, got {role!r}"[:200], field=f"{where}.role")
         if not isinstance(content, str):
             raise RecordError(f"expected a string, got {type_name(content)}", field=f"{where}.content")
-        out.append({"role": role, "content": content})
+        out.append(msg)  # kept whole: fields beyond role/content (name, tool_calls, ...) are not lost
     return out
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastapi.routing
 from fastapi import FastAPI
@@ -28,6 +28,9 @@ from stormwatch.api.extensions import API_PREFIX, Install, load_extensions
 from stormwatch.api.responses import JsonResponse
 from stormwatch.api.roles import READ
 from stormwatch.store import Store
+
+if TYPE_CHECKING:
+    from stormwatch.disrupt.sinks import Sink
 
 __all__ = ["OPENAPI_PATH", "RouteInfo", "create_app", "route_table"]
 
@@ -106,9 +109,7 @@ def route_table(app: FastAPI) -> list[RouteInfo]:
         if isinstance(original, APIRoute):
             found = _find_requires(ctx.dependant)
             for method in sorted(ctx.methods or ()):
-                table.append(
-                    RouteInfo(method, ctx.path_format, None if found is None else found.permission, ctx.name)
-                )
+                table.append(RouteInfo(method, ctx.path_format, None if found is None else found.permission, ctx.name))
         elif not isinstance(original, Mount):
             raise RuntimeError(f"route {original!r} is not an APIRoute or a mounted app: it cannot be guarded")
     return table
@@ -134,17 +135,60 @@ def _install_openapi_route(app: FastAPI) -> None:
         return app.openapi()
 
 
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "description": "The one error shape of every error response.",
+    "required": ["ok", "error", "errors", "status"],
+    "properties": {
+        "ok": {"type": "boolean", "const": False},
+        "error": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type", "msg", "loc"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "msg": {"type": "string"},
+                    "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                },
+            },
+        },
+        "status": {"type": "integer"},
+    },
+}
+ERROR_RESPONSES = {
+    "400": "Bad request (a malformed cursor, an argument the service refuses)",
+    "401": "Missing, unknown, expired or revoked token",
+    "403": "The token's role or scopes do not allow this route",
+    "422": "The request does not validate",
+}
+
+
 def _document_permissions(app: FastAPI, permissions: dict[tuple[str, str], str]) -> None:
     """Name each operation's permission (``x-stormwatch-permission``) in the OpenAPI document."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         doc = build()
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Error"] = ERROR_SCHEMA
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
         for path, operations in doc.get("paths", {}).items():
             for method, op in operations.items():
                 permission = permissions.get((method.upper(), path))
-                if permission is not None and isinstance(op, dict):
-                    op["x-stormwatch-permission"] = permission
+                if permission is None or not isinstance(op, dict):
+                    continue
+                op["x-stormwatch-permission"] = permission
+                responses = op.setdefault("responses", {})
+                for status, text in ERROR_RESPONSES.items():
+                    if status != "422" or "422" in responses:
+                        responses[status] = {
+                            "description": text,
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                        }
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -157,11 +201,13 @@ def create_app(
     pool_size: int = 4,
     entry_point_plugins: bool = True,
     extensions: Sequence[tuple[str, Install]] = (),
+    action_sink: Sink | None = None,
 ) -> FastAPI:
     """Build the stormwatch API.
 
     ``db_url`` as for :func:`stormwatch.store.open_store` (``--db`` / ``STORMWATCH_DB`` / default);
-    ``store_factory`` replaces it (tests); ``extensions`` are installed after the registered ones.
+    ``store_factory`` replaces it (tests); ``extensions`` are installed after the registered ones;
+    ``action_sink`` is where ``POST /actions/retry`` delivers (none: that route answers 503).
     """
     pool = StorePool(db_url, size=pool_size, factory=store_factory)
 
@@ -183,6 +229,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.store_pool = pool
+    app.state.action_sink = action_sink
     install_error_handlers(app)
     app.add_middleware(AccessLogMiddleware)
     for _name, install in [*load_extensions(entry_point_plugins=entry_point_plugins), *extensions]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import ipaddress
 import logging
 import sys
@@ -25,6 +26,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _cli_actor() -> str:
+    """How the audit log names whoever runs ``stormwatch token`` from a shell."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        return "cli:unknown"
+
+
 def _configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
@@ -45,6 +54,18 @@ def _configure_logging(level: str) -> None:
 )
 @click.option("--pool-size", default=4, show_default=True, type=click.IntRange(1, 64), help="DB connections.")
 @click.option(
+    "--sink",
+    type=click.Choice(["webhook", "outbox"]),
+    help="Where POST /actions/retry delivers enforcement actions (left out: that route answers 503).",
+)
+@click.option("--webhook-url", envvar="STORMWATCH_WEBHOOK_URL", metavar="URL", help="For --sink webhook.")
+@click.option(
+    "--webhook-secret-env",
+    metavar="NAME",
+    help="Environment variable holding the webhook signing secret [default: STORMWATCH_WEBHOOK_SECRET].",
+)
+@click.option("--outbox", type=click.Path(), metavar="FILE", help="For --sink outbox: a JSONL file.")
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -59,6 +80,10 @@ def serve_command(
     db_url: str | None,
     allow_remote: bool,
     pool_size: int,
+    sink: str | None,
+    webhook_url: str | None,
+    webhook_secret_env: str | None,
+    outbox: str | None,
     log_level: str,
 ) -> None:
     """Run the HTTP API (OpenAPI document at /api/v1/openapi.json).
@@ -77,8 +102,13 @@ def serve_command(
 
     from stormwatch.api.app import create_app
 
+    action_sink = None
+    if sink is not None:
+        from stormwatch.disrupt.sinks import make_sink
+
+        action_sink = make_sink(sink, webhook_url=webhook_url, secret_env=webhook_secret_env, outbox=outbox)
     url = db_url or (ctx.obj.get("db_url") if ctx.obj else None)
-    app = create_app(url, pool_size=pool_size)
+    app = create_app(url, pool_size=pool_size, action_sink=action_sink)
     # Open (and migrate) the database now, so a bad URL fails before the server starts.
     pool = app.state.store_pool
     pool.release(pool.acquire())
@@ -131,7 +161,7 @@ def token_create(
             role=role,
             scopes=scopes,
             expires_in=None if expires_days is None else timedelta(days=expires_days),
-            created_by="cli",
+            created_by=_cli_actor(),
         )
     finally:
         store.close()
@@ -184,7 +214,7 @@ def token_revoke(ctx: click.Context, token_id: str) -> None:
 
     store = open_ctx_store(ctx)
     try:
-        info = revoke_token(store, token_id)
+        info = revoke_token(store, token_id, by=_cli_actor())
     finally:
         store.close()
     click.echo(f"token {info.token_id} ({info.name}) revoked at {info.revoked_at}")

@@ -21,9 +21,7 @@ __all__ = ["StorePool", "get_pool", "get_store"]
 
 
 class StorePool:
-    def __init__(
-        self, url: str | None = None, *, size: int = 4, factory: Callable[[], Store] | None = None
-    ) -> None:
+    def __init__(self, url: str | None = None, *, size: int = 4, factory: Callable[[], Store] | None = None) -> None:
         if size < 1:
             raise ValueError("pool size must be at least 1")
         self.url = url

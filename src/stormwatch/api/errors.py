@@ -13,13 +13,14 @@ one hierarchy::
     └── ApiError                        status 500 unless a subclass says otherwise
         ├── AuthenticationError         401  missing, unknown, expired or revoked token
         ├── PermissionDenied            403  the token's role or scopes do not allow the route
-        ├── NotFound                    404  no such resource
-        └── Conflict                    409  the resource is in a state that forbids the change
+        ├── NotFound (InputError)       404  no such resource
+        └── Conflict (InputError)       409  the resource is in a state that forbids the change
 
 Errors raised by the layers below map as: ``InputError`` (``ValueError``) -> 400,
 ``StoreError`` -> 503 (the database message is logged, not returned), any other
 ``StormwatchError`` -> 500; an exception that is not ours -> 500 "internal server error".
-A service-layer exception class may carry ``http_status`` to choose its own status.
+A service layer's error classes get their own status with :func:`map_error` (the disrupt
+package's ``NotFoundError`` -> 404, ``ConflictError`` -> 409).
 ``tests/test_api_error_shape.py`` asserts the shape for each kind.
 """
 
@@ -32,6 +33,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stormwatch.api.responses import JsonResponse
@@ -48,6 +50,7 @@ __all__ = [
     "error_body",
     "error_response",
     "install_error_handlers",
+    "map_error",
 ]
 
 
@@ -58,9 +61,7 @@ class ApiError(StormwatchError):
     type = "error"
     headers: Mapping[str, str] | None = None
 
-    def __init__(
-        self, message: str, *, hint: str | None = None, headers: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message, hint=hint)
         if headers is not None:
             self.headers = headers
@@ -83,14 +84,25 @@ class PermissionDenied(ApiError):
     type = "forbidden"
 
 
-class NotFound(ApiError):
+class NotFound(ApiError, InputError):
     status = 404
     type = "not_found"
 
 
-class Conflict(ApiError):
+class Conflict(ApiError, InputError):
     status = 409
     type = "conflict"
+
+
+#: exception class -> HTTP status, for error classes of other packages (see :func:`map_error`)
+_STATUS_BY_CLASS: dict[type[BaseException], int] = {}
+
+
+def map_error(cls: type[BaseException], status: int) -> None:
+    """Answer ``cls`` (and its subclasses) with ``status``: how a service layer's errors get 404/409."""
+    if not 400 <= status < 600:
+        raise ValueError(f"not an error status: {status}")
+    _STATUS_BY_CLASS[cls] = status
 
 
 def _type_for(status: int) -> str:
@@ -119,9 +131,10 @@ def _from_exception(exc: Exception) -> tuple[int, str, str, Mapping[str, str] | 
     """(status, type, message, headers) for an exception raised by a route or a layer below it."""
     if isinstance(exc, ApiError):
         return exc.status, exc.type, str(exc), exc.headers
-    status = getattr(exc, "http_status", None)
-    if isinstance(status, int) and 400 <= status < 600 and isinstance(exc, StormwatchError):
-        return status, _type_for(status), str(exc), None
+    for cls in type(exc).__mro__:
+        if cls in _STATUS_BY_CLASS:
+            status = _STATUS_BY_CLASS[cls]
+            return status, _type_for(status), str(exc), None
     if isinstance(exc, InputError):
         return 400, "bad_request", str(exc), None
     if isinstance(exc, StoreError):
@@ -149,8 +162,27 @@ async def _handle_http(request: Request, exc: Exception) -> JsonResponse:
     return error_response(exc.status_code, message, None, exc.headers)
 
 
+def _authenticate_first(request: Request) -> None:
+    """FastAPI parses a JSON body before it runs dependencies, so a malformed body would answer
+    422 before the token is checked. Check it here so an unauthenticated caller only ever gets 401."""
+    from stormwatch.api.auth import principal_from_authorization
+    from stormwatch.api.deps import get_pool
+
+    pool = get_pool(request)
+    store = pool.acquire()
+    try:
+        request.state.principal = principal_from_authorization(store, request.headers.get("authorization"))
+    finally:
+        pool.release(store)
+
+
 async def _handle_validation(request: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, RequestValidationError)
+    if getattr(request.state, "principal", None) is None:
+        try:
+            await run_in_threadpool(_authenticate_first, request)
+        except ApiError as auth_error:
+            return await _handle_stormwatch(request, auth_error)
     details = [
         {"type": str(e.get("type", "invalid")), "msg": str(e.get("msg", "")), "loc": list(e.get("loc", ()))}
         for e in exc.errors()

@@ -42,6 +42,10 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "tokens": "stormwatch.api.routes.tokens:install",
     "accounts": "stormwatch.api.routes.accounts:install",
     "clusters": "stormwatch.api.routes.clusters:install",
+    "cases": "stormwatch.api.routes.cases:install",
+    "enforcement": "stormwatch.api.routes.enforcement:install",
+    "appeals": "stormwatch.api.routes.appeals:install",
+    "audit": "stormwatch.api.routes.audit:install",
 }
 
 _registered: dict[str, Install] = {}

@@ -62,9 +62,7 @@ def page(items: Sequence[T], limit: int, key: Callable[[T], Sequence[Any]]) -> t
     return shown, encode_cursor(key(shown[-1])) if more and shown else None
 
 
-def offset_page(
-    fetch: Callable[[int, int], Sequence[Any]], limit: int, cursor: str | None
-) -> dict[str, Any]:
+def offset_page(fetch: Callable[[int, int], Sequence[Any]], limit: int, cursor: str | None) -> dict[str, Any]:
     """A page from a service function that takes ``(limit, offset)`` and returns ``to_dict()``-able items."""
     offset = decode_offset(cursor)
     items = list(fetch(limit + 1, offset))

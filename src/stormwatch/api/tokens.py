@@ -1,5 +1,7 @@
 """API tokens: created once, stored only as a hash, looked up by a public id.
 
+Creating and revoking a token are recorded in the audit chain (``disrupt_audit``).
+
 A token is ``sw_`` followed by 32 random bytes in URL-safe base64 (43 characters). Its first 8
 characters after ``sw_`` are the token's public id (``token_id``): ``token list`` shows it,
 ``token revoke`` takes it, and logs name a caller by it. The database keeps that id and the
@@ -33,9 +35,7 @@ PREFIX = "sw_"
 ID_LENGTH = 8
 _SECRET_BYTES = 32
 _TOKEN_LENGTH = len(PREFIX) + 43
-_COLUMNS = (
-    "token_id, name, role, scopes, token_sha256, created_at, created_by, expires_at, revoked_at, last_used_at"
-)
+_COLUMNS = "token_id, name, role, scopes, token_sha256, created_at, created_by, expires_at, revoked_at, last_used_at"
 #: how stale ``last_used_at`` may get before a request writes it again
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -108,6 +108,19 @@ def _row_info(row: Sequence[Any]) -> tuple[TokenInfo, str]:
     return info, str(digest)
 
 
+def _audit(store: Store, actor: str | None, action: str, info: TokenInfo) -> None:
+    """Record a token change in the audit chain, in the caller's transaction (never the secret)."""
+    from stormwatch.disrupt.audit import AuditEvent, track_event
+
+    evidence = {"name": info.name, "role": info.role.value, "scopes": list(info.scopes)}
+    if info.expires_at:
+        evidence["expires_at"] = info.expires_at
+    track_event(
+        store,
+        AuditEvent(actor=actor or "system:api", action=action, target=f"token:{info.token_id}", evidence=evidence),
+    )
+
+
 def create_token(
     store: Store,
     *,
@@ -163,6 +176,7 @@ def create_token(
             None,
         ),
     )
+    _audit(store, created_by, "token.create", info)
     store.commit()
     return token, info
 
@@ -178,7 +192,7 @@ def list_tokens(store: Store, *, include_inactive: bool = True) -> list[TokenInf
     return infos if include_inactive else [i for i in infos if i.status() == "active"]
 
 
-def revoke_token(store: Store, token_id: str, *, now: datetime | None = None) -> TokenInfo:
+def revoke_token(store: Store, token_id: str, *, by: str | None = None, now: datetime | None = None) -> TokenInfo:
     """Revoke a token (idempotent: revoking twice keeps the first time)."""
     info = get_token(store, token_id)
     if info is None:
@@ -188,6 +202,7 @@ def revoke_token(store: Store, token_id: str, *, now: datetime | None = None) ->
             "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
             (_iso(now or datetime.now(UTC)), token_id),
         )
+        _audit(store, by, "token.revoke", info)
         store.commit()
     got = get_token(store, token_id)
     assert got is not None

@@ -179,6 +179,7 @@ class WordPieceTokenizer:
         self.sep_id = self.vocab[sep_token]
         self.max_input_chars_per_word = max_input_chars_per_word
         self._cache: dict[str, tuple[int, ...]] = {}
+        self._inverse: dict[int, str] | None = None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> WordPieceTokenizer:
@@ -264,9 +265,15 @@ class WordPieceTokenizer:
             out.extend(self._wordpiece(w))
         return out
 
+    def id_tokens(self, ids: Iterable[int]) -> list[str]:
+        """The vocabulary strings of ``ids``."""
+        if self._inverse is None:
+            self._inverse = {i: t for t, i in self.vocab.items()}
+        inv = self._inverse
+        return [inv.get(i, "[UNK]") for i in ids]
+
     def tokens(self, text: str) -> list[str]:
-        inv = {i: t for t, i in self.vocab.items()}
-        return [inv[i] for i in self.encode(text)]
+        return self.id_tokens(self.encode(text))
 
 
 # -- encoder ----------------------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def _confidence(doc: _Doc, node: yaml.Node, fld: str) -> float | str | None:
     if isinstance(value, float) and not 0.0 <= value <= 1.0:
         doc.err(node, fld, "must be in [0, 1]")
         return None
-    return value
+    return value if isinstance(value, float | str) else None
 
 
 def _conditions(doc: _Doc, node: yaml.Node) -> dict[str, Any]:
@@ -386,15 +386,15 @@ def check_paths(paths: Iterable[str | Path], now: datetime | None = None) -> tup
     if not files:
         issues.append(Issue("error", ", ".join(map(str, paths)) or ".", None, "", "no policy files found"))
     for f in files:
-        p, e, i = load_file(f, now)
-        policies += p
-        exemptions += e
-        issues += i
+        loaded, exempt, found = load_file(f, now)
+        policies += loaded
+        exemptions += exempt
+        issues += found
     seen: dict[str, Policy] = {}
-    for p in policies:
-        if p.id in seen:
-            issues.append(Issue("error", p.file, None, "id", f"id {p.id!r} is also used by {seen[p.id].file}"))
-        seen.setdefault(p.id, p)
+    for pol in policies:
+        if pol.id in seen:
+            issues.append(Issue("error", pol.file, None, "id", f"id {pol.id!r} is also used by {seen[pol.id].file}"))
+        seen.setdefault(pol.id, pol)
     policies.sort(key=lambda p: (-p.priority, p.id))
     return PolicySet(tuple(policies), tuple(exemptions), tuple(issues)), issues
 

@@ -59,3 +59,120 @@ implementation). Build one from CLI-style options with :func:`make_sink`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from stormwatch.disrupt import audit as _audit
+from stormwatch.disrupt.appeals import decide_appeal, file_appeal, get_appeal, list_appeals
+from stormwatch.disrupt.cases import (
+    annotate_case,
+    assign_case,
+    attach_evidence,
+    close_case,
+    get_case,
+    label_case,
+    list_cases,
+    open_case,
+)
+from stormwatch.disrupt.compare import Comparison, Difference, Evaluation, compare_policies, test_policies
+from stormwatch.disrupt.enforce import RetryPolicy, deliver_pending, enforce, retry_dead_letters, run_policies
+from stormwatch.disrupt.labels import export_labels
+from stormwatch.disrupt.models import (
+    Action,
+    Appeal,
+    AppealOutcome,
+    AuditAnchor,
+    AuditEntry,
+    AuditVerification,
+    Case,
+    CaseDetail,
+    CaseNote,
+    ConflictError,
+    Decision,
+    DeliveryReport,
+    EnforceReport,
+    Issue,
+    NotFoundError,
+    RunReport,
+)
+from stormwatch.disrupt.policy import PolicySet, check_paths, load_policy_set
+from stormwatch.disrupt.records import get_action, get_decision, list_actions, list_decisions
+from stormwatch.disrupt.sinks import MemorySink, OutboxSink, Sink, WebhookSink, make_sink
+from stormwatch.store import Store
+
+__all__ = [
+    "Action",
+    "Appeal",
+    "AppealOutcome",
+    "AuditAnchor",
+    "AuditEntry",
+    "AuditVerification",
+    "Case",
+    "CaseDetail",
+    "CaseNote",
+    "Comparison",
+    "ConflictError",
+    "Decision",
+    "DeliveryReport",
+    "Difference",
+    "EnforceReport",
+    "Evaluation",
+    "Issue",
+    "MemorySink",
+    "NotFoundError",
+    "OutboxSink",
+    "PolicySet",
+    "RetryPolicy",
+    "RunReport",
+    "Sink",
+    "WebhookSink",
+    "annotate_case",
+    "assign_case",
+    "attach_evidence",
+    "audit_head",
+    "check_policies",
+    "close_case",
+    "compare_policies",
+    "decide_appeal",
+    "deliver_pending",
+    "enforce",
+    "export_labels",
+    "file_appeal",
+    "get_action",
+    "get_appeal",
+    "get_case",
+    "get_decision",
+    "label_case",
+    "list_actions",
+    "list_appeals",
+    "list_audit",
+    "list_cases",
+    "list_decisions",
+    "load_policy_set",
+    "make_sink",
+    "open_case",
+    "retry_dead_letters",
+    "run_policies",
+    "test_policies",
+    "verify_audit",
+]
+
+
+def check_policies(paths: Iterable[str | Path], *, now: datetime | None = None) -> list[Issue]:
+    """Every problem in the policy and exemption files under ``paths`` (empty: all good)."""
+    return check_paths(paths, now)[1]
+
+
+def list_audit(store: Store, *, target: str | None = None, limit: int = 100, offset: int = 0) -> list[AuditEntry]:
+    return _audit.list_entries(store, target=target, limit=limit, offset=offset)
+
+
+def verify_audit(store: Store, *, anchor: AuditAnchor | None = None) -> AuditVerification:
+    return _audit.verify(store, anchor)
+
+
+def audit_head(store: Store) -> AuditAnchor:
+    """The last entry's (seq, hash): keep it outside the database to detect a rewritten chain."""
+    return _audit.head(store) or AuditAnchor(0, _audit.GENESIS)

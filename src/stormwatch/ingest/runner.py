@@ -25,7 +25,7 @@ from stormwatch.ingest.formats.base import FormatOptions, Parsed, Rejected, iter
 from stormwatch.store.base import RunRow, Store
 from stormwatch.store.sql import now_iso
 
-DEFAULT_BATCH = 5000
+DEFAULT_BATCH = 20000
 
 
 @dataclass(slots=True)

@@ -94,9 +94,7 @@ def list_accounts(
 
 
 @router.get("/{account_id}", summary="One account: its record and its judgement")
-def get_account(
-    account_id: str, store: Store = Depends(get_store), _: Principal = requires(READ)
-) -> dict[str, Any]:
+def get_account(account_id: str, store: Store = Depends(get_store), _: Principal = requires(READ)) -> dict[str, Any]:
     rows = store.query(
         f"SELECT {', '.join(DETAIL_COLUMNS)} FROM account_judgements WHERE account_id = ?", (account_id,)
     )

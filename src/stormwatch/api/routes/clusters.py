@@ -72,9 +72,7 @@ def list_clusters(
 
 
 @router.get("/{cluster_id}", summary="One cluster: attribution, members and the links between them")
-def get_cluster(
-    cluster_id: str, store: Store = Depends(get_store), _: Principal = requires(READ)
-) -> dict[str, Any]:
+def get_cluster(cluster_id: str, store: Store = Depends(get_store), _: Principal = requires(READ)) -> dict[str, Any]:
     rows = store.query(f"SELECT {', '.join(COLUMNS)} FROM clusters WHERE cluster_id = ?", (cluster_id,))
     if not rows:
         raise NotFound(f"no cluster {cluster_id!r}")

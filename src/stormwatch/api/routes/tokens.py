@@ -49,9 +49,9 @@ def post_token(
 
 @router.post("/{token_id}/revoke", summary="Revoke a token")
 def post_revoke(
-    token_id: str, store: Store = Depends(get_store), _: Principal = requires(TOKENS_MANAGE)
+    token_id: str, store: Store = Depends(get_store), principal: Principal = requires(TOKENS_MANAGE)
 ) -> dict[str, Any]:
-    return revoke_token(store, token_id).to_dict()
+    return revoke_token(store, token_id, by=principal.actor).to_dict()
 
 
 def install(app: FastAPI) -> None:

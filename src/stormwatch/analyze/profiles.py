@@ -1,0 +1,121 @@
+"""Actor behaviour profiles (``actor_profiles.json``) and how well an account or cluster fits one.
+
+The behaviour score ``b`` in [-1, 1] compares observed behaviour with a profile:
+
+* TTP mix: cosine similarity of the TTP mass with the profile's TTP weights, mapped to [-1, 1]
+  (``2 * cos - 1``); no TTP mass means no information (0).
+* Working hours: share of activity inside the profile's local 08:00-19:00, against the share a
+  uniform clock would give (11/24); needs at least 10 events. Office hours in a foreign time zone
+  only *support* an attribution; they never make an account suspicious by themselves.
+* Language: share of requests in the profile's languages (script of the text, else the browser's
+  Accept-Language) adds; a share in other non-English languages subtracts half as much.
+
+``b = 0.4 * ttp + 0.35 * hours + 0.25 * language``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from stormwatch.analyze.params import LLMT, OFFICE_HOURS
+
+__all__ = ["ActorProfile", "BehaviourFit", "fit_behaviour", "load_profiles", "profile_for"]
+
+Arr = np.ndarray[Any, Any]
+CHANCE_OFFICE = (OFFICE_HOURS[1] - OFFICE_HOURS[0]) / 24.0
+
+
+@dataclass(frozen=True, slots=True)
+class ActorProfile:
+    name: str
+    aliases: tuple[str, ...]
+    attack_id: str | None
+    country: str
+    utc_offsets: tuple[float, ...]
+    languages: tuple[str, ...]
+    ttps: Arr  # [14], sums to 1
+
+    def names(self) -> set[str]:
+        return {n.lower() for n in (self.name, *self.aliases)}
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviourFit:
+    score: float
+    ttp: float
+    hours: float
+    language: float
+    ttp_cosine: float
+    office_share: float
+    language_share: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(float(getattr(self, k)), 3) for k in self.__slots__}
+
+
+@cache
+def load_profiles() -> tuple[ActorProfile, ...]:
+    text = resources.files("stormwatch.analyze").joinpath("actor_profiles.json").read_text("utf-8")
+    out = []
+    for p in json.loads(text)["profiles"]:
+        vec = np.array([float(p["ttps"].get(c, 0.0)) for c in LLMT])
+        out.append(
+            ActorProfile(
+                name=p["name"],
+                aliases=tuple(p.get("aliases", [])),
+                attack_id=p.get("attack_id"),
+                country=p["country"],
+                utc_offsets=tuple(float(x) for x in p["utc_offsets"]),
+                languages=tuple(p["languages"]),
+                ttps=vec / max(vec.sum(), 1e-9),
+            )
+        )
+    return tuple(out)
+
+
+def profile_for(name: str | None, aliases: list[str], attack_ids: list[str]) -> ActorProfile | None:
+    """The profile of an intrusion-set, by ATT&CK id first, then by name or alias."""
+    names = {n.lower() for n in [name or "", *aliases] if n}
+    for p in load_profiles():
+        if p.attack_id and p.attack_id in attack_ids:
+            return p
+    for p in load_profiles():
+        if p.names() & names:
+            return p
+    return None
+
+
+def _office_share(hours48: Arr, offset: float) -> float:
+    lo, hi = int(OFFICE_HOURS[0] * 2), int(OFFICE_HOURS[1] * 2)
+    window = np.zeros(48)
+    window[lo:hi] = 1.0
+    shifted = np.roll(window, -round(offset * 2))
+    total = float(hours48.sum())
+    return float(hours48 @ shifted) / total if total else 0.0
+
+
+def fit_behaviour(
+    profile: ActorProfile, ttp_mass: Arr, hours48: Arr, languages: dict[str, float], n_events: int
+) -> BehaviourFit:
+    total = float(ttp_mass.sum())
+    if total >= 1.0:
+        cos = float(ttp_mass @ profile.ttps) / (float(np.linalg.norm(ttp_mass)) * float(np.linalg.norm(profile.ttps)))
+        ttp = 2.0 * cos - 1.0
+    else:
+        cos, ttp = 0.0, 0.0
+    if n_events >= 10:
+        office = max(_office_share(hours48, off) for off in profile.utc_offsets)
+        hours = (office - CHANCE_OFFICE) / (1.0 - CHANCE_OFFICE)
+    else:
+        office, hours = 0.0, 0.0
+    own = sum(v for k, v in languages.items() if k in profile.languages)
+    other = sum(v for k, v in languages.items() if k not in profile.languages and k not in ("en", "other"))
+    lang = min(1.0, 3.0 * own) - 0.5 * min(1.0, 3.0 * other)
+    score = 0.4 * ttp + 0.35 * hours + 0.25 * lang
+    return BehaviourFit(score, ttp, hours, lang, cos, office, own)

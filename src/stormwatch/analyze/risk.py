@@ -1,0 +1,93 @@
+"""Account risk in [0, 1], the enforcement level, and the explanation.
+
+``risk = 1 - (1 - 0.6 c) (1 - 0.4 r) (1 - i) (1 - l)``, raised to the attribution confidence when
+an actor is named, where
+
+* ``c`` content: noisy-OR of the account's top-3 event scores, shrunk while it has fewer than 3
+  high-scoring events;
+* ``r`` behaviour: rephrasing after refusals ``1 - exp(-n/2)`` (weight 0.6), conversations that
+  escalate ``1 - exp(-n/2)`` (0.4), plus 0.2 for three or more TTPs; working in a foreign time
+  zone is *not* a risk signal;
+* ``i`` intel: the strongest direct indicator hit (rarity- and type-weighted);
+* ``l`` links: intel evidence reaching the account over strong links.
+
+Levels: ``enforce`` when an actor is named with confidence >= 0.5 (medium or high), or, without
+an actor, when risk >= 0.9 *and* content >= 0.8 *and* evasive behaviour (r >= 0.5) *and* two or
+more TTPs; ``review`` when risk >= 0.5, any direct intel hit, a low-confidence attribution or
+content >= 0.8; otherwise ``none``. ``flagged`` = 1 only for ``enforce``: a security researcher
+asking hard questions reaches ``review`` at most unless intel, links or evasion say otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from stormwatch.analyze import params as P
+
+__all__ = ["RiskInputs", "RiskResult", "judge"]
+
+
+@dataclass(frozen=True, slots=True)
+class RiskInputs:
+    content: float
+    rephrases: int
+    escalations: int
+    breadth: int
+    direct_intel: float
+    link_intel: float
+    confidence: float  # attribution confidence (0 when no actor)
+    behaviour_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RiskResult:
+    risk: float
+    level: str
+    behaviour: float
+    explanation: dict[str, Any]
+
+
+def judge(x: RiskInputs) -> RiskResult:
+    r = 0.6 * (1 - math.exp(-x.rephrases / 2)) + 0.4 * (1 - math.exp(-x.escalations / 2))
+    r = min(1.0, r + (0.2 if x.breadth >= 3 else 0.0))
+    keep = (1 - P.RISK_CONTENT_W * x.content) * (1 - P.RISK_BEHAVIOUR_W * r)
+    keep *= (1 - x.direct_intel) * (1 - x.link_intel)
+    risk = 1 - keep
+    if x.confidence > 0:
+        risk = max(risk, x.confidence)
+    reasons: list[str] = []
+    if x.confidence >= P.ENFORCE_CONFIDENCE and not x.behaviour_only:
+        level = "enforce"
+        reasons.append(f"attributed to an actor with confidence {x.confidence:.2f}")
+    elif risk >= P.ENFORCE_RISK and x.content >= 0.8 and r >= 0.5 and x.breadth >= 2:
+        level = "enforce"
+        reasons.append("malicious content across several TTPs with evasive retries, without intel")
+    elif risk >= P.REVIEW_RISK or x.direct_intel > 0 or x.confidence > 0 or x.content >= 0.8:
+        level = "review"
+        reasons.append("needs an analyst: " + ", ".join(
+            s for s, on in (
+                ("risk above 0.5", risk >= P.REVIEW_RISK),
+                ("an indicator hit", x.direct_intel > 0),
+                ("a low-confidence attribution", 0 < x.confidence < P.ENFORCE_CONFIDENCE),
+                ("high-scoring content", x.content >= 0.8),
+            ) if on
+        ))
+    else:
+        level = "none"
+    explanation = {
+        "formula": "1 - (1 - 0.6 content)(1 - 0.4 behaviour)(1 - intel)(1 - links), >= attribution confidence",
+        "components": {
+            "content": round(x.content, 4),
+            "behaviour": round(r, 4),
+            "intel": round(x.direct_intel, 4),
+            "links": round(x.link_intel, 4),
+            "attribution_confidence": round(x.confidence, 4),
+        },
+        "behaviour_detail": {"rephrases_after_refusal": x.rephrases, "escalations": x.escalations,
+                             "ttp_breadth": x.breadth},
+        "level": level,
+        "reasons": reasons,
+    }
+    return RiskResult(round(risk, 4), level, r, explanation)

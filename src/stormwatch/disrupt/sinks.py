@@ -1,0 +1,212 @@
+"""Action sinks: where decided actions are delivered. One small protocol, three implementations.
+
+* :class:`WebhookSink` POSTs each action to the platform's account system, signed the Standard
+  Webhooks way (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64
+  HMAC-SHA256 of "id.timestamp.body">``) plus ``Idempotency-Key``. The receiver must apply each
+  ``webhook-id`` at most once (the delivery is at-least-once; docs/disrupt.md has the contract).
+* :class:`OutboxSink` appends one JSON line per action to a file (fsynced) and is its own receiver:
+  it never writes an id twice, even after a crash between the write and the database update.
+* :class:`MemorySink` keeps payloads in a list: the reference implementation for tests and plugins.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import hmac
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from stormwatch.disrupt.models import Action
+from stormwatch.errors import ConfigError, StormwatchError
+
+
+class DeliveryError(StormwatchError):
+    """A sink could not deliver; ``retryable`` False sends the action straight to the dead letters."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Sink(Protocol):
+    name: str
+
+    def send(self, action: Action) -> None:
+        """Deliver ``action`` or raise :class:`DeliveryError`. Must be safe to call twice for one id."""
+        ...
+
+
+def payload(action: Action) -> dict[str, Any]:
+    """The JSON body every sink delivers (``type`` names the action: ``stormwatch.action.suspend``)."""
+    return {
+        "id": action.action_id,
+        "type": f"stormwatch.action.{action.kind}",
+        "created_at": action.created_at,
+        "data": {
+            "action_id": action.action_id,
+            "kind": action.kind,
+            "account_id": action.account_id,
+            "end_user_id": action.end_user_id,
+            "params": action.params,
+            "decision_id": action.decision_id,
+            "reverses": action.reverses,
+        },
+    }
+
+
+def secret_bytes(secret: str) -> bytes:
+    """``whsec_<base64>`` secrets (Standard Webhooks) are base64-decoded; others are used as UTF-8."""
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret.removeprefix("whsec_"))
+    return secret.encode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value for one delivery."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_bytes(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def verify_signature(secret: str, headers: dict[str, str], body: bytes, tolerance_s: int = 300) -> bool:
+    """What a receiver does: check the signature and that the timestamp is recent."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        msg_id, ts = lower["webhook-id"], int(lower["webhook-timestamp"])
+    except (KeyError, ValueError):
+        return False
+    if abs(time.time() - ts) > tolerance_s:
+        return False
+    expected = sign(secret, msg_id, ts, body).split(",", 1)[1]
+    given = [s.split(",", 1)[1] for s in lower.get("webhook-signature", "").split() if s.startswith("v1,")]
+    return any(hmac.compare_digest(expected, g) for g in given)
+
+
+class WebhookSink:
+    name = "webhook"
+
+    def __init__(self, url: str, secret: str, *, timeout: float = 10.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"webhook URL must be http(s): {url!r}")
+        if not secret:
+            raise ConfigError("the webhook secret is empty", hint="set the variable named by --secret-env")
+        self.url = url
+        self._secret = secret
+        self.timeout = timeout
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"WebhookSink({self.url!r})"
+
+    def send(self, action: Action) -> None:
+        body = orjson.dumps(payload(action), option=orjson.OPT_SORT_KEYS)
+        ts = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "stormwatch-disrupt",
+            "webhook-id": action.action_id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": sign(self._secret, action.action_id, ts, body),
+            "Idempotency-Key": action.action_id,
+        }
+        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                status = int(resp.status)
+        except urllib.error.HTTPError as exc:
+            status = int(exc.code)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DeliveryError(f"cannot reach {self.url}: {reason}") from exc
+        if 200 <= status < 300:
+            return
+        retryable = status >= 500 or status in (408, 409, 425, 429)
+        raise DeliveryError(f"{self.url} answered HTTP {status}", retryable=retryable)
+
+
+class OutboxSink:
+    """A JSONL file of actions; each line is :func:`payload`. Appends are fsynced and locked."""
+
+    name = "outbox"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise ConfigError(f"folder {self.path.parent} does not exist (outbox {self.path})")
+
+    def _written_ids(self, fh: Any) -> set[str]:
+        fh.seek(0)
+        data = fh.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # a line cut by a crash was never delivered: drop it
+            fh.truncate(end)
+            data = data[:end]
+        ids = set()
+        for line in data.splitlines():
+            if line.strip():
+                ids.add(str(orjson.loads(line)["id"]))
+        return ids
+
+    def send(self, action: Action) -> None:
+        try:
+            with open(self.path, "a+b") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                if action.action_id in self._written_ids(fh):
+                    return
+                fh.seek(0, os.SEEK_END)
+                fh.write(orjson.dumps(payload(action), option=orjson.OPT_SORT_KEYS) + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise DeliveryError(f"cannot write outbox {self.path}: {exc.strerror}") from exc
+
+
+class MemorySink:
+    """Keeps delivered payloads by id (deduplicated); ``fail`` makes the next N sends fail."""
+
+    name = "memory"
+
+    def __init__(self, fail: int = 0) -> None:
+        self.delivered: dict[str, dict[str, Any]] = {}
+        self.calls = 0
+        self.fail = fail
+
+    def send(self, action: Action) -> None:
+        self.calls += 1
+        if self.fail > 0:
+            self.fail -= 1
+            raise DeliveryError("memory sink told to fail")
+        self.delivered.setdefault(action.action_id, payload(action))
+
+
+def make_sink(
+    kind: str,
+    *,
+    webhook_url: str | None = None,
+    secret_env: str | None = None,
+    outbox: str | Path | None = None,
+    timeout: float = 10.0,
+) -> Sink:
+    """Build a sink from CLI-style options. The webhook secret is read from the env var named."""
+    if kind == "webhook":
+        if not webhook_url:
+            raise ConfigError("--sink webhook needs --webhook-url", hint="or set STORMWATCH_WEBHOOK_URL")
+        env = secret_env or "STORMWATCH_WEBHOOK_SECRET"
+        secret = os.environ.get(env)
+        if not secret:
+            raise ConfigError(f"the webhook secret variable {env} is not set", hint=f"export {env}=whsec_...")
+        return WebhookSink(webhook_url, secret, timeout=timeout)
+    if kind == "outbox":
+        if not outbox:
+            raise ConfigError("--sink outbox needs --outbox FILE")
+        return OutboxSink(outbox)
+    if kind == "memory":
+        return MemorySink()
+    raise ConfigError(f"unknown sink {kind!r}", hint="use webhook or outbox")
