@@ -2,7 +2,8 @@
 
 Both score the same prompts in the same run; speed is prompts per CPU-second of this process
 (``time.process_time``), which is robust to other tenants on the machine. The baseline is trained
-on the same vendored training rows. Prompts: the vendored data's rows (mean ~ 300-400 chars),
+on the same vendored training rows. ``fast_path`` says whether the C extension scored (it must be
+built: ``pip install --no-deps --no-build-isolation -e .``). Prompts: the vendored data's rows (mean ~ 300-400 chars),
 repeated to ``--n``. Results go to ``benchmarks/results/classify.json``.
 
     PYTHONPATH=src python benchmarks/bench_classify.py [--n 200000] [--batch 2048]
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from stormwatch.detect.data import default_data_paths, read_rows
-from stormwatch.detect.model import load_model
+from stormwatch.detect.model import fast_available, load_model
 
 
 def _cpu_rate(fn, texts: list[str], batch: int, repeats: int = 3) -> float:  # type: ignore[no-untyped-def]
@@ -86,6 +87,7 @@ def main() -> None:
         "first_tier_prompts_per_cpu_s": round(ours),
         "first_tier_with_categories_prompts_per_cpu_s": round(ours_cats),
         **{f"{k}_prompts_per_cpu_s": round(v) for k, v in base.items()},
+        "fast_path": fast_available(),
         "ratio_vs_unigram": round(ours / base["hashing_sgd_unigram"], 2),
         "ratio_vs_1_2gram": round(ours / base["hashing_sgd_1_2gram"], 2),
         "one_mb_prompt_cpu_s": round(big_s, 3),

@@ -51,7 +51,14 @@ def _embed_part(args: tuple[list[str], int, int, int]) -> dict[str, Any]:
 
     texts, window, stride, max_windows = args
     w = encode_windows(load_minilm(), texts, window, stride, max_windows)
-    return {"emb": w.emb, "owner": w.owner, "start": w.start, "length": w.length, "n_pieces": w.n_pieces, "covered": w.covered}
+    return {
+        "emb": w.emb,
+        "owner": w.owner,
+        "start": w.start,
+        "length": w.length,
+        "n_pieces": w.n_pieces,
+        "covered": w.covered,
+    }
 
 
 def cmd_embed(ns: argparse.Namespace) -> None:
@@ -126,7 +133,9 @@ def cmd_train(ns: argparse.Namespace) -> None:
     head.meta["metrics"] = {
         "split": "test",
         **{k: round(v, 4) for k, v in m.items()},
-        "preset_fpr_benign_security": {k: round(fpr_at(scores[hard], t), 4) for k, t in sorted(head.thresholds.items())},
+        "preset_fpr_benign_security": {
+            k: round(fpr_at(scores[hard], t), 4) for k, t in sorted(head.thresholds.items())
+        },
         "preset_fpr_everyday": {k: round(fpr_at(scores[every], t), 4) for k, t in sorted(head.thresholds.items())},
     }
     head.meta["training"]["rows_sha256"] = _rows_digest(rows)
@@ -211,7 +220,8 @@ def cmd_loso(ns: argparse.Namespace) -> None:
         }
         hn = [e[name]["fpr_at_balanced"] for e in table if e["held_out"] in HARD_NEGATIVE_SOURCES]
         summary[name]["hard_negative_fpr_at_balanced"] = round(float(np.mean(hn)), 4) if hn else None
-    _merge_results({"loso": table, "loso_mean": summary, "loso_rows_sha256": _rows_digest(rows)})
+    tag = f"_{ns.tag}" if ns.tag else ""
+    _merge_results({f"loso{tag}": table, f"loso_mean{tag}": summary, "loso_rows_sha256": _rows_digest(rows)})
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -271,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--C", type=float, default=1.0)
     lo.add_argument("--groups", default="")
     lo.add_argument("--skip-first-tier", action="store_true")
+    lo.add_argument("--tag", default="", help="suffix of the result keys (loso_<tag>)")
     sp = sub.add_parser("speed")
     sp.add_argument("--n", type=int, default=400)
     sp.add_argument("--repeat", type=int, default=3)

@@ -11,12 +11,13 @@ import logging
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from stormwatch.api import ROLE_PERMISSIONS, Role, create_app, register_router, requires, route_table
+from stormwatch.api import ROLE_PERMISSIONS, Role, RouteInfo, create_app, register_router, requires, route_table
 from stormwatch.api.errors import AuthenticationError
 from stormwatch.api.extensions import unregister
 from stormwatch.api.roles import READ
@@ -30,13 +31,13 @@ ROUTE_IDS = [f"{r.method} {r.path}" for r in ROUTES]
 
 def call(api: Api, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
     # A body that is valid JSON but names nothing: auth must be decided before the body matters.
-    kwargs = {"json": {}} if method in {"POST", "PUT", "PATCH"} else {}
-    r = api.client.request(method, concrete(path), headers=headers or {}, **kwargs)
+    body: dict[str, Any] | None = {} if method in {"POST", "PUT", "PATCH"} else None
+    r = api.client.request(method, concrete(path), headers=headers or {}, json=body)
     return r.status_code, dict(r.headers)
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
-def test_missing_token_is_401_with_a_challenge(api: Api, route) -> None:  # type: ignore[no-untyped-def]
+def test_missing_token_is_401_with_a_challenge(api: Api, route: RouteInfo) -> None:
     status, headers = call(api, route.method, route.path)
     assert status == 401
     assert headers["www-authenticate"].startswith("Bearer")
@@ -54,14 +55,14 @@ def test_missing_token_is_401_with_a_challenge(api: Api, route) -> None:  # type
     ],
     ids=["unknown", "malformed", "basic", "empty-bearer", "no-scheme"],
 )
-def test_wrong_token_is_401(api: Api, route, header: str) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_token_is_401(api: Api, route: RouteInfo, header: str) -> None:
     status, headers = call(api, route.method, route.path, {"Authorization": header})
     assert status == 401
     assert "Bearer" in headers["www-authenticate"]
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
-def test_roles_without_the_permission_get_403_and_with_it_pass(api: Api, route) -> None:  # type: ignore[no-untyped-def]
+def test_roles_without_the_permission_get_403_and_with_it_pass(api: Api, route: RouteInfo) -> None:
     for role in Role:
         status, _ = call(api, route.method, route.path, api.headers(role))
         if route.permission in ROLE_PERMISSIONS[role]:

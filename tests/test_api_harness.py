@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -31,13 +32,14 @@ class Api:
         return {"Authorization": f"Bearer {self.tokens[Role(role)]}"}
 
 
-def build_api(url: str) -> Api:
+def build_api(url: str, **kwargs: Any) -> Api:
+    """An app on ``url`` (``create_app`` keyword arguments pass through) and a token per role."""
     store = open_store(url)
     try:
         tokens = {role: create_token(store, name=f"test-{role.value}", role=role)[0] for role in Role}
     finally:
         store.close()
-    app = create_app(url)
+    app = create_app(url, **kwargs)
     return Api(app, TestClient(app, raise_server_exceptions=False), url, tokens)
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -31,43 +32,55 @@ def make_token(db: str, role: str, capsys: pytest.CaptureFixture[str], *extra: s
     return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
 
 
+@dataclass
+class Server:
+    db: str
+    base: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> str:
+        """Stop the server (SIGTERM, then SIGKILL after 10 s); return everything it printed."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                self.proc.kill()
+                self.proc.wait()
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
+def server(tmp_path: Path) -> Iterator[Server]:
     db = f"sqlite:///{tmp_path / 'serve.db'}"
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stormwatch", "serve", "--db", db, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stormwatch", "serve", "--db", db, "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    srv = Server(db, f"http://127.0.0.1:{port}", proc, log)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             try:
-                httpx.get(base + "/api/v1/health", timeout=1)
+                httpx.get(srv.base + "/api/v1/health", timeout=2)
                 break
             except httpx.TransportError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {proc.stdout.read() if proc.stdout else ''}") from None
+                    raise RuntimeError(f"server did not start:\n{srv.stop()}") from None
                 time.sleep(0.1)
-        yield db, base, proc
+        yield srv
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-            proc.wait()
+        srv.stop()
 
 
-def test_a_real_server_authenticates_and_never_logs_tokens(
-    server: tuple[str, str, subprocess.Popen[str]], capsys: pytest.CaptureFixture[str]
-) -> None:
-    db, base, proc = server
+def test_a_real_server_authenticates_and_never_logs_tokens(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    db, base = server.db, server.base
     admin = make_token(db, "admin", capsys)
     reader = make_token(db, "read-only", capsys, "--expires", "1")
     assert reader["expires_at"]
@@ -86,9 +99,8 @@ def test_a_real_server_authenticates_and_never_logs_tokens(
         assert main(["--db", db, "token", "revoke", str(admin["token_id"])]) == EXIT_OK
         r = client.get("/api/v1/health", headers={"Authorization": f"Bearer {admin['token']}"})
         assert r.status_code == 401 and "revoked" in r.json()["error"]
-    proc.terminate()
-    out, _ = proc.communicate(timeout=10)
-    assert "GET /api/v1/health 200" in out and f"token={reader['token_id']}" in out
+    out = server.stop()
+    assert "GET /api/v1/health 200" in out and f"token={reader['token_id']}" in out, out
     for t in (admin["token"], reader["token"]):
         assert str(t) not in out and str(t)[11:] not in out
     assert "Bearer" not in out

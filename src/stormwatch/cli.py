@@ -34,8 +34,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("stormwatch.detect.cli:train_command", "Rebuild the first-tier detection model."),
     "eval": ("stormwatch.detect.cli:eval_command", "Evaluate detectors on labelled prompts."),
     "db": ("stormwatch.cli:db_group", "Database schema and status."),
+    "intel": ("stormwatch.intel.cli:intel_group", "Partner threat intelligence: import STIX 2.1 bundles."),
+    "analyze": ("stormwatch.analyze.cli:analyze_group", "Judge accounts, link them into clusters, attribute actors."),
+    "accounts": ("stormwatch.analyze.cli:accounts_group", "Judged accounts: export, show timeline and evidence."),
+    "clusters": ("stormwatch.analyze.cli:clusters_group", "Clusters of linked accounts: list, show."),
     "serve": ("stormwatch.api.cli:serve_command", "Run the HTTP API (authenticated, loopback by default)."),
     "token": ("stormwatch.api.cli:token_group", "Create, list and revoke API tokens."),
+    "policy": ("stormwatch.disrupt.cli:policy_group", "Validate, test and compare enforcement policies."),
+    "enforce": ("stormwatch.disrupt.cli:enforce_command", "Decide (dry-run/shadow) or carry out policy actions."),
+    "actions": ("stormwatch.disrupt.cli:actions_group", "List, deliver and retry enforcement actions."),
+    "audit": ("stormwatch.disrupt.cli:audit_group", "List and verify the hash-chained audit log."),
+    "cases": ("stormwatch.disrupt.cli_cases:cases_group", "Review cases: assign, note, attach, label, close."),
+    "share": ("stormwatch.share.cli:share_group", "Share intel: STIX/TAXII/MISP export, TAXII server, pull."),
+    "appeals": ("stormwatch.disrupt.cli_cases:appeals_group", "File and decide appeals; reinstate accounts."),
+    "labels": ("stormwatch.disrupt.cli_cases:labels_group", "Export analysts' labels as training data."),
 }
 
 

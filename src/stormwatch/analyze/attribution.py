@@ -167,7 +167,9 @@ def attribute(
         out.cluster_fit[label] = (ref, conf, fit)
         prof = sets[ref].profile if ref in sets else None
         for m in members:
-            own = fit_behaviour(prof, beh.ttp[m], beh.hours[m], beh.languages[m], int(beh.n_events[m])) if prof else None
+            own = (
+                fit_behaviour(prof, beh.ttp[m], beh.hours[m], beh.languages[m], int(beh.n_events[m])) if prof else None
+            )
             b_m = 0.5 * b + 0.5 * (own.score if own else 0.0)
             if with_intel:
                 intel_m = float(prop[ref][m])

@@ -215,8 +215,11 @@ def compute_features(cols: Columns) -> tuple[list[AccountFeatures], list[tuple[s
 def _attribute_rows(cols: Columns, a: dict[str, Arr]) -> list[tuple[str, str, str, int, str, str]]:
     rows: list[tuple[str, str, str, int, str, str]] = []
     accounts = cols.accounts.values
-    for kind, name, values in (("ip", "ip", cols.ips.values), ("user_agent", "ua", cols.uas.values),
-                               ("api_key", "key", cols.keys.values)):
+    for kind, name, values in (
+        ("ip", "ip", cols.ips.values),
+        ("user_agent", "ua", cols.uas.values),
+        ("api_key", "key", cols.keys.values),
+    ):
         col = a[name]
         ok = np.flatnonzero(col >= 0)
         if len(ok) == 0:

@@ -16,6 +16,8 @@ Rule (constants in :mod:`stormwatch.analyze.params`):
    per account pair: maximum inside a family (correlated values), noisy-OR across families;
    pairs reaching ``LINK_THRESHOLD`` are linked.
 5. Clusters are the connected components (scipy) of accounts + strong value nodes + strong pairs.
+6. A component above ``MAX_CLUSTER`` accounts is a chain of strangers, not an operation: inside it
+   only links of at least the next ``SPLIT_THRESHOLDS`` weight are kept, and components recomputed.
 """
 
 from __future__ import annotations
@@ -156,6 +158,20 @@ def _weak_pairs(inp: LinkInput, w_e: Arr, degree: Arr) -> tuple[Arr, Arr, Arr, l
     return a[starts[strong]], b[starts[strong]], combined[strong], parts
 
 
+def _components(n_nodes: int, a1: Arr, b1: Arr, a2: Arr, b2: Arr) -> Arr:
+    rows = np.concatenate([a1, a2])
+    cols = np.concatenate([b1, b2])
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n_nodes, n_nodes))
+    _, labels = connected_components(graph, directed=False)
+    out: Arr = np.asarray(labels, dtype=np.int64)
+    return out
+
+
+def _reindex_parts(parts: list[tuple[int, int, int, float]], keep: Arr) -> list[tuple[int, int, int, float]]:
+    new = np.cumsum(keep) - 1
+    return [(int(new[p]), v, f, w) for p, v, f, w in parts if keep[p]]
+
+
 def link_accounts(inp: LinkInput) -> LinkResult:
     n, n_val = inp.n_accounts, len(inp.value_base)
     degree = np.bincount(inp.val, minlength=n_val)
@@ -163,10 +179,21 @@ def link_accounts(inp: LinkInput) -> LinkResult:
     w_e = _edge_weights(inp, degree, w_val)
     strong = np.flatnonzero(w_e >= P.LINK_THRESHOLD)
     pa, pb, pw, parts = _weak_pairs(inp, w_e, degree)
-    rows = np.concatenate([inp.acc[strong], pa])
-    cols = np.concatenate([n + inp.val[strong], pb])
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n + n_val, n + n_val))
-    _, labels_all = connected_components(graph, directed=False)
+    s_acc, s_val, s_w = inp.acc[strong], inp.val[strong], w_e[strong]
+    labels_all = _components(n + n_val, s_acc, n + s_val, pa, pb)
+    for tighter in P.SPLIT_THRESHOLDS:
+        # chains of weak-ish links can glue thousands of strangers together: inside oversized
+        # components keep only the stronger links and recompute
+        size_all = np.bincount(labels_all[:n], minlength=int(labels_all.max()) + 1)
+        big = size_all[labels_all] > P.MAX_CLUSTER
+        if not big.any():
+            break
+        keep_s = ~big[s_acc] | (s_w >= tighter)
+        keep_p = ~big[pa] | (pw >= tighter)
+        s_acc, s_val, s_w = s_acc[keep_s], s_val[keep_s], s_w[keep_s]
+        pa, pb, pw = pa[keep_p], pb[keep_p], pw[keep_p]
+        parts = _reindex_parts(parts, keep_p)
+        labels_all = _components(n + n_val, s_acc, n + s_val, pa, pb)
     labels = labels_all[:n]
     size = np.bincount(labels, minlength=int(labels_all.max()) + 1)
     return LinkResult(
@@ -174,9 +201,9 @@ def link_accounts(inp: LinkInput) -> LinkResult:
         cluster_size=size,
         degree=degree,
         value_weight=w_val,
-        star_acc=inp.acc[strong],
-        star_val=inp.val[strong],
-        star_w=w_e[strong],
+        star_acc=s_acc,
+        star_val=s_val,
+        star_w=s_w,
         pair_a=pa,
         pair_b=pb,
         pair_w=pw,

@@ -41,9 +41,11 @@ LINK_KINDS: dict[str, tuple[float, str]] = {
 RARE_DEGREE = 8  # a value shared by at most this many accounts keeps its full weight
 DEGREE_CAP = 64  # above this many accounts a value links nobody (VPN exits, CGNAT, campus NAT)
 RARITY_POWER = 1.5  # between the two: weight * (RARE_DEGREE / degree) ** RARITY_POWER
-NO_OVERLAP_FACTOR = 0.5  # an IP two accounts used on days at least a day apart counts half
-OVERLAP_SLACK_S = 86400.0
+NO_OVERLAP_FACTOR = 0.5  # an IP two accounts used more than OVERLAP_SLACK_S apart counts half
+OVERLAP_SLACK_S = 14 * 86400.0  # sequential reuse within two weeks (a burned account replaced) still counts
 LINK_THRESHOLD = 0.5  # a pair is linked when its combined weight reaches this
+MAX_CLUSTER = 200  # larger components are split by raising the link threshold inside them
+SPLIT_THRESHOLDS = (0.7, 0.85, 0.93)
 PAIR_MIN_WEIGHT = 0.1  # weaker values are ignored when combining pairs
 PAIR_DEGREE_CAP = 32  # pairs are only enumerated for values shared by at most this many accounts
 #: never link on these e-mail domains (webmail, ISP mail); unknown large domains fall to the cap
@@ -77,5 +79,13 @@ MIN_ATTRIBUTION = 0.25  # below "low" no actor is named (the evidence is still l
 RISK_CONTENT_W = 0.6
 RISK_BEHAVIOUR_W = 0.4
 ENFORCE_CONFIDENCE = 0.5  # attributed at "medium" or better -> enforce
-ENFORCE_RISK = 0.9  # unattributed: enforce only above this risk with the corroboration below
+CORROBORATE_CONTENT = 0.8  # own content that corroborates an attribution ...
+CORROBORATE_FIT = 0.25  # ... or own behaviour fit to the actor's profile ...
+IDENTITY_KINDS = frozenset({"device", "payment", "phone", "api_key"})  # ... or a shared identity value
+# without intel: a cluster of >= COORDINATED_MIN_SIZE linked accounts, >= that many and >= half of
+# them with content >= COORDINATED_MEMBER_CONTENT, whose behaviour fits a profile >= COORDINATED_FIT
+COORDINATED_MIN_SIZE = 3
+COORDINATED_MEMBER_CONTENT = 0.8
+COORDINATED_FIT = 0.5
+COORDINATED_MIN_CONTENT = 0.5
 REVIEW_RISK = 0.5

@@ -11,11 +11,16 @@ an actor is named, where
 * ``i`` intel: the strongest direct indicator hit (rarity- and type-weighted);
 * ``l`` links: intel evidence reaching the account over strong links.
 
-Levels: ``enforce`` when an actor is named with confidence >= 0.5 (medium or high), or, without
-an actor, when risk >= 0.9 *and* content >= 0.8 *and* evasive behaviour (r >= 0.5) *and* two or
-more TTPs; ``review`` when risk >= 0.5, any direct intel hit, a low-confidence attribution or
-content >= 0.8; otherwise ``none``. ``flagged`` = 1 only for ``enforce``: a security researcher
-asking hard questions reaches ``review`` at most unless intel, links or evasion say otherwise.
+Levels: ``enforce`` when an actor is named with confidence >= 0.5 (medium or high) *and* the
+account's own activity corroborates it (content >= 0.8, its own behaviour fits the actor's profile
+with score >= 0.25, or it shares a device, card, phone or API key with the cluster; an IP overlap
+alone gives ``review``: cloud and proxy addresses get reused), or, without
+intel, for a *coordinated* account: its own content >= 0.5 and it sits in a cluster of at least
+3 linked accounts of which at least 3 and at least half have content >= 0.8, and the cluster's
+behaviour fits an actor profile with score >= 0.5. ``review`` when risk >= 0.5, any direct intel
+hit, a low-confidence attribution or content >= 0.8; otherwise ``none``. Content and evasive
+retries alone never enforce: security researchers produce both. ``flagged`` = 1 only for
+``enforce``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class RiskInputs:
     link_intel: float
     confidence: float  # attribution confidence (0 when no actor)
     behaviour_only: bool
+    coordinated: bool = False  # member of a cluster of malicious accounts on an actor's profile
+    corroborated: bool = True  # own content, own behaviour fit or an identity link backs the attribution
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,22 +65,35 @@ def judge(x: RiskInputs) -> RiskResult:
     if x.confidence > 0:
         risk = max(risk, x.confidence)
     reasons: list[str] = []
-    if x.confidence >= P.ENFORCE_CONFIDENCE and not x.behaviour_only:
+    if x.confidence >= P.ENFORCE_CONFIDENCE and not x.behaviour_only and x.corroborated:
         level = "enforce"
         reasons.append(f"attributed to an actor with confidence {x.confidence:.2f}")
-    elif risk >= P.ENFORCE_RISK and x.content >= 0.8 and r >= 0.5 and x.breadth >= 2:
+    elif x.confidence >= P.ENFORCE_CONFIDENCE and not x.behaviour_only:
+        level = "review"
+        reasons.append(
+            "attributed only through shared network infrastructure; the account's own activity does not"
+            " corroborate it (no malicious content, no fit to the actor's profile, no identity link)"
+        )
+    elif x.coordinated and x.content >= P.COORDINATED_MIN_CONTENT:
         level = "enforce"
-        reasons.append("malicious content across several TTPs with evasive retries, without intel")
+        reasons.append(
+            "member of a linked cluster of malicious accounts whose behaviour fits an actor profile (no intel)"
+        )
     elif risk >= P.REVIEW_RISK or x.direct_intel > 0 or x.confidence > 0 or x.content >= 0.8:
         level = "review"
-        reasons.append("needs an analyst: " + ", ".join(
-            s for s, on in (
-                ("risk above 0.5", risk >= P.REVIEW_RISK),
-                ("an indicator hit", x.direct_intel > 0),
-                ("a low-confidence attribution", 0 < x.confidence < P.ENFORCE_CONFIDENCE),
-                ("high-scoring content", x.content >= 0.8),
-            ) if on
-        ))
+        reasons.append(
+            "needs an analyst: "
+            + ", ".join(
+                s
+                for s, on in (
+                    ("risk above 0.5", risk >= P.REVIEW_RISK),
+                    ("an indicator hit", x.direct_intel > 0),
+                    ("a low-confidence attribution", 0 < x.confidence < P.ENFORCE_CONFIDENCE),
+                    ("high-scoring content", x.content >= 0.8),
+                )
+                if on
+            )
+        )
     else:
         level = "none"
     explanation = {
@@ -85,8 +105,11 @@ def judge(x: RiskInputs) -> RiskResult:
             "links": round(x.link_intel, 4),
             "attribution_confidence": round(x.confidence, 4),
         },
-        "behaviour_detail": {"rephrases_after_refusal": x.rephrases, "escalations": x.escalations,
-                             "ttp_breadth": x.breadth},
+        "behaviour_detail": {
+            "rephrases_after_refusal": x.rephrases,
+            "escalations": x.escalations,
+            "ttp_breadth": x.breadth,
+        },
         "level": level,
         "reasons": reasons,
     }

@@ -167,30 +167,49 @@ def scan_events(
 ) -> Columns:
     """Read all events (or those of ``account_ids``) with their scores into :class:`Columns`."""
     cols = Columns()
-    acc_i, ip_i, ua_i, key_i, conv_i = cols.accounts, cols.ips, cols.uas, cols.keys, cols.convs
     n_cats = len(LLMT)
+    lang_en, lang_und = _LANG_CODE["en"], _LANG_CODE["und"]
     for rows in _chunks(store, model_version, account_ids, chunk):
-        for seq, eid, account, ts, ip, ua, key, conv, refused, attrs, tail, score, cats in rows:
-            row = len(cols.acc)
-            cols.max_seq = max(cols.max_seq, int(seq))
-            cols.event_ids.append(eid)
-            cols.acc.append(acc_i(account))
-            cols.ts.append(ts)
-            cols.ip.append(ip_i(ip))
-            cols.ua.append(ua_i(ua))
-            cols.key.append(key_i(key))
-            cols.conv.append(conv_i(conv))
-            cols.refused.append(1 if refused else 0)
-            tail = tail or ""
-            cols.lang.append(_lang(tail, attrs))
-            s = float(score) if score is not None else 0.0
-            cols.score.append(s)
-            if s >= TTP_MIN_SCORE and cats:
-                parsed = orjson.loads(cats)
-                cols.cat_rows.append(row)
+        if not rows:
+            continue
+        base = len(cols.acc)
+        seq, eid, account, ts, ip, ua, key, conv, refused, attrs, tails, score, cats = zip(*rows, strict=True)
+        cols.max_seq = max(cols.max_seq, max(int(x) for x in seq))
+        cols.event_ids.extend(eid)
+        cols.ts.extend(ts)
+        for interner, values, out in (
+            (cols.accounts, account, cols.acc),
+            (cols.ips, ip, cols.ip),
+            (cols.uas, ua, cols.ua),
+            (cols.keys, key, cols.key),
+            (cols.convs, conv, cols.conv),
+        ):
+            codes, vals = interner.codes, interner.values
+            for v in set(values):
+                if v is not None and v not in codes:
+                    codes[v] = len(vals)
+                    vals.append(v)
+            get = codes.get
+            out.extend([-1 if v is None else get(v, -1) for v in values])
+        cols.refused.extend([1 if r else 0 for r in refused])
+        cols.lang.extend(
+            [
+                _lang(t, a)
+                if ((t and not t.isascii()) or (a and "accept_language" in a))
+                else (lang_en if t else lang_und)
+                for t, a in zip(tails, attrs, strict=True)
+            ]
+        )
+        sc = [0.0 if x is None else float(x) for x in score]
+        cols.score.extend(sc)
+        for j, (sv, cj) in enumerate(zip(sc, cats, strict=True)):
+            if sv >= TTP_MIN_SCORE and cj:
+                parsed = orjson.loads(cj)
+                cols.cat_rows.append(base + j)
                 cols.cat_vals.append([float(parsed.get(c, 0.0)) for c in LLMT][:n_cats])
-            if "://" in tail or "@" in tail:
-                _text_observables(row, tail, cols.text_obs)
+        for j, t in enumerate(tails):
+            if t and ("://" in t or "@" in t):
+                _text_observables(base + j, t, cols.text_obs)
         if on_rows is not None:
             on_rows(len(rows))
     return cols

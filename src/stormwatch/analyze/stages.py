@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
+from stormwatch.analyze import params as P
 from stormwatch.analyze.features import compute_features
 from stormwatch.analyze.scan import scan_events
-from stormwatch.analyze import params as P
 from stormwatch.intel.matching import Hit, Indicator, load_indicators, load_observations, match_indicators
 from stormwatch.store import Store
 from stormwatch.store.sql import now_iso
@@ -25,7 +25,7 @@ FULL_RESCAN_SHARE = 0.3  # more accounts than this share changed: one sequential
 def score_first(store: Store, progress: bool) -> dict[str, Any] | None:
     """Run the scoring stage (``stormwatch.pipeline.score``) so detections are current."""
     try:
-        from stormwatch.pipeline.score import score_new_events  # type: ignore[import-not-found,unused-ignore]
+        from stormwatch.pipeline.score import score_new_events
     except ImportError:
         log.warning("stormwatch.pipeline.score is not installed: using the detections already stored")
         return None
@@ -37,13 +37,17 @@ def score_first(store: Store, progress: bool) -> dict[str, Any] | None:
     return {"summary": str(summary)}
 
 
-def model_version(store: Store) -> str:
-    try:
-        from stormwatch.pipeline.score import active_model_version  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        rows = store.query("SELECT model_version FROM detections ORDER BY scored_at DESC LIMIT 1")
-        return str(rows[0][0]) if rows else "none"
-    return str(active_model_version(store))
+def model_version(store: Store, *, active: bool = True) -> str:
+    """The active model version (scoring stage), else the most recently scored one."""
+    if active:
+        try:
+            from stormwatch.pipeline.score import active_model_version
+        except ImportError:
+            pass
+        else:
+            return str(active_model_version(store))
+    rows = store.query("SELECT model_version FROM detections ORDER BY scored_at DESC LIMIT 1")
+    return str(rows[0][0]) if rows else "none"
 
 
 def _cursor(store: Store) -> int:
@@ -106,9 +110,22 @@ def update_features(store: Store, version: str, *, full: bool, progress: bool) -
         " ttp_breadth, home_utc_offset, refusals, rephrases, features, model_version, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (f.account_id, f.n_events, f.first_ts, f.last_ts, f.n_high, f.max_score, f.content_score,
-             f.ttp_breadth, f.home_utc_offset, f.refusals, f.rephrases, orjson.dumps(f.features).decode(),
-             version, now)
+            (
+                f.account_id,
+                f.n_events,
+                f.first_ts,
+                f.last_ts,
+                f.n_high,
+                f.max_score,
+                f.content_score,
+                f.ttp_breadth,
+                f.home_utc_offset,
+                f.refusals,
+                f.rephrases,
+                orjson.dumps(f.features).decode(),
+                version,
+                now,
+            )
             for f in feats
         ],
     )
@@ -140,9 +157,18 @@ def match_intel(store: Store) -> list[Hit]:
             "INSERT INTO intel_hits (account_id, indicator_id, kind, value, n, first_ts, last_ts, degree, strength,"
             " intrusion_sets) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (h.account_id, h.indicator_id, h.kind, h.value, h.n, h.first_ts, h.last_ts, h.degree,
-                 hit_strength(by_id[h.indicator_id], h.degree),
-                 orjson.dumps(list(by_id[h.indicator_id].intrusion_sets)).decode())
+                (
+                    h.account_id,
+                    h.indicator_id,
+                    h.kind,
+                    h.value,
+                    h.n,
+                    h.first_ts,
+                    h.last_ts,
+                    h.degree,
+                    hit_strength(by_id[h.indicator_id], h.degree),
+                    orjson.dumps(list(by_id[h.indicator_id].intrusion_sets)).decode(),
+                )
                 for h in hits
             ],
         )

@@ -6,9 +6,10 @@
  * joined by spaces. Rule here: a token is a maximal run of bytes that are ASCII [A-Za-z0-9] or >= 0x80;
  * ASCII letters are lower-cased. The GIL is released while scoring.
  *
- * score(texts, weights, cat_weights, n_cats, bits, char_lo, char_hi, char_weight, window, stride,
+ * score(texts, weights, cat_weights, n_cats, bits, cat_bits, char_lo, char_hi, char_weight, window, stride,
  *       bias, cat_bias) -> (n_units, margins, cat_margins, owner, start, n_tokens)
- * weights: float32[2**bits]; cat_weights: float32[2**bits * n_cats] (bucket-major) or None;
+ * weights: float32[2**bits]; cat_weights: float32[2**cat_bits * n_cats] (bucket-major) or None
+ * (category heads use word features only, bucket = hash & (2**cat_bits - 1));
  * cat_bias: float64[n_cats] or None. Outputs are bytes: float64[n_units], float64[n_units*n_cats]
  * (or None), int64[n_units] x 3.
  */
@@ -59,7 +60,7 @@ typedef struct {
     const float *w;
     const float *cw; /* may be NULL */
     int nc;
-    uint32_t mask;
+    uint32_t mask, cmask;
     int lo, hi; /* lo == 0: no char n-grams */
     double char_weight;
     double bias;
@@ -89,28 +90,29 @@ static int score_unit(const Model *m, Work *k, const unsigned char *text, Py_ssi
     const float *cw = m->cw;
     const int nc = m->nc;
     const uint32_t mask = m->mask;
+    const uint32_t cmask = m->cmask;
     double s_uni = 0.0, s_bi = 0.0, s_c[MAX_N];
-    double c_uni[MAX_CATS], c_bi[MAX_CATS], c_c[MAX_N][MAX_CATS];
+    double c_uni[MAX_CATS], c_bi[MAX_CATS];
     int nk = m->lo ? m->hi - m->lo + 1 : 0;
     for (int q = 0; q < MAX_N; q++) s_c[q] = 0.0;
     if (cw) {
         for (int c = 0; c < nc; c++) {
-            c_uni[c] = 0.0; c_bi[c] = 0.0;
-            for (int q = 0; q < nk; q++) c_c[q][c] = 0.0;
+            c_uni[c] = 0.0;
+            c_bi[c] = 0.0;
         }
     }
     for (Py_ssize_t j = s; j < s + n; j++) {
         uint32_t b = fmix32(ph[j] ^ SEED_UNI) & mask;
         s_uni += (double)w[b];
         if (cw) {
-            const float *r = cw + (size_t)b * nc;
+            const float *r = cw + (size_t)(b & cmask) * nc;
             for (int c = 0; c < nc; c++) c_uni[c] += (double)r[c];
         }
         if (j > s) {
             b = fmix32((ph[j - 1] * GOLD + ph[j]) ^ SEED_BI) & mask;
             s_bi += (double)w[b];
             if (cw) {
-                const float *r = cw + (size_t)b * nc;
+                const float *r = cw + (size_t)(b & cmask) * nc;
                 for (int c = 0; c < nc; c++) c_bi[c] += (double)r[c];
             }
         }
@@ -130,10 +132,6 @@ static int score_unit(const Model *m, Work *k, const unsigned char *text, Py_ssi
                     for (int i = 1; i < nn; i++) h = h * M_FNV + pb[p + i];
                     b = fmix32(h ^ seed) & mask;
                     s_c[q] += (double)w[b];
-                    if (cw) {
-                        const float *r = cw + (size_t)b * nc;
-                        for (int c = 0; c < nc; c++) c_c[q][c] += (double)r[c];
-                    }
                 }
             }
         }
@@ -154,13 +152,7 @@ static int score_unit(const Model *m, Work *k, const unsigned char *text, Py_ssi
         if (vec_reserve(&k->cats, (u + 1) * nc) < 0) return -1;
         double *out = (double *)k->cats.p + u * nc;
         for (int c = 0; c < nc; c++) {
-            double wd = c_uni[c] + c_bi[c];
-            if (nk) {
-                double ch = c_c[0][c];
-                for (int q = 1; q < nk; q++) ch = ch + c_c[q][c];
-                wd = wd + ch * m->char_weight;
-            }
-            out[c] = wd * scale + (m->cat_bias ? m->cat_bias[c] : 0.0);
+            out[c] = (c_uni[c] + c_bi[c]) * scale + (m->cat_bias ? m->cat_bias[c] : 0.0);
         }
     }
     ((int64_t *)k->owner.p)[u] = owner;
@@ -202,13 +194,13 @@ static PyObject *bytes_of(const void *p, size_t nbytes) {
 
 static PyObject *fast_score(PyObject *self, PyObject *args) {
     PyObject *texts, *wobj, *cwobj, *cbobj;
-    int nc, bits, lo, hi;
+    int nc, bits, cbits, lo, hi;
     double char_weight, bias;
     Py_ssize_t window, stride;
-    if (!PyArg_ParseTuple(args, "OOOiiiidnndO", &texts, &wobj, &cwobj, &nc, &bits, &lo, &hi, &char_weight,
+    if (!PyArg_ParseTuple(args, "OOOiiiiidnndO", &texts, &wobj, &cwobj, &nc, &bits, &cbits, &lo, &hi, &char_weight,
                           &window, &stride, &bias, &cbobj))
         return NULL;
-    if (bits < 1 || bits > 30 || nc < 0 || nc > MAX_CATS || lo < 0 || hi < lo || (lo && hi - lo + 1 > MAX_N) ||
+    if (bits < 1 || bits > 30 || cbits < 1 || cbits > bits || nc < 0 || nc > MAX_CATS || lo < 0 || hi < lo || (lo && hi - lo + 1 > MAX_N) ||
         (window > 0 && stride <= 0)) {
         PyErr_SetString(PyExc_ValueError, "bad parameters");
         return NULL;
@@ -237,8 +229,8 @@ static PyObject *fast_score(PyObject *self, PyObject *args) {
     }
     if (have_cw) {
         if (PyObject_GetBuffer(cwobj, &cwv, PyBUF_SIMPLE) < 0) goto done;
-        if ((size_t)cwv.len != nb * (size_t)nc * sizeof(float)) {
-            PyErr_SetString(PyExc_ValueError, "cat_weights must be float32[2**bits * n_cats]");
+        if ((size_t)cwv.len != ((size_t)1 << cbits) * (size_t)nc * sizeof(float)) {
+            PyErr_SetString(PyExc_ValueError, "cat_weights must be float32[2**cat_bits * n_cats]");
             goto done;
         }
     }
@@ -273,7 +265,7 @@ static PyObject *fast_score(PyObject *self, PyObject *args) {
         }
     }
     Model m = {(const float *)wv.buf, have_cw ? (const float *)cwv.buf : NULL, have_cw ? nc : 0,
-               (uint32_t)(nb - 1), lo, hi, char_weight, bias, have_cb ? (const double *)cbv.buf : NULL};
+               (uint32_t)(nb - 1), (uint32_t)(((size_t)1 << cbits) - 1), lo, hi, char_weight, bias, have_cb ? (const double *)cbv.buf : NULL};
     int err = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n && !err; i++)

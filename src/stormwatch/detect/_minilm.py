@@ -118,7 +118,11 @@ def write_safetensors(path: str | os.PathLike[str], tensors: dict[str, npt.NDArr
     for name in sorted(tensors):
         arr = np.ascontiguousarray(tensors[name])
         raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": names[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {
+            "dtype": names[arr.dtype],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
         blobs.append(raw)
         offset += len(raw)
     head = json.dumps(header, separators=(",", ":")).encode()

@@ -228,7 +228,11 @@ def save_head(head: EmbeddingHead, out_dir: str | os.PathLike[str]) -> Path:
     head.meta = meta
     head.version = version
     buf = io.BytesIO()
-    np.savez_compressed(buf, meta=np.frombuffer(orjson.dumps(meta, option=orjson.OPT_SORT_KEYS), dtype=np.uint8), **arrays)
+    payload: dict[str, Any] = {
+        "meta": np.frombuffer(orjson.dumps(meta, option=orjson.OPT_SORT_KEYS), dtype=np.uint8),
+        **arrays,
+    }
+    np.savez_compressed(buf, **payload)
     path = Path(out_dir) / f"{version}.npz"
     path.write_bytes(buf.getvalue())
     return path
@@ -511,7 +515,9 @@ class EmbeddingDetector(BaseDetector):
             max_windows=max_windows,
             encoder=encoder_sha256(self.model_dir),
         )
-        self.head_.meta["version"] = f"embedding_head-{HEAD_SERIES}+{_content_hash(self.head_.arrays(), self.head_.meta)}"
+        self.head_.meta["version"] = (
+            f"embedding_head-{HEAD_SERIES}+{_content_hash(self.head_.arrays(), self.head_.meta)}"
+        )
         self.head_.version = self.head_.meta["version"]
         self.encoder_checked_ = self.head_.version
         return self

@@ -27,6 +27,7 @@ C agree to the last bit: ``((s_uni + s_bi) + ((s_c[lo] + ...) + s_c[hi]) * char_
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -42,6 +43,7 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 U32 = npt.NDArray[np.uint32]
 
+_NON_WORD_NON_ASCII = re.compile(r"[^\x00-\x7f\w]")
 M = 0x01000193  # FNV-1a prime (odd, so invertible modulo 2**32)
 M_INV = pow(M, -1, 2**32)
 GOLD = 0x9E3779B1
@@ -58,6 +60,7 @@ class FeatureSpec:
     char_weight: float = 0.5
     window: int = 512
     stride: int = 256
+    cat_bits: int = 16  # category heads: word uni/bigrams only, hashed into 2**cat_bits buckets
 
     @property
     def n_buckets(self) -> int:
@@ -93,6 +96,15 @@ class Featurized:
         out: FloatArray = word * self.scale + bias
         return out
 
+    def cat_margins(self, weights: FloatArray, bias: float, cat_bits: int) -> FloatArray:
+        """Like :meth:`margins` for a category head: word features only, buckets ``& (2**cat_bits - 1)``."""
+        n = self.n_units
+        m = (1 << cat_bits) - 1
+        s_uni = np.bincount(self.kinds[0][0], weights=weights[self.kinds[0][1] & m], minlength=n)
+        s_bi = np.bincount(self.kinds[1][0], weights=weights[self.kinds[1][1] & m], minlength=n)
+        out: FloatArray = (s_uni + s_bi) * self.scale + bias
+        return out
+
     def csr(self, n_buckets: int) -> tuple[IntArray, IntArray, FloatArray]:
         """(rows, buckets, values) of every occurrence, for building a training matrix."""
         rows = np.concatenate([u for u, _ in self.kinds])
@@ -119,7 +131,10 @@ def prepare_text(text: str) -> str:
     """The string the C fast path reads: ASCII text unchanged, other text as its tokens joined by spaces."""
     if text.isascii():
         return text
-    return " ".join(TOKEN_RE.findall(normalize(text)))
+    norm = normalize(text)
+    if _NON_WORD_NON_ASCII.search(norm) is None:
+        return norm  # every non-ASCII character is a word character: the byte rule splits it the same
+    return " ".join(TOKEN_RE.findall(norm))
 
 
 def tokens_of(text: str) -> list[str]:
@@ -214,3 +229,44 @@ def featurize(
                 (unit_of_tok[tok], (_fmix32(h ^ np.uint32(SEED_CHAR + n)) & mask).astype(np.int64))
             )
     return Featurized(n_units, tuple(kinds), scale, owner, start, lens, spec.char_weight)
+
+
+# -- scalar helpers (explanations; a third, loop-based reference for the tests) ---------------------
+_MASK32 = 0xFFFFFFFF
+
+
+def _fmix(h: int) -> int:
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & _MASK32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & _MASK32
+    return h ^ (h >> 16)
+
+
+def _poly(data: bytes) -> int:
+    h = 0
+    for c in data:
+        h = (h * M + c) & _MASK32
+    return h
+
+
+def bucket_word(token: str, bits: int) -> int:
+    return _fmix(_poly(token.encode("utf-8")) ^ SEED_UNI) & ((1 << bits) - 1)
+
+
+def bucket_pair(a: str, b: str, bits: int) -> int:
+    h = (_poly(a.encode("utf-8")) * GOLD + _poly(b.encode("utf-8"))) & _MASK32
+    return _fmix(h ^ SEED_BI) & ((1 << bits) - 1)
+
+
+def bucket_char_grams(token: str, spec: FeatureSpec) -> list[int]:
+    """Buckets of the padded token's character n-grams, in summation order (n, then position)."""
+    if not spec.char_lo:
+        return []
+    pad = b" " + token.encode("utf-8") + b" "
+    mask = spec.n_buckets - 1
+    return [
+        _fmix(_poly(pad[p : p + n]) ^ (SEED_CHAR + n)) & mask
+        for n in range(spec.char_lo, spec.char_hi + 1)
+        for p in range(len(pad) - n + 1)
+    ]

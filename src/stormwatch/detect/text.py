@@ -34,6 +34,8 @@ _INVISIBLE = dict.fromkeys(
     None,
 )
 
+_INVISIBLE_RE = re.compile("[" + "".join(map(chr, _INVISIBLE)) + "]")
+
 Turn = dict[str, Any]
 
 
@@ -44,7 +46,10 @@ def normalize(text: str) -> str:
     ``isascii`` fast path keeps the common case cheap.
     """
     if not text.isascii():
-        text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+        if not unicodedata.is_normalized("NFKC", text):
+            text = unicodedata.normalize("NFKC", text)
+        if _INVISIBLE_RE.search(text):  # translate() is slow; most texts have none
+            text = text.translate(_INVISIBLE)
     return text.lower()
 
 

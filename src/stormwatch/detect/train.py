@@ -25,7 +25,7 @@ import io
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,16 +33,13 @@ import numpy.typing as npt
 import orjson
 
 from stormwatch.detect.data import Row
-from stormwatch.detect.features import Vocabulary
-from stormwatch.detect.model import FirstTierModel
+from stormwatch.detect.features import FeatureSpec, featurize, tokens_of
+from stormwatch.detect.model import FORMAT, FirstTierModel, encode_f32
 from stormwatch.detect.taxonomy import HARD_NEGATIVE_SOURCES, LLMT_IDS
-from stormwatch.detect.text import TOKEN_RE, normalize
 
 __all__ = ["FORMAT", "TrainParams", "fit_core", "serialize", "train_artifact"]
 
-FORMAT = "stormwatch.first_tier/1"
-MODEL_SERIES = "1.0"
-SENTINEL = "\x00"  # replaces stripped tokens: never in the vocabulary, breaks bigrams
+MODEL_SERIES = "2.0"
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str], None]
 
@@ -67,27 +64,48 @@ EVERYDAY_SOURCES = frozenset(
         "xsid",
     }
 )
+# presets: the largest of the thresholds meeting these cross-fitted (held-out source) FPRs
 PRESET_TARGET_FPR: dict[str, float] = {"strict": 0.05, "balanced": 0.015, "permissive": 0.005}
+PRESET_EVERYDAY_FPR: dict[str, float] = {"strict": 0.01, "balanced": 0.002, "permissive": 0.0005}
 
 
 @dataclass(frozen=True)
 class TrainParams:
+    # features (see features.py)
+    bits: int = 18
+    cat_bits: int = 16
+    char_lo: int = 0  # 3 enables char 3-5-grams (supported, tested; off: no LOSO gain measured yet, 5x fit time)
+    char_hi: int = 5
+    char_weight: float = 0.5
     window: int = 512
     stride: int = 256
+    # boilerplate stripping (training only)
     boiler_n: int = 8
     boiler_frac: float = 0.02
     boiler_min: int = 5
+    # cross-source feature selection
     min_df: int = 2
     min_sources: int = 2
-    max_unigrams: int = 40000
-    max_bigrams: int = 60000
+    min_mal_sources: int = 2
+    min_benign_sources: int = 3
+    # fit
     C: float = 1.0
     cat_C: float = 1.0
-    hard_negative_weight: float = 3.0
-    everyday_weight: float = 3.0
+    hard_negative_weight: float = 2.0
+    everyday_weight: float = 2.0
     benign_share: float = 0.75
     min_cat_positives: int = 5
+    # calibration: cross-fitted by source on the fit rows, with a benign-heavy prior
+    calibration_folds: int = 4
+    calibration_prior: float = 0.2
     preset_target_fpr: dict[str, float] = field(default_factory=lambda: dict(PRESET_TARGET_FPR))
+    preset_everyday_fpr: dict[str, float] = field(default_factory=lambda: dict(PRESET_EVERYDAY_FPR))
+
+    def spec(self) -> FeatureSpec:
+        return FeatureSpec(
+            bits=self.bits, char_lo=self.char_lo, char_hi=self.char_hi, char_weight=self.char_weight,
+            window=self.window, stride=self.stride, cat_bits=self.cat_bits,
+        )  # fmt: skip
 
 
 def _noop(_: str) -> None:
@@ -96,8 +114,7 @@ def _noop(_: str) -> None:
 
 # -- text preparation ---------------------------------------------------------------------------
 def _tokens(rows: Sequence[Row]) -> list[list[str]]:
-    findall = TOKEN_RE.findall
-    return [findall(normalize(r.text)) for r in rows]
+    return [tokens_of(r.text) for r in rows]
 
 
 def find_boilerplate(
@@ -122,6 +139,7 @@ def find_boilerplate(
 
 
 def strip_boilerplate(toks: list[str], grams: set[tuple[str, ...]], n: int) -> list[str]:
+    """``toks`` without the tokens covered by one of ``grams`` (a source's template text)."""
     if not grams or len(toks) < n:
         return toks
     drop = [False] * len(toks)
@@ -131,11 +149,13 @@ def strip_boilerplate(toks: list[str], grams: set[tuple[str, ...]], n: int) -> l
                 drop[j] = True
     if not any(drop):
         return toks
-    return [SENTINEL if d else t for t, d in zip(toks, drop, strict=True)]
+    return [t for t, d in zip(toks, drop, strict=True) if not d]
 
 
 def prepare_tokens(rows: Sequence[Row], p: TrainParams) -> tuple[list[list[str]], dict[str, int]]:
     toks = _tokens(rows)
+    if p.boiler_n <= 0:
+        return toks, {}
     grams = find_boilerplate(rows, toks, p)
     stripped = [
         strip_boilerplate(t, grams.get(r.source, set()), p.boiler_n) for r, t in zip(rows, toks, strict=True)
@@ -143,72 +163,76 @@ def prepare_tokens(rows: Sequence[Row], p: TrainParams) -> tuple[list[list[str]]
     return stripped, {s: len(g) for s, g in sorted(grams.items())}
 
 
-# -- vocabulary ---------------------------------------------------------------------------------
-# Function words carry a source's register ("can you", "how do i", "is my"), not intent; a term
-# made only of them, a single character or digits is left out of the vocabulary.
-STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each few for from further had has have
-    having he her here hers herself him himself his how i if in into is it its itself just me might more
-    most must my myself no nor not now of off on once only or other our ours ourselves out over own same
-    shall she should so some such than that the their theirs them themselves then there these they this
-    those through to too under until up very was we were what when where which while who whom why will
-    with would you your yours yourself yourselves s t d ll m re ve don doesn didn isn aren wasn weren
-    can't won wouldn shouldn couldn please tell give let make write show use using also may one two
-    like get need want know""".split()
-)
-
-
-def _informative(word: str) -> bool:
-    return len(word) > 1 and not word.isdigit() and word not in STOPWORDS
-
-
-def build_vocabulary(rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams) -> Vocabulary:
-    uni_df: Counter[str] = Counter()
-    uni_src: dict[str, set[str]] = defaultdict(set)
-    for r, t in zip(rows, toks, strict=True):
-        for w in set(t):
-            uni_df[w] += 1
-            uni_src[w].add(r.source)
-    uni_df.pop(SENTINEL, None)
-    keep = [w for w, c in uni_df.items() if c >= p.min_df and len(uni_src[w]) >= p.min_sources]
-    keep.sort(key=lambda w: (-uni_df[w], w))
-    unigrams = sorted(keep[: p.max_unigrams])
-    # stopwords stay in the id table (bigrams like "how to" need them) but get no unigram weight
-    informative = {w for w in unigrams if _informative(w)}
-    ids = {w: i for i, w in enumerate(unigrams)}
-    bi_df: Counter[tuple[int, int]] = Counter()
-    bi_src: dict[tuple[int, int], set[str]] = defaultdict(set)
-    for r, t in zip(rows, toks, strict=True):
-        pairs = {(ids[a], ids[b]) for a, b in itertools.pairwise(t) if a in ids and b in ids}
-        for pair in pairs:
-            bi_df[pair] += 1
-            bi_src[pair].add(r.source)
-    keep_bi = [
-        b
-        for b, c in bi_df.items()
-        if c >= p.min_df
-        and len(bi_src[b]) >= p.min_sources
-        and (unigrams[b[0]] in informative or unigrams[b[1]] in informative)
-    ]
-    keep_bi.sort(key=lambda b: (-bi_df[b], b))
-    bigrams = sorted(keep_bi[: p.max_bigrams])
-    return Vocabulary(unigrams, bigrams)
-
-
-def design_matrix(vocab: Vocabulary, toks: Sequence[list[str]]) -> Any:
+# -- design matrix and feature selection --------------------------------------------------------
+def design_matrix(toks: Sequence[list[str]], spec: FeatureSpec) -> Any:
+    """CSR ``[rows, 2**bits]`` of the hashed features (values as scored, duplicates summed)."""
     from scipy.sparse import csr_matrix
 
-    fz = vocab.featurize(tokens=toks)
-    vals = fz.scale[fz.unit]
-    x = csr_matrix((vals, (fz.unit, fz.feat)), shape=(len(toks), vocab.n_features))
+    fz = featurize(None, spec, tokens=[t[: spec.window] if spec.window else t for t in toks])
+    r, c, v = fz.csr(spec.n_buckets)
+    x = csr_matrix((v, (r, c)), shape=(len(toks), spec.n_buckets))
     x.sum_duplicates()
     x.sort_indices()
     return x
 
 
+def word_matrix(toks: Sequence[list[str]], spec: FeatureSpec) -> Any:
+    """CSR ``[rows, 2**cat_bits]`` of word features only (the category heads' input)."""
+    from scipy.sparse import csr_matrix
+
+    fz = featurize(None, spec, tokens=[t[: spec.window] if spec.window else t for t in toks])
+    m = (1 << spec.cat_bits) - 1
+    r = np.concatenate([fz.kinds[0][0], fz.kinds[1][0]])
+    c = np.concatenate([fz.kinds[0][1], fz.kinds[1][1]]) & m
+    x = csr_matrix((fz.scale[r], (r, c)), shape=(len(toks), 1 << spec.cat_bits))
+    x.sum_duplicates()
+    x.sort_indices()
+    return x
+
+
+def feature_masks(x: Any, rows: Sequence[Row], p: TrainParams) -> tuple[Any, Any, Any]:
+    """(usable, may_be_positive, may_be_negative) per bucket.
+
+    The default is benign: the bias carries it, a weight may only be positive for a bucket seen in
+    >= ``min_df`` malicious rows of each of >= ``min_mal_sources`` malicious sources, and only negative
+    for one seen in >= ``min_benign_sources`` benign sources; a bucket that is neither (one source's
+    vocabulary) gets weight 0.
+
+    usable: in >= ``min_df`` rows of >= ``min_sources`` sources (a bucket only one source uses is
+    that source's style). may_be_positive: in >= ``min_df`` malicious rows of each of >=
+    ``min_mal_sources`` malicious sources: positive evidence must generalise across sources.
+    """
+    from scipy.sparse import csr_matrix
+
+    sources = sorted({r.source for r in rows})
+    sid = {s: i for i, s in enumerate(sources)}
+    src = np.array([sid[r.source] for r in rows])
+    y = np.array([r.label for r in rows])
+    pres = x.copy()
+    pres.data[:] = 1.0
+    n_feat = x.shape[1]
+    src_onehot = csr_matrix((np.ones(len(rows)), (src, np.arange(len(rows)))), shape=(len(sources), len(rows)))
+    df_src = (src_onehot @ pres).toarray()  # [n_sources, n_feat]
+    usable = ((df_src >= p.min_df).sum(axis=0) >= p.min_sources) if p.min_sources > 1 else df_src.sum(0) >= p.min_df
+    mal_src = sorted({sid[r.source] for r in rows if r.label == 1})
+    mal_onehot = csr_matrix(
+        (np.ones(int(y.sum())), (src[y == 1], np.flatnonzero(y == 1))), shape=(len(sources), len(rows))
+    )
+    df_mal = (mal_onehot @ pres).toarray()[mal_src] if mal_src else np.zeros((0, n_feat))
+    pos_ok = (df_mal >= p.min_df).sum(axis=0) >= p.min_mal_sources
+    ben_src = sorted({sid[r.source] for r in rows if r.label == 0})
+    ben_onehot = csr_matrix(
+        (np.ones(int((y == 0).sum())), (src[y == 0], np.flatnonzero(y == 0))), shape=(len(sources), len(rows))
+    )
+    df_ben = (ben_onehot @ pres).toarray()[ben_src] if ben_src else np.zeros((0, n_feat))
+    neg_ok = (df_ben >= p.min_df).sum(axis=0) >= p.min_benign_sources
+    return np.asarray(usable & (pos_ok | neg_ok)).ravel(), np.asarray(pos_ok & usable).ravel(), np.asarray(
+        neg_ok & usable
+    ).ravel()
+
+
 def sample_weights(rows: Sequence[Row], p: TrainParams) -> FloatArray:
-    """Equal total weight per (source, label); hard negatives boosted; mean weight 1."""
+    """Equal total weight per (source, label); hard negatives and everyday boosted; mean weight 1."""
     counts = Counter((r.source, r.label) for r in rows)
     w = np.empty(len(rows), dtype=np.float64)
     for i, r in enumerate(rows):
@@ -218,7 +242,6 @@ def sample_weights(rows: Sequence[Row], p: TrainParams) -> FloatArray:
         elif r.label == 0 and r.source in EVERYDAY_SOURCES:
             base *= p.everyday_weight
         w[i] = base
-    # balance the classes' totals
     y = np.array([r.label for r in rows])
     for cls, share in ((0, p.benign_share), (1, 1.0 - p.benign_share)):
         m = y == cls
@@ -228,67 +251,166 @@ def sample_weights(rows: Sequence[Row], p: TrainParams) -> FloatArray:
     return out
 
 
-def _fit_lr(x: Any, y: npt.NDArray[np.int64], w: FloatArray, c: float) -> tuple[FloatArray, float]:
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
+def fit_logistic(
+    x: Any,
+    y: npt.NDArray[np.int64],
+    w: FloatArray,
+    c: float,
+    upper: npt.NDArray[np.bool_] | None = None,
+    lower: npt.NDArray[np.bool_] | None = None,
+    max_iter: int = 300,
+) -> tuple[FloatArray, float]:
+    """Weighted L2 logistic regression by L-BFGS-B; columns where ``upper`` is False are bounded
+    <= 0, where ``lower`` is False >= 0.
 
-    with threadpool_limits(limits=1):
-        clf = LogisticRegression(C=c, solver="lbfgs", max_iter=2000, tol=1e-6)
-        clf.fit(x, y, sample_weight=w)
-    return np.asarray(clf.coef_[0], dtype=np.float64), float(clf.intercept_[0])
+    Deterministic (scipy's Fortran L-BFGS-B, single-threaded sparse products). Only columns with a
+    non-zero entry are optimised; the others stay exactly 0.
+    """
+    from scipy.optimize import minimize
+
+    cols = np.flatnonzero(np.asarray(abs(x).sum(axis=0)).ravel() > 0)
+    xs = x[:, cols].tocsr()
+    xt = xs.T.tocsr()
+    ys = np.where(y == 1, 1.0, -1.0)
+    wsum = w.sum()
+    lam = 1.0 / c
+
+    def f(theta: FloatArray) -> tuple[float, FloatArray]:
+        coef, b = theta[:-1], theta[-1]
+        z = ys * (xs @ coef + b)
+        loss = np.logaddexp(0.0, -z)
+        g = -ys * w * 0.5 * (1.0 - np.tanh(0.5 * z))  # d loss / d margin
+        val = float(w @ loss) + 0.5 * lam * float(coef @ coef)
+        grad = np.empty_like(theta)
+        grad[:-1] = xt @ g + lam * coef
+        grad[-1] = g.sum()
+        return val / wsum, grad / wsum
+
+    bounds = None
+    if upper is not None or lower is not None:
+        ub = upper[cols] if upper is not None else np.ones(len(cols), dtype=bool)
+        lb = lower[cols] if lower is not None else np.ones(len(cols), dtype=bool)
+        bounds = [
+            (None if lo else 0.0, None if up else 0.0) for up, lo in zip(ub.tolist(), lb.tolist(), strict=True)
+        ] + [(None, None)]
+    res = minimize(
+        f, np.zeros(len(cols) + 1), jac=True, method="L-BFGS-B", bounds=bounds,
+        options={"maxiter": max_iter, "ftol": 1e-9, "gtol": 1e-5},
+    )  # fmt: skip
+    coef = np.zeros(x.shape[1], dtype=np.float64)
+    coef[cols] = res.x[:-1]
+    return coef, float(res.x[-1])
 
 
 def _round(values: FloatArray | Sequence[float], digits: int = 6) -> list[float]:
     return [float(f"{v:.{digits}g}") for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
+def _f32(values: FloatArray) -> FloatArray:
+    out: FloatArray = np.asarray(values, dtype=np.float32).astype(np.float64)
+    return out
+
+
 # -- core fit -------------------------------------------------------------------------------------
-def fit_core(rows: Sequence[Row], p: TrainParams, progress: Progress = _noop) -> dict[str, Any]:
-    """Fit vocabulary, misuse head and LLMT heads on ``rows`` (already filtered to fit rows).
+def fit_misuse(rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams) -> tuple[FloatArray, float]:
+    """The misuse head on ``rows`` (weights float32-rounded, as shipped)."""
+    spec = p.spec()
+    x = design_matrix(toks, spec)
+    usable, pos_ok, neg_ok = feature_masks(x, rows, p)
+    from scipy.sparse import diags
+
+    x = (x @ diags(usable.astype(np.float64))).tocsr()
+    x.eliminate_zeros()
+    y = np.array([r.label for r in rows], dtype=np.int64)
+    coef, intercept = fit_logistic(x, y, sample_weights(rows, p), p.C, upper=pos_ok, lower=neg_ok)
+    return _f32(coef), float(np.float32(intercept))
+
+
+def fit_core(
+    rows: Sequence[Row],
+    p: TrainParams,
+    progress: Progress = _noop,
+    *,
+    toks: Sequence[list[str]] | None = None,
+    boiler: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Fit the misuse head and the LLMT heads on ``rows`` (already filtered to fit rows).
 
     Returns a partial artifact (no calibration/thresholds yet).
     """
-    progress(f"tokenising {len(rows)} rows")
-    toks, boiler = prepare_tokens(rows, p)
-    vocab = build_vocabulary(rows, toks, p)
-    progress(f"vocabulary: {vocab.n_unigrams} words, {len(vocab.bigrams)} bigrams")
-    x = design_matrix(vocab, toks)
-    from scipy.sparse import diags
-
-    keep = np.array([_informative(w) for w in vocab.unigrams] + [True] * len(vocab.bigrams), dtype=np.float64)
-    x = (x @ diags(keep)).tocsr()  # stopword unigrams: all-zero columns, so weight exactly 0
-    y = np.array([r.label for r in rows], dtype=np.int64)
-    w = sample_weights(rows, p)
+    if toks is None:
+        progress(f"tokenising {len(rows)} rows")
+        toks, boiler = prepare_tokens(rows, p)
     progress("fitting misuse head")
-    coef, intercept = _fit_lr(x, y, w, p.C)
+    coef, intercept = fit_misuse(rows, toks, p)
+    spec = p.spec()
     cats: dict[str, dict[str, Any]] = {}
+    y = np.array([r.label for r in rows], dtype=np.int64)
     mal = np.flatnonzero(y == 1)
     if len(mal):
-        xm = x[mal]
-        wm = w[mal] / w[mal].mean()
+        xm = word_matrix([toks[i] for i in mal.tolist()], spec)
+        wm = sample_weights([rows[i] for i in mal.tolist()], p)
+        wm = wm / wm.mean()
         progress("fitting LLMT heads")
         for cid in LLMT_IDS:
             yc = np.array([1 if cid in rows[i].cats else 0 for i in mal.tolist()], dtype=np.int64)
             npos = int(yc.sum())
             if npos < p.min_cat_positives or npos == len(yc):
                 continue
-            ccoef, cint = _fit_lr(xm, yc, wm, p.cat_C)
-            nz = np.flatnonzero(np.abs(ccoef) >= 1e-4)
-            cats[cid] = {"bias": _round([cint])[0], "idx": nz.tolist(), "w": _round(ccoef[nz]), "n_pos": npos}
+            ccoef, cint = fit_logistic(xm, yc, wm, p.cat_C, max_iter=100)
+            nz = np.flatnonzero(np.abs(ccoef) >= 1e-3)
+            cats[cid] = {
+                "bias": float(np.float32(cint)),
+                "idx": nz.tolist(),
+                "w": encode_f32(ccoef[nz]),
+                "n_pos": npos,
+            }
     return {
         "format": FORMAT,
         "name": "first_tier",
         "params": asdict(p),
-        "unigrams": vocab.unigrams,
-        "bigrams": [list(b) for b in vocab.bigrams],
-        "weights": _round(coef),
-        "bias": _round([intercept])[0],
+        "features": asdict(spec),
+        "weights": encode_f32(coef),
+        "bias": intercept,
         "calibration": {"a": 1.0, "b": 0.0},
         "thresholds": {"strict": 0.5, "balanced": 0.5, "permissive": 0.5},
         "categories": cats,
-        "boilerplate_ngrams": boiler,
+        "boilerplate_ngrams": boiler or {},
         "version": "unversioned",
     }
+
+
+def source_folds(rows: Sequence[Row], k: int) -> list[int]:
+    """Deterministic fold of each row: whole sources per fold, malicious and benign sources dealt
+    round-robin separately (largest first) so every fold has both kinds."""
+    fold_of: dict[str, int] = {}
+    for label in (1, 0):
+        sizes = Counter(r.source for r in rows if r.label == label and r.source not in fold_of)
+        for i, (s, _) in enumerate(sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))):
+            fold_of[s] = i % k
+    return [fold_of[r.source] for r in rows]
+
+
+def cross_fitted_margins(
+    rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams, progress: Progress = _noop
+) -> FloatArray:
+    """Out-of-fold margins, folds by source: each row is scored by a model that never saw its source."""
+    spec = p.spec()
+    folds = np.array(source_folds(rows, p.calibration_folds))
+    out = np.zeros(len(rows), dtype=np.float64)
+    for f in range(p.calibration_folds):
+        tr = np.flatnonzero(folds != f)
+        te = np.flatnonzero(folds == f)
+        if len(te) == 0 or len({rows[i].label for i in tr.tolist()}) < 2:
+            continue
+        progress(f"cross-fit {f + 1}/{p.calibration_folds}")
+        coef, b = fit_misuse([rows[i] for i in tr.tolist()], [toks[i] for i in tr.tolist()], p)
+        fz = featurize(None, spec, tokens=[tokens_of(rows[i].text) for i in te.tolist()])
+        m = fz.margins(coef, b)
+        per = np.full(len(te), -np.inf)
+        np.maximum.at(per, fz.owner, m)
+        out[te] = per
+    return out
 
 
 def fit_platt(margins: FloatArray, y: npt.NDArray[np.int64], w: FloatArray) -> tuple[float, float]:
@@ -310,21 +432,45 @@ def threshold_for_fpr(neg_scores: FloatArray, target: float) -> float:
     return float(np.nextafter(t, 1.0)) if t < 1.0 else 1.0
 
 
-def calibrate_and_threshold(art: dict[str, Any], val: Sequence[Row], p: TrainParams) -> dict[str, Any]:
-    """Platt-calibrate on ``val`` rows and pick preset thresholds on their hard negatives."""
-    model = FirstTierModel(art)
-    texts = [r.text for r in val]
-    margins = model.margins_texts(texts)
-    y = np.array([r.label for r in val], dtype=np.int64)
-    w = sample_weights(val, TrainParams(hard_negative_weight=1.0, everyday_weight=1.0, benign_share=0.5))
+def calibrate_and_threshold(
+    art: dict[str, Any],
+    rows: Sequence[Row],
+    toks: Sequence[list[str]],
+    p: TrainParams,
+    progress: Progress = _noop,
+) -> dict[str, Any]:
+    """Platt-calibrate on cross-fitted margins (folds by source) and pick the preset thresholds.
+
+    Calibration weights: every source equal within its class, the malicious class
+    ``calibration_prior`` of the total (a benign-heavy prior: the score is not inflated by the
+    balanced training mix). A preset's threshold is the larger of the thresholds meeting its
+    hard-negative FPR and its everyday FPR, both measured on held-out-source (cross-fitted) scores.
+    """
+    margins = cross_fitted_margins(rows, toks, p, progress)
+    y = np.array([r.label for r in rows], dtype=np.int64)
+    w = sample_weights(
+        rows, replace(p, hard_negative_weight=1.0, everyday_weight=1.0, benign_share=1.0 - p.calibration_prior)
+    )
     a, b = fit_platt(margins, y, w)
     art["calibration"] = {"a": _round([a])[0], "b": _round([b])[0]}
     model = FirstTierModel(art)
     scores = model.calibrate(margins)
-    hard = np.array([r.source in HARD_NEGATIVE_SOURCES and r.label == 0 for r in val])
-    art["thresholds"] = {
-        name: _round([max(threshold_for_fpr(scores[hard], target), 0.05)])[0]
-        for name, target in sorted(p.preset_target_fpr.items())
+    hard = np.array([r.source in HARD_NEGATIVE_SOURCES and r.label == 0 for r in rows])
+    every = np.array([r.source in EVERYDAY_SOURCES and r.label == 0 for r in rows])
+    thresholds = {}
+    for name, target in sorted(p.preset_target_fpr.items()):
+        t = max(
+            threshold_for_fpr(scores[hard], target),
+            threshold_for_fpr(scores[every], p.preset_everyday_fpr.get(name, target)),
+            0.05,
+        )
+        thresholds[name] = _round([t])[0]
+    art["thresholds"] = thresholds
+    art["cross_fit"] = {
+        "folds": p.calibration_folds,
+        "recall": {k: round(float(np.mean(scores[y == 1] >= t)), 4) for k, t in thresholds.items()},
+        "hard_negative_fpr": {k: round(float(np.mean(scores[hard] >= t)), 4) for k, t in thresholds.items()},
+        "everyday_fpr": {k: round(float(np.mean(scores[every] >= t)), 4) for k, t in thresholds.items()},
     }
     return art
 
@@ -345,16 +491,19 @@ def serialize(art: dict[str, Any]) -> bytes:
 def train_artifact(
     rows: Sequence[Row], p: TrainParams | None = None, progress: Progress = _noop
 ) -> dict[str, Any]:
-    """Fit on ``train`` rows, calibrate on ``val`` rows; returns the artifact dict (unversioned)."""
+    """Fit on ``train`` rows, calibrate cross-fitted by source; returns the artifact dict (unversioned).
+
+    ``val`` rows are not used for fitting or calibration (``stormwatch eval`` reports ``test``).
+    """
     p = p or TrainParams()
     fit_rows = [r for r in rows if r.split == "train" and r.use]
     val_rows = [r for r in rows if r.split == "val" and r.use]
     if not fit_rows or len({r.label for r in fit_rows}) < 2:
         raise ValueError("training needs train rows of both labels")
-    art = fit_core(fit_rows, p, progress)
-    if val_rows and len({r.label for r in val_rows}) == 2:
-        progress(f"calibrating on {len(val_rows)} val rows")
-        art = calibrate_and_threshold(art, val_rows, p)
+    toks, boiler = prepare_tokens(fit_rows, p)
+    art = fit_core(fit_rows, p, progress, toks=toks, boiler=boiler)
+    if p.calibration_folds > 1:
+        art = calibrate_and_threshold(art, fit_rows, toks, p, progress)
     art["training"] = {
         "rows_fit": len(fit_rows),
         "rows_val": len(val_rows),

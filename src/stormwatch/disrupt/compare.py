@@ -55,16 +55,21 @@ def _effective(planned: list[Planned]) -> dict[tuple[str, str, str | None], str]
 def compare_policies(
     store: Store, active: PolicySet, candidate: PolicySet, *, now: datetime | None = None
 ) -> Comparison:
-    """Actions the candidate set would take that the active set does not, and the reverse.
+    """What would change if the candidate policies were promoted.
 
-    ``active`` counts its non-shadow policies; ``candidate`` counts all its policies (typically
-    the shadow ones), so ``compare_policies(s, pset, pset)`` compares shadow against active.
+    The active side is ``active``'s non-shadow policies. The promoted side replaces each of them
+    by the candidate of the same id and adds the other candidates. Candidates are ``candidate``'s
+    shadow policies when it is ``active`` itself (``policy compare`` without ``--candidate``),
+    else all of its policies. Exemptions of both sets apply to both sides.
     """
     now = now or utcnow()
     ctx = load_context(store)
-    a = _effective(evaluate(active.active(), active, ctx, now))
-    cand_policies = candidate.shadow() if candidate is active else candidate.policies
-    c = _effective(evaluate(cand_policies, candidate, ctx, now))
+    cands = candidate.shadow() if candidate is active else candidate.policies
+    ids = {p.id for p in cands}
+    promoted = tuple(p for p in active.active() if p.id not in ids) + tuple(cands)
+    both = PolicySet(active.policies, tuple(dict.fromkeys(active.exemptions + candidate.exemptions)))
+    a = _effective(evaluate(active.active(), both, ctx, now))
+    c = _effective(evaluate(promoted, both, ctx, now))
     only_a = tuple(Difference(k[0], k[1], k[2], a[k], None) for k in sorted(a.keys() - c.keys(), key=str))
     only_c = tuple(Difference(k[0], k[1], k[2], None, c[k]) for k in sorted(c.keys() - a.keys(), key=str))
     return Comparison(len(ctx.judgements), len(a.keys() & c.keys()), only_a, only_c)

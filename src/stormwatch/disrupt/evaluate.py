@@ -66,9 +66,9 @@ def _confidence(j: Judgement) -> tuple[float, int]:
         return 0.0, -1
     num = j.confidence if j.confidence is not None else 0.0
     label = (j.confidence_label or "").lower()
-    if label not in _LABEL_RANK:
-        label = max((n for n, t in CONFIDENCE_LABELS.items() if num >= t), key=_LABEL_RANK.__getitem__)
-    return num, _LABEL_RANK[label]
+    if label in _LABEL_RANK:
+        return num, _LABEL_RANK[label]
+    return num, max((_LABEL_RANK[n] for n, t in CONFIDENCE_LABELS.items() if num >= t), default=-1)
 
 
 def _at_least(j: Judgement, want: float | str) -> bool:

@@ -15,6 +15,8 @@ import orjson
 from stormwatch.disrupt.models import AccountInfo, Cluster, Judgement
 from stormwatch.store import Store
 
+TTP_MIN_MASS = 0.05
+
 
 def table_exists(store: Store, name: str) -> bool:
     if store.dialect == "sqlite":
@@ -34,10 +36,12 @@ def _json(value: Any) -> Any:
 
 
 def ttp_ids(value: Any) -> tuple[str, ...]:
-    """TTPs as stored (a list of ids, a list of ``{"id": ..}`` objects, or an ``{id: score}`` map)."""
+    """TTPs as stored: a list of ids, a list of ``{"id": ..}`` objects, or an ``{id: mass}`` map
+    (the analyze stage's share of the account's flagged requests per TTP: those of at least
+    :data:`TTP_MIN_MASS` count)."""
     value = _json(value)
     if isinstance(value, dict):
-        return tuple(sorted(str(k) for k in value))
+        return tuple(sorted(str(k) for k, v in value.items() if not isinstance(v, int | float) or v >= TTP_MIN_MASS))
     if isinstance(value, list):
         out = []
         for v in value:

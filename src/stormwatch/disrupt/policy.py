@@ -21,7 +21,8 @@ import yaml
 from stormwatch.disrupt.models import ACTION_KINDS, MODES, Issue
 from stormwatch.errors import InputError
 
-CONFIDENCE_LABELS = {"low": 0.0, "medium": 0.5, "high": 0.8}
+#: Label -> lowest numeric confidence (the analyze stage's thresholds).
+CONFIDENCE_LABELS = {"low": 0.25, "medium": 0.5, "high": 0.75}
 CONDITION_KEYS = (
     "actor_in",
     "actor_any",

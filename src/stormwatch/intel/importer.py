@@ -124,9 +124,7 @@ def import_files(store: Store, paths: Sequence[Path]) -> ImportSummary:
     summary = ImportSummary(files=[str(p) for p in paths])
     batches = [(p, read_bundle(p)) for p in paths]
     now = _now()
-    existing = {
-        r[0]: (str(r[1] or ""), str(r[2])) for r in store.query("SELECT id, modified, raw FROM intel_objects")
-    }
+    existing = {r[0]: (str(r[1] or ""), str(r[2])) for r in store.query("SELECT id, modified, raw FROM intel_objects")}
     try:
         for path, objects in batches:
             for obj in objects:

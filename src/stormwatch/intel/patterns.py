@@ -86,6 +86,11 @@ def like_to_regex(pattern: str) -> str:
     return "^" + "".join(out) + "$"
 
 
+def _unescape(value: str) -> str:
+    """STIX string literals escape ``'`` and ``\\`` with a backslash; the parser keeps them."""
+    return re.sub(r"\\(['\\])", r"\1", value)
+
+
 def _normalise(kind: str, value: str) -> str:
     if kind in ("domain", "email"):
         return value.strip().lower().rstrip(".")
@@ -117,7 +122,7 @@ def _comparison(node: Any) -> Atom:
     if kind is None:
         raise UnsupportedPattern(f"object path {lhs.object_type_name}:{'.'.join(path)} is not matched")
     rhs = node.rhs
-    raw = [str(v.value) for v in rhs.value] if op == "IN" else [str(rhs.value)]
+    raw = [_unescape(str(v.value)) for v in rhs.value] if op == "IN" else [_unescape(str(rhs.value))]
     if op == "LIKE":
         return Atom(kind, "regex", (like_to_regex(_normalise(kind, raw[0])),))
     if op == "MATCHES":

@@ -26,7 +26,7 @@ from typing import Any
 
 from stormwatch.errors import StormwatchError
 from stormwatch.share.findings import ClusterFinding, Findings, Infra
-from stormwatch.share.ids import IdRegistry, MemoryRegistry, parse_time, sco_id, stamp, stix_time
+from stormwatch.share.ids import IdRegistry, MemoryRegistry, content_hash, parse_time, sco_id, stamp, stix_time
 from stormwatch.share.policy import Effective, Recipient, Rule, SharingPolicy
 from stormwatch.share.taxonomy import actor_info, atlas_url, attack_url, ttps
 from stormwatch.share.tlp import Tlp, marking_object
@@ -88,11 +88,11 @@ def _merge(clusters: list[ClusterFinding], default: Tlp) -> list[ClusterFinding]
                 attack_group_id=c.attack_group_id,
                 sponsor=c.sponsor,
                 confidence=c.confidence,
-                tlp=c.tlp or default,
+                tlp=default if c.tlp is None else c.tlp,
                 enforcement=c.enforcement,
             )
         else:
-            g.tlp = max(g.tlp or default, c.tlp or default)
+            g.tlp = max(default if g.tlp is None else g.tlp, default if c.tlp is None else c.tlp)
             for a in c.aliases:
                 if a not in g.aliases:
                     g.aliases.append(a)
@@ -175,6 +175,11 @@ class _Builder:
             eff,
         )
 
+    def since(self, key: str) -> datetime:
+        """``now`` for a new object; its first export time for a known one (keeps re-exports stable)."""
+        entry = self.registry.get(key)
+        return parse_time(entry.created) if entry is not None else self.now
+
     def ext(self, **props: Any) -> dict[str, Any]:
         return {EXTENSION_ID: {"extension_type": "property-extension", **props}}
 
@@ -233,7 +238,7 @@ class _Builder:
 
     # -- one actor / cluster -------------------------------------------------------------------
     def group(self, g: ClusterFinding) -> bool:
-        level = g.tlp or self.policy.default_tlp
+        level = self.policy.default_tlp if g.tlp is None else g.tlp
         if not self.policy.may_receive(level, self.recipient):
             return False
         eff = self.policy.effective(level, self.recipient)
@@ -384,7 +389,9 @@ class _Builder:
             return None
         self.allowed_values.add(inf.value)
         sco_type, prop = _PATTERN_PATH[inf.kind]
-        valid_from = parse_time(inf.first_seen) if inf.first_seen else self.now
+        key = f"indicator:{inf.kind}:{inf.value}"
+        seen_first = inf.first_seen or g.first_seen
+        valid_from = parse_time(seen_first) if seen_first else self.since(key)
         until_base = max(parse_time(inf.last_seen), valid_from) if inf.last_seen else valid_from
         valid_until = until_base + timedelta(days=self.policy.indicator_validity_days)
         who = g.actor or "an unattributed cluster"
@@ -403,7 +410,7 @@ class _Builder:
         conf = g.confidence_0_100()
         if conf is not None:
             obj["confidence"] = conf
-        ind = self.add(f"indicator:{inf.kind}:{inf.value}", obj, ilevel, eff)
+        ind = self.add(key, obj, ilevel, eff)
         if ind and anchor:
             self.rel("indicates", ind, anchor, ilevel, eff)
         if ind:
@@ -422,10 +429,11 @@ class _Builder:
 
     def observed(self, ref: str, first: str | None, last: str | None, n: int, level: Tlp,
                  eff: Effective) -> str | None:  # fmt: skip
-        f = parse_time(first) if first else self.now
+        key = f"observed-data:{ref}:{eff.fingerprint()}"
+        f = parse_time(first) if first else self.since(key)
         lst = max(parse_time(last), f) if last else f
         return self.add(
-            f"observed-data:{ref}:{eff.fingerprint()}",
+            key,
             {
                 "type": "observed-data",
                 "first_observed": stix_time(f),
@@ -522,7 +530,14 @@ def build_bundle(
         "published": stix_time(now),
         "object_refs": sorted(content),
     }
-    b.add(f"report:{rcpt.name if rcpt else '-'}:{rules.fingerprint()}", report, report_level, None)
+    report_key = f"report:{rcpt.name if rcpt else '-'}:{rules.fingerprint()}"
+    prev = b.registry.get(report_key)
+    if prev is not None:  # unchanged content: keep the earlier publication (and version)
+        again = dict(report, published=prev.modified, object_marking_refs=[report_level.marking_id])
+        again["created_by_ref"] = b.producer_id
+        if content_hash(again) == prev.content_hash:
+            report["published"] = prev.modified
+    b.add(report_key, report, report_level, None)
     levels_used = {b.levels[oid] for oid in b.objects}
     markings = [marking_object(level) for level in sorted(levels_used)]
     objects = markings + sorted(b.objects.values(), key=_order)
@@ -554,16 +569,39 @@ def _uuid4() -> str:
     return str(uuid.uuid4())
 
 
+_STRUCTURAL_KEYS = frozenset(
+    {
+        "type", "spec_version", "id", "created", "modified", "published", "valid_from", "valid_until",
+        "first_seen", "last_seen", "first_observed", "last_observed", "kill_chain_phases", "external_references",
+        "extension_type", "object_marking_refs", "created_by_ref", "sighting_of_ref", "where_sighted_refs",
+        "observed_data_refs", "object_refs", "source_ref", "target_ref", "relationship_type", "indicator_types",
+        "pattern_type", "pattern_version", "report_types", "identity_class", "sectors", "context",
+        "threat_actor_types", "resource_level", "primary_motivation", "llm_ttps", "trust_group", "count",
+        "number_observed", "confidence", "platform_accounts", "events",
+    }
+)  # fmt: skip
+_STATIC_TYPES = frozenset({"marking-definition", "extension-definition", "attack-pattern", "identity"})
+
+
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
         for k, v in value.items():
-            yield str(k)
-            yield from _strings(v)
+            if k not in _STRUCTURAL_KEYS:
+                yield from _strings(v)
     elif isinstance(value, list):
         for v in value:
             yield from _strings(v)
+
+
+def content_strings(bundle: dict[str, Any]) -> list[str]:
+    """The strings of a bundle that can carry data (not ids, timestamps, vocabularies, taxonomy text)."""
+    out: list[str] = []
+    for o in bundle.get("objects", []):
+        if o.get("type") not in _STATIC_TYPES:
+            out.extend(_strings(o))
+    return out
 
 
 def check_leaks(
@@ -573,7 +611,11 @@ def check_leaks(
     recipient: Recipient | None,
     allowed_values: set[str],
 ) -> None:
-    """Refuse a bundle that carries a secret the policy did not let out (defence in depth)."""
+    """Refuse a bundle that carries a secret the policy did not let out (defence in depth).
+
+    Every data-carrying string is searched: a secret of 12 characters or more anywhere in one, a
+    shorter one as a whole value or quoted inside a pattern.
+    """
     secrets = findings.secrets()
     forbidden: dict[str, str] = {}
     for field_name, values in secrets.items():
@@ -582,11 +624,14 @@ def check_leaks(
                 forbidden[v] = field_name
     if not forbidden:
         return
-    strings = list(_strings(bundle))
+    strings = content_strings(bundle)
     exact = set(strings)
     haystack = "\x00".join(strings)
     for secret, field_name in forbidden.items():
-        hit = secret in exact if len(secret) < 6 else secret in haystack
+        if len(secret) >= 12:
+            hit = secret in haystack
+        else:
+            hit = secret in exact or f"'{_pattern_str(secret)}'" in haystack
         if hit:
             raise RedactionError(
                 f"export refused: a {field_name.replace('_', ' ')} value would have left "

@@ -94,7 +94,12 @@ class PostgresStore(SqlStore):
         self.conn.rollback()
 
     def _lock_migrations(self) -> None:
-        self._execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        self._execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        self._commit()
+
+    def _unlock_migrations(self) -> None:
+        self._execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+        self._commit()
 
     def _table_exists_sql(self) -> str:
         return (

@@ -185,6 +185,9 @@ class SqlStore:
     def _lock_migrations(self) -> None:
         """Serialise concurrent migrators (PostgreSQL takes an advisory lock)."""
 
+    def _unlock_migrations(self) -> None:
+        """Release what :meth:`_lock_migrations` took."""
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -234,8 +237,9 @@ class SqlStore:
                     f"the database is at schema version {current}, newer than this stormwatch ({LATEST})",
                     hint="upgrade stormwatch before using this database",
                 )
+            done = {int(r[0]) for r in self._query("SELECT version FROM schema_migrations")}
             for m in MIGRATIONS:
-                if m.version <= current:
+                if m.version in done:
                     continue
                 for stmt in m.statements(self.dialect):
                     self._execute(stmt)
@@ -251,6 +255,8 @@ class SqlStore:
         except Exception as exc:
             self._rollback()
             raise StoreError(f"migration failed on {self.url}: {exc}") from exc
+        finally:
+            self._unlock_migrations()
         return applied
 
     # -- events --------------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""``analyze(store)``: score new events, update account features, match intel, link, attribute, judge."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from stormwatch.analyze.judge import judge_all
+from stormwatch.analyze.stages import match_intel, model_version, score_first, update_features
+from stormwatch.store import Store
+
+__all__ = ["AnalyzeSummary", "analyze"]
+
+
+@dataclass(slots=True)
+class AnalyzeSummary:
+    model_version: str = ""
+    scoring: dict[str, Any] | None = None
+    events_scanned: int = 0
+    accounts_recomputed: int = 0
+    accounts: int = 0
+    intel_hits: int = 0
+    intel_hit_accounts: int = 0
+    clusters: int = 0
+    enforce: int = 0
+    review: int = 0
+    attributed: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def analyze(
+    store: Store, *, full: bool = False, progress: bool = True, score: bool = True, version: str | None = None
+) -> AnalyzeSummary:
+    """Run the account analysis. Incremental unless ``full``: only accounts with new events get
+    their features recomputed; intel matching, linking, attribution and risk always run globally.
+
+    ``score=False`` skips the scoring stage and, unless ``version`` names one, reads the detections
+    of the most recently scored model version."""
+    out = AnalyzeSummary()
+    t0 = time.perf_counter()
+    if score:
+        out.scoring = score_first(store, progress)
+    t1 = time.perf_counter()
+    out.model_version = version or model_version(store, active=score)
+    try:
+        out.events_scanned, out.accounts_recomputed = update_features(
+            store, out.model_version, full=full, progress=progress
+        )
+        t2 = time.perf_counter()
+        out.intel_hits = len(match_intel(store))
+        t3 = time.perf_counter()
+        js = judge_all(store, out.model_version)
+        store.commit()
+    except BaseException:
+        store.rollback()
+        raise
+    t4 = time.perf_counter()
+    out.accounts, out.clusters, out.enforce, out.review = js.accounts, js.clusters, js.enforce, js.review
+    out.attributed, out.intel_hit_accounts = js.attributed, js.intel_hit_accounts
+    out.seconds = {
+        "scoring": round(t1 - t0, 2),
+        "features": round(t2 - t1, 2),
+        "intel": round(t3 - t2, 2),
+        "link_attribute_judge": round(t4 - t3, 2),
+        "total": round(t4 - t0, 2),
+    }
+    return out
