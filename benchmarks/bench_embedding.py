@@ -235,6 +235,8 @@ def cmd_speed(ns: argparse.Namespace) -> None:
     sample = [rows[i].text for i in rng.choice(len(rows), size=ns.n, replace=False)]
     det = EmbeddingDetector()
     det.score(sample[:5])  # load weights + head
+    det.encoder.cache_size = 0  # measure the forward pass, not the repeat-prompt cache
+    det.encoder._emb_cache.clear()
     runs = []
     for _ in range(ns.repeat):
         t0 = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 
 from stormwatch.detect.conversation import score_conversation
 from stormwatch.detect.data import default_data_paths, read_rows
-from stormwatch.detect.metrics import auprc, recall_at_fpr, roc_auc
 from stormwatch.detect.features import FeatureSpec, featurize, prepare_text
+from stormwatch.detect.metrics import auprc, recall_at_fpr, roc_auc
 from stormwatch.detect.model import FirstTierModel, fast_available, load_model
 from stormwatch.detect.settings import load_settings
 from stormwatch.detect.taxonomy import HARD_NEGATIVE_SOURCES, LLMT_IDS
@@ -73,7 +74,9 @@ def test_held_out_quality_floor(model, test_rows) -> None:  # type: ignore[no-un
         [sc for r, sc in zip(rows, s, strict=True) if r.source in HARD_NEGATIVE_SOURCES and r.label == 0]
     )
     assert np.mean(hard >= model.thresholds["balanced"]) <= 0.02
-    every = np.array([sc for r, sc in zip(rows, s, strict=True) if r.label == 0 and r.source not in HARD_NEGATIVE_SOURCES])
+    every = np.array(
+        [sc for r, sc in zip(rows, s, strict=True) if r.label == 0 and r.source not in HARD_NEGATIVE_SOURCES]
+    )
     assert np.mean(every >= model.thresholds["balanced"]) <= 0.005
 
 
@@ -184,7 +187,7 @@ def test_scalar_hash_reference_agrees_with_numpy() -> None:
     toks = tokens_of(text)
     fz = featurize([text], sp)
     assert fz.kinds[0][1].tolist() == [bucket_word(t, sp.bits) for t in toks]
-    assert fz.kinds[1][1].tolist() == [bucket_pair(a, b, sp.bits) for a, b in zip(toks, toks[1:])]
+    assert fz.kinds[1][1].tolist() == [bucket_pair(a, b, sp.bits) for a, b in itertools.pairwise(toks)]
     chars = sorted(b for t in toks for b in bucket_char_grams(t, sp))
     assert sorted(np.concatenate([k[1] for k in fz.kinds[2:]]).tolist()) == chars
 

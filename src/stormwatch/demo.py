@@ -34,6 +34,43 @@ class Steps:
         self.outputs.append((what, str(path)))
 
 
+def _show_findings(store: Any, out: Path) -> int:
+    """Print the flagged accounts grouped by cluster, with attribution; write accounts.jsonl."""
+    import orjson
+
+    from stormwatch.analyze.report import export_rows, list_clusters
+
+    rows = list(export_rows(store))
+    with open(out / "accounts.jsonl", "wb") as fh:
+        for r in rows:
+            fh.write(orjson.dumps(r) + b"\n")
+    flagged = [r for r in rows if r.get("flagged")]
+    by_cluster: dict[str, list[dict[str, Any]]] = {}
+    for r in flagged:
+        by_cluster.setdefault(str(r.get("cluster_id") or "-"), []).append(r)
+    clusters = {c["cluster_id"]: c for c in list_clusters(store, min_size=1, limit=10_000)}
+    click.echo(f"    flagged for enforcement: {len(flagged)} accounts in {len(by_cluster)} clusters")
+    for cid, members in sorted(by_cluster.items(), key=lambda kv: -len(kv[1])):
+        c = clusters.get(cid, {})
+        actor = c.get("actor") or members[0].get("actor") or "unattributed"
+        conf = c.get("confidence_label") or members[0].get("confidence_label") or ""
+        ttps = sorted({t for m in members for t in (m.get("ttps") or {})})[:5]
+        cid = cid if cid != "-" else "(unlinked)"
+        click.echo(
+            f"      {cid:18} {actor:20} conf {conf!s:6}  {len(members):2} accounts  "
+            f"size {c.get('size', len(members))}  TTPs {', '.join(ttps)}"
+        )
+    return len(flagged)
+
+
+def _show_decisions(decisions: Any) -> None:
+    from collections import Counter
+
+    counts = Counter((d.policy_id, d.action, d.status) for d in decisions)
+    for (policy, action, status), n in sorted(counts.items()):
+        click.echo(f"      {n:4} x {action:22} {status:10} by {policy}")
+
+
 @click.command("demo")
 @click.option(
     "--out",
@@ -45,8 +82,15 @@ class Steps:
 @click.option("--seed", default=7, show_default=True)
 @click.option("--accounts", default=1500, show_default=True, help="Accounts on the simulated platform.")
 @click.option("--days", default=30, show_default=True)
+@click.option(
+    "--policies",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=Path("policies"),
+    show_default=True,
+    help="Policy files for the dry run (the repository's policies/).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def demo_command(out: Path, seed: int, accounts: int, days: int, quiet: bool) -> None:
+def demo_command(out: Path, seed: int, accounts: int, days: int, policies: Path, quiet: bool) -> None:
     """Run the whole pipeline on a simulated platform with the embedded SQLite store."""
     import shutil
 
@@ -95,8 +139,81 @@ def demo_command(out: Path, seed: int, accounts: int, days: int, quiet: bool) ->
             return f"model {m.version}: {m.scored:,} requests scored, {m.flagged:,} flagged"
 
         steps.run("score every request on the LLM-TTP taxonomy", do_score)
-    except StormwatchError:
-        raise
+
+        def do_intel() -> str:
+            from stormwatch.intel.importer import import_files
+
+            d = import_files(store, [platform / "intel.stix.json"]).to_dict()
+            ind = d["indicators"]
+            return (
+                f"partner bundle: {d['objects']['read']} STIX objects, {ind['supported']} indicators "
+                f"usable, {ind['unsupported']} unsupported"
+            )
+
+        steps.run("import the partner's STIX 2.1 intelligence", do_intel)
+
+        def do_analyze() -> str:
+            from stormwatch.analyze.pipeline import analyze
+
+            r = analyze(store, progress=progress, score=False)
+            return (
+                f"{r.accounts:,} accounts judged, {r.clusters:,} clusters, {r.attributed} attributed; "
+                f"{r.enforce} flagged for enforcement, {r.review} for review"
+            )
+
+        steps.run("judge accounts, link infrastructure, attribute clusters", do_analyze)
+        state["flagged"] = _show_findings(store, out)
+
+        def do_truth() -> str:
+            from stormwatch.analyze.evaluate import evaluate
+
+            e = evaluate(store, platform / "truth.json")
+            return (
+                f"precision {e['precision']}, recall {e['recall']} of {e['actor_accounts']} actor accounts "
+                f"(named in intel {e['recall_named_in_intel']}, links/behaviour only "
+                f"{e['recall_links_or_behaviour_only']}); attribution {e['attribution_accuracy_flagged']}; "
+                f"security pros flagged {e['security_pros_flagged']}/{e['security_pros']}, VPN/NAT crowd "
+                f"{e['crowd_ip_accounts_flagged']}/{e['crowd_ip_accounts']}"
+            )
+
+        steps.run("check against the simulator's ground truth", do_truth)
+        steps.output("judged accounts, one JSON line each", out / "accounts.jsonl")
+
+        def do_policies() -> str:
+            from stormwatch.disrupt import service
+
+            report = service.run_policies(store, service.load_policy_set([policies]), mode="dry-run")
+            _show_decisions(report.decisions)
+            return (
+                f"dry run: {report.decisions_new} decisions on {report.judgements} judgements, "
+                f"{report.exempted} exempted, {report.cases_opened} cases opened, nothing sent"
+            )
+
+        steps.run("decide what the policies would do (dry run)", do_policies)
+
+        def do_audit() -> str:
+            from stormwatch.disrupt import service
+
+            v = service.verify_audit(store)
+            if not v.ok:
+                raise StormwatchError(f"audit chain broken: {v.message}")
+            head = v.head
+            return f"audit chain intact: {v.entries} entries, head {head.entry_hash[:16] if head else '-'}..."
+
+        steps.run("verify the hash-chained audit log", do_audit)
+
+        def do_share() -> str:
+            from stormwatch.share.policy import load_policy
+            from stormwatch.share.service import export_stix_file
+
+            res = export_stix_file(store, load_policy(None), out / "intel-export.stix.json")
+            return (
+                f"{res['objects']} STIX objects, {res['clusters']} actor clusters, highest marking "
+                f"{res['max_tlp'] or '-'}; no prompts, account ids or personal data (default policy)"
+            )
+
+        steps.run("export shareable intelligence (STIX 2.1, TLP 2.0)", do_share)
+        steps.output("STIX 2.1 bundle for partners", out / "intel-export.stix.json")
     finally:
         store.close()
 
@@ -105,4 +222,7 @@ def demo_command(out: Path, seed: int, accounts: int, days: int, quiet: bool) ->
     click.echo(click.style(f"demo finished in {total:.0f} s. Outputs:", bold=True))
     for what, path in steps.outputs:
         click.echo(f"  {path:40} {what}")
-    click.echo(f"Explore: stormwatch --db sqlite:///{db_path} quarantine list | models list | score")
+    click.echo(
+        f"Explore: export STORMWATCH_DB=sqlite:///{db_path}; stormwatch clusters list; "
+        "stormwatch accounts show ACCOUNT; stormwatch cases list; stormwatch serve"
+    )

@@ -207,9 +207,18 @@ def judge_all(store: Store, version: str) -> JudgeSummary:
                 i = g.index[r[0]]
                 d[i] = max(d.get(i, 0.0), float(r[8]))
     hits = {ref: list(d.items()) for ref, d in per_set.items()}
+    # direct hits that are not mere IP overlap: an actor's own domain / address / URL, or several
+    # different indicators on one account
+    kinds: dict[str, set[str]] = {}
+    inds: dict[str, set[str]] = {}
+    for r in hits_rows:
+        if float(r[8]) > 0:
+            kinds.setdefault(r[0], set()).add(str(r[2]))
+            inds.setdefault(r[0], set()).add(str(r[1]))
+    own_intel = {g.index[a] for a in kinds if a in g.index and (kinds[a] & P.IDENTITY_HIT_KINDS or len(inds[a]) >= 2)}
     att = attribute(link, len(g.values), sets, hits, beh)
     ev = EvidenceBuilder(store, g, link, att, sets, hits_rows)
-    return _write(store, g, link, att, sets, ev, feats, breadth, rephr, escal, version)
+    return _write(store, g, link, att, sets, ev, feats, breadth, rephr, escal, version, own_intel)
 
 
 def _write(
@@ -224,6 +233,7 @@ def _write(
     rephr: Arr,
     escal: Arr,
     version: str,
+    own_intel: set[int],
 ) -> JudgeSummary:
     now = now_iso()
     summary = JudgeSummary(accounts=len(g.accounts))
@@ -261,6 +271,7 @@ def _write(
                     content_i >= P.CORROBORATE_CONTENT
                     or (fit_i is not None and fit_i.score >= P.CORROBORATE_FIT)
                     or i in identity
+                    or i in own_intel
                 ),
             )
         )

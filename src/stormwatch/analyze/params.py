@@ -82,6 +82,7 @@ ENFORCE_CONFIDENCE = 0.5  # attributed at "medium" or better -> enforce
 CORROBORATE_CONTENT = 0.8  # own content that corroborates an attribution ...
 CORROBORATE_FIT = 0.25  # ... or own behaviour fit to the actor's profile ...
 IDENTITY_KINDS = frozenset({"device", "payment", "phone", "api_key"})  # ... or a shared identity value
+IDENTITY_HIT_KINDS = frozenset({"domain", "email", "url"})  # ... or its own non-IP indicator hit
 # without intel: a cluster of >= COORDINATED_MIN_SIZE linked accounts, >= that many and >= half of
 # them with content >= COORDINATED_MEMBER_CONTENT, whose behaviour fits a profile >= COORDINATED_FIT
 COORDINATED_MIN_SIZE = 3

@@ -13,7 +13,8 @@ an actor is named, where
 
 Levels: ``enforce`` when an actor is named with confidence >= 0.5 (medium or high) *and* the
 account's own activity corroborates it (content >= 0.8, its own behaviour fits the actor's profile
-with score >= 0.25, or it shares a device, card, phone or API key with the cluster; an IP overlap
+with score >= 0.25, it shares a device, card, phone or API key with the cluster, or it has its own
+indicator hit on a domain / e-mail / URL or hits from two different indicators; an IP overlap
 alone gives ``review``: cloud and proxy addresses get reused), or, without
 intel, for a *coordinated* account: its own content >= 0.5 and it sits in a cluster of at least
 3 linked accounts of which at least 3 and at least half have content >= 0.8, and the cluster's

@@ -26,7 +26,9 @@ import json
 import math
 import os
 import struct
+import threading
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -341,9 +343,18 @@ class _Layer:
 class MiniLM:
     """A BERT encoder + mean pooling + L2 norm; ``embed`` turns id sequences into unit vectors."""
 
-    def __init__(self, config: BertConfig, tensors: dict[str, npt.NDArray[Any]], tokenizer: WordPieceTokenizer) -> None:
+    def __init__(
+        self,
+        config: BertConfig,
+        tensors: dict[str, npt.NDArray[Any]],
+        tokenizer: WordPieceTokenizer,
+        cache_size: int = 4096,
+    ) -> None:
         self.config = config
         self.tokenizer = tokenizer
+        self.cache_size = cache_size
+        self._emb_cache: OrderedDict[tuple[int, ...], F32] = OrderedDict()
+        self._lock = threading.Lock()
 
         def get(name: str) -> F32:
             for key in (name, "bert." + name):
@@ -422,10 +433,26 @@ class MiniLM:
         return x
 
     def embed_ids(self, ids: Sequence[int]) -> F32:
-        """Mean-pooled, L2-normalised embedding of one id sequence (specials included)."""
+        """Mean-pooled, L2-normalised embedding of one id sequence (specials included).
+
+        The last ``cache_size`` distinct sequences are remembered (repeated prompts are common in
+        API traffic); a cached result is the same array the computation gives.
+        """
+        key = tuple(ids)
+        with self._lock:
+            hit = self._emb_cache.get(key)
+            if hit is not None:
+                self._emb_cache.move_to_end(key)
+                return hit
         pooled = self.hidden_states(ids).astype(np.float64).mean(axis=0)
         norm = float(np.linalg.norm(pooled))
         out: F32 = (pooled / max(norm, 1e-12)).astype(np.float32)
+        out.setflags(write=False)
+        if self.cache_size > 0:
+            with self._lock:
+                self._emb_cache[key] = out
+                while len(self._emb_cache) > self.cache_size:
+                    self._emb_cache.popitem(last=False)
         return out
 
     def wrap(self, pieces: Sequence[int]) -> list[int]:

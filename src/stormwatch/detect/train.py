@@ -3,18 +3,29 @@
 Recipe (all deterministic: sorted inputs, fixed fold assignment, single-threaded BLAS, weights
 rounded to 6 significant digits, gzip mtime 0):
 
-1. Rows with ``split_hint`` ``train`` fit the model; ``val`` rows calibrate it and pick thresholds;
-   ``test`` rows are never touched (``stormwatch eval`` reports them).
+1. Rows with ``split_hint`` ``train`` fit the model; ``val`` rows choose the preset thresholds
+   (with cross-fitted scores); ``test`` rows are never touched (``stormwatch eval`` reports them).
 2. **Boilerplate stripping** (training only): word 8-grams that occur in at least 2 % (and 5) of one
    source's rows are that source's template text ("Researcher, for our upcoming paper, ...",
    "Only return the code, don't include any other information ..."); their tokens are removed before
    counting features, so the model cannot learn a source's framing as a label.
-3. **Vocabulary**: words and word bigrams that occur in >= ``min_df`` rows of >= ``min_sources``
-   different sources. A term only one source uses is that source's style, not intent.
-4. **Balancing**: every (source, label) group gets the same total weight; hard negatives (benign
-   security questions) get ``hard_negative_weight`` times that.
-5. Logistic regression (L2) for the misuse head; Platt scaling on margins of val rows; per-LLMT heads
-   are logistic regressions on malicious rows only (weak labels, see ``taxonomy.py``).
+3. **Augmentation** (fitting only): copies of benign rows get a request framing that attack prompts
+   use ("Write a script that", "Create a tutorial on how to", "Can you help me"), copies of malicious
+   rows get benign context around them ("Hi! Quick question. ... Thanks in advance!"). Framing is not
+   intent, and benign padding must not hide an ask.
+4. **Vocabulary** ("benign by default"): a bucket is usable when it occurs in >= ``min_df`` rows of
+   >= ``min_sources`` sources; its weight may be positive only when it occurs in >= ``min_df``
+   malicious rows of >= ``min_mal_sources`` malicious sources, negative only when in benign rows of
+   >= ``min_benign_sources`` benign sources. The bias carries the benign default.
+5. **Balancing**: every (source, label) group gets the same total weight; hard negatives (benign
+   security questions) and everyday prompts get ``hard_negative_weight`` / ``everyday_weight`` times
+   that; the benign class ``benign_share`` of the total.
+6. Bounded L2 logistic regression (L-BFGS-B) for the misuse head; per-LLMT heads are logistic
+   regressions on malicious rows only (weak labels, see ``taxonomy.py``).
+7. **Calibration and presets**: Platt scaling on cross-fitted margins (4 folds by source: every row
+   scored by a model that never saw its source) with a 20 % misuse prior. A preset's threshold is
+   the largest of the thresholds meeting (see ``PRESET_*`` below): its hard-negative FPR on ``val``
+   rows, its everyday FPR on ``val`` rows, and its everyday FPR held out by source (cross-fitted).
 """
 
 from __future__ import annotations
@@ -22,7 +33,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -64,9 +74,16 @@ EVERYDAY_SOURCES = frozenset(
         "xsid",
     }
 )
-# presets: the largest of the thresholds meeting these cross-fitted (held-out source) FPRs
+# Hard-negative targets of the embedding head's presets (embedding.py imports this; unchanged).
 PRESET_TARGET_FPR: dict[str, float] = {"strict": 0.05, "balanced": 0.015, "permissive": 0.005}
-PRESET_EVERYDAY_FPR: dict[str, float] = {"strict": 0.01, "balanced": 0.002, "permissive": 0.0005}
+# First-tier presets: a preset's threshold is the largest of the thresholds meeting each of these
+# false-positive rates (see ``choose_thresholds``):
+#   benign security questions (hard negatives), ``val`` split, scored by the shipped model;
+#   everyday prompts, ``val`` split, scored by the shipped model;
+#   everyday prompts held out by source (cross-fitted: each scored by a model without its source).
+PRESET_HARD_NEG_FPR: dict[str, float] = {"strict": 0.05, "balanced": 0.02, "permissive": 0.005}
+PRESET_EVERYDAY_FPR: dict[str, float] = {"strict": 0.01, "balanced": 0.005, "permissive": 0.002}
+PRESET_EVERYDAY_HELD_OUT_FPR: dict[str, float] = {"strict": 0.02, "balanced": 0.01, "permissive": 0.005}
 
 
 @dataclass(frozen=True)
@@ -95,11 +112,18 @@ class TrainParams:
     everyday_weight: float = 2.0
     benign_share: float = 0.75
     min_cat_positives: int = 5
+    # augmentation (fitting only): request framings on benign rows, benign context around attacks
+    augment_frames: int = 1  # every k-th benign row gets a copy with a request framing (0: off)
+    augment_context: int = 1  # every k-th malicious row gets a copy wrapped in benign context (0: off)
     # calibration: cross-fitted by source on the fit rows, with a benign-heavy prior
     calibration_folds: int = 4
     calibration_prior: float = 0.2
-    preset_target_fpr: dict[str, float] = field(default_factory=lambda: dict(PRESET_TARGET_FPR))
+    calibration_max_iter: int = 300
+    preset_hard_neg_fpr: dict[str, float] = field(default_factory=lambda: dict(PRESET_HARD_NEG_FPR))
     preset_everyday_fpr: dict[str, float] = field(default_factory=lambda: dict(PRESET_EVERYDAY_FPR))
+    preset_everyday_held_out_fpr: dict[str, float] = field(
+        default_factory=lambda: dict(PRESET_EVERYDAY_HELD_OUT_FPR)
+    )
 
     def spec(self) -> FeatureSpec:
         return FeatureSpec(
@@ -161,6 +185,50 @@ def prepare_tokens(rows: Sequence[Row], p: TrainParams) -> tuple[list[list[str]]
         strip_boilerplate(t, grams.get(r.source, set()), p.boiler_n) for r, t in zip(rows, toks, strict=True)
     ]
     return stripped, {s: len(g) for s, g in sorted(grams.items())}
+
+
+# -- augmentation ---------------------------------------------------------------------------------
+# Request framings that attack prompts use ("Write a script that", "Create a tutorial on how to")
+# and that harmless asks use just as well: put on copies of benign rows, they stop being evidence.
+BENIGN_FRAMES: tuple[str, ...] = (
+    "Can you help me", "Could you please", "I'd like you to", "I need you to", "How can I", "How do I",
+    "Explain how to", "Explain in detail how to", "Write a script that", "Write a program to",
+    "Write a detailed guide on how to", "Create a tutorial on how to", "Give me step-by-step instructions to",
+    "Provide a list of", "Develop a plan to", "Design a step-by-step plan to", "Outline a strategy to",
+    "Tell me how to", "Show me how to", "Write code that", "List the steps to", "What is the best way to",
+    "Draft an email to", "Write a convincing post about", "Generate a message to", "You are a helpful expert.",
+    "Imagine you are an assistant.", "As an engineer,", "Write a blog post about", "Can you provide",
+)  # fmt: skip
+# Benign context around an attack ask (a padded ask must still score as one).
+CONTEXT_WRAPS: tuple[tuple[str, str], ...] = (
+    ("Hi! Quick question.", "Thanks in advance!"),
+    ("I'm planning my week and have a few things to sort out.", ""),
+    ("", "Please keep the answer short and use bullet points."),
+    ("My manager asked me about this today.", "Thank you!"),
+    ("Hello, I hope you are having a nice day.", ""),
+    ("", "Also, what is a good recipe for dinner tonight?"),
+)
+
+
+def augment(rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams) -> tuple[list[Row], list[list[str]]]:
+    """``rows`` plus the augmented copies (same source and label, id suffixed ``#aug``)."""
+    out_rows, out_toks = list(rows), list(toks)
+    frames = [tokens_of(f) for f in BENIGN_FRAMES]
+    wraps = [(tokens_of(a), tokens_of(b)) for a, b in CONTEXT_WRAPS]
+    nb = nm = 0
+    for r, t in zip(rows, toks, strict=True):
+        if r.label == 0 and p.augment_frames > 0:
+            if nb % p.augment_frames == 0:
+                out_rows.append(replace(r, id=r.id + "#aug"))
+                out_toks.append(frames[(nb // p.augment_frames) % len(frames)] + t)
+            nb += 1
+        elif r.label == 1 and p.augment_context > 0:
+            if nm % p.augment_context == 0:
+                a, b = wraps[(nm // p.augment_context) % len(wraps)]
+                out_rows.append(replace(r, id=r.id + "#aug"))
+                out_toks.append(a + t + b)
+            nm += 1
+    return out_rows, out_toks
 
 
 # -- design matrix and feature selection --------------------------------------------------------
@@ -312,8 +380,11 @@ def _f32(values: FloatArray) -> FloatArray:
 
 
 # -- core fit -------------------------------------------------------------------------------------
-def fit_misuse(rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams) -> tuple[FloatArray, float]:
-    """The misuse head on ``rows`` (weights float32-rounded, as shipped)."""
+def fit_misuse(
+    rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams, max_iter: int = 300
+) -> tuple[FloatArray, float]:
+    """The misuse head on ``rows`` (weights float32-rounded, as shipped); fits on the augmented rows."""
+    rows, toks = augment(rows, toks, p)
     spec = p.spec()
     x = design_matrix(toks, spec)
     usable, pos_ok, neg_ok = feature_masks(x, rows, p)
@@ -322,7 +393,9 @@ def fit_misuse(rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams) -
     x = (x @ diags(usable.astype(np.float64))).tocsr()
     x.eliminate_zeros()
     y = np.array([r.label for r in rows], dtype=np.int64)
-    coef, intercept = fit_logistic(x, y, sample_weights(rows, p), p.C, upper=pos_ok, lower=neg_ok)
+    coef, intercept = fit_logistic(
+        x, y, sample_weights(rows, p), p.C, upper=pos_ok, lower=neg_ok, max_iter=max_iter
+    )
     return _f32(coef), float(np.float32(intercept))
 
 
@@ -404,7 +477,9 @@ def cross_fitted_margins(
         if len(te) == 0 or len({rows[i].label for i in tr.tolist()}) < 2:
             continue
         progress(f"cross-fit {f + 1}/{p.calibration_folds}")
-        coef, b = fit_misuse([rows[i] for i in tr.tolist()], [toks[i] for i in tr.tolist()], p)
+        coef, b = fit_misuse(
+            [rows[i] for i in tr.tolist()], [toks[i] for i in tr.tolist()], p, max_iter=p.calibration_max_iter
+        )
         fz = featurize(None, spec, tokens=[tokens_of(rows[i].text) for i in te.tolist()])
         m = fz.margins(coef, b)
         per = np.full(len(te), -np.inf)
@@ -432,19 +507,26 @@ def threshold_for_fpr(neg_scores: FloatArray, target: float) -> float:
     return float(np.nextafter(t, 1.0)) if t < 1.0 else 1.0
 
 
+def _fpr(scores: FloatArray, t: float) -> float:
+    return round(float(np.mean(scores >= t)), 4) if len(scores) else float("nan")
+
+
 def calibrate_and_threshold(
     art: dict[str, Any],
     rows: Sequence[Row],
     toks: Sequence[list[str]],
     p: TrainParams,
     progress: Progress = _noop,
+    val_rows: Sequence[Row] = (),
 ) -> dict[str, Any]:
     """Platt-calibrate on cross-fitted margins (folds by source) and pick the preset thresholds.
 
     Calibration weights: every source equal within its class, the malicious class
     ``calibration_prior`` of the total (a benign-heavy prior: the score is not inflated by the
-    balanced training mix). A preset's threshold is the larger of the thresholds meeting its
-    hard-negative FPR and its everyday FPR, both measured on held-out-source (cross-fitted) scores.
+    balanced training mix). A preset's threshold is the largest of: the threshold meeting its
+    hard-negative FPR on ``val`` rows, its everyday FPR on ``val`` rows (both scored by the fitted
+    model), and its held-out everyday FPR on cross-fitted scores (sources unseen by the scoring
+    model); never below 0.05.
     """
     margins = cross_fitted_margins(rows, toks, p, progress)
     y = np.array([r.label for r in rows], dtype=np.int64)
@@ -457,21 +539,33 @@ def calibrate_and_threshold(
     scores = model.calibrate(margins)
     hard = np.array([r.source in HARD_NEGATIVE_SOURCES and r.label == 0 for r in rows])
     every = np.array([r.source in EVERYDAY_SOURCES and r.label == 0 for r in rows])
+    vs = model.score_texts([r.text for r in val_rows]) if val_rows else np.zeros(0)
+    vy = np.array([r.label for r in val_rows], dtype=np.int64)
+    vhard = np.array([r.source in HARD_NEGATIVE_SOURCES and r.label == 0 for r in val_rows], dtype=bool)
+    vevery = np.array([r.source in EVERYDAY_SOURCES and r.label == 0 for r in val_rows], dtype=bool)
     thresholds = {}
-    for name, target in sorted(p.preset_target_fpr.items()):
-        t = max(
-            threshold_for_fpr(scores[hard], target),
-            threshold_for_fpr(scores[every], p.preset_everyday_fpr.get(name, target)),
-            0.05,
-        )
-        thresholds[name] = _round([t])[0]
+    for name in sorted(p.preset_hard_neg_fpr):
+        cands = [0.05, threshold_for_fpr(scores[every], p.preset_everyday_held_out_fpr[name])]
+        if vhard.any():
+            cands.append(threshold_for_fpr(vs[vhard], p.preset_hard_neg_fpr[name]))
+        else:  # no val rows: hard negatives held out by source instead
+            cands.append(threshold_for_fpr(scores[hard], p.preset_hard_neg_fpr[name]))
+        if vevery.any():
+            cands.append(threshold_for_fpr(vs[vevery], p.preset_everyday_fpr[name]))
+        thresholds[name] = _round([max(cands)])[0]
     art["thresholds"] = thresholds
     art["cross_fit"] = {
         "folds": p.calibration_folds,
-        "recall": {k: round(float(np.mean(scores[y == 1] >= t)), 4) for k, t in thresholds.items()},
-        "hard_negative_fpr": {k: round(float(np.mean(scores[hard] >= t)), 4) for k, t in thresholds.items()},
-        "everyday_fpr": {k: round(float(np.mean(scores[every] >= t)), 4) for k, t in thresholds.items()},
+        "recall": {k: _fpr(scores[y == 1], t) for k, t in thresholds.items()},
+        "hard_negative_fpr": {k: _fpr(scores[hard], t) for k, t in thresholds.items()},
+        "everyday_fpr": {k: _fpr(scores[every], t) for k, t in thresholds.items()},
     }
+    if len(val_rows):
+        art["val"] = {
+            "recall": {k: _fpr(vs[vy == 1], t) for k, t in thresholds.items()},
+            "hard_negative_fpr": {k: _fpr(vs[vhard], t) for k, t in thresholds.items()},
+            "everyday_fpr": {k: _fpr(vs[vevery], t) for k, t in thresholds.items()},
+        }
     return art
 
 
@@ -493,7 +587,8 @@ def train_artifact(
 ) -> dict[str, Any]:
     """Fit on ``train`` rows, calibrate cross-fitted by source; returns the artifact dict (unversioned).
 
-    ``val`` rows are not used for fitting or calibration (``stormwatch eval`` reports ``test``).
+    ``val`` rows are not used for fitting or calibration; they choose the presets together with the
+    cross-fitted scores (``stormwatch eval`` reports ``test``).
     """
     p = p or TrainParams()
     fit_rows = [r for r in rows if r.split == "train" and r.use]
@@ -503,7 +598,7 @@ def train_artifact(
     toks, boiler = prepare_tokens(fit_rows, p)
     art = fit_core(fit_rows, p, progress, toks=toks, boiler=boiler)
     if p.calibration_folds > 1:
-        art = calibrate_and_threshold(art, fit_rows, toks, p, progress)
+        art = calibrate_and_threshold(art, fit_rows, toks, p, progress, val_rows=val_rows)
     art["training"] = {
         "rows_fit": len(fit_rows),
         "rows_val": len(val_rows),

@@ -48,3 +48,14 @@ def intel_import(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> 
     click.echo(f"indicators: supported {ind['supported']}  unsupported {ind['unsupported']}  revoked {ind['revoked']}")
     for u in ind["unsupported_list"]:
         click.echo(f"  unsupported {u['id']}: {u['reason']}")
+
+
+def _attach_sharing_commands() -> None:
+    """``intel export`` / ``intel pull`` / ``intel misp-import`` live in the sharing package."""
+    from stormwatch.share.cli import export_command, misp_import_command, pull_command
+
+    for cmd in (export_command, pull_command, misp_import_command):
+        intel_group.add_command(cmd)
+
+
+_attach_sharing_commands()
