@@ -149,6 +149,30 @@ def _require_id(obj: dict[str, Any], field: str) -> str:
     return value
 
 
+def _optional_strings(obj: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in names:
+        value = obj.get(name)
+        if value is not None:
+            if not isinstance(value, str):
+                raise RecordError(f"expected a string, got {type_name(value)}", field=name)
+            out[name] = value
+    return out
+
+
+def _attributes(obj: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
+    """``attributes`` checked, with every unknown top-level field folded into it (nothing is dropped)."""
+    attributes = obj.get("attributes")
+    if attributes is not None and not isinstance(attributes, dict):
+        raise RecordError(f"expected an object, got {type_name(attributes)}", field="attributes")
+    extra = [k for k in obj if k not in known]
+    if extra:
+        attributes = dict(attributes or {})
+        for k in extra:
+            attributes[k] = obj[k]
+    return attributes or None
+
+
 def _messages(value: object) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise RecordError(f"expected an array, got {type_name(value)}", field="messages")
@@ -189,24 +213,11 @@ def validate_event(obj: object, source: str = "canonical") -> Event:
             raise RecordError(f"expected a string, got {type_name(prompt)}", field="prompt")
     if messages is None and prompt is None:
         raise RecordError("one of messages or prompt is required", field="messages")
-    kwargs: dict[str, Any] = {}
-    for name in OPTIONAL_STR:
-        value = obj.get(name)
-        if value is not None:
-            if not isinstance(value, str):
-                raise RecordError(f"expected a string, got {type_name(value)}", field=name)
-            kwargs[name] = value
+    kwargs = _optional_strings(obj, OPTIONAL_STR)
     refused = obj.get("refused")
     if refused is not None and not isinstance(refused, bool):
         raise RecordError(f"expected a boolean, got {type_name(refused)}", field="refused")
-    attributes = obj.get("attributes")
-    if attributes is not None and not isinstance(attributes, dict):
-        raise RecordError(f"expected an object, got {type_name(attributes)}", field="attributes")
-    extra = [k for k in obj if k not in KNOWN_FIELDS]
-    if extra:
-        attributes = dict(attributes or {})
-        for k in extra:
-            attributes[k] = obj[k]
+    attributes = _attributes(obj, KNOWN_FIELDS)
     return Event(
         event_id=event_id,
         ts=ts,
@@ -214,7 +225,7 @@ def validate_event(obj: object, source: str = "canonical") -> Event:
         messages=messages,
         prompt=prompt,
         refused=refused,
-        attributes=attributes or None,
+        attributes=attributes,
         source=source,
         **kwargs,
     )
@@ -232,6 +243,7 @@ ACCOUNT_STR_FIELDS = (
     "status",
 )
 ACCOUNT_STATUSES = frozenset({"active", "suspended", "terminated"})
+ACCOUNT_KNOWN = frozenset({"account_id", "created_at", "attributes", *ACCOUNT_STR_FIELDS})
 
 
 @dataclass(slots=True)
@@ -255,13 +267,7 @@ def validate_account(obj: object) -> Account:
     if not isinstance(obj, dict):
         raise RecordError(f"expected a JSON object, got {type_name(obj)}")
     account_id = _require_id(obj, "account_id")
-    kwargs: dict[str, Any] = {}
-    for name in ACCOUNT_STR_FIELDS:
-        value = obj.get(name)
-        if value is not None:
-            if not isinstance(value, str):
-                raise RecordError(f"expected a string, got {type_name(value)}", field=name)
-            kwargs[name] = value
+    kwargs = _optional_strings(obj, ACCOUNT_STR_FIELDS)
     country = kwargs.get("country")
     if country is not None and not (len(country) == 2 and country.isascii() and country.isupper()):
         raise RecordError(f"expected an ISO 3166-1 alpha-2 code, got {country[:16]!r}", field="country")
@@ -273,13 +279,4 @@ def validate_account(obj: object) -> Account:
     created = obj.get("created_at")
     if created is not None:
         kwargs["created_at"] = normalize_ts(created, field="created_at")
-    attributes = obj.get("attributes")
-    if attributes is not None and not isinstance(attributes, dict):
-        raise RecordError(f"expected an object, got {type_name(attributes)}", field="attributes")
-    known = {"account_id", "created_at", "attributes", *ACCOUNT_STR_FIELDS}
-    extra = [k for k in obj if k not in known]
-    if extra:
-        attributes = dict(attributes or {})
-        for k in extra:
-            attributes[k] = obj[k]
-    return Account(account_id=account_id, attributes=attributes or None, **kwargs)
+    return Account(account_id=account_id, attributes=_attributes(obj, ACCOUNT_KNOWN), **kwargs)

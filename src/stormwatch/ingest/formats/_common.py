@@ -17,13 +17,13 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 from stormwatch.errors import InputError, RecordError
 from stormwatch.events import ROLES, Event, normalize_ts, type_name, validate_event
-from stormwatch.ingest.formats.base import FormatOptions, Rejected, iter_lines, open_binary
+from stormwatch.ingest.formats.base import FormatOptions, Rejected, iter_lines, open_binary, raw_position
 
 BOM = b"\xef\xbb\xbf"
 JSON = dict[str, Any]
@@ -568,15 +568,6 @@ def sniff_object(head: bytes) -> tuple[JSON | None, bytes]:
     if isinstance(obj, list) and obj and isinstance(obj[0], dict):
         obj = obj[0]
     return (obj if isinstance(obj, dict) else None), line
-
-
-def raw_position(fh: IO[bytes]) -> int:
-    inner = getattr(fh, "fileobj", None)
-    target = inner if inner is not None else fh
-    try:
-        return int(target.tell())
-    except (OSError, ValueError):
-        return 0
 
 
 _WS = frozenset(b" \t\r\n")

@@ -93,7 +93,8 @@ def read_head(path: Path, size: int = SNIFF_BYTES) -> bytes:
             raise InputError(f"{path}: cannot read: {exc}") from exc
 
 
-def _raw_position(fh: IO[bytes]) -> int:
+def raw_position(fh: IO[bytes]) -> int:
+    """Bytes consumed from the file on disk (compressed bytes for gzip), for progress."""
     inner = getattr(fh, "fileobj", None)
     target = inner if inner is not None else fh
     try:
@@ -123,7 +124,7 @@ def iter_lines(path: Path, options: FormatOptions) -> Iterator[tuple[int, bytes]
             if lineno == 1:
                 raw = raw.removeprefix(BOM)
             if report is not None and lineno % 2048 == 0:
-                pos = _raw_position(fh)
+                pos = raw_position(fh)
                 report(pos - last_pos)
                 last_pos = pos
             stripped = raw.rstrip(b"\r\n")
@@ -131,7 +132,7 @@ def iter_lines(path: Path, options: FormatOptions) -> Iterator[tuple[int, bytes]
                 continue
             yield lineno, stripped
         if report is not None:
-            pos = _raw_position(fh)
+            pos = raw_position(fh)
             report(max(pos - last_pos, 0))
 
 

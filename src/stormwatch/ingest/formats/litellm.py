@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from stormwatch.errors import RecordError
-from stormwatch.events import Event
+from stormwatch.events import Event, type_name
 from stormwatch.ingest.formats._common import (
     BOM,
     OpenAIMapping,
@@ -41,7 +41,6 @@ from stormwatch.ingest.formats._common import (
     safe_key_id,
     scrub,
     sniff_object,
-    type_name,
 )
 from stormwatch.ingest.formats.base import FormatOptions, Parsed, Rejected, load_json_line, read_head
 

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from stormwatch.errors import RecordError
-from stormwatch.events import Event, normalize_ts
+from stormwatch.events import Event, normalize_ts, type_name
 from stormwatch.ingest.formats._common import (
     JSON,
     OpenAIMapping,
@@ -39,7 +39,6 @@ from stormwatch.ingest.formats._common import (
     reject,
     safe_key_id,
     sniff_object,
-    type_name,
 )
 from stormwatch.ingest.formats.base import FormatOptions, Parsed, Rejected, load_json_line
 
