@@ -84,14 +84,12 @@ def test_train_is_deterministic_and_eval_runs(tmp_path: Path) -> None:
         assert res.exit_code == 0, res.output
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
-    res = runner.invoke(
-        eval_command, ["--data", str(data), "--model", str(tmp_path / "m0.json.gz"), "--no-loso"]
-    )
+    res = runner.invoke(eval_command, ["--data", str(data), "--model", str(tmp_path / "m0.json.gz"), "--no-loso"])
     assert res.exit_code == 0, res.output
     assert "hard-negative FPR" in res.stdout
 
 
-@pytest.mark.slow  # full recipe: 1 + 4 cross-fitted fits + 14 heads, ~2 min on 2 shared cores;
+@pytest.mark.slow  # full recipe: 1 + 4 cross-fitted fits + 14 heads: ~58 CPU-s (37 s wall idle, more under load);
 # test_train_is_deterministic_and_eval_runs keeps a fast byte-for-byte determinism check on a subset
 def test_retraining_vendored_data_reproduces_shipped_artifact(tmp_path: Path) -> None:
     shipped = sorted(model_dir().glob("first_tier-*.json.gz"))[-1]

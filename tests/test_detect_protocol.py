@@ -14,7 +14,9 @@ from stormwatch.detect.base import (
 )
 
 
-@pytest.mark.parametrize("name", sorted(available_detectors()))
+# The judge needs a live endpoint: tests/test_detect_judge.py runs the same contract against a real
+# local server process.
+@pytest.mark.parametrize("name", sorted(set(available_detectors()) - {"judge"}))
 def test_every_registered_detector_passes_the_contract(name: str) -> None:
     check_detector(get_detector(name))
 

@@ -37,9 +37,7 @@ def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, 
     return code, json.loads(out[-1])
 
 
-def test_ingest_counts_and_reruns_add_nothing(
-    tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_ingest_counts_and_reruns_add_nothing(tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     f = write_lines(tmp_path / "events.jsonl", [good(i) for i in range(50)])
     code, summary = run_json(capsys, ["--db", db_url, "ingest", str(f), "--json"])
     assert code == EXIT_OK
@@ -112,9 +110,7 @@ def test_huge_record_is_quarantined_not_truncated(
     tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     f = write_lines(tmp_path / "big.jsonl", [{**good(1), "prompt": "x" * 5000}, good(2)])
-    code, summary = run_json(
-        capsys, ["--db", sqlite_url, "ingest", str(f), "--max-record-bytes", "1000", "--json"]
-    )
+    code, summary = run_json(capsys, ["--db", sqlite_url, "ingest", str(f), "--max-record-bytes", "1000", "--json"])
     assert code == EXIT_QUARANTINED
     assert (summary["stored"], summary["quarantined"]) == (1, 1)
     s = open_store(sqlite_url)
@@ -138,9 +134,7 @@ def test_accounts_file(tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFi
         ],
     )
     ev = write_lines(tmp_path / "events.jsonl", [good(1)])
-    code, summary = run_json(
-        capsys, ["--db", sqlite_url, "ingest", str(ev), "--accounts", str(acc), "--json"]
-    )
+    code, summary = run_json(capsys, ["--db", sqlite_url, "ingest", str(ev), "--accounts", str(acc), "--json"])
     assert code == EXIT_QUARANTINED
     assert (summary["accounts_read"], summary["accounts_stored"], summary["accounts_quarantined"]) == (
         3,
@@ -153,9 +147,7 @@ def test_accounts_file(tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFi
     assert fields == [(2, "country", "account"), (3, "status", "account")]
 
 
-def test_file_level_errors_say_what_to_do(
-    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_file_level_errors_say_what_to_do(tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--db", sqlite_url, "ingest", str(tmp_path / "nope.jsonl")]) == EXIT_INPUT
     assert "no such file" in capsys.readouterr().err
     odd = tmp_path / "odd.txt"

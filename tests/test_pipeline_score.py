@@ -100,11 +100,7 @@ def test_conversation_context_raises_a_rephrased_ask(store: Store) -> None:
         ]
     )
     store.insert_events(
-        [
-            validate_event(
-                {"event_id": "c2", "ts": "2026-05-01T10:00:00Z", "account_id": "a", "messages": [turns[-1]]}
-            )
-        ]
+        [validate_event({"event_id": "c2", "ts": "2026-05-01T10:00:00Z", "account_id": "a", "messages": [turns[-1]]})]
     )
     score_new_events(store, progress=False, workers=1)
     scores = dict(store.query("SELECT event_id, score FROM detections"))
@@ -147,9 +143,7 @@ def test_candidate_runs_in_shadow_then_is_compared_and_promoted(
     assert statuses == {active: "retired", cand.version: "active"}
 
 
-def test_score_cli_and_bad_model_file(
-    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_score_cli_and_bad_model_file(sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = tmp_path / "e.jsonl"
     f.write_text(
         "\n".join(

@@ -94,9 +94,7 @@ def test_iter_events_is_ordered_and_incremental(store: Store) -> None:
 
 
 def test_accounts_upsert_replaces(store: Store) -> None:
-    store.upsert_accounts(
-        [validate_account({"account_id": "a1", "email_domain": "Example.ORG", "country": "DE"})]
-    )
+    store.upsert_accounts([validate_account({"account_id": "a1", "email_domain": "Example.ORG", "country": "DE"})])
     store.upsert_accounts(
         [validate_account({"account_id": "a1", "email_domain": "example.org", "status": "suspended"})]
     )

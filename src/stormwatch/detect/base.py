@@ -51,6 +51,8 @@ TRACE_ENV = "STORMWATCH_TRACE_PLUGINS"
 DEFAULT_DETECTORS: tuple[tuple[str, str], ...] = (
     ("first_tier", "stormwatch.detect.first_tier:FirstTierDetector"),
     ("keyword", "stormwatch.detect.base:KeywordDetector"),
+    ("embedding", "stormwatch.detect.embedding:EmbeddingDetector"),
+    ("judge", "stormwatch.detect.judge:JudgeDetector"),
 )
 
 
@@ -88,9 +90,7 @@ class BaseDetector:
     @classmethod
     def _param_names(cls) -> list[str]:
         sig = inspect.signature(cls.__init__)
-        return sorted(
-            p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.KEYWORD_ONLY
-        )
+        return sorted(p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.KEYWORD_ONLY)
 
     def get_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._param_names()}
@@ -169,9 +169,7 @@ class KeywordDetector(BaseDetector):
         return [{"kind": "keyword", "feature": h} for h in self._hits(item)]
 
     def tags(self) -> DetectorTags:
-        return DetectorTags(
-            requires_fit=False, input_kinds=("text", "event"), stateless=True, version="keyword-1"
-        )
+        return DetectorTags(requires_fit=False, input_kinds=("text", "event"), stateless=True, version="keyword-1")
 
 
 # -- registry -------------------------------------------------------------------------------------
@@ -221,9 +219,7 @@ _PROBES: tuple[Any, ...] = (
 )
 
 
-def check_detector(
-    det: Any, fit_items: Sequence[Any] | None = None, fit_labels: Sequence[int] | None = None
-) -> None:
+def check_detector(det: Any, fit_items: Sequence[Any] | None = None, fit_labels: Sequence[int] | None = None) -> None:
     """Run the contract checks on a detector instance; raises ``AssertionError`` on a violation."""
     assert isinstance(det, Detector), f"{type(det).__name__} does not implement the Detector protocol"
     params = det.get_params()

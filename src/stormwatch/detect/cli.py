@@ -22,9 +22,7 @@ EXIT_REJECTED = 10  # finished, but some records were rejected
 BATCH = 2048
 
 
-def _parse(
-    lines: Iterator[tuple[int, str]], name: str, rejects: list[str]
-) -> Iterator[tuple[int, dict[str, Any]]]:
+def _parse(lines: Iterator[tuple[int, str]], name: str, rejects: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     for lineno, line in lines:
         if not line.strip():
             continue
@@ -59,17 +57,11 @@ def _batches(it: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[list[tuple[in
 @click.argument("input_path", metavar="INPUT", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("-o", "--output", "output", type=click.Path(allow_dash=True, dir_okay=False), default="-",
               help="Output JSONL (default stdout).")  # fmt: skip
-@click.option(
-    "--preset", type=click.Choice(PRESETS), default=None, help="Threshold preset (default: settings)."
-)
-@click.option(
-    "--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="Override the preset threshold."
-)
+@click.option("--preset", type=click.Choice(PRESETS), default=None, help="Threshold preset (default: settings).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="Override the preset threshold.")
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Model artifact (default: the one shipped).")  # fmt: skip
-@click.option(
-    "--config", "config", type=click.Path(dir_okay=False), default=None, help="stormwatch.toml path."
-)
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="stormwatch.toml path.")
 @click.option("--explain", type=click.Choice(["flagged", "all", "none"]), default="flagged",
               help="Which records get an explanation (default: flagged ones).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stderr.")
@@ -154,9 +146,7 @@ def classify_command(
     if as_json:
         click.echo(orjson.dumps(summary).decode(), err=True)
     elif not quiet:
-        click.echo(
-            f"scored {n_out}, flagged {n_flagged}, rejected {len(rejects)} ({model.version})", err=True
-        )
+        click.echo(f"scored {n_out}, flagged {n_flagged}, rejected {len(rejects)} ({model.version})", err=True)
     if rejects:
         sys.exit(EXIT_REJECTED)
 
@@ -202,9 +192,7 @@ def train_command(data: tuple[str, ...], out: str | None, vendor_from: str | Non
 @click.option("--data", "data", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Labelled JSONL files (default: the vendored data's test split).")  # fmt: skip
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option(
-    "--loso/--no-loso", default=True, help="Leave-one-source-out retraining (slow: one fit per source)."
-)
+@click.option("--loso/--no-loso", default=True, help="Leave-one-source-out retraining (slow: one fit per source).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_command(data: tuple[str, ...], model_path: str | None, loso: bool, as_json: bool) -> None:
     """Per-source and leave-one-source-out metrics."""

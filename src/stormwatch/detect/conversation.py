@@ -126,9 +126,7 @@ def score_conversation(turns: Sequence[Turn], model: FirstTierModel | None = Non
         rephrase_turns = _rephrase_after_refusal(turns, user_idx, turn_scores)
         if rephrase_turns:
             boost += REPHRASE_BOOST
-            explanation.append(
-                {"kind": "rephrase_after_refusal", "turns": rephrase_turns, "boost": REPHRASE_BOOST}
-            )
+            explanation.append({"kind": "rephrase_after_refusal", "turns": rephrase_turns, "boost": REPHRASE_BOOST})
         cat_max = cats[:-1].max(axis=0)
         reached = [LLMT_IDS[j] for j in np.flatnonzero(cat_max >= BREADTH_MIN)]
         if len(reached) > 1:
@@ -153,9 +151,7 @@ def score_conversation(turns: Sequence[Turn], model: FirstTierModel | None = Non
     }
 
 
-def _rephrase_after_refusal(
-    turns: Sequence[Turn], user_idx: list[int], turn_scores: np.ndarray[Any, Any]
-) -> list[int]:
+def _rephrase_after_refusal(turns: Sequence[Turn], user_idx: list[int], turn_scores: np.ndarray[Any, Any]) -> list[int]:
     """Indices of user turns that re-ask after a refused turn."""
     found: list[int] = []
     pos = {ti: k for k, ti in enumerate(user_idx)}

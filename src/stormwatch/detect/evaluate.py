@@ -188,11 +188,7 @@ def format_report(report: dict[str, Any]) -> str:
             "-" * len(head),
         ]
         for r in report["loso"]:
-            lines.append(
-                f"{r['held_out']:<38} {r['n']:>6} {r['malicious']:>5} " + " ".join(_f(r[c]) for c in cols)
-            )
+            lines.append(f"{r['held_out']:<38} {r['n']:>6} {r['malicious']:>5} " + " ".join(_f(r[c]) for c in cols))
         lm = report["loso_mean"]
-        lines.append(
-            "LOSO mean over sources with malicious rows: " + ", ".join(f"{k} {v:.3f}" for k, v in lm.items())
-        )
+        lines.append("LOSO mean over sources with malicious rows: " + ", ".join(f"{k} {v:.3f}" for k, v in lm.items()))
     return "\n".join(lines)

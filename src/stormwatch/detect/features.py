@@ -110,10 +110,7 @@ class Featurized:
         rows = np.concatenate([u for u, _ in self.kinds])
         cols = np.concatenate([b for _, b in self.kinds])
         vals = np.concatenate(
-            [
-                self.scale[u] * (1.0 if k < 2 else self.char_weight)
-                for k, (u, _) in enumerate(self.kinds)
-            ]
+            [self.scale[u] * (1.0 if k < 2 else self.char_weight) for k, (u, _) in enumerate(self.kinds)]
         )
         return rows, cols, vals
 
@@ -225,9 +222,7 @@ def featurize(
             for k in range(1, n):
                 h = h * np.uint32(M) + b[p + k]
             tok = cs[p + 1] - 1  # the token whose padded form holds the n-gram
-            kinds.append(
-                (unit_of_tok[tok], (_fmix32(h ^ np.uint32(SEED_CHAR + n)) & mask).astype(np.int64))
-            )
+            kinds.append((unit_of_tok[tok], (_fmix32(h ^ np.uint32(SEED_CHAR + n)) & mask).astype(np.int64)))
     return Featurized(n_units, tuple(kinds), scale, owner, start, lens, spec.char_weight)
 
 

@@ -112,9 +112,7 @@ class FirstTierDetector(BaseDetector):
         if self.conversations and _is_conversation(item):
             from stormwatch.detect.conversation import score_conversation
 
-            explanation: list[dict[str, Any]] = score_conversation(item_turns(item), model=self.model)[
-                "explanation"
-            ]
+            explanation: list[dict[str, Any]] = score_conversation(item_turns(item), model=self.model)["explanation"]
             return explanation
         return self.model.explain_text(item_text(item))
 

@@ -69,11 +69,10 @@ _BY_CATEGORY: dict[str, dict[str, tuple[str, ...]]] = {
     "strongreject": {"disinformation and deception": ("LLMT-04",)},
     "do_not_answer": {
         "malicious uses|reducing the cost of disinformation campaigns": ("LLMT-04",),
-        "information hazards|compromise privacy by leaking or inferring private information"
-        " (person/individual)": ("LLMT-01",),
-        "information hazards|risks from leaking or inferring sensitive information (organization/gov)": (
+        "information hazards|compromise privacy by leaking or inferring private information (person/individual)": (
             "LLMT-01",
         ),
+        "information hazards|risks from leaking or inferring sensitive information (organization/gov)": ("LLMT-01",),
     },
 }
 _BY_CATEGORY["jbb_artifacts"] = _BY_CATEGORY["jbb_behaviors"]

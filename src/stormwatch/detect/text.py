@@ -113,8 +113,6 @@ def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        parts: Iterable[Any] = (
-            p.get("text", "") if isinstance(p, Mapping) else p for p in value if p is not None
-        )
+        parts: Iterable[Any] = (p.get("text", "") if isinstance(p, Mapping) else p for p in value if p is not None)
         return "\n".join(str(p) for p in parts)
     return str(value)

@@ -121,9 +121,7 @@ class TrainParams:
     calibration_max_iter: int = 100  # fold models (converge in ~100 iterations; cost is L-BFGS-B)
     preset_hard_neg_fpr: dict[str, float] = field(default_factory=lambda: dict(PRESET_HARD_NEG_FPR))
     preset_everyday_fpr: dict[str, float] = field(default_factory=lambda: dict(PRESET_EVERYDAY_FPR))
-    preset_everyday_held_out_fpr: dict[str, float] = field(
-        default_factory=lambda: dict(PRESET_EVERYDAY_HELD_OUT_FPR)
-    )
+    preset_everyday_held_out_fpr: dict[str, float] = field(default_factory=lambda: dict(PRESET_EVERYDAY_HELD_OUT_FPR))
 
     def spec(self) -> FeatureSpec:
         return FeatureSpec(
@@ -141,9 +139,7 @@ def _tokens(rows: Sequence[Row]) -> list[list[str]]:
     return [tokens_of(r.text) for r in rows]
 
 
-def find_boilerplate(
-    rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams
-) -> dict[str, set[tuple[str, ...]]]:
+def find_boilerplate(rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams) -> dict[str, set[tuple[str, ...]]]:
     """Per source, the word n-grams frequent enough in it to be template text."""
     by_source: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
@@ -181,9 +177,7 @@ def prepare_tokens(rows: Sequence[Row], p: TrainParams) -> tuple[list[list[str]]
     if p.boiler_n <= 0:
         return toks, {}
     grams = find_boilerplate(rows, toks, p)
-    stripped = [
-        strip_boilerplate(t, grams.get(r.source, set()), p.boiler_n) for r, t in zip(rows, toks, strict=True)
-    ]
+    stripped = [strip_boilerplate(t, grams.get(r.source, set()), p.boiler_n) for r, t in zip(rows, toks, strict=True)]
     return stripped, {s: len(g) for s, g in sorted(grams.items())}
 
 
@@ -294,9 +288,11 @@ def feature_masks(x: Any, rows: Sequence[Row], p: TrainParams) -> tuple[Any, Any
     )
     df_ben = (ben_onehot @ pres).toarray()[ben_src] if ben_src else np.zeros((0, n_feat))
     neg_ok = (df_ben >= p.min_df).sum(axis=0) >= p.min_benign_sources
-    return np.asarray(usable & (pos_ok | neg_ok)).ravel(), np.asarray(pos_ok & usable).ravel(), np.asarray(
-        neg_ok & usable
-    ).ravel()
+    return (
+        np.asarray(usable & (pos_ok | neg_ok)).ravel(),
+        np.asarray(pos_ok & usable).ravel(),
+        np.asarray(neg_ok & usable).ravel(),
+    )
 
 
 def sample_weights(rows: Sequence[Row], p: TrainParams) -> FloatArray:
@@ -393,9 +389,7 @@ def fit_misuse(
     x = (x @ diags(usable.astype(np.float64))).tocsr()
     x.eliminate_zeros()
     y = np.array([r.label for r in rows], dtype=np.int64)
-    coef, intercept = fit_logistic(
-        x, y, sample_weights(rows, p), p.C, upper=pos_ok, lower=neg_ok, max_iter=max_iter
-    )
+    coef, intercept = fit_logistic(x, y, sample_weights(rows, p), p.C, upper=pos_ok, lower=neg_ok, max_iter=max_iter)
     return _f32(coef), float(np.float32(intercept))
 
 
@@ -582,9 +576,7 @@ def serialize(art: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def train_artifact(
-    rows: Sequence[Row], p: TrainParams | None = None, progress: Progress = _noop
-) -> dict[str, Any]:
+def train_artifact(rows: Sequence[Row], p: TrainParams | None = None, progress: Progress = _noop) -> dict[str, Any]:
     """Fit on ``train`` rows, calibrate cross-fitted by source; returns the artifact dict (unversioned).
 
     ``val`` rows are not used for fitting or calibration; they choose the presets together with the

@@ -21,9 +21,7 @@ from stormwatch.errors import InputError
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
-def score_command(
-    ctx: click.Context, workers: int | None, preset: str | None, as_json: bool, quiet: bool
-) -> None:
+def score_command(ctx: click.Context, workers: int | None, preset: str | None, as_json: bool, quiet: bool) -> None:
     """Score stored events not yet scored, by the active model and every candidate (shadow).
 
     Incremental: re-running scores only new events; a newly registered model version scores

@@ -55,9 +55,7 @@ def _row(r: tuple[Any, ...]) -> ModelEntry:
 def list_models(store: Store, status: str | None = None) -> list[ModelEntry]:
     cols = "name, version, kind, status, metadata, created_at, updated_at"
     if status:
-        rows = store.query(
-            f"SELECT {cols} FROM models WHERE status = ? ORDER BY created_at, version", (status,)
-        )
+        rows = store.query(f"SELECT {cols} FROM models WHERE status = ? ORDER BY created_at, version", (status,))
     else:
         rows = store.query(f"SELECT {cols} FROM models ORDER BY created_at, version")
     return [_row(r) for r in rows]

@@ -38,6 +38,7 @@ from stormwatch.store.sql import now_iso
 STAGE = "score"
 BATCH = 4000
 _CAT_MIN = 0.005
+_CAT_SCORE_MIN = 0.05
 
 
 @dataclass(slots=True)
@@ -117,9 +118,7 @@ def _score_batch(
             conv = score_conversation(turns[i], model)  # type: ignore[arg-type]
             if conv["score"] > scores[i]:
                 scores[i] = conv["score"]
-                cats[i] = np.fromiter(
-                    (conv["categories"][c] for c in LLMT_IDS), dtype=np.float64, count=len(LLMT_IDS)
-                )
+                cats[i] = np.fromiter((conv["categories"][c] for c in LLMT_IDS), dtype=np.float64, count=len(LLMT_IDS))
                 explanations[i] = conv["explanation"]
     cat_thr = np.array([cat_thresholds.get(c, 2.0) for c in LLMT_IDS])
     out: list[tuple[float, int, str | None, str, str | None]] = []
@@ -129,8 +128,11 @@ def _score_batch(
         flagged = s >= threshold or bool((row >= cat_thr).any())
         top = int(np.argmax(row))
         top_ttp = LLMT_IDS[top] if row[top] >= 0.05 else None
-        keep = np.flatnonzero(row >= _CAT_MIN)
-        cat_json = orjson.dumps({LLMT_IDS[j]: round(float(row[j]), 3) for j in keep.tolist()}).decode()
+        if s >= _CAT_SCORE_MIN:
+            keep = np.flatnonzero(row >= _CAT_MIN)
+            cat_json = orjson.dumps({LLMT_IDS[j]: round(float(row[j]), 3) for j in keep.tolist()}).decode()
+        else:
+            cat_json = "{}"  # a category can never exceed the score: nothing worth keeping
         # n-gram explanations are cheap to recompute on demand (explain_event); conversation ones are kept
         expl = orjson.dumps(explanations[i]).decode() if flagged and explanations[i] is not None else None
         out.append((round(s, 6), int(flagged), top_ttp, cat_json, expl))
@@ -165,9 +167,7 @@ def _executor(path: str | None, workers: int) -> Executor | None:
         _init_worker(path)
         return None
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(path,)
-    )
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(path,))
 
 
 def score_model(
@@ -188,9 +188,7 @@ def score_model(
     if total == 0:
         return run
     pool = _executor(entry.path, workers)
-    bar = tqdm(
-        total=total, unit="ev", desc=f"score {entry.version[:28]}", disable=not progress, mininterval=0.5
-    )
+    bar = tqdm(total=total, unit="ev", desc=f"score {entry.version[:28]}", disable=not progress, mininterval=0.5)
     insert = (
         "INSERT INTO detections (event_id, model_version, account_id, conversation_id, ts, score, flagged, "
         "top_ttp, categories, explanation, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "

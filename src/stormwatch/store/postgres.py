@@ -35,18 +35,14 @@ class PostgresStore(SqlStore):
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigError(
-                "PostgreSQL support needs psycopg", hint="pip install 'stormwatch[postgres]'"
-            ) from exc
+            raise ConfigError("PostgreSQL support needs psycopg", hint="pip install 'stormwatch[postgres]'") from exc
         parts = urlsplit(url)
         query = parse_qs(parts.query)
         schema = query.pop("schema", [None])[0]
         if schema is not None and not _SCHEMA_RE.match(schema):
             raise ConfigError(f"bad schema name {schema!r} in the database URL")
         rest = "&".join(f"{k}={v[0]}" for k, v in query.items())
-        dsn = urlunsplit(
-            (parts.scheme.replace("postgres+psycopg", "postgresql"), parts.netloc, parts.path, rest, "")
-        )
+        dsn = urlunsplit((parts.scheme.replace("postgres+psycopg", "postgresql"), parts.netloc, parts.path, rest, ""))
         self._psycopg = psycopg
         try:
             self.conn = psycopg.connect(dsn, connect_timeout=10)
@@ -102,10 +98,7 @@ class PostgresStore(SqlStore):
         self._commit()
 
     def _table_exists_sql(self) -> str:
-        return (
-            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() "
-            "AND table_name = %s"
-        )
+        return "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = %s"
 
     def insert_events(self, events: Sequence[Event], run_id: str | None = None) -> int:
         if not events:

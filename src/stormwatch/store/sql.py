@@ -276,9 +276,7 @@ class SqlStore:
         return int(self._query("SELECT COUNT(*) FROM events")[0][0])
 
     def iter_events(self, *, after_seq: int = 0, batch_size: int = 5000) -> Iterator[tuple[int, Event]]:
-        sql = self._sql(
-            f"SELECT seq, {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
-        )
+        sql = self._sql(f"SELECT seq, {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > ? ORDER BY seq LIMIT ?")
         last = after_seq
         while True:
             rows = self._query(sql, (last, batch_size))
@@ -289,9 +287,7 @@ class SqlStore:
             last = int(rows[-1][0])
 
     def get_event(self, event_id: str) -> Event | None:
-        rows = self._query(
-            self._sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE event_id = ?"), (event_id,)
-        )
+        rows = self._query(self._sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE event_id = ?"), (event_id,))
         return row_event(rows[0]) if rows else None
 
     # -- accounts ------------------------------------------------------------------------------
@@ -364,9 +360,7 @@ class SqlStore:
         )
         self._commit()
 
-    def list_quarantine(
-        self, *, run_id: str | None = None, limit: int = 50, offset: int = 0
-    ) -> list[QuarantineRow]:
+    def list_quarantine(self, *, run_id: str | None = None, limit: int = 50, offset: int = 0) -> list[QuarantineRow]:
         cols = "id, run_id, kind, source, line, field, reason, raw, created_at"
         if run_id is None:
             rows = self._query(
@@ -395,9 +389,7 @@ class SqlStore:
     def count_quarantine(self, run_id: str | None = None) -> int:
         if run_id is None:
             return int(self._query("SELECT COUNT(*) FROM quarantine")[0][0])
-        return int(
-            self._query(self._sql("SELECT COUNT(*) FROM quarantine WHERE run_id = ?"), (run_id,))[0][0]
-        )
+        return int(self._query(self._sql("SELECT COUNT(*) FROM quarantine WHERE run_id = ?"), (run_id,))[0][0])
 
     # -- runs ----------------------------------------------------------------------------------
     def start_run(self, run_id: str, files: Sequence[str]) -> None:
@@ -427,12 +419,8 @@ class SqlStore:
         self._commit()
 
     def get_run(self, run_id: str) -> RunRow | None:
-        rows = self._query(
-            self._sql(f"SELECT {', '.join(RUN_COLUMNS)} FROM ingest_runs WHERE run_id = ?"), (run_id,)
-        )
+        rows = self._query(self._sql(f"SELECT {', '.join(RUN_COLUMNS)} FROM ingest_runs WHERE run_id = ?"), (run_id,))
         if not rows:
             return None
         r = rows[0]
-        return RunRow(
-            r[0], r[1], r[2], r[3], orjson.loads(r[4]), int(r[5]), int(r[6]), int(r[7]), int(r[8]), int(r[9])
-        )
+        return RunRow(r[0], r[1], r[2], r[3], orjson.loads(r[4]), int(r[5]), int(r[6]), int(r[7]), int(r[8]), int(r[9]))
