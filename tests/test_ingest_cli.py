@@ -171,3 +171,36 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in ("simulate", "ingest", "quarantine", "classify", "demo"):
         assert name in out
+
+
+def test_parallel_and_serial_ingest_agree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Canonical JSONL parsed in worker processes stores and quarantines exactly what one process does."""
+    lines: list[bytes | str | dict[str, object]] = []
+    for i in range(3000):
+        if i % 97 == 5:
+            lines.append('{"event_id": "broken"')
+        elif i % 89 == 7:
+            lines.append({**good(i), "ts": 5})  # an epoch number is accepted
+        elif i % 83 == 3:
+            lines.append({**good(i), "refused": "no"})
+        else:
+            lines.append(good(i % 2500))  # some duplicates
+    f = write_lines(tmp_path / "mixed.jsonl", lines)
+    results = []
+    for workers in ("1", "2"):
+        url = f"sqlite:///{tmp_path / f'w{workers}.db'}"
+        code, summary = run_json(
+            capsys, ["--db", url, "ingest", str(f), "--json", "--workers", workers, "--batch-size", "2000"]
+        )
+        s = open_store(url)
+        events = [(e.event_id, e.ts) for _, e in s.iter_events()]
+        quarantined = [(r.line, r.field, r.reason) for r in s.list_quarantine(limit=1000)]
+        s.close()
+        results.append(
+            (code, {k: summary[k] for k in ("read", "stored", "duplicates", "quarantined")}, events, quarantined)
+        )
+    assert results[0] == results[1]
+    code, counts, events, quarantined = results[0]
+    assert code == EXIT_QUARANTINED and counts["read"] == 3000
+    assert counts["stored"] + counts["duplicates"] + counts["quarantined"] == 3000
+    assert len(quarantined) == counts["quarantined"] > 0

@@ -134,6 +134,12 @@ def open_ctx_store(ctx: click.Context) -> Any:
     show_default=True,
     help="Longer records are quarantined whole instead of parsed.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes parsing canonical JSONL (default: cores, at most 2; 1 = no extra process).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
@@ -145,6 +151,7 @@ def ingest_command(
     default_account: str | None,
     batch_size: int,
     max_record_bytes: int,
+    workers: int | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -166,6 +173,7 @@ def ingest_command(
             options=FormatOptions(default_account=default_account, max_record_bytes=max_record_bytes),
             batch_size=batch_size,
             progress=not (quiet or as_json),
+            workers=workers,
         )
     finally:
         store.close()

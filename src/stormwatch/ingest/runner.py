@@ -7,11 +7,15 @@ stream cut short) is quarantined at the line where it broke and the run goes on 
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import queue
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ from stormwatch.events import Account, Event, validate_account
 from stormwatch.ingest.formats import Format, get_format, sniff_format
 from stormwatch.ingest.formats.base import FormatOptions, Parsed, Rejected, iter_lines, load_json_line
 from stormwatch.store.base import RunRow, Store
-from stormwatch.store.sql import now_iso
+from stormwatch.store.sql import event_row, now_iso
 
 DEFAULT_BATCH = 20000
 
@@ -76,6 +80,59 @@ def _parse_safely(fmt: Format, paths: list[Path], options: FormatOptions) -> Ite
             yield Rejected(where, None, str(exc), None, b"")
 
 
+def _parse_chunk(
+    source: str, lines: list[tuple[int, bytes]], run_id: str, max_record_bytes: int
+) -> tuple[list[tuple[Any, ...]], list[Rejected]]:
+    """Worker side of the parallel path: lines -> storage rows and rejections (all picklable)."""
+    from stormwatch.ingest.formats.canonical import parse_line
+
+    options = FormatOptions(max_record_bytes=max_record_bytes)
+    rows: list[tuple[Any, ...]] = []
+    bad: list[Rejected] = []
+    for lineno, raw in lines:
+        item = parse_line(source, lineno, raw, options)
+        if isinstance(item, Event):
+            rows.append(event_row(item, run_id))
+        else:
+            bad.append(item)
+    return rows, bad
+
+
+def _parallel_lines(
+    paths: list[Path], options: FormatOptions, run_id: str, workers: int, chunk: int
+) -> Iterator[tuple[list[tuple[Any, ...]], list[Rejected]]]:
+    """Read lines here, parse them in ``workers`` processes, yield results in file order.
+
+    At most ``2 * workers`` chunks are in flight, so memory stays flat. A damaged file is
+    quarantined as one record after its good lines, as on the serial path.
+    """
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    pending: deque[Future[tuple[list[tuple[Any, ...]], list[Rejected]]]] = deque()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        for path in paths:
+            source = str(path)
+            buf: list[tuple[int, bytes]] = []
+            try:
+                for item in iter_lines(path, options):
+                    buf.append(item)
+                    if len(buf) >= chunk:
+                        pending.append(pool.submit(_parse_chunk, source, buf, run_id, options.max_record_bytes))
+                        buf = []
+                        while len(pending) > 2 * workers:
+                            yield pending.popleft().result()
+            except InputError as exc:
+                if buf:
+                    pending.append(pool.submit(_parse_chunk, source, buf, run_id, options.max_record_bytes))
+                while pending:
+                    yield pending.popleft().result()
+                yield [], [Rejected(source, None, str(exc), None, b"")]
+                continue
+            if buf:
+                pending.append(pool.submit(_parse_chunk, source, buf, run_id, options.max_record_bytes))
+        while pending:
+            yield pending.popleft().result()
+
+
 def _batches(items: Iterable[Parsed], size: int) -> Iterator[tuple[list[Event], list[Rejected]]]:
     good: list[Event] = []
     bad: list[Rejected] = []
@@ -102,7 +159,9 @@ class _Writer:
         self.store = store
         self.run_id = run_id
         self.summary = summary
-        self.queue: queue.Queue[tuple[list[Event], list[Rejected]] | None] = queue.Queue(maxsize=2)
+        self.queue: queue.Queue[tuple[list[Event] | list[tuple[Any, ...]], list[Rejected]] | None] = queue.Queue(
+            maxsize=2
+        )
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="stormwatch-ingest-writer", daemon=True)
 
@@ -119,7 +178,10 @@ class _Writer:
                 continue  # drain without writing after a failure
             good, rejected = item
             try:
-                stored = self.store.insert_events(good, self.run_id)
+                if good and isinstance(good[0], Event):
+                    stored = self.store.insert_events(good, self.run_id)
+                else:
+                    stored = self.store.insert_event_rows(good)  # type: ignore[arg-type]
                 self.store.add_quarantine(rejected, self.run_id)
             except BaseException as exc:  # re-raised in the caller
                 self.error = exc
@@ -130,7 +192,7 @@ class _Writer:
             s.duplicates += len(good) - stored
             s.quarantined += len(rejected)
 
-    def put(self, good: list[Event], rejected: list[Rejected]) -> None:
+    def put(self, good: list[Event] | list[tuple[Any, ...]], rejected: list[Rejected]) -> None:
         if self.error is not None:
             raise self.error
         self.queue.put((good, rejected))
@@ -164,8 +226,14 @@ def ingest(
     options: FormatOptions | None = None,
     batch_size: int = DEFAULT_BATCH,
     progress: bool = True,
+    workers: int | None = None,
 ) -> IngestSummary:
-    """Load usage logs (and account records) into ``store``; see the module docstring."""
+    """Load usage logs (and account records) into ``store``; see the module docstring.
+
+    ``workers`` > 1 parses line-oriented formats (canonical JSONL) in that many processes while
+    this one reads and stores; the default is the number of cores, at most 2.
+    """
+    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     options = options or FormatOptions()
     for p in accounts_paths:
         if not p.is_file():
@@ -206,7 +274,12 @@ def ingest(
             summary.accounts_quarantined += len(bad)
         with _Writer(store, run_id, summary) as writer:
             for fmt, fpaths in plan:
-                for good, rejected in _batches(_parse_safely(fmt, fpaths, options), batch_size):
+                batches: Iterable[tuple[Any, list[Rejected]]]
+                if workers > 1 and getattr(fmt, "line_parallel", False):
+                    batches = _parallel_lines(fpaths, options, run_id, workers, max(batch_size // 4, 500))
+                else:
+                    batches = _batches(_parse_safely(fmt, fpaths, options), batch_size)
+                for good, rejected in batches:
                     writer.put(good, rejected)
                     bar.set_postfix(
                         stored=summary.stored, dup=summary.duplicates, quar=summary.quarantined, refresh=False

@@ -59,6 +59,10 @@ class Store(Protocol):
         """Store events not stored yet (by ``event_id``); return how many were new."""
         ...
 
+    def insert_event_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """The same for rows already made by ``stormwatch.store.sql.event_row`` (parallel ingest)."""
+        ...
+
     def upsert_accounts(self, accounts: Sequence[Account]) -> int:
         """Insert or replace account records; return how many were written."""
         ...

@@ -13,8 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from stormwatch.errors import ConfigError, StoreError
-from stormwatch.events import Event
-from stormwatch.store.sql import EVENT_COLUMNS, SqlStore, event_row
+from stormwatch.store.sql import EVENT_COLUMNS, SqlStore
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION_LOCK = 0x5707_3A7C
@@ -100,8 +99,8 @@ class PostgresStore(SqlStore):
     def _table_exists_sql(self) -> str:
         return "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = %s"
 
-    def insert_events(self, events: Sequence[Event], run_id: str | None = None) -> int:
-        if not events:
+    def insert_event_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        if not rows:
             return 0
         cols = ", ".join(EVENT_COLUMNS)
         try:
@@ -114,8 +113,8 @@ class PostgresStore(SqlStore):
                     )
                     self._staging = True
                 with cur.copy(f"COPY events_in (ord, {cols}) FROM STDIN") as copy:
-                    for i, e in enumerate(events):
-                        copy.write_row((i, *(_clean(v) for v in event_row(e, run_id))))
+                    for i, row in enumerate(rows):
+                        copy.write_row((i, *(_clean(v) for v in row)))
                 cur.execute(
                     f"INSERT INTO events ({cols}) SELECT {cols} FROM events_in ORDER BY ord "
                     "ON CONFLICT (event_id) DO NOTHING"

@@ -261,9 +261,12 @@ class SqlStore:
 
     # -- events --------------------------------------------------------------------------------
     def insert_events(self, events: Sequence[Event], run_id: str | None = None) -> int:
-        if not events:
+        return self.insert_event_rows([event_row(e, run_id) for e in events])
+
+    def insert_event_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Store rows made by :func:`event_row` (in ``EVENT_COLUMNS`` order); return how many were new."""
+        if not rows:
             return 0
-        rows = [event_row(e, run_id) for e in events]
         sql = self._sql(
             f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) "
             "ON CONFLICT (event_id) DO NOTHING"

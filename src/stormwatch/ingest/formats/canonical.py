@@ -25,16 +25,23 @@ class CanonicalFormat:
                 score += 0.3
         return score
 
+    #: lines are independent records: the runner may parse chunks of them in parallel with parse_line
+    line_parallel = True
+
     def parse(self, paths: Sequence[Path], options: FormatOptions) -> Iterator[Parsed]:
         for path in paths:
             source = str(path)
             for lineno, raw in iter_lines(path, options):
-                obj = load_json_line(raw, source, lineno, options)
-                if isinstance(obj, Rejected):
-                    obj.raw = redact_raw(obj.raw)
-                    yield obj
-                    continue
-                try:
-                    yield validate_event(obj, source=self.name)
-                except RecordError as exc:
-                    yield Rejected(source, lineno, exc.reason, exc.field, redact_raw(raw))
+                yield parse_line(source, lineno, raw, options)
+
+
+def parse_line(source: str, lineno: int, raw: bytes, options: FormatOptions) -> Parsed:
+    """One canonical JSONL line as an event, or the rejection that says where and why."""
+    obj = load_json_line(raw, source, lineno, options)
+    if isinstance(obj, Rejected):
+        obj.raw = redact_raw(obj.raw)
+        return obj
+    try:
+        return validate_event(obj, source=CanonicalFormat.name)
+    except RecordError as exc:
+        return Rejected(source, lineno, exc.reason, exc.field, redact_raw(raw))
