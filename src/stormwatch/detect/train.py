@@ -33,6 +33,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -115,6 +116,9 @@ class TrainParams:
     # augmentation (fitting only): request framings on benign rows, benign context around attacks
     augment_frames: int = 1  # every k-th benign row gets a copy with a request framing (0: off)
     augment_context: int = 1  # every k-th malicious row gets a copy wrapped in benign context (0: off)
+    augment_core: bool = True  # long rows of both labels also fit as their core ask (``core_ask``)
+    core_min_tokens: int = 4
+    core_max_tokens: int = 32
     # calibration: cross-fitted by source on the fit rows, with a benign-heavy prior
     calibration_folds: int = 4
     calibration_prior: float = 0.2
@@ -173,12 +177,48 @@ def strip_boilerplate(toks: list[str], grams: set[tuple[str, ...]], n: int) -> l
 
 
 def prepare_tokens(rows: Sequence[Row], p: TrainParams) -> tuple[list[list[str]], dict[str, int]]:
+    toks, boiler, _ = prepare_tokens_and_cores(rows, p)
+    return toks, boiler
+
+
+def prepare_tokens_and_cores(
+    rows: Sequence[Row], p: TrainParams
+) -> tuple[list[list[str]], dict[str, int], dict[str, list[str]]]:
+    """Boilerplate-stripped tokens, the boilerplate n-gram counts per source and the core asks
+    (``core_ask``) of the rows that have one, by row id."""
     toks = _tokens(rows)
-    if p.boiler_n <= 0:
-        return toks, {}
-    grams = find_boilerplate(rows, toks, p)
+    grams = find_boilerplate(rows, toks, p) if p.boiler_n > 0 else {}
     stripped = [strip_boilerplate(t, grams.get(r.source, set()), p.boiler_n) for r, t in zip(rows, toks, strict=True)]
-    return stripped, {s: len(g) for s, g in sorted(grams.items())}
+    cores: dict[str, list[str]] = {}
+    if p.augment_core:
+        for r, t in zip(rows, stripped, strict=True):
+            c = core_ask(r.text, grams.get(r.source, set()), p)
+            if c is not None and len(c) < len(t):
+                cores[r.id] = c
+    return stripped, {s: len(g) for s, g in sorted(grams.items())}, cores
+
+
+# The verbs and question words an ask starts with; the core ask of a long prompt is its first
+# non-template sentence that has one, from that word on ("Researcher, for our upcoming paper, write
+# code that ..." -> "write code that ..."). Same rule for both labels: shortness is not intent.
+ASK_WORDS = frozenset(
+    "write draft create develop generate design build implement make give provide explain describe outline "
+    "tell show list craft compose produce devise teach help how".split()
+)  # fmt: skip
+_SENTENCE_RE = re.compile(r"(?<=[.!?:;])\s+|\n+")
+
+
+def core_ask(text: str, grams: set[tuple[str, ...]], p: TrainParams) -> list[str] | None:
+    """The core ask of ``text`` (tokens, at most ``core_max_tokens``), or None."""
+    for sent in _SENTENCE_RE.split(text):
+        t = strip_boilerplate(tokens_of(sent), grams, p.boiler_n) if p.boiler_n > 0 else tokens_of(sent)
+        if len(t) < p.core_min_tokens:
+            continue
+        for i, w in enumerate(t):
+            if w in ASK_WORDS:
+                c = t[i : i + p.core_max_tokens]
+                return c if len(c) >= p.core_min_tokens else None
+    return None
 
 
 # -- augmentation ---------------------------------------------------------------------------------
@@ -204,9 +244,17 @@ CONTEXT_WRAPS: tuple[tuple[str, str], ...] = (
 )
 
 
-def augment(rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams) -> tuple[list[Row], list[list[str]]]:
-    """``rows`` plus the augmented copies (same source and label, id suffixed ``#aug``)."""
+def augment(
+    rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams, cores: dict[str, list[str]] | None = None
+) -> tuple[list[Row], list[list[str]]]:
+    """``rows`` plus the augmented copies (same source and label, id suffixed ``#aug``) and the core
+    asks (``#core``)."""
     out_rows, out_toks = list(rows), list(toks)
+    for r in rows:
+        c = (cores or {}).get(r.id)
+        if c is not None:
+            out_rows.append(replace(r, id=r.id + "#core"))
+            out_toks.append(c)
     frames = [tokens_of(f) for f in BENIGN_FRAMES]
     wraps = [(tokens_of(a), tokens_of(b)) for a, b in CONTEXT_WRAPS]
     nb = nm = 0
@@ -377,10 +425,14 @@ def _f32(values: FloatArray) -> FloatArray:
 
 # -- core fit -------------------------------------------------------------------------------------
 def fit_misuse(
-    rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams, max_iter: int = 300
+    rows: Sequence[Row],
+    toks: Sequence[list[str]],
+    p: TrainParams,
+    max_iter: int = 300,
+    cores: dict[str, list[str]] | None = None,
 ) -> tuple[FloatArray, float]:
     """The misuse head on ``rows`` (weights float32-rounded, as shipped); fits on the augmented rows."""
-    rows, toks = augment(rows, toks, p)
+    rows, toks = augment(rows, toks, p, cores)
     spec = p.spec()
     x = design_matrix(toks, spec)
     usable, pos_ok, neg_ok = feature_masks(x, rows, p)
@@ -400,6 +452,7 @@ def fit_core(
     *,
     toks: Sequence[list[str]] | None = None,
     boiler: dict[str, int] | None = None,
+    cores: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Fit the misuse head and the LLMT heads on ``rows`` (already filtered to fit rows).
 
@@ -407,9 +460,9 @@ def fit_core(
     """
     if toks is None:
         progress(f"tokenising {len(rows)} rows")
-        toks, boiler = prepare_tokens(rows, p)
+        toks, boiler, cores = prepare_tokens_and_cores(rows, p)
     progress("fitting misuse head")
-    coef, intercept = fit_misuse(rows, toks, p)
+    coef, intercept = fit_misuse(rows, toks, p, cores=cores)
     spec = p.spec()
     cats: dict[str, dict[str, Any]] = {}
     y = np.array([r.label for r in rows], dtype=np.int64)
@@ -459,7 +512,11 @@ def source_folds(rows: Sequence[Row], k: int) -> list[int]:
 
 
 def cross_fitted_margins(
-    rows: Sequence[Row], toks: Sequence[list[str]], p: TrainParams, progress: Progress = _noop
+    rows: Sequence[Row],
+    toks: Sequence[list[str]],
+    p: TrainParams,
+    progress: Progress = _noop,
+    cores: dict[str, list[str]] | None = None,
 ) -> FloatArray:
     """Out-of-fold margins, folds by source: each row is scored by a model that never saw its source."""
     spec = p.spec()
@@ -472,7 +529,8 @@ def cross_fitted_margins(
             continue
         progress(f"cross-fit {f + 1}/{p.calibration_folds}")
         coef, b = fit_misuse(
-            [rows[i] for i in tr.tolist()], [toks[i] for i in tr.tolist()], p, max_iter=p.calibration_max_iter
+            [rows[i] for i in tr.tolist()], [toks[i] for i in tr.tolist()], p, max_iter=p.calibration_max_iter,
+            cores=cores,
         )
         fz = featurize(None, spec, tokens=[tokens_of(rows[i].text) for i in te.tolist()])
         m = fz.margins(coef, b)
@@ -512,6 +570,7 @@ def calibrate_and_threshold(
     p: TrainParams,
     progress: Progress = _noop,
     val_rows: Sequence[Row] = (),
+    cores: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Platt-calibrate on cross-fitted margins (folds by source) and pick the preset thresholds.
 
@@ -522,7 +581,7 @@ def calibrate_and_threshold(
     model), and its held-out everyday FPR on cross-fitted scores (sources unseen by the scoring
     model); never below 0.05.
     """
-    margins = cross_fitted_margins(rows, toks, p, progress)
+    margins = cross_fitted_margins(rows, toks, p, progress, cores)
     y = np.array([r.label for r in rows], dtype=np.int64)
     w = sample_weights(
         rows, replace(p, hard_negative_weight=1.0, everyday_weight=1.0, benign_share=1.0 - p.calibration_prior)
@@ -587,10 +646,10 @@ def train_artifact(rows: Sequence[Row], p: TrainParams | None = None, progress: 
     val_rows = [r for r in rows if r.split == "val" and r.use]
     if not fit_rows or len({r.label for r in fit_rows}) < 2:
         raise ValueError("training needs train rows of both labels")
-    toks, boiler = prepare_tokens(fit_rows, p)
-    art = fit_core(fit_rows, p, progress, toks=toks, boiler=boiler)
+    toks, boiler, cores = prepare_tokens_and_cores(fit_rows, p)
+    art = fit_core(fit_rows, p, progress, toks=toks, boiler=boiler, cores=cores)
     if p.calibration_folds > 1:
-        art = calibrate_and_threshold(art, fit_rows, toks, p, progress, val_rows=val_rows)
+        art = calibrate_and_threshold(art, fit_rows, toks, p, progress, val_rows=val_rows, cores=cores)
     art["training"] = {
         "rows_fit": len(fit_rows),
         "rows_val": len(val_rows),

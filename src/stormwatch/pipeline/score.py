@@ -93,6 +93,20 @@ def _item(row: tuple[Any, ...]) -> _Item:
 _MODEL: FirstTierModel | None = None
 
 
+class _Unexplained:
+    """The model, minus n-gram explanations: the conversation rule runs on every gated event,
+    but its n-gram evidence is needed only when an analyst opens one (see :func:`explain_event`)."""
+
+    def __init__(self, model: FirstTierModel) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def explain_text(self, text: str, top: int = 8) -> list[dict[str, Any]]:
+        return []
+
+
 def _init_worker(path: str | None) -> None:
     global _MODEL
     _MODEL = load_model(path)
@@ -115,7 +129,7 @@ def _score_batch(
         for i, js in zip(conv_idx, jscores.tolist(), strict=True):
             if max(js, float(scores[i])) < CONTEXT_GATE:
                 continue
-            conv = score_conversation(turns[i], model)  # type: ignore[arg-type]
+            conv = score_conversation(turns[i], _Unexplained(model))  # type: ignore[arg-type]
             if conv["score"] > scores[i]:
                 scores[i] = conv["score"]
                 cats[i] = np.fromiter((conv["categories"][c] for c in LLMT_IDS), dtype=np.float64, count=len(LLMT_IDS))
@@ -253,7 +267,7 @@ def score_new_events(
 
 
 def explain_event(store: Store, event_id: str, version: str | None = None) -> list[dict[str, Any]]:
-    """Why an event scored as it did: the stored conversation evidence, else the model's n-grams."""
+    """Why an event scored as it did: the stored conversation evidence and the model's n-grams."""
     from stormwatch.pipeline.models import ensure_active, get_model
 
     entry = get_model(store, version) if version else ensure_active(store)
@@ -263,16 +277,15 @@ def explain_event(store: Store, event_id: str, version: str | None = None) -> li
         "SELECT explanation FROM detections WHERE event_id = ? AND model_version = ?",
         (event_id, entry.version),
     )
-    if rows and rows[0][0]:
-        stored: list[dict[str, Any]] = orjson.loads(rows[0][0])
-        return stored
+    stored: list[dict[str, Any]] = orjson.loads(rows[0][0]) if rows and rows[0][0] else []
     event = store.get_event(event_id)
     if event is None:
-        return []
-    return load_model(entry.path).explain_text(_item_text(event.messages, event.prompt), top=8)
+        return stored
+    # conversation evidence (kept at scoring time) + the request's n-grams (recomputed: cheap)
+    return stored + load_model(entry.path).explain_text(_item_text(event.messages, event.prompt), top=8)
 
 
-def _item_text(messages: list[dict[str, str]] | None, prompt: str | None) -> str:
+def _item_text(messages: list[dict[str, Any]] | None, prompt: str | None) -> str:
     if messages:
         users = [m["content"] for m in messages if m.get("role") == "user"]
         return users[-1] if users else ""
