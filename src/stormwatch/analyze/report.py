@@ -86,9 +86,11 @@ def account_detail(store: Store, account_id: str, top: int = 10) -> dict[str, An
     out["top_requests"] = [
         {"event_id": r[0], "ts": r[1], "score": float(r[2]), "top_ttp": r[3]}
         for r in store.query(
-            "SELECT d.event_id, d.ts, d.score, d.top_ttp FROM detections d WHERE d.account_id = ?"
-            " AND d.model_version = ? ORDER BY d.score DESC, d.event_id LIMIT ?",
-            (account_id, out["model_version"], top),
+            # through the events' (account_id, ts) index and the detections' primary key
+            "SELECT d.event_id, d.ts, d.score, d.top_ttp FROM events e JOIN detections d"
+            " ON d.event_id = e.event_id AND d.model_version = ? WHERE e.account_id = ?"
+            " ORDER BY d.score DESC, d.event_id LIMIT ?",
+            (out["model_version"], account_id, top),
         )
     ]
     out["infrastructure"] = [

@@ -36,7 +36,7 @@ from stormwatch.store.base import Store
 from stormwatch.store.sql import now_iso
 
 STAGE = "score"
-BATCH = 4000
+BATCH = 10000
 _CAT_MIN = 0.005
 _CAT_SCORE_MIN = 0.05
 

@@ -13,7 +13,6 @@ CREATE TABLE detections (
     scored_at TEXT NOT NULL,
     PRIMARY KEY (event_id, model_version)
 );
-CREATE INDEX detections_model_account ON detections (model_version, account_id);
 CREATE TABLE models (
     name TEXT NOT NULL,
     version TEXT NOT NULL,
