@@ -8,9 +8,11 @@ Rule (all in logit space; ``p`` are calibrated first-tier scores):
    scores higher joined than any step alone. Long conversations fall under the window rule, so
    benign length does not accumulate.
 3. ``p_steps`` = evidence summed over distinct turns in logit space: ``sigmoid(logit(F) + sum_i
-   max(0, logit(p_i) - logit(F)))`` with floor ``F = STEP_FLOOR`` (0.3). Several suspicious steps add
-   up (a noisy-OR of their excess); ordinary turns (below the floor) and repeated turns add nothing.
-4. ``base = max(p_turn, p_joint, p_steps)``. When ``base >= CONTEXT_GATE`` (0.10), context raises it:
+   max(0, logit(p_i) - logit(F)))`` with floor ``F = STEP_FLOOR * T``, ``T`` the model's balanced
+   threshold (``model.thresholds["balanced"]``). Several suspicious steps add up (a noisy-OR of their
+   excess); ordinary turns (below the floor) and repeated turns add nothing.
+4. ``base = max(p_turn, p_joint, p_steps)``. When ``base >= max(CONTEXT_GATE, CONTEXT_GATE_FRAC * T)``,
+   context raises it:
    * +``PRETEXT_BOOST`` (0.8) when a user turn wraps the ask in a pretext or jailbreak ("for a CTF",
      "for our paper", "as a security researcher", "hypothetically", "ignore previous
      instructions", role-play personas ...);
@@ -21,6 +23,14 @@ Rule (all in logit space; ``p`` are calibrated first-tier scores):
      probability >= 0.15: a conversation that touches recon, payloads and evasion is broader than
      one question.
    Context alone never flags: below the gate, nothing is added.
+
+The floor and the gate are fractions of the balanced threshold, so they follow the model's score
+scale (first_tier-2.1's calibrated scores are compressed: ordinary traffic 0.05-0.35, balanced ~0.47).
+``STEP_FLOOR`` = 0.55: about 3 % of everyday ``val`` prompts score above it, so two benign turns both
+near the everyday 99th percentile are needed before benign steps reach balanced. ``CONTEXT_GATE_FRAC``
+= 0.4 (about the everyday 90th percentile). ``CONTEXT_GATE`` (0.10) is an absolute lower bound on the
+gate for any model; the pipeline uses it as a cheap pre-filter (a conversation whose message and
+joined text both score below it is not scored turn by turn).
 """
 
 from __future__ import annotations
@@ -36,10 +46,20 @@ from stormwatch.detect.model import FirstTierModel, load_model
 from stormwatch.detect.taxonomy import LLMT_IDS
 from stormwatch.detect.text import Turn, tokenize
 
-__all__ = ["PRETEXT_RE", "REFUSAL_RE", "score_conversation"]
+__all__ = [
+    "CONTEXT_GATE",
+    "CONTEXT_GATE_FRAC",
+    "PRETEXT_RE",
+    "REFUSAL_RE",
+    "STEP_FLOOR",
+    "context_gate",
+    "score_conversation",
+    "step_floor",
+]
 
-STEP_FLOOR = 0.3
-CONTEXT_GATE = 0.10
+STEP_FLOOR = 0.55  # fraction of the balanced threshold
+CONTEXT_GATE = 0.10  # absolute lower bound of the gate (the pipeline's pre-filter)
+CONTEXT_GATE_FRAC = 0.4  # fraction of the balanced threshold
 PRETEXT_BOOST = 0.8
 REPHRASE_BOOST = 1.0
 BREADTH_BOOST = 0.4
@@ -79,6 +99,21 @@ def _overlap(a: str, b: str) -> float:
     return len(ta & tb) / min(len(ta), len(tb))
 
 
+def _balanced(model: FirstTierModel) -> float:
+    t = model.thresholds
+    return float(t.get("balanced", 0.5))
+
+
+def step_floor(model: FirstTierModel) -> float:
+    """The step floor ``F`` of ``model`` (``STEP_FLOOR`` times its balanced threshold)."""
+    return STEP_FLOOR * _balanced(model)
+
+
+def context_gate(model: FirstTierModel) -> float:
+    """The score a conversation needs before context boosts apply."""
+    return max(CONTEXT_GATE, CONTEXT_GATE_FRAC * _balanced(model))
+
+
 def score_conversation(turns: Sequence[Turn], model: FirstTierModel | None = None) -> dict[str, Any]:
     """Score a conversation (``[{"role", "content", "refused"?}]``) with the rule in the module doc.
 
@@ -102,7 +137,8 @@ def score_conversation(turns: Sequence[Turn], model: FirstTierModel | None = Non
     p_turn = float(turn_scores.max())
     p_joint = float(scores[-1])
     seen: set[str] = set()
-    floor = _logit(STEP_FLOOR)
+    floor_p = step_floor(model)
+    floor = _logit(floor_p)
     evidence = 0.0
     for t, p in zip(texts, turn_scores.tolist(), strict=True):
         key = " ".join(tokenize(t))
@@ -118,12 +154,12 @@ def score_conversation(turns: Sequence[Turn], model: FirstTierModel | None = Non
          "steps_evidence": round(p_steps, 4)},
     ]  # fmt: skip
     boost = 0.0
-    if base >= CONTEXT_GATE:
+    if base >= context_gate(model):
         pretexts = sorted({m.group(0).lower() for t in texts for m in PRETEXT_RE.finditer(t)})
         if pretexts:
             boost += PRETEXT_BOOST
             explanation.append({"kind": "pretext", "matches": pretexts[:5], "boost": PRETEXT_BOOST})
-        rephrase_turns = _rephrase_after_refusal(turns, user_idx, turn_scores)
+        rephrase_turns = _rephrase_after_refusal(turns, user_idx, turn_scores, floor_p)
         if rephrase_turns:
             boost += REPHRASE_BOOST
             explanation.append({"kind": "rephrase_after_refusal", "turns": rephrase_turns, "boost": REPHRASE_BOOST})
@@ -151,7 +187,9 @@ def score_conversation(turns: Sequence[Turn], model: FirstTierModel | None = Non
     }
 
 
-def _rephrase_after_refusal(turns: Sequence[Turn], user_idx: list[int], turn_scores: np.ndarray[Any, Any]) -> list[int]:
+def _rephrase_after_refusal(
+    turns: Sequence[Turn], user_idx: list[int], turn_scores: np.ndarray[Any, Any], floor: float
+) -> list[int]:
     """Indices of user turns that re-ask after a refused turn."""
     found: list[int] = []
     pos = {ti: k for k, ti in enumerate(user_idx)}
@@ -164,6 +202,6 @@ def _rephrase_after_refusal(turns: Sequence[Turn], user_idx: list[int], turn_sco
         if not refused:
             continue
         again = _overlap(str(turns[ti].get("content") or ""), str(turns[nxt].get("content") or "")) >= 0.3
-        if again or turn_scores[pos[nxt]] >= STEP_FLOOR:
+        if again or turn_scores[pos[nxt]] >= floor:
             found.append(nxt)
     return found

@@ -9,6 +9,7 @@ itself as active the first time the store is scored.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from stormwatch.store.base import Store
 from stormwatch.store.sql import now_iso
 
 STATUSES = ("active", "candidate", "retired")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +94,24 @@ def register(
 
 
 def ensure_active(store: Store) -> ModelEntry:
-    """The active model, registering the shipped first-tier artifact when none is active."""
+    """The active model, registering the shipped first-tier artifact when none is active.
+
+    When the active model was the artifact shipped with an earlier stormwatch and this install
+    ships another, the new one becomes active (the old one is retired and stays listed): scores
+    keep naming the version that produced them, and the next scoring run rescores with the new one.
+    """
     active = list_models(store, "active")
     if active:
-        return active[-1]
+        entry = active[-1]
+        where = entry.path
+        if where is not None and Path(where).is_file():
+            return entry
+        if not entry.metadata.get("shipped"):
+            raise InputError(
+                f"the active model {entry.version} is missing: {where}",
+                hint="put the artifact back, or `stormwatch models promote VERSION` another one",
+            )
+        log.warning("shipped model %s is not installed any more; switching to this install's model", entry.version)
     from stormwatch.detect.data import model_dir
     from stormwatch.detect.model import default_model_path, load_model
 

@@ -8,9 +8,12 @@ model on the same events (shadow mode).
 
 What is scored: the request's own text (the last user turn, or ``prompt``). When the request
 carries earlier turns of its conversation, the joined user turns are scored too, and where either
-reaches the conversation rule's gate, the full conversation rule of
-:func:`stormwatch.detect.conversation.score_conversation` (pretext wrappers, rephrasing after a
-refusal, TTP breadth) decides the event's score. Explanations are kept for flagged events.
+reaches the conversation rule's gate (:func:`~stormwatch.detect.conversation.context_gate`), the
+full conversation rule of :func:`stormwatch.detect.conversation.score_conversation` (pretext
+wrappers, rephrasing after a refusal, TTP breadth) decides the event's score when it is higher.
+Below the gate the rule adds nothing, so skipping it there changes no score (an earlier turn that
+alone crossed the gate was scored, and judged, as its own request). Conversation evidence is kept
+for flagged events; n-gram evidence is recomputed on demand by :func:`explain_event`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
-from stormwatch.detect.conversation import CONTEXT_GATE, score_conversation
+from stormwatch.detect.conversation import context_gate, score_conversation
 from stormwatch.detect.model import FirstTierModel, load_model
 from stormwatch.detect.settings import DetectSettings, load_settings
 from stormwatch.detect.taxonomy import LLMT_IDS
@@ -123,11 +126,12 @@ def _score_batch(
     scores, cats = model.score_with_categories(texts)
     explanations: list[list[dict[str, Any]] | None] = [None] * len(texts)
     conv_idx = [i for i, t in enumerate(turns) if t is not None]
+    gate = context_gate(model)  # below it the conversation rule adds nothing (see its docs)
     if conv_idx:
         joined = ["\n\n".join(m["content"] for m in turns[i] if m.get("role") == "user") for i in conv_idx]  # type: ignore[union-attr]
         jscores = model.score_texts(joined)
         for i, js in zip(conv_idx, jscores.tolist(), strict=True):
-            if max(js, float(scores[i])) < CONTEXT_GATE:
+            if max(js, float(scores[i])) < gate:
                 continue
             conv = score_conversation(turns[i], _Unexplained(model))  # type: ignore[arg-type]
             if conv["score"] > scores[i]:
