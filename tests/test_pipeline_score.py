@@ -160,3 +160,31 @@ def test_score_cli_and_bad_model_file(sqlite_url: str, tmp_path: Path, capsys: p
     bogus.write_bytes(b"not gzip")
     assert main(["--db", sqlite_url, "models", "add", str(bogus)]) == 4
     assert "not a first-tier model artifact" in capsys.readouterr().err
+
+
+def test_a_shipped_model_gone_after_an_upgrade_is_replaced(store: Store, tmp_path: Path) -> None:
+    from stormwatch.errors import InputError
+    from stormwatch.pipeline.models import register
+
+    register(
+        store,
+        name="first_tier",
+        version="first_tier-0.9+gone",
+        kind="first_tier",
+        status="active",
+        metadata={"path": str(tmp_path / "gone.json.gz"), "shipped": True},
+    )
+    active = ensure_active(store)
+    assert active.version != "first_tier-0.9+gone" and active.path and Path(active.path).is_file()
+    assert {m.version: m.status for m in list_models(store)}["first_tier-0.9+gone"] == "retired"
+    # a model the user registered is never replaced behind their back
+    register(
+        store,
+        name="first_tier",
+        version="first_tier-mine",
+        kind="first_tier",
+        status="active",
+        metadata={"path": str(tmp_path / "mine.json.gz")},
+    )
+    with pytest.raises(InputError, match="is missing"):
+        ensure_active(store)
