@@ -54,7 +54,11 @@ def _show_findings(store: Any, out: Path) -> int:
         c = clusters.get(cid, {})
         actor = c.get("actor") or members[0].get("actor") or "unattributed"
         conf = c.get("confidence_label") or members[0].get("confidence_label") or ""
-        ttps = sorted({t for m in members for t in (m.get("ttps") or {})})[:5]
+        mass: dict[str, float] = {}
+        for m in members:
+            for t, share in (m.get("ttps") or {}).items():
+                mass[t] = mass.get(t, 0.0) + float(share)
+        ttps = sorted(mass, key=lambda t: (-mass[t], t))[:4]
         cid = cid if cid != "-" else "(unlinked)"
         click.echo(
             f"      {cid:18} {actor:20} conf {conf!s:6}  {len(members):2} accounts  "
