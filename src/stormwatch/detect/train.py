@@ -51,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from stormwatch.datasets import EVERYDAY_SOURCES as _EVERYDAY
 from stormwatch.detect.data import Row
 from stormwatch.detect.features import FeatureSpec, featurize, tokens_of
 from stormwatch.detect.model import FORMAT, FirstTierModel, encode_f32
@@ -63,26 +64,7 @@ FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str], None]
 
 # Everyday sources: benign traffic; each is its own source for balancing and vocabulary.
-EVERYDAY_SOURCES = frozenset(
-    {
-        "arena_hard_v01",
-        "banking77",
-        "clinc150",
-        "dolly15k_partial",
-        "gpteacher",
-        "gsm8k",
-        "humaneval",
-        "hwu64",
-        "mgsm",
-        "mmlu",
-        "mt_bench",
-        "nq_open",
-        "oasst1_prompts",
-        "snips",
-        "vicuna_bench",
-        "xsid",
-    }
-)
+EVERYDAY_SOURCES = frozenset(_EVERYDAY)
 # Hard-negative targets of the embedding head's presets (embedding.py imports this; unchanged).
 PRESET_TARGET_FPR: dict[str, float] = {"strict": 0.05, "balanced": 0.015, "permissive": 0.005}
 # First-tier presets: a preset's threshold is the largest of the thresholds meeting each of these

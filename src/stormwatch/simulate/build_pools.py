@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from stormwatch.datasets import EVERYDAY_SOURCES
+
 MAX_TEXT = 1800  # longer rows are dropped (they dominate the size and are rare in chat logs)
 
 # MITRE ATT&CK tactic (CyberSecEval `category`) -> our LLM TTP id (taxonomy.md)
@@ -67,24 +69,7 @@ SOURCES: dict[str, tuple[str, str, int]] = {
     "xstest": ("xstest.jsonl", "xstest.LICENSE.txt", 0),
     "self_instruct": ("self_instruct.jsonl", "self-instruct.LICENSE.txt", 0),
 }
-EVERYDAY = (
-    "arena_hard_v01",
-    "banking77",
-    "clinc150",
-    "dolly15k_partial",
-    "gpteacher",
-    "gsm8k",
-    "humaneval",
-    "hwu64",
-    "mgsm",
-    "mmlu",
-    "mt_bench",
-    "nq_open",
-    "oasst1_prompts",
-    "snips",
-    "vicuna_bench",
-    "xsid",
-)
+EVERYDAY = EVERYDAY_SOURCES
 CC_BY_SA = {
     "dolly15k_partial": "CC BY-SA 3.0",
     "nq_open": "CC BY-SA 3.0",
