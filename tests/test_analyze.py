@@ -311,13 +311,8 @@ def test_cli_analyze_accounts_clusters(analysed: str, tmp_path: Path, capsys: py
 def test_end_to_end_on_simulated_platform(tmp_path: Path) -> None:
     """simulate -> ingest -> intel import -> analyze (with scoring) -> ground-truth floors."""
     from stormwatch.analyze.evaluate import evaluate
-    from stormwatch.detect.model import load_model
     from stormwatch.simulate import simulate
 
-    try:
-        load_model(None)
-    except (ValueError, FileNotFoundError) as exc:  # the detector's artifact is being rebuilt
-        pytest.skip(f"packaged detection model unavailable: {exc}")
     out = tmp_path / "sim"
     simulate(out, seed=21, accounts=300, days=10, progress=False)
     db = f"sqlite:///{tmp_path / 'e2e.db'}"

@@ -352,12 +352,9 @@ def test_real_minilm_matches_sentence_transformers() -> None:
 
 @needs_weights
 def test_real_detector_contract_and_sense() -> None:
-    try:
-        det = EmbeddingDetector()
-        det.tags()
-        det.head  # noqa: B018 - raises when no head is shipped
-    except FileNotFoundError:
-        pytest.skip("no embedding head shipped")
+    det = EmbeddingDetector()
+    det.tags()
+    det.head  # noqa: B018 - the shipped head must load
     check_detector(det)
     s = det.score(
         [
