@@ -176,7 +176,8 @@ def clusters_list(ctx: click.Context, min_size: int, limit: int, as_json: bool) 
         echo_json(rows)
         return
     for r in rows:
-        conf = f"{r['confidence']:.2f} {r['confidence_label']}" if r["confidence"] is not None else "-"
+        label = r["confidence_label"] or "below low"
+        conf = f"{r['confidence']:.2f} {label}" if r["confidence"] is not None else "-"
         click.echo(
             f"{r['cluster_id']}  size {r['size']:4}  flagged {r['flagged_accounts']:4}  "
             f"actor {r['actor'] or '-'} ({conf})"
