@@ -22,6 +22,7 @@ Endpoints:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
@@ -47,6 +48,7 @@ class State:
         self.in_flight = 0
         self.max_in_flight = 0
         self.slow_all = 0.0
+        self.abandoned = 0  # completions whose client hung up before the reply (timeouts)
 
 
 STATE = State()
@@ -88,7 +90,12 @@ class Handler(BaseHTTPRequestHandler):
             with STATE.lock:
                 self._send(
                     200,
-                    {"requests": STATE.requests, "max_in_flight": STATE.max_in_flight, "in_flight": STATE.in_flight},
+                    {
+                        "requests": STATE.requests,
+                        "max_in_flight": STATE.max_in_flight,
+                        "in_flight": STATE.in_flight,
+                        "abandoned": STATE.abandoned,
+                    },
                 )
         elif self.path.rstrip("/") == "/v1/models":
             self._send(200, {"object": "list", "data": [{"id": "llama-guard3", "object": "model", "owned_by": "test"}]})
@@ -143,7 +150,8 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self._send(200, self._completion(body, garbage))
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-            pass
+            with STATE.lock:
+                STATE.abandoned += 1
         finally:
             with STATE.lock:
                 STATE.in_flight -= 1
@@ -221,9 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     timer.daemon = True
     timer.start()
     try:
-        server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever(poll_interval=0.1)
     finally:
         server.server_close()
     sys.exit(0)
