@@ -163,8 +163,7 @@ def ingest_command(
     from stormwatch.ingest.formats.base import FormatOptions
     from stormwatch.ingest.runner import ingest
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         summary = ingest(
             store,
             list(files),
@@ -175,8 +174,6 @@ def ingest_command(
             progress=not (quiet or as_json),
             workers=workers,
         )
-    finally:
-        store.close()
     if as_json:
         echo_json(summary.to_dict())
     else:
@@ -210,12 +207,9 @@ def quarantine_group() -> None:
 @click.pass_context
 def quarantine_list(ctx: click.Context, run_id: str | None, limit: int, offset: int, as_json: bool) -> None:
     """List quarantined records: where they came from (file:line), the field and the reason."""
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         rows = store.list_quarantine(run_id=run_id, limit=limit, offset=offset)
         total = store.count_quarantine(run_id)
-    finally:
-        store.close()
     if as_json:
         for r in rows:
             echo_json(
@@ -270,8 +264,7 @@ def db_migrate(ctx: click.Context) -> None:
 @click.pass_context
 def db_info(ctx: click.Context, as_json: bool) -> None:
     """Show the schema version and row counts."""
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         info = {
             "url": store.url,
             "schema_version": store.schema_version(),
@@ -279,8 +272,6 @@ def db_info(ctx: click.Context, as_json: bool) -> None:
             "accounts": store.count_accounts(),
             "quarantined": store.count_quarantine(),
         }
-    finally:
-        store.close()
     if as_json:
         echo_json(info)
     else:

@@ -36,11 +36,8 @@ def analyze_group(ctx: click.Context, as_json: bool, quiet: bool, full: bool, no
         return
     from stormwatch.analyze.pipeline import analyze
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         s = analyze(store, full=full, progress=not (quiet or as_json), score=not no_score)
-    finally:
-        store.close()
     if as_json:
         echo_json(s.to_dict())
         return
@@ -68,11 +65,8 @@ def analyze_eval(ctx: click.Context, truth: Path, as_json: bool) -> None:
     """Measure the stored judgements against a simulator's ground truth."""
     from stormwatch.analyze.evaluate import evaluate
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         res = evaluate(store, truth)
-    finally:
-        store.close()
     if as_json:
         echo_json(res)
         return
@@ -140,11 +134,8 @@ def accounts_show(ctx: click.Context, account_id: str, as_json: bool) -> None:
     """An account's judgement, timeline, top-scored requests, infrastructure and evidence."""
     from stormwatch.analyze.report import account_detail
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         d = account_detail(store, account_id)
-    finally:
-        store.close()
     if d is None:
         raise InputError(f"no judgement for account {account_id!r}", hint="run `stormwatch analyze` first")
     if as_json:
@@ -167,11 +158,8 @@ def clusters_list(ctx: click.Context, min_size: int, limit: int, as_json: bool) 
     """Clusters, those with accounts flagged for enforcement first."""
     from stormwatch.analyze.report import list_clusters
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         rows = list_clusters(store, min_size=min_size, limit=limit)
-    finally:
-        store.close()
     if as_json:
         echo_json(rows)
         return
@@ -192,11 +180,8 @@ def clusters_show(ctx: click.Context, cluster_id: str, as_json: bool) -> None:
     """A cluster's members, the link edges that made it, and its attribution evidence."""
     from stormwatch.analyze.report import cluster_detail
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         d = cluster_detail(store, cluster_id)
-    finally:
-        store.close()
     if d is None:
         raise InputError(f"no cluster {cluster_id!r}", hint="see `stormwatch clusters list`")
     if as_json:

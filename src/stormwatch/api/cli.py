@@ -153,8 +153,7 @@ def token_create(
     """Make a token and print it once: it is stored only as a hash and cannot be shown again."""
     from stormwatch.api.tokens import create_token
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         token, info = create_token(
             store,
             name=name,
@@ -163,8 +162,6 @@ def token_create(
             expires_in=None if expires_days is None else timedelta(days=expires_days),
             created_by=_cli_actor(),
         )
-    finally:
-        store.close()
     if as_json:
         echo_json({**info.to_dict(), "token": token})
         return
@@ -183,11 +180,8 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
     """List tokens: id, name, role, status, dates (never the secret)."""
     from stormwatch.api.tokens import list_tokens
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         tokens = list_tokens(store)
-    finally:
-        store.close()
     if as_json:
         for t in tokens:
             echo_json(t.to_dict())
@@ -212,9 +206,6 @@ def token_revoke(ctx: click.Context, token_id: str) -> None:
     """Revoke the token TOKEN_ID (its first 8 characters after sw_). Takes effect on the next request."""
     from stormwatch.api.tokens import revoke_token
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         info = revoke_token(store, token_id, by=_cli_actor())
-    finally:
-        store.close()
     click.echo(f"token {info.token_id} ({info.name}) revoked at {info.revoked_at}")

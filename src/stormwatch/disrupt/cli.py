@@ -132,11 +132,8 @@ def policy_test(
 ) -> None:  # fmt: skip
     """Run the policies against the stored judgements and show what would happen. Writes nothing."""
     pset = service.load_policy_set(list(policy_paths) or default_policy_paths(), parse_now(now))
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         ev = service.test_policies(store, pset, now=parse_now(now), account_ids=list(accounts) or None)
-    finally:
-        store.close()
     shadow_ids = {p.id for p in pset.shadow()}
     rows = [p for p in ev.planned if shadow or p.policy_id not in shadow_ids]
     if as_json:
@@ -161,11 +158,8 @@ def policy_compare(
     """Show what candidate (shadow) policies would do differently from the active ones."""
     active = service.load_policy_set(list(policy_paths) or default_policy_paths(), parse_now(now))
     cand = service.load_policy_set(list(candidates), parse_now(now)) if candidates else active
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         cmp = service.compare_policies(store, active, cand, now=parse_now(now))
-    finally:
-        store.close()
     if as_json:
         echo_json(cmp.to_dict())
         return
@@ -194,11 +188,8 @@ def enforce_command(
     """Evaluate policies, record decisions in the audit log and (with --mode enforce) carry them out."""
     pset = service.load_policy_set(list(policy_paths) or default_policy_paths(), parse_now(now))
     sink, retry = build_sink(kw, required=mode == "enforce")
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         report = service.enforce(store, pset, sink, mode=mode, retry=retry, now=parse_now(now))
-    finally:
-        store.close()
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -243,11 +234,8 @@ def actions_group() -> None:
 @click.pass_context
 def actions_list(ctx: click.Context, status: str | None, account_id: str | None, limit: int, as_json: bool) -> None:
     """List actions (idempotency key, kind, target, status, attempts, last error)."""
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         rows = service.list_actions(store, status=status, account_id=account_id, limit=limit)
-    finally:
-        store.close()
     for a in rows:
         if as_json:
             echo_json(a.to_dict())
@@ -262,11 +250,8 @@ def actions_list(ctx: click.Context, status: str | None, account_id: str | None,
 def _delivery(ctx: click.Context, kw: dict[str, Any], fn: Callable[..., service.DeliveryReport], as_json: bool) -> None:
     sink, retry = build_sink(kw, required=True)
     assert sink is not None
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         report = fn(store, sink, retry=retry)
-    finally:
-        store.close()
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -307,11 +292,8 @@ def audit_group() -> None:
 @click.pass_context
 def audit_list(ctx: click.Context, target: str | None, limit: int, offset: int, as_json: bool) -> None:
     """Audit entries in order: seq, time, who/what, action, target, versions."""
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         rows = service.list_audit(store, target=target, limit=limit, offset=offset)
-    finally:
-        store.close()
     for e in rows:
         if as_json:
             echo_json(e.to_dict())
@@ -334,11 +316,8 @@ def audit_verify(ctx: click.Context, anchor: Path | None, as_json: bool) -> None
             anchored = service.AuditAnchor(int(obj["seq"]), str(obj["entry_hash"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{anchor}: not an audit anchor ({exc})") from exc
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         result = service.verify_audit(store, anchor=anchored)
-    finally:
-        store.close()
     if as_json:
         echo_json(result.to_dict())
     elif result.ok:
@@ -354,10 +333,7 @@ def audit_verify(ctx: click.Context, anchor: Path | None, as_json: bool) -> None
 @click.pass_context
 def audit_anchor(ctx: click.Context, output: Path) -> None:
     """Write the chain head (seq, hash) to a file kept outside the database."""
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         head = service.audit_head(store)
-    finally:
-        store.close()
     output.write_bytes(orjson.dumps(head.to_dict()) + b"\n")
     click.echo(f"anchored seq {head.seq} {head.entry_hash} in {output}")

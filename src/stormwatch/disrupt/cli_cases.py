@@ -45,11 +45,8 @@ def cases_list(
     ctx: click.Context, status: str | None, assignee: str | None, account_id: str | None, limit: int, as_json: bool
 ) -> None:
     """List cases, oldest first."""
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         rows = service.list_cases(store, status=status, assignee=assignee, account_id=account_id, limit=limit)
-    finally:
-        store.close()
     for c in rows:
         echo_json(c.to_dict()) if as_json else click.echo(_case_line(c))
     if not rows and not as_json:
@@ -62,11 +59,8 @@ def cases_list(
 @click.pass_context
 def cases_show(ctx: click.Context, case_id: str, as_json: bool) -> None:
     """A case with its notes, evidence and the account's decisions."""
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         detail = service.get_case(store, case_id)
-    finally:
-        store.close()
     if as_json:
         echo_json(detail.to_dict())
         return
@@ -79,12 +73,9 @@ def cases_show(ctx: click.Context, case_id: str, as_json: bool) -> None:
 
 
 def _run(ctx: click.Context, fn: object, as_json: bool) -> None:
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         assert callable(fn)
         result = fn(store)
-    finally:
-        store.close()
     if isinstance(result, service.Case):
         _show_case(ctx, result, as_json)
     elif as_json:
@@ -178,11 +169,8 @@ def _appeal_line(a: service.Appeal) -> str:
 @click.pass_context
 def appeals_file(ctx: click.Context, account_id: str, reason: str, by: str, as_json: bool) -> None:
     """File an appeal: the account's decisions go back under review and a case opens."""
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         appeal = service.file_appeal(store, account_id, reason, by=by or account_id)
-    finally:
-        store.close()
     echo_json(appeal.to_dict()) if as_json else click.echo(_appeal_line(appeal))
 
 
@@ -192,11 +180,8 @@ def appeals_file(ctx: click.Context, account_id: str, reason: str, by: str, as_j
 @click.pass_context
 def appeals_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
     """List appeals."""
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         rows = service.list_appeals(store, status=status)
-    finally:
-        store.close()
     for a in rows:
         echo_json(a.to_dict()) if as_json else click.echo(_appeal_line(a))
     if not rows and not as_json:
@@ -212,11 +197,8 @@ def appeals_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
 @click.pass_context
 def appeals_decide(ctx: click.Context, appeal_id: str, reinstate: bool, note: str, by: str, as_json: bool) -> None:
     """Decide an appeal. Reinstating queues reversing actions: deliver them with `stormwatch actions deliver`."""
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         outcome = service.decide_appeal(store, appeal_id, reinstate=reinstate, by=by, note=note)
-    finally:
-        store.close()
     if as_json:
         echo_json(outcome.to_dict())
         return
@@ -240,13 +222,10 @@ def labels_group() -> None:
 @click.pass_context
 def labels_export(ctx: click.Context, output: str) -> None:
     """Write labelled cases' events as training lines that `stormwatch train --data FILE` accepts."""
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         if output == "-":
             n = service.export_labels(store, sys.stdout)
         else:
             with open(output, "w", encoding="utf-8") as fh:
                 n = service.export_labels(store, fh)
-    finally:
-        store.close()
     click.echo(f"{n} labelled lines written to {output}", err=True)

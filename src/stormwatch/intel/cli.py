@@ -30,11 +30,8 @@ def intel_import(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> 
     """
     from stormwatch.intel.importer import import_files
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         summary = import_files(store, list(files))
-    finally:
-        store.close()
     if as_json:
         echo_json(summary.to_dict())
         return

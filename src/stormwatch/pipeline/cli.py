@@ -30,13 +30,10 @@ def score_command(ctx: click.Context, workers: int | None, preset: str | None, a
     from stormwatch.detect.settings import load_settings
     from stormwatch.pipeline.score import score_new_events
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         summary = score_new_events(
             store, progress=not (quiet or as_json), workers=workers, settings=load_settings(preset=preset)
         )
-    finally:
-        store.close()
     if as_json:
         echo_json(summary.to_dict())
         return
@@ -60,13 +57,10 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
     """Registered model versions and their status."""
     from stormwatch.pipeline.models import ensure_active, list_models
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         ensure_active(store)
         models = list_models(store)
         counts = dict(store.query("SELECT model_version, COUNT(*) FROM detections GROUP BY model_version"))
-    finally:
-        store.close()
     if as_json:
         for m in models:
             echo_json({**m.to_dict(), "scored_events": int(counts.get(m.version, 0))})
@@ -83,11 +77,8 @@ def models_add(ctx: click.Context, artifact: Path, make_active: bool) -> None:
     """Register a model built by `stormwatch train --out ARTIFACT` (as a shadow candidate)."""
     from stormwatch.pipeline.models import register_artifact
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         entry = register_artifact(store, artifact, "active" if make_active else "candidate")
-    finally:
-        store.close()
     click.echo(f"registered {entry.version} as {entry.status}; `stormwatch score` scores it on stored events")
 
 
@@ -101,8 +92,7 @@ def models_compare(ctx: click.Context, candidate: str | None, top: int, as_json:
     from stormwatch.pipeline.compare import compare_models, format_comparison
     from stormwatch.pipeline.models import ensure_active, list_models
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         active = ensure_active(store)
         if candidate is None:
             cands = list_models(store, "candidate")
@@ -110,8 +100,6 @@ def models_compare(ctx: click.Context, candidate: str | None, top: int, as_json:
                 raise InputError("no candidate model registered", hint="stormwatch models add PATH")
             candidate = cands[-1].version
         result = compare_models(store, active.version, candidate, top=top)
-    finally:
-        store.close()
     if result.both_scored == 0:
         click.echo("no event is scored by both models yet: run `stormwatch score` first", err=True)
     if as_json:
@@ -127,8 +115,7 @@ def models_promote(ctx: click.Context, version: str) -> None:
     """Make VERSION the active model (the previous active one is retired)."""
     from stormwatch.pipeline.models import get_model, register
 
-    store = open_ctx_store(ctx)
-    try:
+    with open_ctx_store(ctx) as store:
         entry = get_model(store, version)
         if entry is None:
             raise InputError(f"no model version {version!r}", hint="see `stormwatch models list`")
@@ -140,6 +127,4 @@ def models_promote(ctx: click.Context, version: str) -> None:
             status="active",
             metadata=entry.metadata,
         )
-    finally:
-        store.close()
     click.echo(f"{version} is now active")

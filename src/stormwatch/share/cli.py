@@ -63,14 +63,11 @@ def export_command(
 
     policy = load_policy(policy_path)
     findings = Findings.from_dict(orjson.loads(findings_path.read_bytes())) if findings_path else None
-    store = _store(ctx)
-    try:
+    with _store(ctx) as store:
         if fmt == "stix":
             res = export_stix_file(store, policy, out, recipient=recipient, findings=findings)
         else:
             res = export_misp_feed(store, policy, out, recipient=recipient, findings=findings)
-    finally:
-        store.close()
     if as_json:
         _echo(res)
     else:
@@ -108,8 +105,7 @@ def pull_command(
     """Take a partner's TAXII collection in (checkpointed: a re-run fetches only what is new)."""
     from stormwatch.share.pull import pull
 
-    store = _store(ctx)
-    try:
+    with _store(ctx) as store:
         s = pull(
             store,
             url,
@@ -122,8 +118,6 @@ def pull_command(
             verify=not insecure,
             import_into_intel=not no_import,
         )
-    finally:
-        store.close()
     if as_json:
         _echo(s.to_dict())
     else:
@@ -146,11 +140,8 @@ def misp_import_command(ctx: click.Context, paths: tuple[Path, ...], as_json: bo
     """Import MISP events (event JSON files or feed directories) into intel."""
     from stormwatch.share.service import import_misp
 
-    store = _store(ctx)
-    try:
+    with _store(ctx) as store:
         res = import_misp(store, list(paths))
-    finally:
-        store.close()
     if as_json:
         _echo(res)
     else:
@@ -175,15 +166,12 @@ def add_collection(
     """Create a collection; prints its id."""
     from stormwatch.share.taxii.repo import create_collection
 
-    store = _store(ctx)
-    try:
+    with _store(ctx) as store:
         click.echo(
             create_collection(
                 store, title, root=root, description=description, alias=alias, collection_id=collection_id
             )
         )
-    finally:
-        store.close()
 
 
 @taxii_group.command("grant")
@@ -199,11 +187,8 @@ def grant_command(
     """Let PRINCIPAL (an API token name, or '*') read / write a collection."""
     from stormwatch.share.taxii.repo import grant
 
-    store = _store(ctx)
-    try:
+    with _store(ctx) as store:
         grant(store, collection_id, principal, read=read, write=write, red_named=red_named)
-    finally:
-        store.close()
 
 
 @taxii_group.command("publish")
@@ -221,11 +206,8 @@ def publish_command(
     from stormwatch.share.service import publish
 
     findings = Findings.from_dict(orjson.loads(findings_path.read_bytes())) if findings_path else None
-    store = _store(ctx)
-    try:
+    with _store(ctx) as store:
         p = publish(store, load_policy(policy_path), collection_id, recipient=recipient, findings=findings)
-    finally:
-        store.close()
     click.echo(f"published {p.status['success_count']} objects to {collection_id} ({p.red_objects} TLP:RED)")
 
 
