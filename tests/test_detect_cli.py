@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -21,7 +22,7 @@ def _write(path: Path, lines: list[str]) -> Path:
 
 
 def test_classify_good_and_bad_input(tmp_path: Path) -> None:
-    good = [
+    good: list[dict[str, Any]] = [
         {"id": "empty", "text": ""},
         {"id": "huge", "text": "lorem ipsum dolor " * 60000},
         {"id": "binary", "text": "\x00\x01\x02\ufffd\x7f" * 1000},
@@ -89,12 +90,40 @@ def test_train_is_deterministic_and_eval_runs(tmp_path: Path) -> None:
     assert "hard-negative FPR" in res.stdout
 
 
-@pytest.mark.slow  # full recipe: 1 + 4 cross-fitted fits + 14 heads: ~58 CPU-s (37 s wall idle, more under load);
+@pytest.mark.slow  # full recipe, every fit converged: 1 + 4 cross-fitted fits + 14 heads (minutes of CPU);
 # test_train_is_deterministic_and_eval_runs keeps a fast byte-for-byte determinism check on a subset
 def test_retraining_vendored_data_reproduces_shipped_artifact(tmp_path: Path) -> None:
-    shipped = sorted(model_dir().glob("first_tier-*.json.gz"))[-1]
+    """The guarantee of docs/model-card.md (Reproducibility): on any x86-64 CPU and BLAS kernel a
+    rebuild has the shipped version id, scores every vendored val/test prompt within
+    REBUILD_SCORE_TOLERANCE and flags the same prompts at each preset (bar those within the
+    tolerance of a threshold). Bytes are only equal on the kernel that built the shipped artifact."""
+    from stormwatch.detect.data import read_rows
+    from stormwatch.detect.model import load_model
+    from stormwatch.detect.train import REBUILD_SCORE_TOLERANCE as TOL
+
+    shipped_path = sorted(model_dir().glob("first_tier-*.json.gz"))[-1]
     res = CliRunner().invoke(train_command, ["--out", str(tmp_path), "--quiet"])
     assert res.exit_code == 0, res.output
-    rebuilt = tmp_path / shipped.name
-    assert rebuilt.exists(), res.output
-    assert rebuilt.read_bytes() == shipped.read_bytes()
+    rebuilt_path = tmp_path / shipped_path.name
+    assert rebuilt_path.exists(), (
+        f"{res.output.strip()}: the version id (training data + parameters + RECIPE_REVISION) differs from "
+        f"the shipped {shipped_path.name}; retrain with `stormwatch train` and update the references"
+    )
+    shipped, rebuilt = load_model(shipped_path), load_model(rebuilt_path)
+    assert rebuilt.artifact["identity"] == shipped.artifact["identity"]
+    for name, thr in shipped.thresholds.items():
+        assert abs(rebuilt.thresholds[name] - thr) <= TOL, name
+    rows = [r for r in read_rows(default_data_paths()) if r.split in ("val", "test")]
+    texts = [r.text for r in rows]
+    s0, c0 = shipped.score_with_categories(texts)
+    s1, c1 = rebuilt.score_with_categories(texts)
+    worst = int(abs(s1 - s0).argmax())
+    assert abs(s1[worst] - s0[worst]) <= TOL, (
+        f"{rows[worst].id}: score {s1[worst]:.6f}, shipped {s0[worst]:.6f}: the recipe changed "
+        "(bump RECIPE_REVISION and retrain) or a fit did not converge"
+    )
+    assert float(abs(c1 - c0).max()) <= TOL
+    for name, thr in shipped.thresholds.items():
+        clear = abs(s0 - thr) > TOL
+        assert clear.mean() > 0.99
+        assert ((s0 >= thr) == (s1 >= rebuilt.thresholds[name]))[clear].all(), name

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import itertools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +18,17 @@ from stormwatch.detect.first_tier import FirstTierDetector
 from stormwatch.detect.settings import PRESETS, load_settings
 from stormwatch.detect.taxonomy import LLMT_IDS
 from stormwatch.detect.text import item_id, item_text
+from stormwatch.errors import InputError
 
 __all__ = ["EXIT_REJECTED", "classify_command", "eval_command", "train_command"]
 
 EXIT_REJECTED = 10  # finished, but some records were rejected
 BATCH = 2048
+MAX_LINE_BYTES = 64 * 1024  # one plain-text line (--lines); longer lines are rejected with their line number
+_TEXT_HINT = (
+    "INPUT is a JSONL file (or - for stdin); to score a text itself use "
+    "`stormwatch classify --text 'TEXT'`, for plain text lines on stdin `--lines`"
+)
 
 
 def _parse(lines: Iterator[tuple[int, str]], name: str, rejects: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -53,8 +62,78 @@ def _batches(it: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[list[tuple[in
         yield batch
 
 
+def _open_input(path: str, name: str) -> IO[str]:
+    """``open_text`` with a missing or unreadable file as an input error (exit 4) that names the
+    ways to score a text without a file."""
+    try:
+        return open_text(path)
+    except OSError as exc:
+        reason = "no such file" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+        raise InputError(f"{name}: {reason}", hint=_TEXT_HINT) from exc
+
+
+def _plain_lines(fh: IO[bytes], name: str, rejects: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Plain text, one prompt per line (UTF-8; blank lines skipped). A line longer than
+    ``MAX_LINE_BYTES`` is rejected as ``name:line`` without being held in memory."""
+    for lineno in itertools.count(1):
+        raw = fh.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            size = len(raw)
+            while raw and not raw.endswith(b"\n"):  # skip the rest of the line, a chunk at a time
+                raw = fh.readline(MAX_LINE_BYTES)
+                size += len(raw)
+            rejects.append(
+                f"{name}:{lineno}: line longer than {MAX_LINE_BYTES} bytes ({size:,} bytes); "
+                "split it or send it as a JSONL record"
+            )
+            continue
+        text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if text.strip():
+            yield lineno, {"id": f"line-{lineno}", "text": text}
+
+
+def _open_plain(path: str, name: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        if path.endswith(".gz"):
+            return gzip.open(path, "rb")  # type: ignore[return-value]
+        return open(path, "rb")
+    except OSError as exc:
+        reason = "no such file" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+        raise InputError(f"{name}: {reason}", hint=_TEXT_HINT) from exc
+
+
+@contextlib.contextmanager
+def _records(
+    input_path: str | None, texts: tuple[str, ...], lines: bool, rejects: list[str]
+) -> Iterator[Iterator[tuple[int, dict[str, Any]]]]:
+    """The numbered records to score: ``--text`` values, plain text lines or JSONL lines."""
+    if texts:
+        yield iter([(i, {"id": f"text-{i}", "text": t}) for i, t in enumerate(texts, 1)])
+        return
+    path = input_path or "-"
+    name = "<stdin>" if path == "-" else path
+    if lines:
+        bfh = _open_plain(path, name)
+        try:
+            yield _plain_lines(bfh, name, rejects)
+        finally:
+            if bfh is not sys.stdin.buffer:
+                bfh.close()
+        return
+    with _open_input(path, name) as fh:
+        yield _parse(enumerate(fh, 1), name, rejects)
+
+
 @click.command("classify")
-@click.argument("input_path", metavar="INPUT", type=click.Path(allow_dash=True, dir_okay=False))
+@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--text", "texts", multiple=True, metavar="TEXT",
+              help="Score this text (repeatable; ids text-1, text-2, ...) instead of reading INPUT.")  # fmt: skip
+@click.option("--lines", is_flag=True,
+              help="INPUT (default stdin) is plain text, a prompt a line (ids line-N; <= 64 KiB a line).")  # fmt: skip
 @click.option("-o", "--output", "output", type=click.Path(allow_dash=True, dir_okay=False), default="-",
               help="Output JSONL (default stdout).")  # fmt: skip
 @click.option("--preset", type=click.Choice(PRESETS), default=None, help="Threshold preset (default: settings).")
@@ -67,7 +146,9 @@ def _batches(it: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[list[tuple[in
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stderr.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def classify_command(
-    input_path: str,
+    input_path: str | None,
+    texts: tuple[str, ...],
+    lines: bool,
     output: str,
     preset: str | None,
     threshold: float | None,
@@ -77,14 +158,22 @@ def classify_command(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Score prompts or usage events in INPUT (JSONL, .gz, or - for stdin).
+    """Score prompts or usage events in INPUT (JSONL, .gz, or - for stdin), the texts given with
+    --text, or plain text lines (--lines).
 
     Each output line: {id, score, flagged, categories, flagged_categories, explanation,
     model_version, threshold}. Bad lines are reported on stderr as file:line and the command exits
-    with code 10 after scoring the good ones.
+    with code 10 after scoring the good ones. A missing INPUT file exits with code 4.
     """
     from tqdm import tqdm
 
+    if texts and (input_path is not None or lines):
+        raise click.UsageError("--text replaces INPUT and --lines; give one of them")
+    if not texts and input_path is None and not lines:
+        raise click.UsageError("give INPUT (JSONL, or - for stdin), --text TEXT, or --lines for plain text on stdin")
+    if input_path is not None and input_path != "-" and not Path(input_path).exists():
+        # before the model loads and before -o is created: nothing to score
+        raise InputError(f"{input_path}: no such file", hint=_TEXT_HINT)
     settings = load_settings(config, preset=preset, threshold=threshold)
     det = FirstTierDetector(model_path=model_path)
     model = det.model
@@ -92,17 +181,16 @@ def classify_command(
     cat_thr = {c: settings.category_thresholds.get(c, thr) for c in LLMT_IDS}
     rejects: list[str] = []
     n_out = n_flagged = 0
-    name = "<stdin>" if input_path == "-" else input_path
     out: IO[bytes] = sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115
     try:
         with (
-            open_text(input_path) as fh,
+            _records(input_path, texts, lines, rejects) as records,
             tqdm(desc="classify", unit=" rec", disable=quiet, file=sys.stderr, mininterval=0.5) as bar,
         ):
-            for batch in _batches(_parse(enumerate(fh, 1), name, rejects)):
+            for batch in _batches(records):
                 items = [obj for _, obj in batch]
                 scores, cats = det.score_full(items)
-                lines = []
+                out_lines = []
                 for (lineno, obj), s, c in zip(batch, scores.tolist(), cats.tolist(), strict=True):
                     categories = {cid: round(v, 6) for cid, v in zip(LLMT_IDS, c, strict=True)}
                     flagged_cats = [cid for cid in LLMT_IDS if categories[cid] >= cat_thr[cid]]
@@ -110,7 +198,7 @@ def classify_command(
                     ev: list[dict[str, Any]] = []
                     if explain == "all" or (explain == "flagged" and flagged):
                         ev = det.explain(obj)
-                    lines.append(
+                    out_lines.append(
                         orjson.dumps(
                             {
                                 "id": item_id(obj, default=f"line-{lineno}"),
@@ -125,7 +213,7 @@ def classify_command(
                         )
                     )
                     n_flagged += flagged
-                out.write(b"\n".join(lines) + b"\n")
+                out.write(b"\n".join(out_lines) + b"\n")
                 n_out += len(batch)
                 bar.update(len(batch))
     finally:
@@ -154,13 +242,18 @@ def classify_command(
 @click.command("train")
 @click.option("--data", "data", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Training JSONL files (default: the vendored data). Repeatable.")  # fmt: skip
+@click.option("--add", "add", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="More labelled JSONL (e.g. analysts' labels) on top of --data or the vendored data.")  # fmt: skip
 @click.option("--out", "out", type=click.Path(), default=None,
               help="Output file or folder (default: replace the packaged one).")  # fmt: skip
 @click.option("--vendor-from", type=click.Path(exists=True, file_okay=False), default=None,
               help="First re-vendor training data from this datasets folder (maintainers).")  # fmt: skip
 @click.option("--quiet", is_flag=True)
-def train_command(data: tuple[str, ...], out: str | None, vendor_from: str | None, quiet: bool) -> None:
-    """Rebuild the first-tier model artifact (deterministic: same data -> same bytes)."""
+def train_command(
+    data: tuple[str, ...], add: tuple[str, ...], out: str | None, vendor_from: str | None, quiet: bool
+) -> None:
+    """Rebuild the first-tier model artifact. The version id names the data, the parameters and the
+    recipe: the same on every CPU (scores within 1e-4, see the model card); other data, another id."""
     from stormwatch.detect.data import vendor_training_data
     from stormwatch.detect.train import finalize_artifact, serialize, train_artifact
 
@@ -171,7 +264,7 @@ def train_command(data: tuple[str, ...], out: str | None, vendor_from: str | Non
     if vendor_from:
         for p in vendor_training_data(Path(vendor_from)):
             progress(f"vendored {p}")
-    paths = [Path(d) for d in data] or default_data_paths()
+    paths = ([Path(d) for d in data] or default_data_paths()) + [Path(a) for a in add]
     rows = read_rows(paths)
     art = train_artifact(rows, progress=progress)
     finalize_artifact(art, rows)

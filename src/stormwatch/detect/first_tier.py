@@ -74,7 +74,7 @@ class FirstTierDetector(BaseDetector):
         art = train_artifact(rows)
         from stormwatch.detect.train import serialize
 
-        serialize(art)  # fills the content-hash version
+        serialize(art)  # fills the version (data + recipe hash)
         self.model_ = FirstTierModel(art)
         return self
 

@@ -1,7 +1,7 @@
 """Training of the first-tier model (needs the ``train`` extra: scikit-learn).
 
-Recipe (all deterministic: sorted inputs, fixed fold assignment, single-threaded BLAS, weights
-rounded to 6 significant digits, gzip mtime 0):
+Recipe (deterministic on one machine: sorted inputs, fixed fold assignment, gzip mtime 0; and the
+same model on every x86-64 CPU and BLAS kernel within a stated tolerance, see "Reproducibility"):
 
 1. Rows with ``split_hint`` ``train`` fit the model; ``val`` rows choose the preset thresholds
    (with cross-fitted scores); ``test`` rows are never touched (``stormwatch eval`` reports them).
@@ -34,6 +34,19 @@ rounded to 6 significant digits, gzip mtime 0):
    scored by a model that never saw its source) with a 20 % misuse prior. A preset's threshold is
    the largest of the thresholds meeting (see ``PRESET_*`` below): its hard-negative FPR on ``val``
    rows, its everyday FPR on ``val`` rows, and its everyday FPR held out by source (cross-fitted).
+
+Reproducibility. Every logistic fit is run to convergence (projected gradient <= ``gtol``, 1e-9):
+the objective is strictly convex (L2) over a convex set (the sign bounds), so its minimiser is
+unique and the fitted weights do not depend on the optimiser's path. (Stopping early, as 2.1 did
+until ``RECIPE_REVISION`` 3, left a path-dependent point: the Haswell and SkylakeX OpenBLAS kernels
+sum dot products in another order, and their models differed by up to 0.016 in score.) What is
+stored is quantised (``quantize``: ``QUANT_DIGITS`` significant digits, then float32). The version
+id is a hash of what the model is made from (``identity``: training data, parameters, feature
+spec, format and ``RECIPE_REVISION``), not of the float weights, so it is the same on every CPU;
+``content_sha256`` names the exact bytes of one build. Guarantee (tested): a rebuild on any x86-64
+CPU / BLAS kernel has the shipped version id and scores every vendored ``val``/``test`` prompt
+within ``REBUILD_SCORE_TOLERANCE`` of the shipped artifact, with the same flag at each preset for
+every prompt farther than that from the preset's threshold. Bytes are identical on the same kernel.
 """
 
 from __future__ import annotations
@@ -60,6 +73,13 @@ from stormwatch.detect.taxonomy import HARD_NEGATIVE_SOURCES, LLMT_IDS
 __all__ = ["FORMAT", "TrainParams", "fit_core", "serialize", "train_artifact"]
 
 MODEL_SERIES = "2.1"
+# Bump when a change to the training code changes the fitted model for the same data and parameters:
+# the version id names data + parameters + this revision, not the weights (see "Reproducibility").
+RECIPE_REVISION = 3
+QUANT_DIGITS = 6  # significant decimal digits of every stored weight, bias and calibration value
+# Largest score difference (absolute, per prompt and per category) between two builds of one
+# version on different CPUs / BLAS kernels; measured <= 1e-5 (docs/model-card.md, Reproducibility).
+REBUILD_SCORE_TOLERANCE = 1e-4
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str], None]
 
@@ -98,6 +118,8 @@ class TrainParams:
     min_benign_sources: int = 1
     # fit
     C: float = 64.0
+    gtol: float = 1e-9  # every logistic fit runs until its projected gradient is below this (converged)
+    max_iter: int = 3000  # a safety cap only: the misuse head converges in ~400 L-BFGS-B iterations
     cat_C: float = 1.0
     hard_negative_weight: float = 2.0
     everyday_weight: float = 6.0
@@ -112,7 +134,6 @@ class TrainParams:
     # calibration: cross-fitted by source on the fit rows, with a benign-heavy prior
     calibration_folds: int = 4
     calibration_prior: float = 0.2
-    calibration_max_iter: int = 100  # fold models (converge in ~100 iterations; cost is L-BFGS-B)
     preset_hard_neg_fpr: dict[str, float] = field(default_factory=lambda: dict(PRESET_HARD_NEG_FPR))
     preset_everyday_fpr: dict[str, float] = field(default_factory=lambda: dict(PRESET_EVERYDAY_FPR))
     preset_everyday_held_out_fpr: dict[str, float] = field(default_factory=lambda: dict(PRESET_EVERYDAY_HELD_OUT_FPR))
@@ -360,13 +381,17 @@ def fit_logistic(
     c: float,
     upper: npt.NDArray[np.bool_] | None = None,
     lower: npt.NDArray[np.bool_] | None = None,
-    max_iter: int = 300,
+    max_iter: int = 3000,
+    gtol: float = 1e-9,
+    start: FloatArray | None = None,
 ) -> tuple[FloatArray, float]:
     """Weighted L2 logistic regression by L-BFGS-B; columns where ``upper`` is False are bounded
     <= 0, where ``lower`` is False >= 0.
 
-    Deterministic (scipy's Fortran L-BFGS-B, single-threaded sparse products). Only columns with a
-    non-zero entry are optimised; the others stay exactly 0.
+    Run to convergence (projected gradient <= ``gtol``): the minimiser is unique, so the result does
+    not depend on the path (BLAS kernel, ``start``) beyond the tolerance; ``start`` (coefficients
+    then bias, e.g. a related model's) only saves iterations. Raises RuntimeError when ``max_iter``
+    is reached first. Only columns with a non-zero entry are optimised; the others stay exactly 0.
     """
     from scipy.optimize import minimize
 
@@ -395,10 +420,16 @@ def fit_logistic(
         bounds = [
             (None if lo else 0.0, None if up else 0.0) for up, lo in zip(ub.tolist(), lb.tolist(), strict=True)
         ] + [(None, None)]
+    x0 = np.zeros(len(cols) + 1)
+    if start is not None:
+        x0[:-1] = start[cols]
+        x0[-1] = start[-1]
     res = minimize(
-        f, np.zeros(len(cols) + 1), jac=True, method="L-BFGS-B", bounds=bounds,
-        options={"maxiter": max_iter, "ftol": 1e-9, "gtol": 1e-5},
+        f, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+        options={"maxiter": max_iter, "maxfun": 2 * max_iter, "ftol": 0.0, "gtol": gtol},
     )  # fmt: skip
+    if res.nit >= max_iter:
+        raise RuntimeError(f"logistic fit did not converge in {max_iter} iterations ({res.message})")
     coef = np.zeros(x.shape[1], dtype=np.float64)
     coef[cols] = res.x[:-1]
     return coef, float(res.x[-1])
@@ -408,9 +439,16 @@ def _round(values: FloatArray | Sequence[float], digits: int = 6) -> list[float]
     return [float(f"{v:.{digits}g}") for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
-def _f32(values: FloatArray) -> FloatArray:
-    out: FloatArray = np.asarray(values, dtype=np.float32).astype(np.float64)
-    return out
+def quantize(values: FloatArray | Sequence[float], digits: int = QUANT_DIGITS) -> FloatArray:
+    """``values`` rounded to ``digits`` significant decimal digits, then to float32 (as stored).
+
+    Decimal rounding by Python's correctly rounded float formatting: the same on every CPU."""
+    v = np.asarray(values, dtype=np.float64)
+    out = np.zeros(v.shape, dtype=np.float64)
+    nz = np.flatnonzero(v)
+    out.flat[nz] = [float(f"{x:.{digits}g}") for x in v.flat[nz].tolist()]
+    result: FloatArray = out.astype(np.float32).astype(np.float64)
+    return result
 
 
 # -- core fit -------------------------------------------------------------------------------------
@@ -418,10 +456,11 @@ def fit_misuse(
     rows: Sequence[Row],
     toks: Sequence[list[str]],
     p: TrainParams,
-    max_iter: int = 300,
     cores: dict[str, list[str]] | None = None,
+    start: FloatArray | None = None,
 ) -> tuple[FloatArray, float]:
-    """The misuse head on ``rows`` (weights float32-rounded, as shipped); fits on the augmented rows."""
+    """The misuse head on ``rows`` (weights quantised, as shipped); fits on the augmented rows.
+    ``start``: coefficients then bias to start from (fewer iterations, same converged result)."""
     rows, toks = augment(rows, toks, p, cores)
     spec = p.spec()
     x = design_matrix(toks, spec)
@@ -431,8 +470,10 @@ def fit_misuse(
     x = (x @ diags(usable.astype(np.float64))).tocsr()
     x.eliminate_zeros()
     y = np.array([r.label for r in rows], dtype=np.int64)
-    coef, intercept = fit_logistic(x, y, sample_weights(rows, p), p.C, upper=pos_ok, lower=neg_ok, max_iter=max_iter)
-    return _f32(coef), float(np.float32(intercept))
+    coef, intercept = fit_logistic(
+        x, y, sample_weights(rows, p), p.C, upper=pos_ok, lower=neg_ok, max_iter=p.max_iter, gtol=p.gtol, start=start
+    )
+    return quantize(coef), float(quantize([intercept])[0])
 
 
 def fit_core(
@@ -467,10 +508,11 @@ def fit_core(
             npos = int(yc.sum())
             if npos < p.min_cat_positives or npos == len(yc):
                 continue
-            ccoef, cint = fit_logistic(xm, yc, wm, p.cat_C, max_iter=100)
+            ccoef, cint = fit_logistic(xm, yc, wm, p.cat_C, max_iter=p.max_iter, gtol=p.gtol)
+            ccoef = quantize(ccoef)
             nz = np.flatnonzero(np.abs(ccoef) >= 1e-3)
             cats[cid] = {
-                "bias": float(np.float32(cint)),
+                "bias": float(quantize([cint])[0]),
                 "idx": nz.tolist(),
                 "w": encode_f32(ccoef[nz]),
                 "n_pos": npos,
@@ -507,8 +549,10 @@ def cross_fitted_margins(
     p: TrainParams,
     progress: Progress = _noop,
     cores: dict[str, list[str]] | None = None,
+    start: FloatArray | None = None,
 ) -> FloatArray:
-    """Out-of-fold margins, folds by source: each row is scored by a model that never saw its source."""
+    """Out-of-fold margins, folds by source: each row is scored by a model that never saw its source.
+    ``start`` (the full model's coefficients then bias) only saves iterations: every fit converges."""
     spec = p.spec()
     folds = np.array(source_folds(rows, p.calibration_folds))
     out = np.zeros(len(rows), dtype=np.float64)
@@ -522,8 +566,8 @@ def cross_fitted_margins(
             [rows[i] for i in tr.tolist()],
             [toks[i] for i in tr.tolist()],
             p,
-            max_iter=p.calibration_max_iter,
             cores=cores,
+            start=start,
         )
         fz = featurize(None, spec, tokens=[tokens_of(rows[i].text) for i in te.tolist()])
         m = fz.margins(coef, b)
@@ -574,13 +618,16 @@ def calibrate_and_threshold(
     model), and its held-out everyday FPR on cross-fitted scores (sources unseen by the scoring
     model); never below 0.05.
     """
-    margins = cross_fitted_margins(rows, toks, p, progress, cores)
+    from stormwatch.detect.model import decode_f32
+
+    start = np.append(decode_f32(art["weights"]).astype(np.float64), float(art["bias"]))
+    margins = cross_fitted_margins(rows, toks, p, progress, cores, start=start)
     y = np.array([r.label for r in rows], dtype=np.int64)
     w = sample_weights(
         rows, replace(p, hard_negative_weight=1.0, everyday_weight=1.0, benign_share=1.0 - p.calibration_prior)
     )
     a, b = fit_platt(margins, y, w)
-    art["calibration"] = {"a": _round([a])[0], "b": _round([b])[0]}
+    art["calibration"] = {"a": _round([a], QUANT_DIGITS)[0], "b": _round([b], QUANT_DIGITS)[0]}
     model = FirstTierModel(art)
     scores = model.calibrate(margins)
     hard = np.array([r.source in HARD_NEGATIVE_SOURCES and r.label == 0 for r in rows])
@@ -615,12 +662,39 @@ def calibrate_and_threshold(
     return art
 
 
+def rows_digest(rows: Sequence[Row]) -> str:
+    """sha256 over every field of ``rows`` (text, label, source, split, category labels, use), in order."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(orjson.dumps([r.id, r.source, r.text, r.label, r.category, r.split, r.group, r.use, list(r.cats)]))
+    return h.hexdigest()
+
+
+def identity(art: dict[str, Any]) -> dict[str, Any]:
+    """What the model is made from: the version id is a hash of this, never of the float weights."""
+    return {
+        "format": FORMAT,
+        "series": MODEL_SERIES,
+        "recipe_revision": RECIPE_REVISION,
+        "params": art["params"],
+        "features": art["features"],
+        "data_sha256": art["training"]["data_sha256"],
+    }
+
+
+def version_id(ident: dict[str, Any]) -> str:
+    digest = hashlib.sha256(orjson.dumps(ident, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"first_tier-{MODEL_SERIES}+{digest[:12]}"
+
+
 def serialize(art: dict[str, Any]) -> bytes:
-    """Canonical gzip bytes; fills ``version`` with a hash of the content."""
-    body = dict(art)
-    body["version"] = ""
-    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
-    art["version"] = f"first_tier-{MODEL_SERIES}+{digest}"
+    """Canonical gzip bytes. Fills ``identity`` and ``version`` (a hash of the training data, the
+    parameters and the recipe revision: the same on every CPU) and ``content_sha256`` (a hash of
+    everything else: the exact build)."""
+    art["identity"] = identity(art)
+    art["version"] = version_id(art["identity"])
+    body = {k: v for k, v in art.items() if k not in ("version", "content_sha256")}
+    art["content_sha256"] = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     raw = orjson.dumps(art, option=orjson.OPT_SORT_KEYS)
     buf = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
@@ -644,6 +718,7 @@ def train_artifact(rows: Sequence[Row], p: TrainParams | None = None, progress: 
     if p.calibration_folds > 1:
         art = calibrate_and_threshold(art, fit_rows, toks, p, progress, val_rows=val_rows, cores=cores)
     art["training"] = {
+        "data_sha256": rows_digest(rows),
         "rows_fit": len(fit_rows),
         "rows_val": len(val_rows),
         "sources": {
