@@ -106,7 +106,7 @@ def test_gzip_input_and_a_truncated_gzip_stream(
     assert row.source == str(cut) and "damaged or truncated" in row.reason
 
 
-def test_huge_record_is_quarantined_not_truncated(
+def test_huge_record_is_quarantined_with_its_first_bytes(
     tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     f = write_lines(tmp_path / "big.jsonl", [{**good(1), "prompt": "x" * 5000}, good(2)])
@@ -116,7 +116,8 @@ def test_huge_record_is_quarantined_not_truncated(
     s = open_store(sqlite_url)
     [row] = s.list_quarantine()
     s.close()
-    assert len(row.raw) > 5000 and "over the limit" in row.reason
+    assert len(row.raw) == 1000 and "over the limit" in row.reason  # its first --max-record-bytes bytes are kept
+    assert f"{f.resolve()}" == row.source and row.line == 1
 
 
 def test_accounts_file(tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,9 +23,17 @@ from typing import Any
 from tqdm import tqdm
 
 from stormwatch.errors import InputError, RecordError
-from stormwatch.events import Account, Event, validate_account
+from stormwatch.events import Account, Event, normalize_ts, validate_account
 from stormwatch.ingest.formats import Format, get_format, sniff_format
-from stormwatch.ingest.formats.base import FormatOptions, Parsed, Rejected, iter_lines, load_json_line
+from stormwatch.ingest.formats.base import (
+    FormatOptions,
+    Parsed,
+    Rejected,
+    StreamError,
+    discard_stream_heads,
+    iter_lines,
+    load_json_line,
+)
 from stormwatch.store.base import RunRow, Store
 from stormwatch.store.sql import event_row, now_iso
 
@@ -55,6 +63,28 @@ class IngestSummary:
         return bool(self.quarantined or self.accounts_quarantined)
 
 
+def batch_time(value: str) -> str:
+    """``--batch-ts`` (RFC 3339, or epoch seconds) as a canonical UTC time; a bad value is an :class:`InputError`."""
+    text = value.strip()
+    try:
+        number: float | None = float(text)
+    except ValueError:
+        number = None
+    try:
+        return normalize_ts(number if number is not None else text, field="--batch-ts")
+    except RecordError as exc:
+        raise InputError(
+            f"--batch-ts: {exc.reason}", hint="give the batch's created_at, e.g. 2026-11-25T18:06:40Z or 1795630000"
+        ) from None
+
+
+def absolute_path(path: Path) -> Path:
+    """``path`` made absolute with symlinks resolved, so a file is recorded under one name whatever
+    the working folder; a pipe (``/dev/stdin``, whose target is no path) is only made absolute."""
+    resolved = path.resolve()
+    return resolved if resolved.exists() else Path(os.path.abspath(path))
+
+
 def plan_formats(paths: Sequence[Path], format_name: str | None) -> list[tuple[Format, list[Path]]]:
     """Group the files by format (named, or sniffed per file), keeping their order."""
     for p in paths:
@@ -69,6 +99,14 @@ def plan_formats(paths: Sequence[Path], format_name: str | None) -> list[tuple[F
     return list(groups.values())
 
 
+def _file_rejected(exc: InputError, paths: Sequence[Path]) -> Rejected:
+    """A file-level failure as one quarantine record: at ``file:line`` when the line is known."""
+    if isinstance(exc, StreamError):
+        return Rejected(exc.path, exc.line, exc.reason, None, b"")
+    where = str(paths[0]) if len(paths) == 1 else ", ".join(map(str, paths))
+    return Rejected(where, None, str(exc), None, b"")
+
+
 def _parse_safely(fmt: Format, paths: list[Path], options: FormatOptions) -> Iterator[Parsed]:
     """Run a format's parser; a file-level failure becomes one quarantined record, not a crash."""
     units = [paths] if getattr(fmt, "joins_files", False) else [[p] for p in paths]
@@ -76,8 +114,7 @@ def _parse_safely(fmt: Format, paths: list[Path], options: FormatOptions) -> Ite
         try:
             yield from fmt.parse(unit, options)
         except InputError as exc:
-            where = str(unit[0]) if len(unit) == 1 else ", ".join(map(str, unit))
-            yield Rejected(where, None, str(exc), None, b"")
+            yield _file_rejected(exc, unit)
 
 
 def _parse_chunk(
@@ -125,7 +162,7 @@ def _parallel_lines(
                     pending.append(pool.submit(_parse_chunk, source, buf, run_id, options.max_record_bytes))
                 while pending:
                     yield pending.popleft().result()
-                yield [], [Rejected(source, None, str(exc), None, b"")]
+                yield [], [_file_rejected(exc, [path])]
                 continue
             if buf:
                 pending.append(pool.submit(_parse_chunk, source, buf, run_id, options.max_record_bytes))
@@ -206,15 +243,18 @@ class _Writer:
 
 def iter_accounts(path: Path, options: FormatOptions) -> Iterator[Account | Rejected]:
     source = str(path)
-    for lineno, raw in iter_lines(path, options):
-        obj = load_json_line(raw, source, lineno, options)
-        if isinstance(obj, Rejected):
-            yield obj
-            continue
-        try:
-            yield validate_account(obj)
-        except RecordError as exc:
-            yield Rejected(source, lineno, exc.reason, exc.field, raw)
+    try:
+        for lineno, raw in iter_lines(path, options):
+            obj = load_json_line(raw, source, lineno, options)
+            if isinstance(obj, Rejected):
+                yield obj
+                continue
+            try:
+                yield validate_account(obj)
+            except RecordError as exc:
+                yield Rejected(source, lineno, exc.reason, exc.field, raw)
+    except InputError as exc:  # damaged gzip, not line-delimited: quarantined like an event file's
+        yield _file_rejected(exc, [path])
 
 
 def ingest(
@@ -236,8 +276,30 @@ def ingest(
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     options = options or FormatOptions()
     for p in accounts_paths:
-        if not p.is_file():
+        if not p.exists() or p.is_dir():
             raise InputError(f"{p}: no such file (given with --accounts)")
+    for p in paths:
+        if not p.exists():
+            raise InputError(f"{p}: no such file")
+    # one name per file (absolute, symlinks resolved) in the quarantine and the run record, whatever the cwd
+    accounts_paths = [absolute_path(p) for p in accounts_paths]
+    paths = [absolute_path(p) for p in paths]
+    try:
+        return _ingest(store, paths, format_name, accounts_paths, options, batch_size, progress, workers)
+    finally:
+        discard_stream_heads()  # inputs sniffed but never read (a run that failed early)
+
+
+def _ingest(
+    store: Store,
+    paths: Sequence[Path],
+    format_name: str | None,
+    accounts_paths: Sequence[Path],
+    options: FormatOptions,
+    batch_size: int,
+    progress: bool,
+    workers: int,
+) -> IngestSummary:
     plan = plan_formats(paths, format_name)
     run_id = "run_" + uuid.uuid4().hex[:16]
     all_files = [str(p) for p in (*accounts_paths, *paths)]

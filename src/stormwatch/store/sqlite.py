@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,6 +10,19 @@ from typing import Any
 
 from stormwatch.errors import StoreError
 from stormwatch.store.sql import SqlStore
+
+
+def _create_private(path: str) -> None:
+    """Create a new database file readable by its owner only (0600): it holds the sharing HMAC secret
+    and API token hashes. SQLite gives the -wal and -shm files the database file's mode. An existing
+    file is left as it is."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot create SQLite database {path!r}: {exc.strerror or exc}") from exc
+    os.close(fd)
 
 
 class SQLiteStore(SqlStore):
@@ -23,6 +37,7 @@ class SQLiteStore(SqlStore):
             parent = Path(path).expanduser().resolve().parent
             if not parent.is_dir():
                 raise StoreError(f"folder {parent} does not exist (database URL {url!r})")
+            _create_private(path)
         try:
             self.conn = sqlite3.connect(path, isolation_level="DEFERRED", check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,16 @@ from typing import Any
 
 import orjson
 
-from stormwatch.errors import InputError, RecordError
+from stormwatch.errors import RecordError
 from stormwatch.events import ROLES, Event, normalize_ts, type_name, validate_event
-from stormwatch.ingest.formats.base import FormatOptions, Rejected, iter_lines, open_binary, raw_position
+from stormwatch.ingest.formats.base import (
+    FormatOptions,
+    Rejected,
+    StreamError,
+    iter_lines,
+    open_binary,
+    raw_position,
+)
 
 BOM = b"\xef\xbb\xbf"
 JSON = dict[str, Any]
@@ -731,8 +739,8 @@ def iter_json_values(path: Path, options: FormatOptions, chunk_size: int = 1 << 
         while True:
             try:
                 chunk = fh.read(chunk_size)
-            except (EOFError, OSError) as exc:
-                raise InputError(f"{path}:{splitter.line}: compressed stream is damaged or truncated: {exc}") from exc
+            except (EOFError, OSError, zlib.error) as exc:
+                raise StreamError(path, splitter.line, f"compressed stream is damaged or truncated: {exc}") from exc
             if not chunk:
                 break
             if first:

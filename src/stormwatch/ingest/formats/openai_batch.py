@@ -3,7 +3,7 @@
 Mapping: ``../shared/research/interfaces.md`` §2.2 and §6 (Ingest C, Batch column); see
 ``docs/formats.md``. Batch lines carry no account: the batch owner comes from the run
 (``FormatOptions.default_account``, CLI ``--account``) and optional batch context from
-``FormatOptions.extra``: ``batch_ts`` (the batch's time, used when a line has none), ``batch_id``,
+``FormatOptions.extra``: ``batch_ts`` (the batch's time, used when a line has none; CLI ``--batch-ts``), ``batch_id``,
 ``api_key_id``, ``ip``, ``user_agent``.
 
 Memory: output lines come in no guaranteed order, so every output file is read first and indexed
@@ -40,7 +40,7 @@ from stormwatch.ingest.formats._common import (
     safe_key_id,
     sniff_object,
 )
-from stormwatch.ingest.formats.base import FormatOptions, Parsed, Rejected, load_json_line
+from stormwatch.ingest.formats.base import FormatOptions, Parsed, Rejected, is_stream, load_json_line, read_head
 
 INPUT = "input"
 OUTPUT = "output"
@@ -68,6 +68,9 @@ class OpenAIBatchFormat:
     name = "openai_batch"
     description = "OpenAI Batch API input + output JSONL, joined on custom_id (needs --account: the batch owner)"
 
+    #: input and output files of one batch are parsed together (one ``parse`` call), so they can be joined
+    joins_files = True
+
     def sniff(self, head: bytes, path: Path) -> float:
         obj, line = sniff_object(head)
         if obj is not None:
@@ -84,6 +87,17 @@ class OpenAIBatchFormat:
     # ----------------------------------------------------------------------------------------
 
     def _classify(self, path: Path, options: FormatOptions) -> str | None:
+        # the head first: a pipe (FIFO, /dev/stdin) can be read only once, and its head is kept for the parser
+        for raw in read_head(path).splitlines()[:_CLASSIFY_LINES]:
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            kind = _line_kind(obj)
+            if kind is not None:
+                return kind
+        if is_stream(path):
+            return None
         for count, (_lineno, raw) in enumerate(iter_json_lines(path, options)):
             if count >= _CLASSIFY_LINES:
                 break
@@ -107,12 +121,19 @@ class OpenAIBatchFormat:
         for path in paths:
             if kinds[path] == INPUT:
                 yield from self._join_inputs(path, options, outputs)
+        inputs = [str(path) for path in paths if kinds[path] == INPUT]
         for custom_id, out in outputs.items():
+            why = (
+                f"no line of the input file{'s' if len(inputs) > 1 else ''} {', '.join(inputs)} "
+                "has this custom_id (is it the input file of another batch?)"
+                if inputs
+                else "no Batch input file was given in this run: pass the batch's input file "
+                "together with its output file in one `stormwatch ingest`"
+            )
             yield reject(
                 out.source,
                 out.line,
-                f"no matching input line for custom_id {custom_id!r} "
-                "(pass the batch's input file together with its output file)",
+                f"no matching input line for custom_id {custom_id!r}: {why}",
                 "custom_id",
                 out.raw,
             )
@@ -297,7 +318,10 @@ class OpenAIBatchFormat:
                     if out is None
                     else "the output line has no response.body.created/created_at (failed or expired request)"
                 )
-                raise RecordError(f"no timestamp: {why}; pass the batch's created_at as batch_ts", field="ts")
+                raise RecordError(
+                    f"no timestamp: {why}; pass the batch's created_at with --batch-ts (RFC 3339 or epoch seconds)",
+                    field="ts",
+                )
         account = options.default_account
         if not account:
             raise RecordError(
