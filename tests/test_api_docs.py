@@ -6,7 +6,15 @@ import re
 from pathlib import Path
 
 from stormwatch.api import ROLE_PERMISSIONS, Role, create_app, route_table
-from stormwatch.api.roles import ACTIONS_RETRY, APPEALS_DECIDE, APPEALS_FILE, CASES_WRITE, READ, TOKENS_MANAGE
+from stormwatch.api.roles import (
+    ACTIONS_RETRY,
+    APPEALS_DECIDE,
+    APPEALS_FILE,
+    CASES_WRITE,
+    EVENTS_TEXT,
+    READ,
+    TOKENS_MANAGE,
+)
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text(encoding="utf-8")
 
@@ -23,5 +31,5 @@ def test_the_role_matrix_matches_the_code() -> None:
     for permission, *cells in rows:
         for role, cell in zip((Role.READ_ONLY, Role.ANALYST, Role.ADMIN), cells, strict=True):
             assert (permission in ROLE_PERMISSIONS[role]) == (cell == "yes"), (permission, role)
-    builtin = {READ, CASES_WRITE, APPEALS_FILE, APPEALS_DECIDE, ACTIONS_RETRY, TOKENS_MANAGE}
+    builtin = {READ, CASES_WRITE, APPEALS_FILE, APPEALS_DECIDE, ACTIONS_RETRY, TOKENS_MANAGE, EVENTS_TEXT}
     assert {r[0] for r in rows} == builtin

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from stormwatch.api import OPENAPI_PATH, Role, create_app, route_table
+from stormwatch.api.guard import RequestLimits
 from stormwatch.api.tokens import create_token
 from stormwatch.store import open_store
 
@@ -39,6 +40,9 @@ def build_api(url: str, **kwargs: Any) -> Api:
         tokens = {role: create_token(store, name=f"test-{role.value}", role=role)[0] for role in Role}
     finally:
         store.close()
+    # The route-table walks make hundreds of failed calls from one client address on purpose;
+    # the failed-authentication throttle itself is tested in test_hardening_api.py.
+    kwargs.setdefault("limits", RequestLimits(auth_failure_limit=0))
     app = create_app(url, **kwargs)
     return Api(app, TestClient(app, raise_server_exceptions=False), url, tokens)
 

@@ -25,6 +25,7 @@ from stormwatch.api.auth import Principal, Requires, requires
 from stormwatch.api.deps import StorePool
 from stormwatch.api.errors import install_error_handlers
 from stormwatch.api.extensions import API_PREFIX, Install, load_extensions
+from stormwatch.api.guard import GuardMiddleware, RequestLimits
 from stormwatch.api.responses import JsonResponse
 from stormwatch.api.roles import READ
 from stormwatch.store import Store
@@ -162,6 +163,8 @@ ERROR_RESPONSES = {
     "400": "Bad request (a malformed cursor, an argument the service refuses)",
     "401": "Missing, unknown, expired or revoked token",
     "403": "The token's role or scopes do not allow this route",
+    "413": "The request body is over the limit",
+    "429": "Too many failed authentications from this address (see Retry-After)",
     "422": "The request does not validate",
 }
 
@@ -202,12 +205,16 @@ def create_app(
     entry_point_plugins: bool = True,
     extensions: Sequence[tuple[str, Install]] = (),
     action_sink: Sink | None = None,
+    limits: RequestLimits | None = None,
 ) -> FastAPI:
     """Build the stormwatch API.
 
     ``db_url`` as for :func:`stormwatch.store.open_store` (``--db`` / ``STORMWATCH_DB`` / default);
     ``store_factory`` replaces it (tests); ``extensions`` are installed after the registered ones;
-    ``action_sink`` is where ``POST /actions/retry`` delivers (none: that route answers 503).
+    ``action_sink`` is where ``POST /actions/retry`` delivers (none: that route answers 503);
+    ``limits`` are the guard's body limits and failed-authentication throttle
+    (:class:`~stormwatch.api.guard.RequestLimits`; default: 8 MiB, 64 MiB under ``/taxii2``,
+    20 failures a minute per address).
     """
     pool = StorePool(db_url, size=pool_size, factory=store_factory)
 
@@ -231,6 +238,12 @@ def create_app(
     app.state.store_pool = pool
     app.state.action_sink = action_sink
     install_error_handlers(app)
+    # The guard wraps every route and mounted app: token checked before any body byte is read,
+    # bodies capped while they stream, failed authentications throttled per address. The access
+    # log goes outside it, so its 401, 413 and 429 answers are logged too.
+    app.add_middleware(
+        GuardMiddleware, routes=lambda: app.router.routes, store_pool=pool, limits=limits or RequestLimits()
+    )
     app.add_middleware(AccessLogMiddleware)
     for _name, install in [*load_extensions(entry_point_plugins=entry_point_plugins), *extensions]:
         install(app)

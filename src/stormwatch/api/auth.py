@@ -102,7 +102,14 @@ def authenticate(
     store: Store = Depends(get_store),
     _scheme: Any = Depends(bearer_scheme),
 ) -> Principal:
-    """FastAPI dependency: the caller, or 401. Also stored on ``request.state.principal`` for the log."""
+    """FastAPI dependency: the caller, or 401. Also stored on ``request.state.principal`` for the log.
+
+    The app's guard (:mod:`stormwatch.api.guard`) has usually checked the token already, before
+    the body was read; its principal is used then.
+    """
+    checked = getattr(request.state, "principal", None)
+    if isinstance(checked, Principal):
+        return checked
     principal = principal_from_authorization(store, request.headers.get("authorization"))
     request.state.principal = principal
     return principal

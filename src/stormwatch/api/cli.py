@@ -66,6 +66,20 @@ def _configure_logging(level: str) -> None:
 )
 @click.option("--outbox", type=click.Path(), metavar="FILE", help="For --sink outbox: a JSONL file.")
 @click.option(
+    "--max-body-mb",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Largest request body for API routes, in MiB (larger: 413). TAXII envelopes may be 64 MiB.",
+)
+@click.option(
+    "--auth-failure-limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(0, 1_000_000),
+    help="Failed authentications allowed per client address per minute before 429 (0: no limit).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -84,6 +98,8 @@ def serve_command(
     webhook_url: str | None,
     webhook_secret_env: str | None,
     outbox: str | None,
+    max_body_mb: int,
+    auth_failure_limit: int,
     log_level: str,
 ) -> None:
     """Run the HTTP API (OpenAPI document at /api/v1/openapi.json).
@@ -101,6 +117,7 @@ def serve_command(
     import uvicorn
 
     from stormwatch.api.app import create_app
+    from stormwatch.api.guard import RequestLimits
 
     action_sink = None
     if sink is not None:
@@ -108,7 +125,8 @@ def serve_command(
 
         action_sink = make_sink(sink, webhook_url=webhook_url, secret_env=webhook_secret_env, outbox=outbox)
     url = db_url or (ctx.obj.get("db_url") if ctx.obj else None)
-    app = create_app(url, pool_size=pool_size, action_sink=action_sink)
+    limits = RequestLimits(max_body_bytes=max_body_mb * 1024 * 1024, auth_failure_limit=auth_failure_limit)
+    app = create_app(url, pool_size=pool_size, action_sink=action_sink, limits=limits)
     # Open (and migrate) the database now, so a bad URL fails before the server starts.
     pool = app.state.store_pool
     pool.release(pool.acquire())

@@ -11,6 +11,7 @@ one hierarchy::
 
     StormwatchError
     └── ApiError                        status 500 unless a subclass says otherwise
+        ├── BadRequest (InputError)     400  one parameter is wrong (``loc`` names it)
         ├── AuthenticationError         401  missing, unknown, expired or revoked token
         ├── PermissionDenied            403  the token's role or scopes do not allow the route
         ├── NotFound (InputError)       404  no such resource
@@ -44,6 +45,7 @@ log = logging.getLogger("stormwatch.api")
 __all__ = [
     "ApiError",
     "AuthenticationError",
+    "BadRequest",
     "Conflict",
     "NotFound",
     "PermissionDenied",
@@ -60,11 +62,22 @@ class ApiError(StormwatchError):
     status = 500
     type = "error"
     headers: Mapping[str, str] | None = None
+    #: where the error is, as in a validation error (``("query", "cursor")``); empty: the request
+    loc: tuple[str | int, ...] = ()
 
-    def __init__(self, message: str, *, hint: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        loc: tuple[str | int, ...] | None = None,
+    ) -> None:
         super().__init__(message, hint=hint)
         if headers is not None:
             self.headers = headers
+        if loc is not None:
+            self.loc = loc
 
 
 class AuthenticationError(ApiError):
@@ -77,6 +90,13 @@ class AuthenticationError(ApiError):
         if invalid_token:
             challenge += ', error="invalid_token"'
         super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
+class BadRequest(ApiError, InputError):
+    """400 for one parameter (``loc`` names it), e.g. a tampered cursor."""
+
+    status = 400
+    type = "bad_request"
 
 
 class PermissionDenied(ApiError):
@@ -149,7 +169,8 @@ def _from_exception(exc: Exception) -> tuple[int, str, str, Mapping[str, str] | 
 
 async def _handle_stormwatch(request: Request, exc: Exception) -> JsonResponse:
     status, kind, message, headers = _from_exception(exc)
-    return error_response(status, message, [{"type": kind, "msg": message, "loc": []}], headers)
+    loc = list(exc.loc) if isinstance(exc, ApiError) else []
+    return error_response(status, message, [{"type": kind, "msg": message, "loc": loc}], headers)
 
 
 async def _handle_http(request: Request, exc: Exception) -> JsonResponse:

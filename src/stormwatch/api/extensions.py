@@ -41,6 +41,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "health": "stormwatch.api.routes.health:install",
     "tokens": "stormwatch.api.routes.tokens:install",
     "accounts": "stormwatch.api.routes.accounts:install",
+    "events": "stormwatch.api.routes.events:install",
     "clusters": "stormwatch.api.routes.clusters:install",
     "cases": "stormwatch.api.routes.cases:install",
     "enforcement": "stormwatch.api.routes.enforcement:install",

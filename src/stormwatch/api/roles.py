@@ -13,7 +13,11 @@ permission          read-only  analyst  admin
 ``appeals:decide``  -          -        yes
 ``actions:retry``   -          -        yes
 ``tokens:manage``   -          -        yes
+``events:text``     -          yes      yes
 ==================  =========  =======  =====
+
+Reading the text of usage events (user content) is kept from read-only tokens; every read is
+audited (``event.text.read``).
 
 Deciding an appeal is kept from analysts on purpose: the person who reviews an enforcement should
 not be the one who asked for it (separation of duties), so an admin decides.
@@ -40,11 +44,12 @@ APPEALS_FILE = "appeals:file"
 APPEALS_DECIDE = "appeals:decide"
 ACTIONS_RETRY = "actions:retry"
 TOKENS_MANAGE = "tokens:manage"
+EVENTS_TEXT = "events:text"
 
 ROLE_PERMISSIONS: dict[Role, set[str]] = {
     Role.READ_ONLY: {READ},
-    Role.ANALYST: {READ, CASES_WRITE, APPEALS_FILE},
-    Role.ADMIN: {READ, CASES_WRITE, APPEALS_FILE, APPEALS_DECIDE, ACTIONS_RETRY, TOKENS_MANAGE},
+    Role.ANALYST: {READ, CASES_WRITE, APPEALS_FILE, EVENTS_TEXT},
+    Role.ADMIN: {READ, CASES_WRITE, APPEALS_FILE, APPEALS_DECIDE, ACTIONS_RETRY, TOKENS_MANAGE, EVENTS_TEXT},
 }
 
 

@@ -78,7 +78,7 @@ def list_accounts(
     if min_risk is not None:
         where.append("risk >= ?")
         params.append(min_risk)
-    key = decode_cursor(cursor, 2)
+    key = decode_cursor(cursor, ("number", "str"))
     if key is not None:
         where.append("(risk < ? OR (risk = ? AND account_id > ?))")
         params += [key[0], key[0], key[1]]

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query
 
+from stormwatch.analyze.attribution import public_attribution
+from stormwatch.analyze.params import MIN_ATTRIBUTION
 from stormwatch.api.auth import Principal, requires
 from stormwatch.api.deps import get_store
 from stormwatch.api.errors import NotFound
@@ -42,7 +44,7 @@ def cluster_dict(row: tuple[Any, ...]) -> dict[str, Any]:
         out["evidence"] = orjson.loads(out["evidence"])
     if out["confidence"] is not None:
         out["confidence"] = float(out["confidence"])
-    return out
+    return public_attribution(out)
 
 
 @router.get("", summary="Clusters of linked accounts, largest first")
@@ -56,9 +58,9 @@ def list_clusters(
     where: list[str] = []
     params: list[Any] = []
     if actor is not None:
-        where.append("(actor = ? OR actor_ref = ?)")
-        params += [actor, actor]
-    key = decode_cursor(cursor, 2)
+        where.append("(actor = ? OR actor_ref = ?) AND confidence >= ?")
+        params += [actor, actor, MIN_ATTRIBUTION]
+    key = decode_cursor(cursor, ("int", "str"))
     if key is not None:
         where.append("(size < ? OR (size = ? AND cluster_id > ?))")
         params += [key[0], key[0], key[1]]
