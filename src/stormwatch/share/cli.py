@@ -83,8 +83,35 @@ def export_command(
 @click.option("--user", metavar="NAME", help="HTTP Basic user.")
 @click.option("--password", envvar="STORMWATCH_TAXII_PASSWORD", help="[env: STORMWATCH_TAXII_PASSWORD]")
 @click.option("--token", envvar="STORMWATCH_TAXII_TOKEN", help="Bearer token [env: STORMWATCH_TAXII_TOKEN].")
-@click.option("--page-size", default=500, show_default=True)
-@click.option("--max-pages", type=int, help="Stop after this many pages (resume later).")
+@click.option("--page-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option(
+    "--max-pages",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Stop after this many pages (a later run resumes from the checkpoint).",
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3600.0,
+    show_default=True,
+    help="Stop after this long (a later run resumes from the checkpoint).",
+)
+@click.option(
+    "--max-response-mb",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Refuse a response body larger than this (read as a stream, never buffered past it).",
+)
+@click.option(
+    "--allow-redirect-host",
+    "allow_redirect_hosts",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="Follow redirects to this host too (repeatable); by default only within the URL's scheme/host/port.",
+)
 @click.option("--no-import", is_flag=True, help="Only store the objects; do not run the intel import.")
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
 @click.option("--json", "as_json", is_flag=True)
@@ -97,14 +124,26 @@ def pull_command(
     password: str | None,
     token: str | None,
     page_size: int,
-    max_pages: int | None,
+    max_pages: int,
+    max_seconds: float,
+    max_response_mb: int,
+    allow_redirect_hosts: tuple[str, ...],
     no_import: bool,
     insecure: bool,
     as_json: bool,
 ) -> None:
     """Take a partner's TAXII collection in (checkpointed: a re-run fetches only what is new)."""
-    from stormwatch.share.pull import pull
+    from stormwatch.share.pull import PullLimits, pull
 
+    try:
+        limits = PullLimits(
+            max_response_bytes=max_response_mb * 1024 * 1024,
+            max_pages=max_pages,
+            max_seconds=max_seconds,
+            allow_redirect_hosts=allow_redirect_hosts,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-redirect-host") from None
     with _store(ctx) as store:
         s = pull(
             store,
@@ -114,9 +153,9 @@ def pull_command(
             password=password,
             token=token,
             page_size=page_size,
-            max_pages=max_pages,
             verify=not insecure,
             import_into_intel=not no_import,
+            limits=limits,
         )
     if as_json:
         _echo(s.to_dict())
@@ -128,6 +167,8 @@ def pull_command(
         )
         if s.import_error:
             click.echo(f"intel import failed: {s.import_error}", err=True)
+    if s.stopped:
+        click.echo(f"{url}: {s.stopped}", err=True)
     if s.rejected or s.import_error:
         ctx.exit(EXIT_QUARANTINED)
 

@@ -143,7 +143,7 @@ def publish(
         store,
         str(rows[0][0]),
         collection_id,
-        repo.Caller("stormwatch:publisher"),
+        repo.Caller("stormwatch:publisher", trusted=True, actor="system:share-publish"),
         result.bundle["objects"],
         red_audience=principals or ["stormwatch:nobody"],
         audience_for=red_ids,

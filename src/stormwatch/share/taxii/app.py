@@ -8,6 +8,11 @@ Conformance notes (see ``docs/sharing.md``): ``Accept: application/taxii+json`` 
 ``;version=2.1`` (and ``*/*``) is served, anything else 406; POST bodies must be
 ``application/taxii+json`` (415 otherwise), at most ``max_content_length`` bytes (413); every
 error is a TAXII error resource (``title``, ``description``, ``http_status``), 401 and 500 included.
+
+A POST is authenticated and its write permission checked *before* a byte of the body is read
+(401/403/404 answer at once); the body is then read as a stream and the read stops with 413 as
+soon as it passes the API root's ``max_content_length`` (a larger ``Content-Length`` is refused
+unread), so the app never buffers more than the limit, mounted in the API or served alone.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from urllib.parse import parse_qs
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -123,15 +128,20 @@ def create_taxii_app(
         root_path = request.scope.get("root_path", "")
         return f"{request.url.scheme}://{request.url.netloc}{root_path}"
 
-    async def run(request: Request, fn: Callable[[Store, Caller], Response], *, body_check: bool = False) -> Response:
+    def precheck(request: Request) -> Response | None:
         if not _media_ok(request.headers.get("accept"), allow_any=True):
             return _error(TaxiiError(406, "Not acceptable", "this server speaks application/taxii+json;version=2.1"))
+        if any("\x00" in str(v) for v in request.path_params.values()):
+            return _error(TaxiiError(400, "Bad request", "the path contains a NUL character"))
+        return None
+
+    async def in_store(request: Request, fn: Callable[[Store], Response]) -> Response:
+        """Run ``fn`` with a store in a worker thread; errors become TAXII error resources."""
 
         def work() -> Response:
             store = source.acquire()
             try:
-                caller = authenticate(request, store)
-                return fn(store, caller)
+                return fn(store)
             finally:
                 source.release(store)
 
@@ -142,6 +152,12 @@ def create_taxii_app(
         except Exception:  # a TAXII error body for 500 too, never a stack trace or HTML
             log.exception("TAXII request failed: %s %s", request.method, request.url.path)
             return _error(TaxiiError(500, "Internal error", "the server could not complete the request"))
+
+    async def run(request: Request, fn: Callable[[Store, Caller], Response]) -> Response:
+        early = precheck(request)
+        if early is not None:
+            return early
+        return await in_store(request, lambda store: fn(store, authenticate(request, store)))
 
     async def discovery(request: Request) -> Response:
         def fn(store: Store, caller: Caller) -> Response:
@@ -218,17 +234,34 @@ def create_taxii_app(
         return await run(request, fn)
 
     async def add_objects(request: Request, root: str, cid: str) -> Response:
-        if not _media_ok(request.headers.get("content-type"), allow_any=False):
-            return _error(TaxiiError(415, "Unsupported media type", "POST an application/taxii+json envelope"))
-        raw = await request.body()
+        # 1. who is it, may they write here, how much may they send: all before reading the body
+        early = precheck(request)
+        if early is not None:
+            return early
+        admitted: list[tuple[Caller, int]] = []
 
-        def fn(store: Store, caller: Caller) -> Response:
+        def admit(store: Store) -> Response:
+            caller = authenticate(request, store)
             info = repo.get_root(store, root)
             col = repo.get_collection(store, root, cid, caller)
             if not col.can_write:
                 raise TaxiiError(403, "Forbidden", "you may not write to this collection")
-            if len(raw) > int(info["max_content_length"]):
-                raise TaxiiError(413, "Request too large", f"the limit is {info['max_content_length']} bytes")
+            admitted.append((caller, int(info["max_content_length"])))
+            return Response(status_code=204)
+
+        answer = await in_store(request, admit)
+        if not admitted:
+            return answer
+        caller, limit = admitted[0]
+        if not _media_ok(request.headers.get("content-type"), allow_any=False):
+            return _error(TaxiiError(415, "Unsupported media type", "POST an application/taxii+json envelope"))
+        # 2. the body, streamed, never more than the limit in memory
+        raw = await _read_capped(request, limit)
+        if isinstance(raw, Response):
+            return raw
+
+        # 3. parse and store (a fresh store; the caller was authenticated above)
+        def store_it(store: Store) -> Response:
             try:
                 env = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
@@ -238,7 +271,7 @@ def create_taxii_app(
             st = repo.add_objects(store, root, cid, caller, env["objects"])
             return _response(st, 202)
 
-        return await run(request, fn)
+        return await in_store(request, store_it)
 
     async def manifest(request: Request) -> Response:
         root, cid = request.path_params["root"], request.path_params["cid"]
@@ -273,7 +306,10 @@ def create_taxii_app(
                 q = repo.parse_query(params, allowed={"match[version]", "match[spec_version]"}, scope="delete")
                 if "match[version]" not in params:
                     q.versions = ["all"]
-                if not repo.object_exists(store, cid, oid, caller) or repo.delete_object(store, cid, oid, q) == 0:
+                if (
+                    not repo.object_exists(store, cid, oid, caller)
+                    or repo.delete_object(store, cid, oid, q, caller=caller, root=root) == 0
+                ):
                     raise TaxiiError(404, "Unknown object", f"no object {oid!r} in this collection")
                 return _response({})
             readable(store, root, cid, caller)
@@ -324,6 +360,26 @@ def create_taxii_app(
         return _error(TaxiiError(code, titles.get(code, "Error"), str(getattr(exc, "detail", "")) or ""))
 
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+
+
+async def _read_capped(request: Request, limit: int) -> bytearray | Response:
+    """The request body (not copied again), or a 413/400 error as soon as it is known to pass ``limit`` bytes."""
+    too_large = TaxiiError(413, "Request too large", f"the limit is {limit} bytes (the API root's max_content_length)")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            return _error(TaxiiError(400, "Bad request", f"Content-Length {declared!r} is not a number"))
+        if int(declared) > limit:
+            return _error(too_large)
+    buf = bytearray()
+    try:
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > limit:
+                return _error(too_large)
+    except ClientDisconnect:
+        return _error(TaxiiError(400, "Bad request", "the client went away before sending the whole body"))
+    return buf
 
 
 def static_authenticator(users: dict[str, str]) -> Authenticator:

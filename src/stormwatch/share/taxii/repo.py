@@ -75,7 +75,7 @@ def _fixed(dt: datetime) -> str:
 def norm_ts(value: str) -> str:
     try:
         return _fixed(parse_time(value))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise TaxiiError(400, "Bad timestamp", f"{value!r} is not an RFC 3339 timestamp") from None
 
 
@@ -106,6 +106,14 @@ class Caller:
     name: str
     #: extra gate from the embedding app (roles/scopes): (permission, collection_id) -> allowed
     gate: Any = None
+    #: may publish versions of our own objects (API admin tokens, ``stormwatch share taxii publish``)
+    trusted: bool = False
+    #: how the audit log names the caller (default ``taxii:<name>``)
+    actor: str | None = None
+
+    @property
+    def audit_actor(self) -> str:
+        return self.actor or f"taxii:{self.name}"
 
     def app_allows(self, permission: str, collection_id: str) -> bool:
         return True if self.gate is None else bool(self.gate(permission, collection_id))
@@ -197,11 +205,15 @@ def grant(
 
 
 # -- reads ---------------------------------------------------------------------------------------
+_DEFAULT_ROOT_ROW: tuple[str, str | None, int] = ("stormwatch threat intelligence", None, DEFAULT_MAX_CONTENT_LENGTH)
+
+
 def get_root(store: Store, root: str) -> dict[str, Any]:
+    """The API root resource. The default root (``api1``) always exists, with defaults until a row names it."""
     rows = store.query("SELECT title, description, max_content_length FROM taxii_api_roots WHERE root = ?", (root,))
-    if not rows:
+    if not rows and root != DEFAULT_ROOT:
         raise TaxiiError(404, "Unknown API root", f"there is no API root {root!r}")
-    title, description, mcl = rows[0]
+    title, description, mcl = rows[0] if rows else _DEFAULT_ROOT_ROW
     out: dict[str, Any] = {
         "title": title,
         "versions": ["application/taxii+json;version=2.1"],
@@ -213,7 +225,9 @@ def get_root(store: Store, root: str) -> dict[str, Any]:
 
 
 def list_roots(store: Store) -> list[str]:
-    return [str(r[0]) for r in store.query("SELECT root FROM taxii_api_roots ORDER BY created_at, root")]
+    """API roots, the default one first (it exists from the start, even before its first collection)."""
+    rows = [str(r[0]) for r in store.query("SELECT root FROM taxii_api_roots ORDER BY created_at, root")]
+    return [DEFAULT_ROOT, *(r for r in rows if r != DEFAULT_ROOT)]
 
 
 def _perm(store: Store, collection_id: str, caller: Caller) -> tuple[bool, bool, bool]:
@@ -286,9 +300,11 @@ def _split(values: Iterable[str]) -> list[str]:
 def parse_query(params: Mapping[str, list[str]], *, allowed: set[str], scope: str) -> Query:
     """Parse and check query parameters (400 on anything malformed or unknown to the endpoint)."""
     q = Query()
-    for key in params:
+    for key, values in params.items():
         if key not in allowed:
             raise TaxiiError(400, "Unsupported parameter", f"{key!r} is not supported on this endpoint")
+        if any("\x00" in v for v in values):
+            raise TaxiiError(400, "Bad parameter", f"{key!r} contains a NUL character")
     if "limit" in params:
         raw = params["limit"][-1]
         try:
@@ -316,11 +332,22 @@ def _encode_next(date_added: str, seq: int, digest: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+_MAX_SEQ = 2**63 - 1  # BIGINT on PostgreSQL, INTEGER on SQLite
+
+
 def _decode_next(token: str, digest: str) -> tuple[str, int]:
+    """The position in a ``next`` token; 400 for anything this server cannot have issued."""
     try:
+        if len(token) > 512:
+            raise ValueError
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        date_added, seq, dig = orjson.loads(raw)
-        if not isinstance(date_added, str) or not isinstance(seq, int) or not isinstance(dig, str):
+        decoded = orjson.loads(raw)
+        if not isinstance(decoded, list) or len(decoded) != 3:
+            raise ValueError
+        date_added, seq, dig = decoded
+        if not isinstance(date_added, str) or not isinstance(dig, str) or len(date_added) > 64:
+            raise ValueError
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= _MAX_SEQ:
             raise ValueError
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise TaxiiError(400, "Bad next", "the next token is not one this server issued") from None
@@ -435,7 +462,7 @@ def _check(obj: Any, i: int) -> tuple[str | None, dict[str, Any] | None]:
                 return f"{oid}: {key} must be a timestamp", None
             try:
                 parse_time(obj[key])
-            except ValueError:
+            except (ValueError, OverflowError):
                 return f"{oid}: {key} {obj[key]!r} is not a timestamp", None
     if typ not in _SCO_TYPES:
         if "created" not in obj:
@@ -447,7 +474,40 @@ def _check(obj: Any, i: int) -> tuple[str | None, dict[str, Any] | None]:
     refs = obj.get("object_marking_refs", [])
     if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
         return f"{oid}: object_marking_refs must be a list of ids", None
+    cbr = obj.get("created_by_ref")
+    if cbr is not None and not (isinstance(cbr, str) and cbr.startswith("identity--") and _ID_RE.match(cbr)):
+        return f"{oid}: created_by_ref must be an identity id", None
+    if typ == "indicator":
+        err = _check_indicator(obj)
+        if err is not None:
+            return f"{oid}: {err}", None
     return None, obj
+
+
+def _check_indicator(obj: dict[str, Any]) -> str | None:
+    """Why an indicator is not a valid STIX 2.1 indicator (None: it is): pattern, pattern_type, valid_from."""
+    pattern, ptype = obj.get("pattern"), obj.get("pattern_type")
+    if not isinstance(pattern, str) or not pattern.strip():
+        return "an indicator needs a pattern"
+    if not isinstance(ptype, str) or not ptype:
+        return "an indicator needs a pattern_type"
+    valid_from = obj.get("valid_from")
+    if not isinstance(valid_from, str):
+        return "an indicator needs valid_from"
+    try:
+        parse_time(valid_from)
+    except (ValueError, OverflowError):
+        return f"valid_from {valid_from!r} is not a timestamp"
+    if ptype == "stix":
+        from stix2patterns.validator import run_validator
+
+        try:
+            errors = run_validator(pattern, stix_version="2.1")
+        except Exception as exc:  # the validator raises for some inputs instead of reporting them
+            errors = [str(exc) or type(exc).__name__]
+        if errors:
+            return f"pattern {pattern[:200]!r} is not a valid STIX 2.1 pattern: {errors[0]}"
+    return None
 
 
 @dataclass(slots=True)
@@ -474,6 +534,9 @@ def add_objects(
 
     Any invalid object rejects the whole request (422, nothing stored): a partner's bad object
     never poisons a collection. The same id + version posted again is a success (idempotent).
+    Objects that claim to be ours (``created_by_ref`` one of our producer identities, or an id we
+    minted) are refused (403, nothing stored, the attempt audited) unless the caller is trusted.
+    Every stored envelope is appended to the audit chain in the same transaction.
     TLP:RED (and unknown markings) get an audience: ``red_audience`` when given (our exporters pass
     the recipient's principals), else the poster plus the collection's red-named principals.
     ``audience_for`` can name the audience of individual objects (by id).
@@ -493,6 +556,20 @@ def add_objects(
             f"{len(failures)} of {len(objects)} objects are invalid; nothing was stored",
             failures=failures[:100],
         )
+    if not caller.trusted:
+        forged = _claims_to_be_ours(store, checked)
+        if forged:
+            _audit(store, caller, "taxii.objects.refused", root, collection_id, {
+                "reason": "objects claim our identity", "objects": len(objects), **_id_evidence(forged),
+            })  # fmt: skip
+            store.commit()
+            raise TaxiiError(
+                403,
+                "Forbidden",
+                f"{len(forged)} of {len(objects)} objects claim to be ours (our identity as created_by_ref, "
+                "or an id we minted); only the exporter or an admin may publish them; nothing was stored",
+                failures=[{"id": oid, "message": "claims our identity"} for oid in forged[:100]],
+            )
     if red_audience is None:
         named = [
             str(r[0])
@@ -531,6 +608,10 @@ def add_objects(
             "pending_count": 0,
             "pendings": [],
         }
+        stored = [x["id"] for x in successes if "message" not in x]
+        _audit(store, caller, "taxii.objects.added", root, collection_id, {
+            "status_id": status_id, "objects": len(objects), "stored": len(stored), **_id_evidence(stored),
+        })  # fmt: skip
         store.execute(
             "INSERT INTO taxii_status (id, root, principal, status, request_timestamp, total_count, success_count, "
             "failure_count, pending_count, successes, failures, pendings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -544,6 +625,49 @@ def add_objects(
         store.rollback()
         raise
     return status
+
+
+_AUDIT_MAX_IDS = 1000
+
+
+def _id_evidence(ids: Sequence[str]) -> dict[str, Any]:
+    """Object ids for an audit entry: all of them up to 1000, else the first 1000 and a digest of all."""
+    out: dict[str, Any] = {"ids": list(ids[:_AUDIT_MAX_IDS])}
+    if len(ids) > _AUDIT_MAX_IDS:
+        out["ids_truncated"] = True
+        out["ids_sha256"] = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+    return out
+
+
+def _audit(store: Store, caller: Caller, action: str, root: str, collection_id: str, evidence: dict[str, Any]) -> None:
+    """Append a TAXII write to the hash-chained audit log, in the caller's transaction."""
+    from stormwatch.disrupt.audit import AuditEvent, track_event
+
+    track_event(
+        store,
+        AuditEvent(caller.audit_actor, action, f"taxii-collection:{collection_id}", {"root": root, **evidence}),
+    )
+
+
+def our_identity_ids(store: Store) -> set[str]:
+    """The producer identities our exports have used (``share_stix_ids``)."""
+    return {
+        str(r[0]) for r in store.query("SELECT stix_id FROM share_stix_ids WHERE key LIKE ?", ("identity:producer:%",))
+    }
+
+
+def _claims_to_be_ours(store: Store, objs: Sequence[dict[str, Any]]) -> list[str]:
+    """Ids of posted objects that carry our identity as ``created_by_ref`` or reuse an id we minted."""
+    ours = our_identity_ids(store)
+    ids = sorted({str(o["id"]) for o in objs})
+    minted: set[str] = set()
+    for k in range(0, len(ids), 500):
+        chunk = ids[k : k + 500]
+        marks = ", ".join("?" for _ in chunk)
+        minted.update(
+            str(r[0]) for r in store.query(f"SELECT stix_id FROM share_stix_ids WHERE stix_id IN ({marks})", chunk)
+        )
+    return [str(o["id"]) for o in objs if o.get("created_by_ref") in ours or o["id"] in minted or o["id"] in ours]
 
 
 def _insert(store: Store, collection_id: str, incoming: list[Incoming], successes: list[dict[str, Any]]) -> None:
@@ -601,8 +725,13 @@ def _insert(store: Store, collection_id: str, incoming: list[Incoming], successe
         store.execute("UPDATE taxii_objects SET is_last = 1 WHERE seq = ?", (versions[-1][1],))
 
 
-def delete_object(store: Store, collection_id: str, object_id: str, q: Query) -> int:
-    """Delete versions of an object (``match[version]`` / ``match[spec_version]``); flags recomputed."""
+def delete_object(
+    store: Store, collection_id: str, object_id: str, q: Query, *, caller: Caller, root: str = DEFAULT_ROOT
+) -> int:
+    """Delete versions of an object (``match[version]`` / ``match[spec_version]``); flags recomputed.
+
+    The deletion is appended to the audit chain in the same transaction.
+    """
     where = ["collection_id = ?", "stix_id = ?"]
     args: list[Any] = [collection_id, object_id]
     vs = set(q.versions)
@@ -621,8 +750,13 @@ def delete_object(store: Store, collection_id: str, object_id: str, q: Query) ->
         where.append("spec_version IN (" + ", ".join("?" for _ in q.spec_versions) + ")")
         args.extend(q.spec_versions)
     try:
-        n = len(store.query(f"SELECT seq FROM taxii_objects WHERE {' AND '.join(where)}", args))
+        gone = store.query(f"SELECT version FROM taxii_objects WHERE {' AND '.join(where)}", args)
+        n = len(gone)
         store.execute(f"DELETE FROM taxii_objects WHERE {' AND '.join(where)}", args)
+        if n:
+            _audit(store, caller, "taxii.object.deleted", root, collection_id, {
+                "ids": [object_id], "versions": sorted(str(v[0]) for v in gone)[:_AUDIT_MAX_IDS], "deleted": n,
+            })  # fmt: skip
         rest = sorted(
             (str(v), int(s))
             for v, s in store.query(
