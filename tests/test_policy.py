@@ -224,8 +224,8 @@ def test_modes_dry_run_records_and_acts_on_nothing(store: Store, tmp_path: Path)
     # a policy whose own mode is dry-run never acts, even in an enforce run
     write(tmp_path, "t.yaml", TERMINATE.replace("mode: enforce", "mode: dry-run"))
     pset = service.load_policy_set([tmp_path], NOW)
-    r3 = service.run_policies(store, pset, mode="enforce", now=NOW)
-    assert r3.actions_queued == 0 and {d.mode for d in r3.decisions} == {"dry-run"}
+    r3 = service.run_policies(store, pset, mode="enforce", now=NOW, include_earlier=True)
+    assert r3.actions_queued == 0 and r3.decisions == () and {d.mode for d in r3.earlier} == {"dry-run"}
 
 
 def test_shadow_mode_and_compare(store: Store, tmp_path: Path) -> None:

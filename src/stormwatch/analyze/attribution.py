@@ -71,6 +71,27 @@ def confidence_label(conf: float | None) -> str | None:
     return None
 
 
+BELOW_LOW = "best candidate, below the low confidence band: not an attribution"
+
+
+def public_attribution(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored cluster row as shown to people: below the low band no actor is named.
+
+    The best candidate moves to a labelled ``candidate`` (used by ``clusters list|show`` and the API).
+    """
+    out = dict(row)
+    if row.get("actor") and not (row.get("confidence_label") or confidence_label(row.get("confidence"))):
+        out["candidate"] = {"actor": row["actor"], "actor_ref": row.get("actor_ref"),
+                            "confidence": row.get("confidence"), "note": BELOW_LOW}  # fmt: skip
+        out["actor"] = None
+        out["confidence_label"] = None
+        if "actor_ref" in out:
+            out["actor_ref"] = None
+    else:
+        out["candidate"] = None
+    return out
+
+
 def _logit(p: float) -> float:
     p = min(max(p, 1e-6), 1 - 1e-6)
     return math.log(p / (1 - p))

@@ -8,6 +8,9 @@ from typing import Any
 import click
 import orjson
 
+from stormwatch.analyze.attribution import BELOW_LOW as _BELOW_LOW
+from stormwatch.analyze.attribution import public_attribution
+from stormwatch.analyze.params import CONFIDENCE_LABELS
 from stormwatch.cli import echo_json, open_ctx_store
 from stormwatch.errors import InputError
 
@@ -126,22 +129,69 @@ def _show_account(d: dict[str, Any]) -> None:
         click.echo(f"why: {reason}")
 
 
+def _printable(text: str) -> str:
+    """``text`` with control and format characters (terminal escapes, bidi overrides in a prompt)
+    shown as ``\\xNN`` / ``\\uNNNN``, so printing it cannot drive the analyst's terminal."""
+
+    def one(c: str) -> str:
+        if c in "\n\t" or c.isprintable():
+            return c
+        return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+    return "".join(one(c) for c in text)
+
+
+def _show_texts(texts: list[dict[str, Any]]) -> None:
+    click.echo(f"text of the top {len(texts)} requests (each read is recorded in the audit log):")
+    for r in texts:
+        best = max((d["score"] for d in r["detections"]), default=None)
+        score = "-" if best is None else f"{best:.3f}"
+        click.echo(f"--- {r['event_id']}  {r['ts']}  score {score}")
+        click.echo(_printable(r["text"]) or "(no user text)")
+
+
 @accounts_group.command("show")
 @click.argument("account_id")
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--text",
+    "with_text",
+    is_flag=True,
+    help="Also print the prompt text of the top-scored requests (recorded in the audit log).",
+)
+@click.option(
+    "--limit",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="With --text: how many requests.",
+)
 @click.pass_context
-def accounts_show(ctx: click.Context, account_id: str, as_json: bool) -> None:
-    """An account's judgement, timeline, top-scored requests, infrastructure and evidence."""
+def accounts_show(ctx: click.Context, account_id: str, as_json: bool, with_text: bool, limit: int) -> None:
+    """An account's judgement, timeline, top-scored requests, infrastructure and evidence.
+
+    With --text, also the user text of its top-scored requests, so an analyst can judge them;
+    each event read is appended to the audit log (event.text.read, actor cli:<user>).
+    """
     from stormwatch.analyze.report import account_detail
 
+    texts: list[dict[str, Any]] = []
     with open_ctx_store(ctx) as store:
         d = account_detail(store, account_id)
+        if d is not None and with_text:
+            from stormwatch.api.cli import _cli_actor
+            from stormwatch.api.event_text import read_events, top_event_ids
+
+            ids = top_event_ids(store, account_id, limit=limit)
+            texts = [r for r in read_events(store, ids, actor=_cli_actor(), via="cli") if r is not None]
     if d is None:
         raise InputError(f"no judgement for account {account_id!r}", hint="run `stormwatch analyze` first")
     if as_json:
-        echo_json(d)
+        echo_json({**d, "texts": texts} if with_text else d)
     else:
         _show_account(d)
+        if with_text:
+            _show_texts(texts)
 
 
 @click.group("clusters")
@@ -160,16 +210,12 @@ def clusters_list(ctx: click.Context, min_size: int, limit: int, as_json: bool) 
 
     with open_ctx_store(ctx) as store:
         rows = list_clusters(store, min_size=min_size, limit=limit)
+    rows = [public_attribution(r) for r in rows]
     if as_json:
         echo_json(rows)
         return
     for r in rows:
-        label = r["confidence_label"] or "below low"
-        conf = f"{r['confidence']:.2f} {label}" if r["confidence"] is not None else "-"
-        click.echo(
-            f"{r['cluster_id']}  size {r['size']:4}  flagged {r['flagged_accounts']:4}  "
-            f"actor {r['actor'] or '-'} ({conf})"
-        )
+        click.echo(f"{r['cluster_id']}  size {r['size']:4}  flagged {r['flagged_accounts']:4}  {_actor_text(r)}")
 
 
 @clusters_group.command("show")
@@ -184,15 +230,59 @@ def clusters_show(ctx: click.Context, cluster_id: str, as_json: bool) -> None:
         d = cluster_detail(store, cluster_id)
     if d is None:
         raise InputError(f"no cluster {cluster_id!r}", hint="see `stormwatch clusters list`")
+    d = {**public_attribution(d), "indicators": _indicators(d["evidence"].get("indicator_hits", []))}
     if as_json:
         echo_json(d)
         return
-    conf = f"{d['confidence']:.2f} {d['confidence_label']}" if d["confidence"] is not None else "-"
-    click.echo(f"cluster {d['cluster_id']}  size {d['size']}  actor {d['actor'] or '-'} ({conf})")
+    click.echo(f"cluster {d['cluster_id']}  size {d['size']}  {_actor_text(d, candidate=True)}")
     for m in d["members"]:
-        click.echo(f"  {m['account_id']}  risk {m['risk']:.2f}  {m['level']:7}  {m['actor'] or ''}")
+        named = m["actor"] if m["actor"] and confidence_label(m["confidence"]) else ""
+        click.echo(f"  {m['account_id']}  risk {m['risk']:.2f}  {m['level']:7}  {named}".rstrip())
     click.echo("edges:")
     for e in d["edges"][:50]:
         click.echo(f"  {e['account_a']} -- {e['account_b']}  {e['kind']} {e['value']}  w={e['weight']:.2f}")
-    for h in d["evidence"].get("indicator_hits", [])[:20]:
-        click.echo(f"  [indicator_hit] {h['text']} ({h['indicator_id']})")
+    if d["indicators"]:
+        click.echo("indicators (each once, with the members that hit it):")
+    for g in d["indicators"][:20]:
+        obs = g["observable"]
+        sets = f"  sets {', '.join(g['intrusion_sets'])}" if g["intrusion_sets"] else ""
+        click.echo(
+            f"  {obs['kind']} {obs['value']}  indicator {g['indicator_name'] or '-'} ({g['indicator_id']}){sets}"
+            f"  hit by {len(g['members'])} member(s): {', '.join(g['members'])}"
+        )
+
+
+def confidence_label(conf: float | None) -> str | None:
+    """The band of a confidence (as ``analyze.attribution.confidence_label``; None below low)."""
+    return next((label for floor, label in CONFIDENCE_LABELS if conf is not None and conf >= floor), None)
+
+
+def _actor_text(row: dict[str, Any], *, candidate: bool = False) -> str:
+    if row["actor"]:
+        conf = f"{row['confidence']:.2f} {row['confidence_label']}" if row["confidence"] is not None else "-"
+        return f"actor {row['actor']} ({conf})"
+    c = row.get("candidate")
+    if candidate and c:
+        conf = f"{c['confidence']:.2f}" if c["confidence"] is not None else "-"
+        return f"unattributed (candidate {c['actor']} at {conf}: {_BELOW_LOW})"
+    return "unattributed"
+
+
+def _indicators(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Indicator hits grouped by indicator and observable: each indicator once, with the members that hit it."""
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for h in hits:
+        obs = h.get("observable") or {}
+        key = (str(h.get("indicator_id")), str(obs.get("kind")), str(obs.get("value")))
+        g = groups.setdefault(key, {
+            "indicator_id": h.get("indicator_id"), "indicator_name": h.get("indicator_name"),
+            "observable": {"kind": obs.get("kind"), "value": obs.get("value")},
+            "intrusion_sets": list(h.get("intrusion_sets") or []), "members": [],
+            "strength": h.get("strength"), "degree": h.get("degree"),
+        })  # fmt: skip
+        if h.get("account_id") and h["account_id"] not in g["members"]:
+            g["members"].append(h["account_id"])
+    out = list(groups.values())
+    for g in out:
+        g["members"].sort()
+    return sorted(out, key=lambda g: (-len(g["members"]), str(g["indicator_id"]), str(g["observable"]["value"])))

@@ -180,24 +180,38 @@ def policy_compare(
               "enforce: deliver actions of enforce-mode policies.")  # fmt: skip
 @sink_options
 @now_option
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also list the decisions earlier runs recorded that this run matched again (marked earlier).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def enforce_command(
-    ctx: click.Context, /, policy_paths: tuple[str, ...], mode: str, now: str | None, as_json: bool, **kw: Any
-) -> None:
-    """Evaluate policies, record decisions in the audit log and (with --mode enforce) carry them out."""
+    ctx: click.Context, /, policy_paths: tuple[str, ...], mode: str, now: str | None, show_all: bool,
+    as_json: bool, **kw: Any,
+) -> None:  # fmt: skip
+    """Evaluate policies, record decisions in the audit log and (with --mode enforce) carry them out.
+
+    Lists the decisions this run recorded (with --all also the earlier ones it matched again).
+    """
     pset = service.load_policy_set(list(policy_paths) or default_policy_paths(), parse_now(now))
     sink, retry = build_sink(kw, required=mode == "enforce")
     with open_ctx_store(ctx) as store:
-        report = service.enforce(store, pset, sink, mode=mode, retry=retry, now=parse_now(now))
+        report = service.enforce(store, pset, sink, mode=mode, retry=retry, now=parse_now(now),
+                                 include_earlier=show_all)  # fmt: skip
     if as_json:
-        echo_json(report.to_dict())
+        out = report.to_dict()
+        if not show_all:
+            out["run"].pop("earlier", None)
+        echo_json(out)
     else:
         r = report.run
-        for d in r.decisions:
+        for d, when in [*((d, "") for d in r.decisions), *((d, "  (earlier)") for d in r.earlier)]:
             if d.status != "superseded":
                 tag = "EXEMPT" if d.status == "exempted" else d.mode.upper()
-                click.echo(f"{tag:10} {d.action:20} {d.account_id:24} {d.decided_by}")
+                click.echo(f"{tag:10} {d.action:20} {d.account_id:24} {d.decided_by}{when}")
         click.echo(
             f"{r.run_id} ({r.mode}): {r.judgements} judgements, {r.decisions_new} new decisions "
             f"({r.decisions_existing} already recorded), {r.exempted} exempted, {r.actions_queued} actions queued, "

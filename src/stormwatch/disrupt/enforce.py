@@ -8,11 +8,20 @@ sink confirmed it (HTTP 2xx, fsync). A process killed at any point leaves undeli
 dedupe (see the webhook contract) makes that a no-op. Failures retry with exponential backoff and
 jitter; after ``max_attempts`` the action goes to the dead letters (status ``dead``) that
 :func:`retry_dead_letters` requeues.
+
+Concurrent runs (two ``enforce`` processes, a cron job and the API) never deliver one action twice:
+a run *claims* a batch of due actions in one atomic statement (``claimed_by`` and a lease,
+``lease_until``; PostgreSQL skips rows another run has locked with ``FOR UPDATE SKIP LOCKED``),
+sends only what it claimed, and records the outcome with an update conditional on still holding
+the claim. Only the run whose update changed the row writes the audit entry. A claim whose lease
+expired, or whose process no longer runs on this host (a killed run), is taken over by the next run.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -51,6 +60,8 @@ class RetryPolicy:
     jitter: float = 0.25
     wait: bool = True  # wait in-process for retries; False leaves them for the next run
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
+    batch_size: int = 10  # actions claimed per atomic claim
+    lease_s: float = 120.0  # a claim's lease (at least 3x the sink's timeout); renewed while working
 
     def delay(self, attempt: int) -> float:
         base = min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1))
@@ -112,12 +123,15 @@ def run_policies(
     now: datetime | None = None,
     run_by: str = "system",
     account_ids: Sequence[str] | None = None,
+    include_earlier: bool = False,
 ) -> RunReport:
     """Evaluate the policies over the stored judgements and record what they decide.
 
     ``dry-run`` records decisions and acts on nothing; ``shadow`` records only the shadow
     policies' decisions; ``enforce`` also queues actions for policies whose own mode is enforce.
-    Re-running records nothing new (decision ids are deterministic).
+    Re-running records nothing new (decision ids are deterministic). The report's ``decisions``
+    are the ones this run recorded; ``include_earlier`` also returns (as ``earlier``) the stored
+    decisions that earlier runs recorded and this run matched again.
     """
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}", hint=f"one of {', '.join(MODES)}")
@@ -131,11 +145,15 @@ def run_policies(
     planned += [(p, "shadow") for p in evaluate(policy_set.shadow(), policy_set, ctx, now)]
     new = existing = exempted = queued = cases = 0
     out: list[Decision] = []
+    earlier: list[Decision] = []
     try:
         for p, eff in planned:
             d, is_new, q, c = _record(store, p, eff, run_id, ts)
             store.commit()
-            out.append(d)
+            if is_new:
+                out.append(d)
+            elif include_earlier:
+                earlier.append(records.get_decision(store, d.decision_id))
             new += is_new
             existing += not is_new
             exempted += p.status == "exempted"
@@ -144,7 +162,9 @@ def run_policies(
     except BaseException:
         store.rollback()
         raise
-    return RunReport(run_id, mode, len(ctx.judgements), new, existing, exempted, queued, cases, tuple(out))
+    return RunReport(
+        run_id, mode, len(ctx.judgements), new, existing, exempted, queued, cases, tuple(out), tuple(earlier)
+    )
 
 
 def _mode_of(pset: PolicySet, p: Planned, run_mode: str) -> str:
@@ -152,16 +172,80 @@ def _mode_of(pset: PolicySet, p: Planned, run_mode: str) -> str:
     return effective_mode(policy, run_mode)
 
 
-def _due(store: Store, now: str) -> list[Action]:
+def _claimer() -> str:
+    """This run's claim token: ``host:pid:random`` (the pid tells a later run whether it still runs)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def _orphaned_claims(store: Store, now: str) -> list[str]:
+    """Unexpired claims held by processes of this host that no longer run (a killed run)."""
     rows = store.query(
-        f"SELECT {records.ACTION_COLS} FROM disrupt_actions WHERE status = 'pending' "
-        "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY created_at, action_id",
+        "SELECT DISTINCT claimed_by FROM disrupt_actions WHERE status = 'pending' AND claimed_by IS NOT NULL "
+        "AND lease_until > ?",
         (now,),
     )
-    return [records.action_from_row(r) for r in rows]
+    host, out = socket.gethostname(), []
+    for (claim,) in rows:
+        parts = str(claim).rsplit(":", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid != os.getpid() and not _alive(pid):
+            out.append(str(claim))
+    return out
 
 
-def _deliver_one(store: Store, sink: Sink, a: Action, retry: RetryPolicy, report: dict[str, int]) -> str | None:
+def _claim(store: Store, me: str, now: datetime, lease_s: float, limit: int) -> list[Action]:
+    """Claim up to ``limit`` due actions for this run in one atomic statement, and commit."""
+    ts = iso(now)
+    orphans = _orphaned_claims(store, ts)
+    free = "claimed_by IS NULL OR lease_until IS NULL OR lease_until <= ?"
+    if orphans:
+        free += f" OR claimed_by IN ({', '.join('?' * len(orphans))})"
+    due = f"status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?) AND ({free})"
+    due_params = [ts, ts, *orphans]
+    skip_locked = " FOR UPDATE SKIP LOCKED" if store.dialect == "postgres" else ""
+    try:
+        rows = store.query(
+            f"UPDATE disrupt_actions SET claimed_by = ?, lease_until = ? WHERE action_id IN ("
+            f"SELECT action_id FROM disrupt_actions WHERE {due} ORDER BY created_at, action_id LIMIT ?{skip_locked}"
+            f") AND {due} RETURNING {records.ACTION_COLS}",
+            [me, iso(now + timedelta(seconds=lease_s)), *due_params, limit, *due_params],
+        )
+        store.commit()
+    except BaseException:
+        store.rollback()
+        raise
+    return sorted((records.action_from_row(r) for r in rows), key=lambda a: (a.created_at, a.action_id))
+
+
+def _renew(store: Store, me: str, ids: Sequence[str], lease_s: float) -> set[str]:
+    """Extend this run's lease on ``ids``; return those it still holds."""
+    rows = store.query(
+        f"UPDATE disrupt_actions SET lease_until = ? WHERE claimed_by = ? AND status = 'pending' "
+        f"AND action_id IN ({', '.join('?' * len(ids))}) RETURNING action_id",
+        [iso(utcnow() + timedelta(seconds=lease_s)), me, *ids],
+    )
+    store.commit()
+    return {str(r[0]) for r in rows}
+
+
+_LOST = "claim lost to another run (lease expired); that run records the delivery"
+
+
+def _deliver_one(
+    store: Store, sink: Sink, a: Action, retry: RetryPolicy, report: dict[str, int], me: str
+) -> str | None:
     report["attempted"] += 1
     attempts = a.attempts + 1
     try:
@@ -169,11 +253,15 @@ def _deliver_one(store: Store, sink: Sink, a: Action, retry: RetryPolicy, report
     except DeliveryError as exc:
         dead = not exc.retryable or attempts >= retry.max_attempts
         nxt = None if dead else iso(utcnow() + timedelta(seconds=retry.delay(attempts)))
-        store.execute(
-            "UPDATE disrupt_actions SET attempts = ?, last_error = ?, next_attempt_at = ?, status = ? "
-            "WHERE action_id = ? AND status = 'pending'",
-            (attempts, str(exc), nxt, "dead" if dead else "pending", a.action_id),
+        changed = store.query(
+            "UPDATE disrupt_actions SET attempts = ?, last_error = ?, next_attempt_at = ?, status = ?, "
+            "claimed_by = NULL, lease_until = NULL WHERE action_id = ? AND status = 'pending' AND claimed_by = ? "
+            "RETURNING action_id",
+            (attempts, str(exc), nxt, "dead" if dead else "pending", a.action_id, me),
         )
+        if not changed:
+            store.commit()
+            return _LOST
         if dead:
             report["dead_lettered"] += 1
             track_event(store, AuditEvent("system", "action.dead_lettered", f"account:{a.account_id}",
@@ -184,11 +272,15 @@ def _deliver_one(store: Store, sink: Sink, a: Action, retry: RetryPolicy, report
         store.commit()
         return str(exc)
     ts = iso(utcnow())
-    store.execute(
+    changed = store.query(
         "UPDATE disrupt_actions SET status = 'delivered', attempts = ?, delivered_at = ?, sink = ?, "
-        "last_error = NULL, next_attempt_at = NULL WHERE action_id = ? AND status = 'pending'",
-        (attempts, ts, sink.name, a.action_id),
+        "last_error = NULL, next_attempt_at = NULL, claimed_by = NULL, lease_until = NULL "
+        "WHERE action_id = ? AND status = 'pending' AND claimed_by = ? RETURNING action_id",
+        (attempts, ts, sink.name, a.action_id, me),
     )
+    if not changed:  # another run took the action over: it records (and audits) the delivery
+        store.commit()
+        return _LOST
     track_event(store, AuditEvent("system", "action.delivered", f"account:{a.account_id}",
                                   {"action_id": a.action_id, "kind": a.kind, "end_user_id": a.end_user_id,
                                    "attempts": attempts, "sink": sink.name, "reverses": a.reverses}), ts)  # fmt: skip
@@ -198,19 +290,41 @@ def _deliver_one(store: Store, sink: Sink, a: Action, retry: RetryPolicy, report
 
 
 def deliver_pending(store: Store, sink: Sink, *, retry: RetryPolicy | None = None) -> DeliveryReport:
-    """Send every pending action; wait for retries (unless ``retry.wait`` is False)."""
+    """Send every pending action this run can claim; wait for retries (unless ``retry.wait`` is False).
+
+    Actions claimed by another live run are left to it (they count as ``pending`` in the report).
+    """
     retry = retry or RetryPolicy()
+    me = _claimer()
+    lease_s = max(retry.lease_s, 3 * float(getattr(sink, "timeout", 0.0) or 0.0))
     report = {"attempted": 0, "delivered": 0, "retried": 0, "dead_lettered": 0}
     errors: list[str] = []
     while True:
-        due = _due(store, iso(utcnow()))
-        for a in due:
-            err = _deliver_one(store, sink, a, retry, report)
+        batch = _claim(store, me, utcnow(), lease_s, max(1, retry.batch_size))
+        renewed_at = time.monotonic()
+        held = {a.action_id for a in batch}
+        for i, a in enumerate(batch):
+            if time.monotonic() - renewed_at > lease_s / 2:  # keep the lease well ahead of the next send
+                held = _renew(store, me, [b.action_id for b in batch[i:]], lease_s)
+                renewed_at = time.monotonic()
+            if a.action_id not in held:
+                errors.append(f"{a.action_id}: {_LOST}")
+                continue
+            try:
+                err = _deliver_one(store, sink, a, retry, report, me)
+            except BaseException:
+                store.rollback()
+                raise
             if err:
                 errors.append(f"{a.action_id}: {err}")
-        if due:
+        if batch:
             continue
-        waiting = store.query("SELECT MIN(next_attempt_at) FROM disrupt_actions WHERE status = 'pending'")[0][0]
+        now = iso(utcnow())
+        waiting = store.query(
+            "SELECT MIN(next_attempt_at) FROM disrupt_actions WHERE status = 'pending' "
+            "AND (claimed_by IS NULL OR lease_until IS NULL OR lease_until <= ?)",
+            (now,),
+        )[0][0]
         if waiting is None or not retry.wait:
             break
         gap = (datetime.fromisoformat(str(waiting).replace("Z", "+00:00")) - utcnow()).total_seconds()
@@ -227,15 +341,20 @@ def retry_dead_letters(
     if action_ids is not None:
         wanted = set(action_ids)
         dead = [a for a in dead if a.action_id in wanted]
-    for a in dead:
-        store.execute(
-            "UPDATE disrupt_actions SET status = 'pending', attempts = 0, next_attempt_at = NULL "
-            "WHERE action_id = ? AND status = 'dead'",
-            (a.action_id,),
-        )
-        evidence = {"action_id": a.action_id, "kind": a.kind, "last_error": a.last_error}
-        track_event(store, AuditEvent("system", "action.requeued", f"account:{a.account_id}", evidence))
-    store.commit()
+    try:
+        for a in dead:
+            changed = store.query(
+                "UPDATE disrupt_actions SET status = 'pending', attempts = 0, next_attempt_at = NULL, "
+                "claimed_by = NULL, lease_until = NULL WHERE action_id = ? AND status = 'dead' RETURNING action_id",
+                (a.action_id,),
+            )
+            if changed:  # a concurrent `actions retry` may have requeued it already: audit only what we did
+                evidence = {"action_id": a.action_id, "kind": a.kind, "last_error": a.last_error}
+                track_event(store, AuditEvent("system", "action.requeued", f"account:{a.account_id}", evidence))
+            store.commit()
+    except BaseException:
+        store.rollback()
+        raise
     return deliver_pending(store, sink, retry=retry)
 
 
@@ -247,9 +366,10 @@ def enforce(
     mode: str = "dry-run",
     retry: RetryPolicy | None = None,
     now: datetime | None = None,
+    include_earlier: bool = False,
 ) -> EnforceReport:
     """Record decisions, then (``enforce`` mode only) deliver pending actions through ``sink``."""
-    run = run_policies(store, policy_set, mode=mode, now=now)
+    run = run_policies(store, policy_set, mode=mode, now=now, include_earlier=include_earlier)
     delivery = None
     if mode == "enforce":
         if sink is None:

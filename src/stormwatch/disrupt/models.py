@@ -278,7 +278,8 @@ class RunReport(Record):
     exempted: int
     actions_queued: int
     cases_opened: int
-    decisions: tuple[Decision, ...] = field(default=())
+    decisions: tuple[Decision, ...] = field(default=())  # recorded by this run (new)
+    earlier: tuple[Decision, ...] = field(default=())  # matched again, recorded by an earlier run (if asked)
 
 
 @dataclass(frozen=True)

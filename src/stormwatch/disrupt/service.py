@@ -18,9 +18,11 @@ Signatures (keyword-only after the first arguments; stable, add only optional pa
     compare_policies(store, active, candidate, *, now=None) -> Comparison          # writes nothing
 
     # decisions and enforcement
-    run_policies(store, policy_set, *, mode="dry-run", now=None, run_by="system") -> RunReport
-    enforce(store, policy_set, sink, *, mode="dry-run", retry=RetryPolicy(), now=None) -> EnforceReport
-    deliver_pending(store, sink, *, retry=RetryPolicy()) -> DeliveryReport
+    run_policies(store, policy_set, *, mode="dry-run", now=None, run_by="system",
+                 include_earlier=False) -> RunReport   # .decisions: recorded by this run only
+    enforce(store, policy_set, sink, *, mode="dry-run", retry=RetryPolicy(), now=None,
+            include_earlier=False) -> EnforceReport
+    deliver_pending(store, sink, *, retry=RetryPolicy()) -> DeliveryReport   # claims, then delivers
     retry_dead_letters(store, sink, *, retry=RetryPolicy(), action_ids=None) -> DeliveryReport
     list_decisions(store, *, account_id=None, mode=None, policy_id=None, status=None,
                    limit=100, offset=0) -> list[Decision]

@@ -4,6 +4,8 @@
   Webhooks way (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64
   HMAC-SHA256 of "id.timestamp.body">``) plus ``Idempotency-Key``. The receiver must apply each
   ``webhook-id`` at most once (the delivery is at-least-once; docs/disrupt.md has the contract).
+  Redirects are never followed: a 3xx is a failed delivery (the signed body and its headers go to
+  the configured URL only).
 * :class:`OutboxSink` appends one JSON line per action to a file (fsynced) and is its own receiver:
   it never writes an id twice, even after a crash between the write and the database update.
 * :class:`MemorySink` keeps payloads in a list: the reference implementation for tests and plugins.
@@ -21,6 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -90,6 +93,30 @@ def verify_signature(secret: str, headers: dict[str, str], body: bytes, toleranc
     return any(hmac.compare_digest(expected, g) for g in given)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Answer a 3xx with an ``HTTPError`` instead of following it (with the signature) elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect())
+_PERMANENT_REDIRECTS = (301, 308)
+
+
+def _where(location: str | None) -> str:
+    """A redirect target without credentials or query (neither goes to logs or the database)."""
+    if not location:
+        return "no Location"
+    try:
+        parts = urlsplit(location)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+    except ValueError:  # e.g. a port that is not a number
+        return "an unparsable Location"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")) or "?"
+
+
 class WebhookSink:
     name = "webhook"
 
@@ -117,16 +144,25 @@ class WebhookSink:
             "Idempotency-Key": action.action_id,
         }
         req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        location = None
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with _OPENER.open(req, timeout=self.timeout) as resp:
                 status = int(resp.status)
         except urllib.error.HTTPError as exc:
             status = int(exc.code)
+            location = exc.headers.get("Location") if exc.headers else None
+            exc.close()
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DeliveryError(f"cannot reach {self.url}: {reason}") from exc
         if 200 <= status < 300:
             return
+        if 300 <= status < 400:
+            raise DeliveryError(
+                f"{self.url} answered HTTP {status} (a redirect to {_where(location)}; redirects are not followed: "
+                "set the webhook URL to the final address)",
+                retryable=status not in _PERMANENT_REDIRECTS,
+            )
         retryable = status >= 500 or status in (408, 409, 425, 429)
         raise DeliveryError(f"{self.url} answered HTTP {status}", retryable=retryable)
 
