@@ -188,3 +188,21 @@ def test_a_shipped_model_gone_after_an_upgrade_is_replaced(store: Store, tmp_pat
     )
     with pytest.raises(InputError, match="is missing"):
         ensure_active(store)
+
+
+def test_adding_the_active_models_own_artifact_leaves_it_active(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`models add` of an artifact with the active model's content must not demote the active model."""
+    from stormwatch.store import open_store
+
+    with open_store(sqlite_url) as store:
+        active = ensure_active(store)
+    assert active.path
+    assert main(["--db", sqlite_url, "models", "add", active.path, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["version"] == active.version and out["status"] == "active"
+    with open_store(sqlite_url) as store:
+        assert {m.version: m.status for m in list_models(store)} == {active.version: "active"}
+    assert main(["--db", sqlite_url, "models", "add", active.path]) == 0
+    assert "already the active model" in capsys.readouterr().out

@@ -127,6 +127,12 @@ def open_ctx_store(ctx: click.Context) -> Any:
     metavar="ID",
     help="Account to attribute records to when the format names none (Batch files: the batch owner).",
 )
+@click.option(
+    "--batch-ts",
+    metavar="TIME",
+    help="OpenAI Batch files: the batch's created_at (RFC 3339 or epoch seconds), the time of requests "
+    "whose output has none (failed, expired or missing outputs).",
+)
 @click.option("--batch-size", default=20000, show_default=True, help="Records per database transaction.")
 @click.option(
     "--max-record-bytes",
@@ -149,6 +155,7 @@ def ingest_command(
     accounts: tuple[Path, ...],
     format_name: str | None,
     default_account: str | None,
+    batch_ts: str | None,
     batch_size: int,
     max_record_bytes: int,
     workers: int | None,
@@ -161,15 +168,16 @@ def ingest_command(
     be loaded go to the quarantine (see `stormwatch quarantine list`) and the command exits 10.
     """
     from stormwatch.ingest.formats.base import FormatOptions
-    from stormwatch.ingest.runner import ingest
+    from stormwatch.ingest.runner import batch_time, ingest
 
+    extra = {} if batch_ts is None else {"batch_ts": batch_time(batch_ts)}
     with open_ctx_store(ctx) as store:
         summary = ingest(
             store,
             list(files),
             format_name=format_name,
             accounts_paths=list(accounts),
-            options=FormatOptions(default_account=default_account, max_record_bytes=max_record_bytes),
+            options=FormatOptions(default_account=default_account, max_record_bytes=max_record_bytes, extra=extra),
             batch_size=batch_size,
             progress=not (quiet or as_json),
             workers=workers,

@@ -72,14 +72,23 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
 @models_group.command("add")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--active", "make_active", is_flag=True, help="Make it active at once (default: candidate).")
+@click.option("--json", "as_json", is_flag=True, help="Print the registered model as one JSON object.")
 @click.pass_context
-def models_add(ctx: click.Context, artifact: Path, make_active: bool) -> None:
-    """Register a model built by `stormwatch train --out ARTIFACT` (as a shadow candidate)."""
+def models_add(ctx: click.Context, artifact: Path, make_active: bool, as_json: bool) -> None:
+    """Register a model built by `stormwatch train --out ARTIFACT` (as a shadow candidate).
+
+    An artifact with the same content as the active model (same version) leaves the active model as it is.
+    """
     from stormwatch.pipeline.models import register_artifact
 
     with open_ctx_store(ctx) as store:
         entry = register_artifact(store, artifact, "active" if make_active else "candidate")
-    click.echo(f"registered {entry.version} as {entry.status}; `stormwatch score` scores it on stored events")
+    if as_json:
+        echo_json(entry.to_dict())
+    elif entry.status == "active" and not make_active:
+        click.echo(f"{entry.version} is already the active model (same content); nothing to add")
+    else:
+        click.echo(f"registered {entry.version} as {entry.status}; `stormwatch score` scores it on stored events")
 
 
 @models_group.command("compare")

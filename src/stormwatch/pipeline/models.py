@@ -137,6 +137,10 @@ def register_artifact(store: Store, path: Path, status: str = "candidate") -> Mo
         model = load_model(path)
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: not a first-tier model artifact: {exc}") from exc
+    known = get_model(store, model.version)
+    if known is not None and known.status == "active" and status != "active":
+        # The same content as the active model: registering it as a candidate would demote the active one.
+        return known
     return register(
         store,
         name="first_tier",
