@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -64,6 +65,8 @@ def free_port() -> int:
 
 
 class Receiver:
+    """``python -m stormwatch.disrupt.receiver`` on 127.0.0.1: a ledger of applied ids and a log of every request."""
+
     def __init__(self, tmp: Path) -> None:
         self.port = free_port()
         self.ledger = tmp / "ledger.jsonl"
@@ -90,7 +93,7 @@ class Receiver:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
+            self.proc.wait(timeout=10)
 
     def applied(self) -> list[str]:
         if not self.ledger.exists():
@@ -102,7 +105,7 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver(tmp_path: Path) -> object:
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
     r = Receiver(tmp_path)
     yield r
     r.stop()

@@ -15,9 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,92 +23,17 @@ from typing import Any
 import orjson
 import pytest
 
+import test_enforce
 from stormwatch.cli import main
 from stormwatch.disrupt import service
 from stormwatch.disrupt import testing as T
 from stormwatch.store import Store, open_store
+from test_enforce import SECRET, Receiver, seed
 
-SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="  # base64 of "secret-key-for-tests"
-POLICY = """\
-id: terminate-actors
-version: 1
-mode: enforce
-when:
-  actor_any: true
-  confidence_at_least: high
-then:
-  - action: terminate
-"""
+policies = test_enforce.policies  # the same fixtures as the enforce suite
+receiver = test_enforce.receiver
+
 FAST = service.RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
-
-
-def seed(store: Store, n: int) -> None:
-    for i in range(n):
-        T.add_account(store, f"acct_{i:02d}")
-        T.add_judgement(
-            store, f"acct_{i:02d}", risk=0.9, actor="Emerald Sleet", confidence=0.9, confidence_label="high"
-        )
-
-
-@pytest.fixture
-def policies(tmp_path: Path) -> Path:
-    d = tmp_path / "policies"
-    d.mkdir()
-    (d / "terminate-actors.yaml").write_text(POLICY)
-    return d
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Receiver:
-    """``python -m stormwatch.disrupt.receiver`` on 127.0.0.1: a ledger of applied ids and a log of every request."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.ledger = tmp / "ledger.jsonl"
-        self.log = tmp / "received.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/stormwatch"
-
-    def start(self, *extra: str) -> Receiver:
-        env = {**os.environ, "STORMWATCH_WEBHOOK_SECRET": SECRET}
-        cmd = [sys.executable, "-m", "stormwatch.disrupt.receiver", "--port", str(self.port),
-               "--ledger", str(self.ledger), "--log", str(self.log), *extra]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            time.sleep(0.02)
-        raise RuntimeError("receiver did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def applied(self) -> list[str]:
-        if not self.ledger.exists():
-            return []
-        return [orjson.loads(line)["id"] for line in self.ledger.read_bytes().splitlines() if line.strip()]
-
-    def received(self) -> list[str]:
-        return self.log.read_text().split() if self.log.exists() else []
-
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    r = Receiver(tmp_path)
-    yield r
-    r.stop()
 
 
 def _cli(db: str, *args: str) -> list[str]:
