@@ -133,11 +133,11 @@ def run_stormwatch(n: int, db_url: str | None, workdir: Path, repeats: int = 1) 
     py = sys.executable
     sw = [py, "-m", "stormwatch", "--db", db]
     cid = subprocess.run(
-        [*sw, "share", "taxii", "add-collection", "bench"], check=True, capture_output=True, text=True
+        [*sw, "intel", "taxii", "add-collection", "bench"], check=True, capture_output=True, text=True
     ).stdout.strip()
-    subprocess.run([*sw, "share", "taxii", "grant", cid, USER, "--write"], check=True)
+    subprocess.run([*sw, "intel", "taxii", "grant", cid, USER, "--write"], check=True)
     port = free_port()
-    proc = subprocess.Popen([*sw, "share", "taxii", "serve", "--port", str(port), "--user", f"{USER}:{PASSWORD}"])
+    proc = subprocess.Popen([*sw, "intel", "taxii", "serve", "--port", str(port), "--user", f"{USER}:{PASSWORD}"])
     try:
         base = f"http://127.0.0.1:{port}/taxii2/"
         wait_up(base, proc)

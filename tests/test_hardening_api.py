@@ -84,14 +84,14 @@ def _serve(tmp_path: Path, *args: str) -> Iterator[Served]:
     finally:
         store.close()
     made = subprocess.run(
-        [sys.executable, "-m", "stormwatch", "--db", db, "share", "taxii", "add-collection", "c1", "--id", "c1"],
+        [sys.executable, "-m", "stormwatch", "--db", db, "intel", "taxii", "add-collection", "c1", "--id", "c1"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert made.returncode == 0, made.stderr
     granted = subprocess.run(
-        [sys.executable, "-m", "stormwatch", "--db", db, "share", "taxii", "grant", "c1", "*", "--write"],
+        [sys.executable, "-m", "stormwatch", "--db", db, "intel", "taxii", "grant", "c1", "*", "--write"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -259,7 +259,7 @@ def test_the_throttle_tracks_a_bounded_number_of_addresses() -> None:
 
 
 def test_limits_are_validated_and_the_taxii_limit_is_the_api_roots_default() -> None:
-    from stormwatch.share.taxii.repo import DEFAULT_MAX_CONTENT_LENGTH
+    from stormwatch.intel.taxii.repo import DEFAULT_MAX_CONTENT_LENGTH
 
     assert TAXII_MAX_BODY_BYTES == DEFAULT_MAX_CONTENT_LENGTH
     with pytest.raises(ValueError):

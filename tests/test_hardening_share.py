@@ -29,9 +29,9 @@ from starlette.routing import Mount
 from taxii2client.v21 import Server
 
 from stormwatch.disrupt.audit import list_entries
-from stormwatch.share import pull as pull_mod
-from stormwatch.share.taxii import repo
-from stormwatch.share.taxii.app import SimplePool, create_taxii_app, static_authenticator
+from stormwatch.intel import pull as pull_mod
+from stormwatch.intel.taxii import repo
+from stormwatch.intel.taxii.app import SimplePool, create_taxii_app, static_authenticator
 from stormwatch.store import open_store
 
 TAXII = "application/taxii+json;version=2.1"
@@ -295,9 +295,9 @@ def test_indicators_without_a_valid_pattern_are_rejected(db_url: str) -> None:
 
 
 def _publish_ours(db_url: str, cid: str) -> list[dict[str, Any]]:
-    from stormwatch.share.findings import AccountFinding, ClusterFinding, Findings, Infra
-    from stormwatch.share.policy import SharingPolicy
-    from stormwatch.share.service import publish
+    from stormwatch.intel.findings import AccountFinding, ClusterFinding, Findings, Infra
+    from stormwatch.intel.service import publish
+    from stormwatch.intel.sharing_policy import SharingPolicy
 
     findings = Findings(
         [
@@ -357,7 +357,7 @@ def test_writers_cannot_publish_as_us(db_url: str) -> None:
 def test_in_the_api_only_admin_tokens_may_publish_as_us(sqlite_url: str) -> None:
     from stormwatch.api import create_app
     from stormwatch.api.tokens import create_token
-    from stormwatch.share.taxii.api import install
+    from stormwatch.intel.taxii.api import install
 
     cid = _collection(sqlite_url)
     published = _publish_ours(sqlite_url, cid)
@@ -683,7 +683,7 @@ def test_pull_of_an_endless_collection_stops_at_the_page_and_time_limits(tmp_pat
         env = {**os.environ, "STORMWATCH_DB": f"sqlite:///{tmp_path / 'cli.db'}"}
         hits = len(p.hits)
         done = subprocess.run(
-            [*STORMWATCH, "share", "pull", "--taxii", p.root, "--collection", "c1", "--token", "t",
+            [*STORMWATCH, "intel", "pull", "--taxii", p.root, "--collection", "c1", "--token", "t",
              "--max-pages", "4", "--no-import"],
             env=env, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip

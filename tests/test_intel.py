@@ -9,12 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
+from stormwatch.analyze.intel_matching import load_indicators, load_observations, match_indicators
+from stormwatch.analyze.stix_patterns import UnsupportedPattern, compile_pattern
 from stormwatch.cli import main
 from stormwatch.errors import InputError
 from stormwatch.events import Account
 from stormwatch.intel.importer import import_files
-from stormwatch.intel.matching import load_indicators, load_observations, match_indicators
-from stormwatch.intel.patterns import UnsupportedPattern, compile_pattern
 from stormwatch.store import Store
 
 T0 = "2024-01-01T00:00:00.000Z"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from pymisp import MISPEvent, MISPObject
 
-from stormwatch.share.findings import AccountFinding, ClusterFinding, Findings, Infra
-from stormwatch.share.policy import policy_from_dict
-from stormwatch.share.service import export_misp_feed, import_misp
-from stormwatch.share.tlp import Tlp
+from stormwatch.intel.findings import AccountFinding, ClusterFinding, Findings, Infra
+from stormwatch.intel.service import export_misp_feed, import_misp
+from stormwatch.intel.sharing_policy import policy_from_dict
+from stormwatch.intel.tlp import Tlp
 from stormwatch.store import open_store
 
 POLICY = policy_from_dict(

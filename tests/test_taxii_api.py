@@ -15,8 +15,8 @@ from taxii2client.v21 import Server
 
 from stormwatch.api import create_app
 from stormwatch.api.tokens import create_token
-from stormwatch.share.taxii import repo
-from stormwatch.share.taxii.api import install
+from stormwatch.intel.taxii import repo
+from stormwatch.intel.taxii.api import install
 from stormwatch.store import open_store
 
 TAXII = "application/taxii+json;version=2.1"

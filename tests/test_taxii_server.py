@@ -23,9 +23,9 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from taxii2client.v21 import Server, as_pages
 
-from stormwatch.share.pull import checkpoint, pull
-from stormwatch.share.taxii import repo
-from stormwatch.share.taxii.app import SimplePool, create_taxii_app, static_authenticator
+from stormwatch.intel.pull import checkpoint, pull
+from stormwatch.intel.taxii import repo
+from stormwatch.intel.taxii.app import SimplePool, create_taxii_app, static_authenticator
 from stormwatch.store import open_store
 
 TAXII = "application/taxii+json;version=2.1"

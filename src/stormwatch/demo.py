@@ -99,7 +99,7 @@ def demo_command(out: Path, seed: int, accounts: int, days: int, policies: Path,
     import shutil
 
     from stormwatch.ingest.runner import ingest
-    from stormwatch.pipeline.score import score_new_events
+    from stormwatch.score.scoring import score_new_events
     from stormwatch.simulate import simulate
     from stormwatch.store import open_store
 
@@ -207,8 +207,8 @@ def demo_command(out: Path, seed: int, accounts: int, days: int, policies: Path,
         steps.run("verify the hash-chained audit log", do_audit)
 
         def do_share() -> str:
-            from stormwatch.share.policy import load_policy
-            from stormwatch.share.service import export_stix_file
+            from stormwatch.intel.service import export_stix_file
+            from stormwatch.intel.sharing_policy import load_policy
 
             res = export_stix_file(store, load_policy(None), out / "intel-export.stix.json")
             return (

@@ -11,7 +11,7 @@ import orjson
 from stormwatch.analyze.attribution import BELOW_LOW as _BELOW_LOW
 from stormwatch.analyze.attribution import public_attribution
 from stormwatch.analyze.params import CONFIDENCE_LABELS
-from stormwatch.cli import echo_json, open_ctx_store
+from stormwatch.clitools import echo_json, open_ctx_store
 from stormwatch.errors import InputError
 
 __all__ = ["accounts_group", "analyze_group", "clusters_group"]

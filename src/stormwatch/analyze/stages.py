@@ -10,8 +10,8 @@ import orjson
 
 from stormwatch.analyze import params as P
 from stormwatch.analyze.features import compute_features
+from stormwatch.analyze.intel_matching import Hit, Indicator, load_indicators, load_observations, match_indicators
 from stormwatch.analyze.scan import scan_events
-from stormwatch.intel.matching import Hit, Indicator, load_indicators, load_observations, match_indicators
 from stormwatch.store import Store
 from stormwatch.store.sql import now_iso
 
@@ -23,11 +23,11 @@ FULL_RESCAN_SHARE = 0.3  # more accounts than this share changed: one sequential
 
 
 def score_first(store: Store, progress: bool) -> dict[str, Any] | None:
-    """Run the scoring stage (``stormwatch.pipeline.score``) so detections are current."""
+    """Run the scoring stage (``stormwatch.score.scoring``) so detections are current."""
     try:
-        from stormwatch.pipeline.score import score_new_events
+        from stormwatch.score.scoring import score_new_events
     except ImportError:
-        log.warning("stormwatch.pipeline.score is not installed: using the detections already stored")
+        log.warning("stormwatch.score.scoring is not installed: using the detections already stored")
         return None
     summary = score_new_events(store, progress=progress)
     to_dict = getattr(summary, "to_dict", None)
@@ -41,7 +41,7 @@ def model_version(store: Store, *, active: bool = True) -> str:
     """The active model version (scoring stage), else the most recently scored one."""
     if active:
         try:
-            from stormwatch.pipeline.score import active_model_version
+            from stormwatch.score.scoring import active_model_version
         except ImportError:
             pass
         else:

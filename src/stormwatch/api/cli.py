@@ -11,7 +11,7 @@ from datetime import timedelta
 import click
 
 from stormwatch.api.roles import Role
-from stormwatch.cli import echo_json, open_ctx_store
+from stormwatch.clitools import echo_json, open_ctx_store
 from stormwatch.errors import ConfigError
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}

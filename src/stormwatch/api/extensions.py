@@ -47,7 +47,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "enforcement": "stormwatch.api.routes.enforcement:install",
     "appeals": "stormwatch.api.routes.appeals:install",
     "audit": "stormwatch.api.routes.audit:install",
-    "taxii": "stormwatch.share.taxii.api:install",
+    "taxii": "stormwatch.intel.taxii.api:install",
 }
 
 _registered: dict[str, Install] = {}

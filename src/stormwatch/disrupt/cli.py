@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from stormwatch.cli import echo_json, open_ctx_store
+from stormwatch.clitools import echo_json, open_ctx_store
 from stormwatch.disrupt import service
 from stormwatch.disrupt.evaluate import Planned
 from stormwatch.errors import EXIT_ERROR, EXIT_INPUT, EXIT_QUARANTINED, InputError

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import orjson
 
-from stormwatch.cli import echo_json, open_ctx_store
+from stormwatch.clitools import echo_json, open_ctx_store
 from stormwatch.disrupt import service
 from stormwatch.errors import InputError
 

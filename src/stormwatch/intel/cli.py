@@ -1,19 +1,291 @@
-"""``stormwatch intel``: partner intelligence. More subcommands (export, pull) attach to the group."""
+"""``stormwatch intel ...``: threat intelligence in and out (STIX 2.1, TAXII 2.1, MISP) from the shell.
+
+``stormwatch intel ...`` is the same group under its old name (hidden, deprecated: it warns).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+import orjson
 
-from stormwatch.cli import echo_json, open_ctx_store
+from stormwatch.clitools import echo_json, open_ctx_store
+from stormwatch.errors import EXIT_QUARANTINED
+from stormwatch.store import Store
 
-__all__ = ["intel_group"]
+
+def _store(ctx: click.Context) -> Store:
+    from stormwatch.store import open_store
+
+    return open_store(ctx.find_root().obj.get("db_url") if ctx.find_root().obj else None)
+
+
+def _echo(obj: object) -> None:
+    click.echo(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode())
+
+
+@click.command("export")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["stix", "misp-feed"]),
+    default="stix",
+    show_default=True,
+    help="stix: one STIX 2.1 bundle file; misp-feed: a MISP feed directory.",
+)
+@click.option("--recipient", metavar="NAME", help="Recipient in the sharing policy (none: no TLP:RED at all).")
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(path_type=Path),
+    envvar="STORMWATCH_SHARE_POLICY",
+    help="Sharing policy TOML [env: STORMWATCH_SHARE_POLICY]; default: the closed built-in policy.",
+)
+@click.option(
+    "--findings",
+    "findings_path",
+    type=click.Path(path_type=Path),
+    help="Export these findings (JSON) instead of the analysis tables.",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def export_command(
+    ctx: click.Context,
+    out: Path,
+    fmt: str,
+    recipient: str | None,
+    policy_path: Path | None,
+    findings_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Write what stormwatch found as a STIX 2.1 bundle (or a MISP feed) through the sharing policy."""
+    from stormwatch.intel.findings import Findings
+    from stormwatch.intel.service import export_misp_feed, export_stix_file
+    from stormwatch.intel.sharing_policy import load_policy
+
+    policy = load_policy(policy_path)
+    findings = Findings.from_dict(orjson.loads(findings_path.read_bytes())) if findings_path else None
+    with _store(ctx) as store:
+        if fmt == "stix":
+            res = export_stix_file(store, policy, out, recipient=recipient, findings=findings)
+        else:
+            res = export_misp_feed(store, policy, out, recipient=recipient, findings=findings)
+    if as_json:
+        _echo(res)
+    else:
+        click.echo(
+            f"wrote {res['destination']}: {res['objects']} STIX objects, {res['clusters']} actor clusters "
+            f"({res['clusters_withheld']} withheld by policy), highest marking {res['max_tlp'] or '-'}"
+        )
+
+
+@click.command("pull")
+@click.option("--taxii", "url", required=True, metavar="URL", help="The partner's TAXII 2.1 API root URL.")
+@click.option("--collection", required=True, metavar="ID")
+@click.option("--user", metavar="NAME", help="HTTP Basic user.")
+@click.option("--password", envvar="STORMWATCH_TAXII_PASSWORD", help="[env: STORMWATCH_TAXII_PASSWORD]")
+@click.option("--token", envvar="STORMWATCH_TAXII_TOKEN", help="Bearer token [env: STORMWATCH_TAXII_TOKEN].")
+@click.option("--page-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option(
+    "--max-pages",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Stop after this many pages (a later run resumes from the checkpoint).",
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3600.0,
+    show_default=True,
+    help="Stop after this long (a later run resumes from the checkpoint).",
+)
+@click.option(
+    "--max-response-mb",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Refuse a response body larger than this (read as a stream, never buffered past it).",
+)
+@click.option(
+    "--allow-redirect-host",
+    "allow_redirect_hosts",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="Follow redirects to this host too (repeatable); by default only within the URL's scheme/host/port.",
+)
+@click.option("--no-import", is_flag=True, help="Only store the objects; do not run the intel import.")
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def pull_command(
+    ctx: click.Context,
+    url: str,
+    collection: str,
+    user: str | None,
+    password: str | None,
+    token: str | None,
+    page_size: int,
+    max_pages: int,
+    max_seconds: float,
+    max_response_mb: int,
+    allow_redirect_hosts: tuple[str, ...],
+    no_import: bool,
+    insecure: bool,
+    as_json: bool,
+) -> None:
+    """Take a partner's TAXII collection in (checkpointed: a re-run fetches only what is new)."""
+    from stormwatch.intel.pull import PullLimits, pull
+
+    try:
+        limits = PullLimits(
+            max_response_bytes=max_response_mb * 1024 * 1024,
+            max_pages=max_pages,
+            max_seconds=max_seconds,
+            allow_redirect_hosts=allow_redirect_hosts,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-redirect-host") from None
+    with _store(ctx) as store:
+        s = pull(
+            store,
+            url,
+            collection,
+            user=user,
+            password=password,
+            token=token,
+            page_size=page_size,
+            verify=not insecure,
+            import_into_intel=not no_import,
+            limits=limits,
+        )
+    if as_json:
+        _echo(s.to_dict())
+    else:
+        click.echo(
+            f"pulled {s.objects} objects ({s.new} new) in {s.pages} pages"
+            f"{' (resumed)' if s.resumed else ''}; imported into intel: {s.imported}"
+            + (f"; rejected {len(s.rejected)}" if s.rejected else "")
+        )
+        if s.import_error:
+            click.echo(f"intel import failed: {s.import_error}", err=True)
+    if s.stopped:
+        click.echo(f"{url}: {s.stopped}", err=True)
+    if s.rejected or s.import_error:
+        ctx.exit(EXIT_QUARANTINED)
+
+
+@click.command("misp-import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def misp_import_command(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Import MISP events (event JSON files or feed directories) into intel."""
+    from stormwatch.intel.service import import_misp
+
+    with _store(ctx) as store:
+        res = import_misp(store, list(paths))
+    if as_json:
+        _echo(res)
+    else:
+        click.echo(f"imported {res['events']} MISP events as {res['stix_objects']} STIX objects")
+
+
+@click.group("taxii")
+def taxii_group() -> None:
+    """Administer the TAXII 2.1 server's collections and permissions."""
+
+
+@taxii_group.command("add-collection")
+@click.argument("title")
+@click.option("--root", default="api1", show_default=True)
+@click.option("--description")
+@click.option("--alias")
+@click.option("--id", "collection_id", help="Collection id (default: a new UUID).")
+@click.pass_context
+def add_collection(
+    ctx: click.Context, title: str, root: str, description: str | None, alias: str | None, collection_id: str | None
+) -> None:
+    """Create a collection; prints its id."""
+    from stormwatch.intel.taxii.repo import create_collection
+
+    with _store(ctx) as store:
+        click.echo(
+            create_collection(
+                store, title, root=root, description=description, alias=alias, collection_id=collection_id
+            )
+        )
+
+
+@taxii_group.command("grant")
+@click.argument("collection_id")
+@click.argument("principal")
+@click.option("--read/--no-read", default=True, show_default=True)
+@click.option("--write/--no-write", default=False, show_default=True)
+@click.option("--red-named", is_flag=True, help="Name the principal for TLP:RED objects posted here.")
+@click.pass_context
+def grant_command(
+    ctx: click.Context, collection_id: str, principal: str, read: bool, write: bool, red_named: bool
+) -> None:
+    """Let PRINCIPAL (an API token name, or '*') read / write a collection."""
+    from stormwatch.intel.taxii.repo import grant
+
+    with _store(ctx) as store:
+        grant(store, collection_id, principal, read=read, write=write, red_named=red_named)
+
+
+@taxii_group.command("publish")
+@click.argument("collection_id")
+@click.option("--recipient", metavar="NAME")
+@click.option("--policy", "policy_path", type=click.Path(path_type=Path), envvar="STORMWATCH_SHARE_POLICY")
+@click.option("--findings", "findings_path", type=click.Path(path_type=Path))
+@click.pass_context
+def publish_command(
+    ctx: click.Context, collection_id: str, recipient: str | None, policy_path: Path | None, findings_path: Path | None
+) -> None:
+    """Export through the policy into a collection (TLP:RED only readable by the recipient's principals)."""
+    from stormwatch.intel.findings import Findings
+    from stormwatch.intel.service import publish
+    from stormwatch.intel.sharing_policy import load_policy
+
+    findings = Findings.from_dict(orjson.loads(findings_path.read_bytes())) if findings_path else None
+    with _store(ctx) as store:
+        p = publish(store, load_policy(policy_path), collection_id, recipient=recipient, findings=findings)
+    click.echo(f"published {p.status['success_count']} objects to {collection_id} ({p.red_objects} TLP:RED)")
+
+
+@taxii_group.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5080, show_default=True)
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="NAME:PASSWORD",
+    help="Standalone credentials (repeatable); inside `stormwatch serve` the API tokens are used.",
+)
+@click.pass_context
+def serve_command(ctx: click.Context, host: str, port: int, users: tuple[str, ...]) -> None:
+    """Run the TAXII 2.1 server alone (mounted at /taxii2/), for a test peer or a small deployment."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from stormwatch.intel.taxii.app import SimplePool, create_taxii_app, static_authenticator
+
+    table = dict(u.split(":", 1) for u in users if ":" in u)
+    if not table:
+        raise click.UsageError("give at least one --user NAME:PASSWORD")
+    pool = SimplePool(ctx.find_root().obj.get("db_url") if ctx.find_root().obj else None)
+    app = Starlette(routes=[Mount("/taxii2", app=create_taxii_app(pool, static_authenticator(table)))])
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @click.group("intel")
 def intel_group() -> None:
-    """Partner threat intelligence (STIX 2.1)."""
+    """Threat intelligence in and out: STIX 2.1 import/export, TAXII 2.1 server and pull, MISP."""
 
 
 @intel_group.command("import")
@@ -47,12 +319,18 @@ def intel_import(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> 
         click.echo(f"  unsupported {u['id']}: {u['reason']}")
 
 
-def _attach_sharing_commands() -> None:
-    """``intel export`` / ``intel pull`` / ``intel misp-import`` live in the sharing package."""
-    from stormwatch.share.cli import export_command, misp_import_command, pull_command
-
-    for cmd in (export_command, pull_command, misp_import_command):
-        intel_group.add_command(cmd)
+intel_group.add_command(export_command)
+intel_group.add_command(pull_command)
+intel_group.add_command(misp_import_command)
+intel_group.add_command(taxii_group)
 
 
-_attach_sharing_commands()
+class _DeprecatedAlias(click.Group):
+    """``stormwatch share``: the ``intel`` group under its old name, for one release."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        click.echo("warning: `stormwatch share` is deprecated; use `stormwatch intel`", err=True)
+        return super().invoke(ctx)
+
+
+share_group = _DeprecatedAlias("share", commands=intel_group.commands, help="Deprecated name of `intel`.", hidden=True)

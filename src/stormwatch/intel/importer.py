@@ -5,7 +5,7 @@
   and the object id (or its index); nothing of that file is stored.
 * Objects are versioned by ``modified``: a newer version replaces the stored one, an older or equal
   one is counted and ignored, so re-importing is idempotent. ``revoked: true`` is kept as a flag.
-* Indicators are then (re)compiled (:mod:`stormwatch.intel.patterns`) and tied to intrusion-sets
+* Indicators are then (re)compiled (:mod:`stormwatch.analyze.stix_patterns`) and tied to intrusion-sets
   through ``indicates`` relationships, directly or via a threat-actor / campaign / malware /
   infrastructure (``attributed-to`` and ``uses``). Unsupported patterns are stored with the reason.
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
+from stormwatch.analyze.stix_patterns import UnsupportedPattern, compile_pattern
 from stormwatch.errors import InputError
-from stormwatch.intel.patterns import UnsupportedPattern, compile_pattern
 from stormwatch.store import Store
 
 __all__ = ["ImportSummary", "import_files", "rebuild_indicators"]

@@ -32,7 +32,7 @@ from urllib.parse import urljoin, urlsplit
 import orjson
 
 from stormwatch.errors import InputError, StormwatchError
-from stormwatch.share import TAXII_MEDIA_TYPE
+from stormwatch.intel import TAXII_MEDIA_TYPE
 from stormwatch.store import Store
 
 

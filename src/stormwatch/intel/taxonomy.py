@@ -48,7 +48,7 @@ class ActorInfo:
 
 
 def _load(name: str) -> Any:
-    return json.loads(resources.files("stormwatch.share").joinpath("data", name).read_text(encoding="utf-8"))
+    return json.loads(resources.files("stormwatch.intel").joinpath("data", name).read_text(encoding="utf-8"))
 
 
 @cache

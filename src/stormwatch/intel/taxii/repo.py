@@ -25,9 +25,9 @@ from typing import Any
 
 import orjson
 
-from stormwatch.share import STIX_MEDIA_TYPE
-from stormwatch.share.ids import parse_time
-from stormwatch.share.tlp import Tlp, object_tlp
+from stormwatch.intel import STIX_MEDIA_TYPE
+from stormwatch.intel.ids import parse_time
+from stormwatch.intel.tlp import Tlp, object_tlp
 from stormwatch.store import Store
 
 DEFAULT_ROOT = "api1"
@@ -106,7 +106,7 @@ class Caller:
     name: str
     #: extra gate from the embedding app (roles/scopes): (permission, collection_id) -> allowed
     gate: Any = None
-    #: may publish versions of our own objects (API admin tokens, ``stormwatch share taxii publish``)
+    #: may publish versions of our own objects (API admin tokens, ``stormwatch intel taxii publish``)
     trusted: bool = False
     #: how the audit log names the caller (default ``taxii:<name>``)
     actor: str | None = None

@@ -11,9 +11,9 @@ from stormwatch.cli import main
 from stormwatch.detect.data import default_data_paths, read_rows
 from stormwatch.detect.train import finalize_artifact, serialize, train_artifact
 from stormwatch.events import validate_event
-from stormwatch.pipeline.compare import compare_models
-from stormwatch.pipeline.models import ensure_active, list_models, register_artifact
-from stormwatch.pipeline.score import explain_event, score_new_events
+from stormwatch.score.compare import compare_models
+from stormwatch.score.models import ensure_active, list_models, register_artifact
+from stormwatch.score.scoring import explain_event, score_new_events
 from stormwatch.store import Store
 
 BENIGN = [
@@ -70,7 +70,7 @@ def test_two_workers_give_the_same_scores(tmp_path: Path, sqlite_url: str) -> No
     for s in (a, b):
         s.insert_events(events(0, texts))  # type: ignore[arg-type]
     score_new_events(a, progress=False, workers=1)
-    from stormwatch.pipeline import score as score_mod
+    from stormwatch.score import scoring as score_mod
 
     score_mod.score_model(b, ensure_active(b), score_mod.load_settings(), workers=2, progress=False, batch=50)
     q = "SELECT event_id, score, flagged, categories FROM detections ORDER BY event_id"
@@ -164,7 +164,7 @@ def test_score_cli_and_bad_model_file(sqlite_url: str, tmp_path: Path, capsys: p
 
 def test_a_shipped_model_gone_after_an_upgrade_is_replaced(store: Store, tmp_path: Path) -> None:
     from stormwatch.errors import InputError
-    from stormwatch.pipeline.models import register
+    from stormwatch.score.models import register
 
     register(
         store,

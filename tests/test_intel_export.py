@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 import string
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,12 +19,12 @@ from stix2validator import ValidationOptions, validate_instance
 
 from stormwatch.cli import main
 from stormwatch.errors import ConfigError
-from stormwatch.share.findings import AccountFinding, ClusterFinding, Findings, Infra
-from stormwatch.share.ids import MemoryRegistry
-from stormwatch.share.policy import SharingPolicy, policy_from_dict
-from stormwatch.share.stix_export import build_bundle
-from stormwatch.share.taxii import repo
-from stormwatch.share.tlp import TLP2_IDS, Tlp
+from stormwatch.intel.findings import AccountFinding, ClusterFinding, Findings, Infra
+from stormwatch.intel.ids import MemoryRegistry
+from stormwatch.intel.sharing_policy import SharingPolicy, policy_from_dict
+from stormwatch.intel.stix_export import build_bundle
+from stormwatch.intel.taxii import repo
+from stormwatch.intel.tlp import TLP2_IDS, Tlp
 from stormwatch.store import open_store
 
 NOW = datetime(2024, 2, 14, 12, tzinfo=UTC)
@@ -170,7 +173,7 @@ def test_policy_file_errors_are_config_errors(tmp_path: Path) -> None:
 
 
 def test_ids_are_stable_and_updates_get_a_later_modified(db_url: str) -> None:
-    from stormwatch.share.service import export_bundle
+    from stormwatch.intel.service import export_bundle
 
     store = open_store(db_url)
     try:
@@ -307,7 +310,7 @@ def test_red_never_readable_by_an_unnamed_principal(
     sqlite_url: str, publishes: list[tuple[Tlp, str | None]], reader: str
 ) -> None:
     """Publish findings at random levels for random recipients; read the collection as anyone."""
-    from stormwatch.share.service import publish
+    from stormwatch.intel.service import publish
 
     store = open_store(sqlite_url)
     try:
@@ -359,14 +362,14 @@ def test_cli_export_writes_a_valid_bundle_and_feed(tmp_path: Path) -> None:
     )
     db = f"sqlite:///{tmp_path / 'sw.db'}"
     out = tmp_path / "out.json"
-    assert main(["--db", db, "share", "export", str(out), "--findings", str(findings)]) == 0
+    assert main(["--db", db, "intel", "export", str(out), "--findings", str(findings)]) == 0
     validate(json.loads(out.read_text()))
     assert (
         main(
             [
                 "--db",
                 db,
-                "share",
+                "intel",
                 "export",
                 "--format",
                 "misp-feed",
@@ -378,6 +381,21 @@ def test_cli_export_writes_a_valid_bundle_and_feed(tmp_path: Path) -> None:
         == 0
     )
     assert (tmp_path / "feed" / "manifest.json").exists()
-    assert main(["--db", db, "share", "export", str(out), "--recipient", "nobody"]) == 3
+    assert main(["--db", db, "intel", "export", str(out), "--recipient", "nobody"]) == 3
     with pytest.raises(ConfigError):
         SharingPolicy().recipient("nobody")
+
+
+def test_share_is_a_deprecated_alias_of_intel(tmp_path: Path) -> None:
+    """``stormwatch share ...`` keeps working for one release, warns, and is not listed in the help."""
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    env = {**os.environ, "STORMWATCH_DB": db}
+    old = subprocess.run([sys.executable, "-m", "stormwatch", "share", "taxii", "add-collection", "c", "--id", "c1"],
+                         env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert old.returncode == 0 and old.stdout.strip() == "c1"
+    assert "deprecated; use `stormwatch intel`" in old.stderr
+    new = subprocess.run([sys.executable, "-m", "stormwatch", "intel", "taxii", "add-collection", "d", "--id", "d1"],
+                         env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert new.returncode == 0 and new.stderr == ""
+    listed = subprocess.run([sys.executable, "-m", "stormwatch", "--help"], capture_output=True, text=True, timeout=60)
+    assert " intel " in listed.stdout and " share " not in listed.stdout

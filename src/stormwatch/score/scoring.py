@@ -34,7 +34,7 @@ from stormwatch.detect.conversation import context_gate, score_conversation
 from stormwatch.detect.model import FirstTierModel, load_model
 from stormwatch.detect.settings import DetectSettings, load_settings
 from stormwatch.detect.taxonomy import LLMT_IDS
-from stormwatch.pipeline.models import ModelEntry, scoring_models
+from stormwatch.score.models import ModelEntry, scoring_models
 from stormwatch.store.base import Store
 from stormwatch.store.sql import now_iso
 
@@ -272,7 +272,7 @@ def score_new_events(
 
 def explain_event(store: Store, event_id: str, version: str | None = None) -> list[dict[str, Any]]:
     """Why an event scored as it did: the stored conversation evidence and the model's n-grams."""
-    from stormwatch.pipeline.models import ensure_active, get_model
+    from stormwatch.score.models import ensure_active, get_model
 
     entry = get_model(store, version) if version else ensure_active(store)
     if entry is None:
@@ -297,6 +297,6 @@ def _item_text(messages: list[dict[str, Any]] | None, prompt: str | None) -> str
 
 
 def active_model_version(store: Store) -> str:
-    from stormwatch.pipeline.models import ensure_active
+    from stormwatch.score.models import ensure_active
 
     return ensure_active(store).version

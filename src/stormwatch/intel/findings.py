@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from stormwatch.share.tlp import Tlp, object_tlp
+from stormwatch.intel.tlp import Tlp, object_tlp
 from stormwatch.store import Store
 
 #: free-mail and big-provider domains are never indicators of an actor
@@ -230,7 +230,7 @@ def _chunks(items: list[str], n: int = 500) -> Iterable[list[str]]:
 
 def load_findings(store: Store, *, prompts_per_account: int = 3) -> Findings:
     """Flagged accounts, grouped by cluster, with their infrastructure; empty before analysis ran."""
-    from stormwatch.share.taxonomy import actor_info
+    from stormwatch.intel.taxonomy import actor_info
 
     if not _table_exists(store, "account_judgements"):
         return Findings()

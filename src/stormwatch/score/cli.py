@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from stormwatch.cli import echo_json, open_ctx_store
+from stormwatch.clitools import echo_json, open_ctx_store
 from stormwatch.errors import InputError
 
 
@@ -28,7 +28,7 @@ def score_command(ctx: click.Context, workers: int | None, preset: str | None, a
     everything it has not seen. `stormwatch analyze` runs this stage first.
     """
     from stormwatch.detect.settings import load_settings
-    from stormwatch.pipeline.score import score_new_events
+    from stormwatch.score.scoring import score_new_events
 
     with open_ctx_store(ctx) as store:
         summary = score_new_events(
@@ -55,7 +55,7 @@ def models_group() -> None:
 @click.pass_context
 def models_list(ctx: click.Context, as_json: bool) -> None:
     """Registered model versions and their status."""
-    from stormwatch.pipeline.models import ensure_active, list_models
+    from stormwatch.score.models import ensure_active, list_models
 
     with open_ctx_store(ctx) as store:
         ensure_active(store)
@@ -79,7 +79,7 @@ def models_add(ctx: click.Context, artifact: Path, make_active: bool, as_json: b
 
     An artifact with the same content as the active model (same version) leaves the active model as it is.
     """
-    from stormwatch.pipeline.models import register_artifact
+    from stormwatch.score.models import register_artifact
 
     with open_ctx_store(ctx) as store:
         entry = register_artifact(store, artifact, "active" if make_active else "candidate")
@@ -98,8 +98,8 @@ def models_add(ctx: click.Context, artifact: Path, make_active: bool, as_json: b
 @click.pass_context
 def models_compare(ctx: click.Context, candidate: str | None, top: int, as_json: bool) -> None:
     """Where and how a candidate's judgements differ from the active model's, on the same events."""
-    from stormwatch.pipeline.compare import compare_models, format_comparison
-    from stormwatch.pipeline.models import ensure_active, list_models
+    from stormwatch.score.compare import compare_models, format_comparison
+    from stormwatch.score.models import ensure_active, list_models
 
     with open_ctx_store(ctx) as store:
         active = ensure_active(store)
@@ -122,7 +122,7 @@ def models_compare(ctx: click.Context, candidate: str | None, top: int, as_json:
 @click.pass_context
 def models_promote(ctx: click.Context, version: str) -> None:
     """Make VERSION the active model (the previous active one is retired)."""
-    from stormwatch.pipeline.models import get_model, register
+    from stormwatch.score.models import get_model, register
 
     with open_ctx_store(ctx) as store:
         entry = get_model(store, version)

@@ -12,13 +12,13 @@ from typing import Any
 
 import orjson
 
-from stormwatch.share.findings import Findings, load_findings
-from stormwatch.share.ids import StoreRegistry
-from stormwatch.share.misp import bundle_to_events, events_to_stix, read_events, write_feed
-from stormwatch.share.policy import SharingPolicy
-from stormwatch.share.stix_export import ExportResult, build_bundle
-from stormwatch.share.taxii import repo
-from stormwatch.share.tlp import Tlp
+from stormwatch.intel.findings import Findings, load_findings
+from stormwatch.intel.ids import StoreRegistry
+from stormwatch.intel.misp import bundle_to_events, events_to_stix, read_events, write_feed
+from stormwatch.intel.sharing_policy import SharingPolicy
+from stormwatch.intel.stix_export import ExportResult, build_bundle
+from stormwatch.intel.taxii import repo
+from stormwatch.intel.tlp import Tlp
 from stormwatch.store import Store
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stormwatch.intel.patterns import Atom, CompiledPattern
+from stormwatch.analyze.stix_patterns import Atom, CompiledPattern
 from stormwatch.store import Store
 
 __all__ = ["Hit", "Indicator", "Observations", "load_indicators", "load_observations", "match_indicators"]

@@ -25,9 +25,9 @@ from typing import Any
 import orjson
 
 from stormwatch.errors import InputError
-from stormwatch.share.ids import parse_time, stix_time
-from stormwatch.share.taxonomy import actor_info, ttps
-from stormwatch.share.tlp import TLP2_IDS, Tlp, marking_object, object_tlp
+from stormwatch.intel.ids import parse_time, stix_time
+from stormwatch.intel.taxonomy import actor_info, ttps
+from stormwatch.intel.tlp import TLP2_IDS, Tlp, marking_object, object_tlp
 
 MISP_NS = uuid.UUID("3f0a6c1e-5b7d-4e2a-9c8f-1d2e3a4b5c6d")
 USER_ACCOUNT_TEMPLATE = ("49606b06-22f0-4ac8-8eee-2f12ad46f3d3", "6")

@@ -1,8 +1,8 @@
 """The TAXII 2.1 routes as an ASGI (Starlette) app, with pluggable authentication.
 
 :func:`create_taxii_app` builds the app for a store source and an authenticator. Mounted at
-``/taxii2`` inside the stormwatch API (:mod:`stormwatch.share.taxii.api`) it authenticates with
-the API's tokens; standalone (tests, ``stormwatch share serve``) it takes any authenticator.
+``/taxii2`` inside the stormwatch API (:mod:`stormwatch.intel.taxii.api`) it authenticates with
+the API's tokens; standalone (tests, ``stormwatch intel serve``) it takes any authenticator.
 
 Conformance notes (see ``docs/sharing.md``): ``Accept: application/taxii+json`` with or without
 ``;version=2.1`` (and ``*/*``) is served, anything else 406; POST bodies must be
@@ -31,12 +31,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from stormwatch.share import STIX_MEDIA_TYPE, TAXII_MEDIA_TYPE
-from stormwatch.share.taxii import repo
-from stormwatch.share.taxii.repo import Caller, TaxiiError
+from stormwatch.intel import STIX_MEDIA_TYPE, TAXII_MEDIA_TYPE
+from stormwatch.intel.taxii import repo
+from stormwatch.intel.taxii.repo import Caller, TaxiiError
 from stormwatch.store import Store, open_store
 
-log = logging.getLogger("stormwatch.share.taxii")
+log = logging.getLogger("stormwatch.intel.taxii")
 
 
 class StoreSource(Protocol):

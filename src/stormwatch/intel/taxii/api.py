@@ -3,7 +3,7 @@
 ``install(app)`` is an API extension (``stormwatch.api`` entry point / ``register``): it registers
 the permissions ``taxii:read`` (read-only and analyst roles) and ``taxii:write`` (analyst), and
 mounts the TAXII app on the API's store pool. A caller is the token's name; it reads or writes a
-collection when both the collection's permission table (``stormwatch share taxii grant``) and the
+collection when both the collection's permission table (``stormwatch intel taxii grant``) and the
 token's role / scopes (``taxii:read:<collection-id>`` narrows a token to one collection) allow it.
 HTTP Basic with the token as the password works too, since TAXII clients must support Basic.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from stormwatch.share.taxii.app import StoreSource, create_taxii_app
-from stormwatch.share.taxii.repo import Caller, TaxiiError
+from stormwatch.intel.taxii.app import StoreSource, create_taxii_app
+from stormwatch.intel.taxii.repo import Caller, TaxiiError
 from stormwatch.store import Store
 
 TAXII_READ = "taxii:read"
@@ -43,7 +43,7 @@ def api_authenticate(request: Request, store: Store) -> Caller:
 
     from stormwatch.api import Role
 
-    # an admin token may publish versions of our own objects (as `share taxii publish` does)
+    # an admin token may publish versions of our own objects (as `intel taxii publish` does)
     return Caller(p.name, gate, trusted=p.role == Role.ADMIN, actor=p.actor)
 
 

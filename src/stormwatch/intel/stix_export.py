@@ -25,11 +25,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stormwatch.errors import StormwatchError
-from stormwatch.share.findings import ClusterFinding, Findings, Infra
-from stormwatch.share.ids import IdRegistry, MemoryRegistry, content_hash, parse_time, sco_id, stamp, stix_time
-from stormwatch.share.policy import Effective, Recipient, Rule, SharingPolicy
-from stormwatch.share.taxonomy import actor_info, atlas_url, attack_url, ttps
-from stormwatch.share.tlp import Tlp, marking_object
+from stormwatch.intel.findings import ClusterFinding, Findings, Infra
+from stormwatch.intel.ids import IdRegistry, MemoryRegistry, content_hash, parse_time, sco_id, stamp, stix_time
+from stormwatch.intel.sharing_policy import Effective, Recipient, Rule, SharingPolicy
+from stormwatch.intel.taxonomy import actor_info, atlas_url, attack_url, ttps
+from stormwatch.intel.tlp import Tlp, marking_object
 
 EXTENSION_ID = "extension-definition--3c5d1f0e-7b2a-4c8e-9f4d-6a1b2c3d4e5f"
 EXTENSION_CREATED = "2026-11-25T00:00:00.000Z"

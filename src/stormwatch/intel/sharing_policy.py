@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from stormwatch.errors import ConfigError
-from stormwatch.share.tlp import Tlp
+from stormwatch.intel.tlp import Tlp
 
 
 class Rule(StrEnum):
