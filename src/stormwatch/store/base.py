@@ -9,10 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from stormwatch.events import Account, Event
 from stormwatch.ingest.formats.base import Rejected
+
+if TYPE_CHECKING:
+    from stormwatch.store.repos.analysis import AnalysisRepo
+    from stormwatch.store.repos.audit import AuditRepo
+    from stormwatch.store.repos.detections import DetectionsRepo
+    from stormwatch.store.repos.disrupt import DisruptRepo
+    from stormwatch.store.repos.intel import IntelRepo
+    from stormwatch.store.repos.stages import StagesRepo
+    from stormwatch.store.repos.taxii import TaxiiRepo
+    from stormwatch.store.repos.tokens import TokensRepo
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +58,31 @@ class Store(Protocol):
 
     url: str
     dialect: str
+
+    # repositories, one per concern (stormwatch.store.repos): the only way callers reach tables
+    @property
+    def detections(self) -> DetectionsRepo: ...
+
+    @property
+    def stages(self) -> StagesRepo: ...
+
+    @property
+    def analysis(self) -> AnalysisRepo: ...
+
+    @property
+    def intel(self) -> IntelRepo: ...
+
+    @property
+    def taxii(self) -> TaxiiRepo: ...
+
+    @property
+    def disrupt(self) -> DisruptRepo: ...
+
+    @property
+    def audit(self) -> AuditRepo: ...
+
+    @property
+    def tokens(self) -> TokensRepo: ...
 
     def migrate(self) -> list[int]:
         """Apply pending migrations; return the versions applied now."""

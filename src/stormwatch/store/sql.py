@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Self
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
@@ -18,6 +19,16 @@ from stormwatch.errors import StoreError
 from stormwatch.events import Account, Event
 from stormwatch.ingest.formats.base import Rejected
 from stormwatch.store.base import QuarantineRow, RunRow
+
+if TYPE_CHECKING:
+    from stormwatch.store.repos.analysis import AnalysisRepo
+    from stormwatch.store.repos.audit import AuditRepo
+    from stormwatch.store.repos.detections import DetectionsRepo
+    from stormwatch.store.repos.disrupt import DisruptRepo
+    from stormwatch.store.repos.intel import IntelRepo
+    from stormwatch.store.repos.stages import StagesRepo
+    from stormwatch.store.repos.taxii import TaxiiRepo
+    from stormwatch.store.repos.tokens import TokensRepo
 from stormwatch.store.migrations import LATEST, MIGRATIONS
 
 EVENT_COLUMNS = (
@@ -199,6 +210,55 @@ class SqlStore:
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    # -- repositories, one per concern (see stormwatch.store.repos) ----------------------------------
+    @cached_property
+    def detections(self) -> DetectionsRepo:
+        from stormwatch.store.repos.detections import DetectionsRepo
+
+        return DetectionsRepo(self)
+
+    @cached_property
+    def stages(self) -> StagesRepo:
+        from stormwatch.store.repos.stages import StagesRepo
+
+        return StagesRepo(self)
+
+    @cached_property
+    def analysis(self) -> AnalysisRepo:
+        from stormwatch.store.repos.analysis import AnalysisRepo
+
+        return AnalysisRepo(self)
+
+    @cached_property
+    def intel(self) -> IntelRepo:
+        from stormwatch.store.repos.intel import IntelRepo
+
+        return IntelRepo(self)
+
+    @cached_property
+    def taxii(self) -> TaxiiRepo:
+        from stormwatch.store.repos.taxii import TaxiiRepo
+
+        return TaxiiRepo(self)
+
+    @cached_property
+    def disrupt(self) -> DisruptRepo:
+        from stormwatch.store.repos.disrupt import DisruptRepo
+
+        return DisruptRepo(self)
+
+    @cached_property
+    def audit(self) -> AuditRepo:
+        from stormwatch.store.repos.audit import AuditRepo
+
+        return AuditRepo(self)
+
+    @cached_property
+    def tokens(self) -> TokensRepo:
+        from stormwatch.store.repos.tokens import TokensRepo
+
+        return TokensRepo(self)
 
     # -- generic access for the pipeline stages' own tables ----------------------------------------
     # Statements use ``?`` placeholders on every backend.

@@ -1,0 +1,13 @@
+"""The hash-chained audit log."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stormwatch.store.sql import SqlStore
+
+
+class AuditRepo:
+    def __init__(self, db: SqlStore) -> None:
+        self._db = db

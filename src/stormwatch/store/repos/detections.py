@@ -1,0 +1,13 @@
+"""Per-event detections and model versions (score/)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stormwatch.store.sql import SqlStore
+
+
+class DetectionsRepo:
+    def __init__(self, db: SqlStore) -> None:
+        self._db = db
