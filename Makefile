@@ -18,11 +18,15 @@ demo: $(STAMP)
 	$(VENV)/bin/stormwatch demo --out $(DEMO_OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	rm -rf .coverage && mkdir -p .coverage
+	$(PY) -m pytest -q -n 2 --dist loadfile --cov --cov-report=
+	$(PY) -m coverage json -q -o .coverage/coverage.json
+	$(PY) tests/coverage_by_package.py .coverage/coverage.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -33,4 +37,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_ingest.py --events 1000000 --pg postgresql://postgres@127.0.0.1:5432/test
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) stormwatch.db stormwatch.db-wal stormwatch.db-shm .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) .coverage stormwatch.db stormwatch.db-wal stormwatch.db-shm .pytest_cache .mypy_cache .ruff_cache

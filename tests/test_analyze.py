@@ -294,7 +294,7 @@ def test_cli_analyze_accounts_clusters(analysed: str, tmp_path: Path, capsys: py
     assert "evidence:" in capsys.readouterr().out
     assert main([*db, "accounts", "show", "nobody"]) == 4
     assert main([*db, "clusters", "list", "--json"]) == 0
-    clusters = orjson.loads(capsys.readouterr().out)
+    clusters = orjson.loads(capsys.readouterr().out)["items"]
     top = clusters[0]
     assert top["actor"] == "Forest Blizzard" and top["size"] == 5 and top["flagged_accounts"] == 5
     assert main([*db, "clusters", "show", top["cluster_id"], "--json"]) == 0

@@ -18,10 +18,16 @@ from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
 from stormwatch.api import ROLE_PERMISSIONS, Role, RouteInfo, create_app, register_router, requires, route_table
-from stormwatch.api.errors import AuthenticationError
 from stormwatch.api.extensions import unregister
 from stormwatch.api.roles import READ
-from stormwatch.api.tokens import create_token, hash_token, list_tokens, revoke_token, verify_token
+from stormwatch.api.tokens import (
+    InvalidTokenError,
+    create_token,
+    hash_token,
+    list_tokens,
+    revoke_token,
+    verify_token,
+)
 from stormwatch.store import open_store
 from test_api_harness import Api, api_fixture, build_api, concrete  # noqa: F401  (a fixture)
 
@@ -187,16 +193,16 @@ def test_expired_and_revoked_tokens_are_refused(db_url: str) -> None:
     try:
         past = datetime.now(UTC) - timedelta(days=10)
         old, _ = create_token(store, name="old", role="admin", expires_in=timedelta(days=1), now=past)
-        with pytest.raises(AuthenticationError, match="expired"):
+        with pytest.raises(InvalidTokenError, match="expired"):
             verify_token(store, old)
         live, info = create_token(store, name="live", role="admin")
         assert verify_token(store, live).token_id == info.token_id
         revoke_token(store, info.token_id, by="analyst:test")
-        with pytest.raises(AuthenticationError, match="revoked"):
+        with pytest.raises(InvalidTokenError, match="revoked"):
             verify_token(store, live)
         # a right id with a wrong secret
         forged = live[:11] + ("A" if live[11] != "A" else "B") + live[12:]
-        with pytest.raises(AuthenticationError, match="unknown"):
+        with pytest.raises(InvalidTokenError, match="unknown"):
             verify_token(store, forged)
         statuses = {t.name: t.status() for t in list_tokens(store)}
         assert statuses == {"old": "expired", "live": "revoked"}

@@ -11,36 +11,51 @@ from fastapi.testclient import TestClient
 
 from stormwatch.api import Role, create_app
 from stormwatch.disrupt.models import Action
-from stormwatch.disrupt.records import insert_action
 from stormwatch.disrupt.service import MemorySink
 from stormwatch.events import Account
 from stormwatch.store import Store, open_store
 from test_api_harness import Api, build_api
 
 NOW = "2026-11-01T00:00:00.000000Z"
+#: evidence items in the shape the analysis stage writes them (stormwatch.result.Evidence)
+EVIDENCE = [{"kind": "content", "event_ids": ["ev_1"], "scores": [0.95], "text": "3 request(s) scored >= 0.5"}]
+CLUSTER_EVIDENCE = {"link_kinds": {"payment": 1}, "indicator_hits": [], "behaviour": None, "members_with_hits": 0}
 
 
 def seed_analysis(store: Store) -> None:
     """Five judged accounts in two clusters, as the analysis stage writes them."""
     judgements = [
-        ("acct_a", 0.97, 1, "high", "c1", "Forest Blizzard", "intrusion-set--fb", 0.9, "high"),
-        ("acct_b", 0.91, 1, "high", "c1", "Forest Blizzard", "intrusion-set--fb", 0.8, "high"),
-        ("acct_c", 0.91, 1, "high", "c2", "Emerald Sleet", "intrusion-set--es", 0.6, "medium"),
-        ("acct_d", 0.40, 0, "low", "c2", None, None, None, None),
+        ("acct_a", 0.97, 1, "enforce", "c1", "Forest Blizzard", "intrusion-set--fb", 0.9, "high"),
+        ("acct_b", 0.91, 1, "enforce", "c1", "Forest Blizzard", "intrusion-set--fb", 0.8, "high"),
+        ("acct_c", 0.91, 1, "enforce", "c2", "Emerald Sleet", "intrusion-set--es", 0.6, "medium"),
+        ("acct_d", 0.40, 0, "review", "c2", None, None, None, None),
         ("acct_e", 0.05, 0, "none", None, None, None, None, None),
     ]
     store.executemany(
         "INSERT INTO account_judgements (account_id, risk, flagged, level, cluster_id, actor, actor_ref, "
         "confidence, confidence_label, ttps, evidence, explanation, analyzed_at, model_version) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(*j, orjson.dumps(["recon"]).decode(), '{"n": 3}', '{"why": "test"}', NOW, "m1") for j in judgements],
+        [
+            (*j, orjson.dumps({"recon": 0.6}).decode(), orjson.dumps(EVIDENCE).decode(), '{"why": "test"}', NOW, "m1")
+            for j in judgements
+        ],
     )
     store.executemany(
         "INSERT INTO clusters (cluster_id, size, actor, actor_ref, confidence, confidence_label, "
         "flagged_accounts, evidence, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            ("c1", 2, "Forest Blizzard", "intrusion-set--fb", 0.9, "high", 2, "{}", NOW),
-            ("c2", 2, "Emerald Sleet", "intrusion-set--es", 0.6, "medium", 1, "[]", NOW),
+            (
+                "c1",
+                2,
+                "Forest Blizzard",
+                "intrusion-set--fb",
+                0.9,
+                "high",
+                2,
+                orjson.dumps(CLUSTER_EVIDENCE).decode(),
+                NOW,
+            ),
+            ("c2", 2, "Emerald Sleet", "intrusion-set--es", 0.6, "medium", 1, "{}", NOW),
         ],
     )
     store.executemany(
@@ -89,7 +104,7 @@ def walk(api: Api, path: str, limit: int, **params: Any) -> list[dict[str, Any]]
 def test_accounts_riskiest_first_with_filters_and_cursor(api: Api) -> None:
     everyone = get(api, "/api/v1/accounts")["items"]
     assert [a["account_id"] for a in everyone] == ["acct_a", "acct_b", "acct_c", "acct_d", "acct_e"]
-    assert everyone[0]["flagged"] is True and everyone[0]["ttps"] == ["recon"]
+    assert everyone[0]["flagged"] is True and everyone[0]["ttps"] == {"recon": 0.6}
     assert "evidence" not in everyone[0]
     assert walk(api, "/api/v1/accounts", 2) == everyone  # ties on risk keep their order across pages
     assert walk(api, "/api/v1/accounts", 1) == everyone
@@ -108,7 +123,7 @@ def test_accounts_riskiest_first_with_filters_and_cursor(api: Api) -> None:
 def test_account_detail(api: Api) -> None:
     a = get(api, "/api/v1/accounts/acct_a")
     assert a["record"]["country"] == "RU"
-    assert a["judgement"]["evidence"] == {"n": 3} and a["judgement"]["explanation"] == {"why": "test"}
+    assert a["judgement"]["evidence"] == EVIDENCE and a["judgement"]["explanation"] == {"why": "test"}
     z = get(api, "/api/v1/accounts/acct_z")  # a record, not judged yet
     assert z["judgement"] is None and z["record"]["account_id"] == "acct_z"
     assert api.client.get("/api/v1/accounts/acct_nope", headers=api.headers(Role.ADMIN)).status_code == 404
@@ -120,7 +135,7 @@ def test_clusters(api: Api) -> None:
     assert walk(api, "/api/v1/clusters", 1) == clusters
     assert [c["cluster_id"] for c in get(api, "/api/v1/clusters", actor="Emerald Sleet")["items"]] == ["c2"]
     c1 = get(api, "/api/v1/clusters/c1")
-    assert c1["actor"] == "Forest Blizzard" and c1["evidence"] == {}
+    assert c1["actor"] == "Forest Blizzard" and c1["evidence"] == CLUSTER_EVIDENCE
     assert [m["account_id"] for m in c1["members"]] == ["acct_a", "acct_b"]
     assert c1["edges"] == [
         {"account_a": "acct_a", "account_b": "acct_b", "kind": "payment", "value": "pf_1", "weight": 0.8}
@@ -227,7 +242,7 @@ def _dead_action(store: Store, n: int) -> Action:
         delivered_at=None,
         sink="webhook",
     )
-    insert_action(store, a)
+    store.disrupt.insert_action(a)
     store.commit()
     return a
 

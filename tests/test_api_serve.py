@@ -115,7 +115,7 @@ def test_token_cli_lists_without_secrets_and_revokes(tmp_path: Path, capsys: pyt
     token = captured.out.strip()
     assert token.startswith("sw_") and "not shown again" in captured.err
     assert main(["--db", db, "token", "list", "--json"]) == EXIT_OK
-    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    listed = json.loads(capsys.readouterr().out)["items"]
     assert [(t["name"], t["role"], t["status"]) for t in listed] == [("ops", "analyst", "active")]
     assert token not in json.dumps(listed)
     assert main(["--db", db, "token", "revoke", listed[0]["token_id"]]) == EXIT_OK

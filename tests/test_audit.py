@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import orjson
 import pytest
 
 from stormwatch.cli import main
@@ -109,7 +110,8 @@ def test_audit_cli(sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["--db", sqlite_url, "audit", "verify", "--anchor", str(anchor)]) == 0
     assert "chain intact and matches the anchor" in capsys.readouterr().out
     assert main(["--db", sqlite_url, "audit", "list", "--json"]) == 0
-    assert capsys.readouterr().out.count('"entry_hash"') == 6
+    listed = capsys.readouterr().out
+    assert listed.count('"entry_hash"') == 6 and len(orjson.loads(listed)["items"]) == 6
     s = open_store(sqlite_url)
     s.execute("UPDATE disrupt_audit SET target = 'case:other' WHERE seq = 5")
     s.commit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 
 from stormwatch.cli import main
@@ -174,8 +175,9 @@ def test_cases_and_appeals_cli(sqlite_url: str, pset: service.PolicySet, tmp_pat
     assert main([*db, "cases", "show", case_id, "--json"]) == 0
     assert '"ticket":7' in capsys.readouterr().out
     assert main([*db, "appeals", "file", "odd", "--reason", "we are a SOC"]) == 0
+    capsys.readouterr()  # the line `appeals file` printed
     assert main([*db, "appeals", "list", "--json"]) == 0
-    appeal_id = capsys.readouterr().out.split('"appeal_id":"')[1].split('"')[0]
+    appeal_id = orjson.loads(capsys.readouterr().out)["items"][0]["appeal_id"]
     assert main([*db, "appeals", "decide", appeal_id, "--uphold", "--by", "carol"]) == 0
     out = tmp_path / "labels.jsonl"
     assert main([*db, "labels", "export", "-o", str(out)]) == 0

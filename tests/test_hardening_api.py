@@ -259,7 +259,7 @@ def test_the_throttle_tracks_a_bounded_number_of_addresses() -> None:
 
 
 def test_limits_are_validated_and_the_taxii_limit_is_the_api_roots_default() -> None:
-    from stormwatch.intel.taxii.repo import DEFAULT_MAX_CONTENT_LENGTH
+    from stormwatch.intel.taxii.server import DEFAULT_MAX_CONTENT_LENGTH
 
     assert TAXII_MAX_BODY_BYTES == DEFAULT_MAX_CONTENT_LENGTH
     with pytest.raises(ValueError):

@@ -290,7 +290,7 @@ def test_clusters_list_names_no_actor_below_low(clustered: str, capsys: pytest.C
     assert "Forest Blizzard" not in lines["cl_low"] and "unattributed" in lines["cl_low"]
     assert "Emerald Sleet" in lines["cl_high"] and "0.90 high" in lines["cl_high"]
     assert main([*db, "clusters", "list", "--json"]) == 0
-    rows = {r["cluster_id"]: r for r in orjson.loads(capsys.readouterr().out)}
+    rows = {r["cluster_id"]: r for r in orjson.loads(capsys.readouterr().out)["items"]}
     low = rows["cl_low"]
     assert low["actor"] is None and low["confidence_label"] is None
     assert low["candidate"]["actor"] == "Forest Blizzard" and low["candidate"]["confidence"] == 0.0

@@ -30,8 +30,8 @@ from taxii2client.v21 import Server
 
 from stormwatch.disrupt.audit import list_entries
 from stormwatch.intel import pull as pull_mod
-from stormwatch.intel.taxii import repo
-from stormwatch.intel.taxii.app import SimplePool, create_taxii_app, static_authenticator
+from stormwatch.intel.taxii import server as taxii_server
+from stormwatch.intel.taxii.app import StorePool, create_taxii_app, static_authenticator
 from stormwatch.store import open_store
 
 TAXII = "application/taxii+json;version=2.1"
@@ -54,7 +54,7 @@ def _free_port() -> int:
 @contextmanager
 def serve_taxii(db_url: str) -> Iterator[str]:
     """Our TAXII app alone (as `stormwatch share taxii serve` runs it) on a loopback port; yields the base URL."""
-    pool = SimplePool(db_url, size=2)
+    pool = StorePool(db_url, size=2)
     app = Starlette(routes=[Mount("/taxii2", app=create_taxii_app(pool, static_authenticator(USERS)))])
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
@@ -87,14 +87,14 @@ def indicator(i: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _collection(db_url: str, *, root: str = repo.DEFAULT_ROOT, max_content_length: int | None = None) -> str:
+def _collection(db_url: str, *, root: str = taxii_server.DEFAULT_ROOT, max_content_length: int | None = None) -> str:
     store = open_store(db_url)
     try:
         if max_content_length is not None:
-            repo.ensure_root(store, root, max_content_length=max_content_length)
-        cid = repo.create_collection(store, "intel", root=root)
-        repo.grant(store, cid, "partner", read=True, write=True)
-        repo.grant(store, cid, "reader", read=True)
+            taxii_server.ensure_root(store, root, max_content_length=max_content_length)
+        cid = taxii_server.create_collection(store, "intel", root=root)
+        taxii_server.grant(store, cid, "partner", read=True, write=True)
+        taxii_server.grant(store, cid, "reader", read=True)
         return cid
     finally:
         store.close()
@@ -183,12 +183,12 @@ def test_default_api_root_is_listed_on_a_fresh_database(db_url: str) -> None:
         assert server.default is not None and server.default.url == base + "/taxii2/api1/"
         assert server.default.collections == []
         r = requests.get(base + "/taxii2/api1/", auth=PARTNER, headers={"Accept": TAXII}, timeout=WAIT)
-        assert r.status_code == 200 and r.json()["max_content_length"] == repo.DEFAULT_MAX_CONTENT_LENGTH
+        assert r.status_code == 200 and r.json()["max_content_length"] == taxii_server.DEFAULT_MAX_CONTENT_LENGTH
     # a collection made later lands in the same root; still one root
     _collection(db_url)
     store = open_store(db_url)
     try:
-        assert repo.list_roots(store) == ["api1"]
+        assert taxii_server.list_roots(store) == ["api1"]
     finally:
         store.close()
 
@@ -356,14 +356,14 @@ def test_writers_cannot_publish_as_us(db_url: str) -> None:
 
 def test_in_the_api_only_admin_tokens_may_publish_as_us(sqlite_url: str) -> None:
     from stormwatch.api import create_app
+    from stormwatch.api.taxii import install
     from stormwatch.api.tokens import create_token
-    from stormwatch.intel.taxii.api import install
 
     cid = _collection(sqlite_url)
     published = _publish_ours(sqlite_url, cid)
     iset = next(o for o in published if o["type"] == "intrusion-set")
     store = open_store(sqlite_url)
-    repo.grant(store, cid, "ops", read=True, write=True)
+    taxii_server.grant(store, cid, "ops", read=True, write=True)
     analyst, _ = create_token(store, name="partner", role="analyst")
     admin, _ = create_token(store, name="ops", role="admin")
     store.commit()

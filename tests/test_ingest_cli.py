@@ -77,7 +77,9 @@ def test_bad_records_are_quarantined_with_location(
     assert code == EXIT_QUARANTINED
     assert (summary["read"], summary["stored"], summary["duplicates"], summary["quarantined"]) == (8, 2, 1, 5)
     assert main(["--db", sqlite_url, "quarantine", "list", "--json"]) == EXIT_OK
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    listed = json.loads(capsys.readouterr().out)
+    rows = listed["items"]
+    assert listed["total"] == 5
     got = [(r["line"], r["field"]) for r in rows]
     assert got == [(2, None), (3, "ts"), (4, "account_id"), (5, None), (6, "refused")]
     assert all(r["source"] == str(f) for r in rows)

@@ -23,7 +23,7 @@ from stormwatch.intel.findings import AccountFinding, ClusterFinding, Findings, 
 from stormwatch.intel.ids import MemoryRegistry
 from stormwatch.intel.sharing_policy import SharingPolicy, policy_from_dict
 from stormwatch.intel.stix_export import build_bundle
-from stormwatch.intel.taxii import repo
+from stormwatch.intel.taxii import server as taxii_server
 from stormwatch.intel.tlp import TLP2_IDS, Tlp
 from stormwatch.store import open_store
 
@@ -80,7 +80,7 @@ def sample() -> Findings:
             ),
             ClusterFinding(
                 "c2",
-                confidence=40,
+                confidence=0.4,
                 tlp=Tlp.GREEN,
                 accounts=[AccountFinding("acct_x1", ttps={"LLMT-07": 1})],
                 infrastructure=[Infra("ipv4", "198.51.100.7")],
@@ -314,8 +314,8 @@ def test_red_never_readable_by_an_unnamed_principal(
 
     store = open_store(sqlite_url)
     try:
-        cid = repo.create_collection(store, "shared")
-        repo.grant(store, cid, "*", read=True)
+        cid = taxii_server.create_collection(store, "shared")
+        taxii_server.grant(store, cid, "*", read=True)
         policy = policy_from_dict(PERMISSIVE)
         for i, (level, rcpt) in enumerate(publishes):
             f = Findings(
@@ -330,10 +330,10 @@ def test_red_never_readable_by_an_unnamed_principal(
                 ]
             )
             publish(store, policy, cid, recipient=rcpt, findings=f)
-        q = repo.Query(limit=1000, versions=["all"])
-        rows = repo.page(store, cid, repo.Caller(reader), q, "body", scope="t").rows
+        q = taxii_server.Query(limit=1000, versions=["all"])
+        rows = taxii_server.page(store, cid, taxii_server.Caller(reader), q, scope="t").rows
         for r in rows:
-            obj = json.loads(r[2])
+            obj = json.loads(r.body)
             if TLP2_IDS[Tlp.RED] in obj.get("object_marking_refs", []):
                 assert reader == "partner-a", obj["id"]
     finally:
@@ -362,7 +362,7 @@ def test_cli_export_writes_a_valid_bundle_and_feed(tmp_path: Path) -> None:
     )
     db = f"sqlite:///{tmp_path / 'sw.db'}"
     out = tmp_path / "out.json"
-    assert main(["--db", db, "intel", "export", str(out), "--findings", str(findings)]) == 0
+    assert main(["--db", db, "intel", "export", "-o", str(out), "--findings", str(findings)]) == 0
     validate(json.loads(out.read_text()))
     assert (
         main(
@@ -373,6 +373,7 @@ def test_cli_export_writes_a_valid_bundle_and_feed(tmp_path: Path) -> None:
                 "export",
                 "--format",
                 "misp-feed",
+                "--out",
                 str(tmp_path / "feed"),
                 "--findings",
                 str(findings),
@@ -381,7 +382,7 @@ def test_cli_export_writes_a_valid_bundle_and_feed(tmp_path: Path) -> None:
         == 0
     )
     assert (tmp_path / "feed" / "manifest.json").exists()
-    assert main(["--db", db, "intel", "export", str(out), "--recipient", "nobody"]) == 3
+    assert main(["--db", db, "intel", "export", "-o", str(out), "--recipient", "nobody"]) == 3
     with pytest.raises(ConfigError):
         SharingPolicy().recipient("nobody")
 

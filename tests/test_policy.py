@@ -120,10 +120,10 @@ def test_exemption_errors_and_expiry_warning(tmp_path: Path) -> None:
 
 def test_policy_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, "bad.yaml", TERMINATE.replace("action: terminate", "action: nuke"))
-    assert main(["policy", "check", str(path)]) == 4
+    assert main(["policy", "check", "--policies", str(path)]) == 4
     err = capsys.readouterr().err
     assert f"{path}:10: error: then[0].action: unknown action 'nuke'" in err
-    assert main(["policy", "check", str(REPO / "policies")]) == 0
+    assert main(["policy", "check", "--policies", str(REPO / "policies")]) == 0
 
 
 # -- evaluation ---------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import pytest
 
 from stormwatch.cli import main
 from stormwatch.detect.data import default_data_paths, read_rows
-from stormwatch.detect.train import finalize_artifact, serialize, train_artifact
+from stormwatch.detect.evaluate import finalize_artifact
+from stormwatch.detect.train import serialize, train_artifact
 from stormwatch.events import validate_event
 from stormwatch.score.compare import compare_models
 from stormwatch.score.models import ensure_active, list_models, register_artifact

@@ -14,9 +14,9 @@ import uvicorn
 from taxii2client.v21 import Server
 
 from stormwatch.api import create_app
+from stormwatch.api.taxii import install
 from stormwatch.api.tokens import create_token
-from stormwatch.intel.taxii import repo
-from stormwatch.intel.taxii.api import install
+from stormwatch.intel.taxii import server as taxii_server
 from stormwatch.store import open_store
 
 TAXII = "application/taxii+json;version=2.1"
@@ -38,10 +38,10 @@ def _serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, int]:
 
 def test_taxii_in_the_api_with_tokens(sqlite_url: str) -> None:
     store = open_store(sqlite_url)
-    cid = repo.create_collection(store, "shared with partners")
-    other = repo.create_collection(store, "other")
+    cid = taxii_server.create_collection(store, "shared with partners")
+    other = taxii_server.create_collection(store, "other")
     for c in (cid, other):
-        repo.grant(store, c, "partner", read=True, write=True)
+        taxii_server.grant(store, c, "partner", read=True, write=True)
     analyst, _ = create_token(store, name="partner", role="analyst")
     scoped, _ = create_token(store, name="partner", role="analyst", scopes=[f"taxii:read:{cid}"])
     store.commit()

@@ -24,8 +24,8 @@ from starlette.routing import Mount
 from taxii2client.v21 import Server, as_pages
 
 from stormwatch.intel.pull import checkpoint, pull
-from stormwatch.intel.taxii import repo
-from stormwatch.intel.taxii.app import SimplePool, create_taxii_app, static_authenticator
+from stormwatch.intel.taxii import server as taxii_server
+from stormwatch.intel.taxii.app import StorePool, create_taxii_app, static_authenticator
 from stormwatch.store import open_store
 
 TAXII = "application/taxii+json;version=2.1"
@@ -80,15 +80,15 @@ def indicator(i: int, *, modified: str = "2024-02-14T12:00:00.000Z", **extra: An
 @pytest.fixture
 def taxii(db_url: str) -> Iterator[dict[str, Any]]:
     store = open_store(db_url)
-    rw = repo.create_collection(store, "ai-abuse-intel (read/write)")
-    ro = repo.create_collection(store, "transparency (read-only)")
-    empty = repo.create_collection(store, "probe-empty")
+    rw = taxii_server.create_collection(store, "ai-abuse-intel (read/write)")
+    ro = taxii_server.create_collection(store, "transparency (read-only)")
+    empty = taxii_server.create_collection(store, "probe-empty")
     for cid in (rw, empty):
-        repo.grant(store, cid, "partner", read=True, write=True)
-    repo.grant(store, rw, "reader", read=True)
-    repo.grant(store, ro, "*", read=True)
+        taxii_server.grant(store, cid, "partner", read=True, write=True)
+    taxii_server.grant(store, rw, "reader", read=True)
+    taxii_server.grant(store, ro, "*", read=True)
     store.close()
-    pool = SimplePool(db_url, size=2)
+    pool = StorePool(db_url, size=2)
     app = Starlette(routes=[Mount("/taxii2", app=create_taxii_app(pool, static_authenticator(USERS)))])
     with Served(app) as srv:
         yield {"base": srv.base, "rw": rw, "ro": ro, "empty": empty, "db": db_url}
@@ -202,12 +202,13 @@ def test_next_token_is_durable_and_bound_to_its_query(taxii: dict[str, Any]) -> 
     first = requests.get(url, params={"limit": 4}, auth=auth, headers=h).json()
     # "minutes later": the token is a position, not session state; simulate a restart with a new pool
     store = open_store(taxii["db"])
-    page = repo.page(
+    page = taxii_server.page(
         store,
         cid,
-        repo.Caller("partner"),
-        repo.parse_query({"limit": ["4"], "next": [first["next"]]}, allowed={"limit", "next"}, scope=f"objects:{cid}"),
-        "stix_id",
+        taxii_server.Caller("partner"),
+        taxii_server.parse_query(
+            {"limit": ["4"], "next": [first["next"]]}, allowed={"limit", "next"}, scope=f"objects:{cid}"
+        ),
         scope=f"objects:{cid}",
     )
     store.close()

@@ -1,72 +1,52 @@
 """The ``stormwatch`` command line.
 
-Commands are loaded lazily from ``module:attribute`` specs so that ``stormwatch --help`` stays
-fast and a command's heavy imports are paid only when it runs. ``main(argv)`` can be called from
-tests and returns the exit code (table in :mod:`stormwatch.errors`).
+Commands come from the plugin manager (:mod:`stormwatch.plugins`, hook ``stormwatch_cli_commands``;
+the built-ins are in each package's ``plugin.py``) as ``module:attribute`` specs, so that
+``stormwatch --help`` stays fast and a command's heavy imports are paid only when it runs.
+``main(argv)`` can be called from tests and returns the exit code (table in :mod:`stormwatch.errors`).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Sequence
 
 import click
 
-from stormwatch import __version__
+from stormwatch import __version__, plugins
 from stormwatch.errors import EXIT_ERROR, EXIT_OK, StormwatchError
 
-#: name -> (module:attribute, one-line help shown by `stormwatch --help` without importing it)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("stormwatch.demo:demo_command", "Run the whole pipeline on a simulated platform."),
-    "simulate": ("stormwatch.simulate.cli:simulate_command", "Write a month of a simulated AI platform."),
-    "ingest": ("stormwatch.ingest.cli:ingest_command", "Load usage logs into the store, in any supported format."),
-    "quarantine": ("stormwatch.ingest.cli:quarantine_group", "Inspect records that could not be loaded."),
-    "db": ("stormwatch.store.cli:db_group", "Database schema and status."),
-    "classify": ("stormwatch.detect.cli:classify_command", "Score prompts for misuse on the LLM-TTP taxonomy."),
-    "score": ("stormwatch.score.cli:score_command", "Score stored events (active model + shadow candidates)."),
-    "models": ("stormwatch.score.cli:models_group", "Model versions: list, add, compare in shadow, promote."),
-    "train": ("stormwatch.detect.cli:train_command", "Rebuild the first-tier detection model."),
-    "eval": ("stormwatch.detect.cli:eval_command", "Evaluate detectors on labelled prompts."),
-    "intel": (
-        "stormwatch.intel.cli:intel_group",
-        "Threat intelligence in and out: STIX 2.1, TAXII 2.1 server and pull, MISP.",
-    ),
-    "analyze": ("stormwatch.analyze.cli:analyze_group", "Judge accounts, link them into clusters, attribute actors."),
-    "accounts": ("stormwatch.analyze.cli:accounts_group", "Judged accounts: export, show timeline and evidence."),
-    "clusters": ("stormwatch.analyze.cli:clusters_group", "Clusters of linked accounts: list, show."),
-    "policy": ("stormwatch.disrupt.cli:policy_group", "Validate, test and compare enforcement policies."),
-    "enforce": ("stormwatch.disrupt.cli:enforce_command", "Decide (dry-run/shadow) or carry out policy actions."),
-    "actions": ("stormwatch.disrupt.cli:actions_group", "List, deliver and retry enforcement actions."),
-    "audit": ("stormwatch.disrupt.cli:audit_group", "List and verify the hash-chained audit log."),
-    "cases": ("stormwatch.disrupt.cli_cases:cases_group", "Review cases: assign, note, attach, label, close."),
-    "appeals": ("stormwatch.disrupt.cli_cases:appeals_group", "File and decide appeals; reinstate accounts."),
-    "labels": ("stormwatch.disrupt.cli_cases:labels_group", "Export analysts' labels as training data."),
-    "serve": ("stormwatch.api.cli:serve_command", "Run the HTTP API (authenticated, loopback by default)."),
-    "token": ("stormwatch.api.cli:token_group", "Create, list and revoke API tokens."),
-    "share": ("stormwatch.intel.cli:share_group", "(deprecated: use `intel`)"),
-}
 
-
-#: old names kept for one release: they work, warn, and are not listed
-DEPRECATED = {"share": "intel"}
+def commands() -> dict[str, plugins.Entry]:
+    """Every command, built-in or plugin (``stormwatch_cli_commands`` hook), nothing imported yet."""
+    return plugins.entries("cli_commands")
 
 
 class LazyGroup(click.Group):
+    """Lists commands from the plugin manager and imports one only when it runs.
+
+    A command registered with ``deprecated=NEW`` (an old name kept for one release) works but is
+    not listed.
+    """
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return list(commands())
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, e.help) for name, e in commands().items() if not e.deprecated]
         with formatter.section("Commands"):
-            formatter.write_dl([(name, COMMANDS[name][1]) for name in COMMANDS if name not in DEPRECATED])
+            formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        entry = COMMANDS.get(cmd_name)
+        entry = commands().get(cmd_name)
         if entry is None:
             return None
-        module, _, attr = entry[0].partition(":")
-        cmd = getattr(importlib.import_module(module), attr)
-        assert isinstance(cmd, click.Command)
+        cmd = entry.load()
+        if not isinstance(cmd, click.Command):
+            raise plugins.PluginError(
+                f"plugin {entry.plugin!r}: command {cmd_name!r} ({entry.spec}) is not a click command",
+                plugin=entry.plugin,
+            )
         return cmd
 
 

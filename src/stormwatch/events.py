@@ -280,3 +280,22 @@ def validate_account(obj: object) -> Account:
     if created is not None:
         kwargs["created_at"] = normalize_ts(created, field="created_at")
     return Account(account_id=account_id, attributes=_attributes(obj, ACCOUNT_KNOWN), **kwargs)
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A record that could not become an event or account: kept whole, with where and why.
+
+    Parsers yield it (:mod:`stormwatch.ingest.formats`), the store quarantines it
+    (``store.add_quarantine``); it lives here, beside the records it failed to become, so the store
+    does not import ingest.
+    """
+
+    source: str
+    line: int | None
+    reason: str
+    field: str | None = None
+    raw: bytes = b""
+
+    def location(self) -> str:
+        return f"{self.source}:{self.line}" if self.line is not None else self.source

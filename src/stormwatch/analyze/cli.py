@@ -11,7 +11,7 @@ import orjson
 from stormwatch.analyze.attribution import BELOW_LOW as _BELOW_LOW
 from stormwatch.analyze.attribution import public_attribution
 from stormwatch.analyze.params import CONFIDENCE_LABELS
-from stormwatch.clitools import echo_json, open_ctx_store
+from stormwatch.clitools import echo_json, json_items, json_option, open_ctx_store, output_option
 from stormwatch.errors import InputError
 
 __all__ = ["accounts_group", "analyze_group", "clusters_group"]
@@ -85,7 +85,7 @@ def accounts_group() -> None:
 
 
 @accounts_group.command("export")
-@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="JSONL file.")
+@output_option(required=True, help="JSONL file, one account a line.")
 @click.option("--flagged-only", is_flag=True, help="Only accounts flagged for enforcement.")
 @click.option("--level", type=click.Choice(["none", "review", "enforce"]), help="Only this level.")
 @click.pass_context
@@ -179,11 +179,9 @@ def accounts_show(ctx: click.Context, account_id: str, as_json: bool, with_text:
     with open_ctx_store(ctx) as store:
         d = account_detail(store, account_id)
         if d is not None and with_text:
-            from stormwatch.api.cli import _cli_actor
-            from stormwatch.api.event_text import read_events, top_event_ids
-
-            ids = top_event_ids(store, account_id, limit=limit)
-            texts = [r for r in read_events(store, ids, actor=_cli_actor(), via="cli") if r is not None]
+            ids = store.audit.top_event_ids(account_id, limit=limit)
+            reads = store.audit.read_events(ids, actor=_cli_actor(), via="cli")  # audited, committed first
+            texts = [r.to_dict() for r in reads if r is not None]
     if d is None:
         raise InputError(f"no judgement for account {account_id!r}", hint="run `stormwatch analyze` first")
     if as_json:
@@ -202,7 +200,7 @@ def clusters_group() -> None:
 @clusters_group.command("list")
 @click.option("--min-size", default=2, show_default=True)
 @click.option("--limit", default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option('One JSON document: {"items": [cluster, ...]}.')
 @click.pass_context
 def clusters_list(ctx: click.Context, min_size: int, limit: int, as_json: bool) -> None:
     """Clusters, those with accounts flagged for enforcement first."""
@@ -212,7 +210,7 @@ def clusters_list(ctx: click.Context, min_size: int, limit: int, as_json: bool) 
         rows = list_clusters(store, min_size=min_size, limit=limit)
     rows = [public_attribution(r) for r in rows]
     if as_json:
-        echo_json(rows)
+        json_items(rows)
         return
     for r in rows:
         click.echo(f"{r['cluster_id']}  size {r['size']:4}  flagged {r['flagged_accounts']:4}  {_actor_text(r)}")
@@ -250,6 +248,16 @@ def clusters_show(ctx: click.Context, cluster_id: str, as_json: bool) -> None:
             f"  {obs['kind']} {obs['value']}  indicator {g['indicator_name'] or '-'} ({g['indicator_id']}){sets}"
             f"  hit by {len(g['members'])} member(s): {', '.join(g['members'])}"
         )
+
+
+def _cli_actor() -> str:
+    """How the audit log names whoever reads event text from a shell (as ``stormwatch token`` does)."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        return "cli:unknown"
 
 
 def confidence_label(conf: float | None) -> str | None:

@@ -31,9 +31,9 @@ def _ratio(a: int, b: int) -> float | None:
 def evaluate(store: Store, truth_path: Path) -> dict[str, Any]:
     truth = orjson.loads(truth_path.read_bytes())
     accounts: dict[str, dict[str, Any]] = truth["accounts"]
-    j = {
-        r[0]: {"flagged": bool(r[1]), "level": r[2], "actor": r[3], "cluster": r[4]}
-        for r in store.query("SELECT account_id, flagged, level, actor, cluster_id FROM account_judgements")
+    j: dict[str, dict[str, Any]] = {
+        x.account_id: {"flagged": x.flagged, "level": x.level, "actor": x.actor, "cluster": x.cluster_id}
+        for x in store.analysis.judgements()
     }
     actors = {a for a, t in accounts.items() if t.get("is_actor")}
     named = {a for a in actors if accounts[a].get("named_in_intel")}
@@ -42,18 +42,12 @@ def evaluate(store: Store, truth_path: Path) -> dict[str, Any]:
     review = {a for a, x in j.items() if x["level"] in ("review", "enforce")}
     tp = flagged & actors
     sec = {a for a, t in accounts.items() if t.get("persona") == "security_pro"}
-    crowd_ips = {
-        r[0]
-        for r in store.query(
-            "SELECT value FROM account_attributes WHERE kind = 'ip' GROUP BY value HAVING COUNT(*) >= ?",
-            (CROWD_DEGREE,),
-        )
-    }
+    crowd_ips = store.analysis.crowded_values("ip", CROWD_DEGREE)
     crowd: set[str] = set()
     if crowd_ips:
-        for acc, value in store.query("SELECT account_id, value FROM account_attributes WHERE kind = 'ip'"):
-            if value in crowd_ips and acc not in actors:
-                crowd.add(acc)
+        for attr in store.analysis.attributes(kinds=["ip"], ordered=False):
+            if attr.value in crowd_ips and attr.account_id not in actors:
+                crowd.add(attr.account_id)
     right = {a for a in tp if j[a]["actor"] == accounts[a].get("actor")}
     right_all = {a for a in actors if a in j and j[a]["actor"] == accounts[a].get("actor")}
     wrong_actor = {a for a in flagged if j[a]["actor"] and j[a]["actor"] != accounts.get(a, {}).get("actor")}

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from stormwatch.analyze.attribution import Attribution, IntrusionSet
 from stormwatch.analyze.linking import LinkResult
-from stormwatch.store import Store
+from stormwatch.result import IntelHit
 
 __all__ = ["EvidenceBuilder"]
 
@@ -35,24 +36,25 @@ MAX_EDGES_PER_CLUSTER = 500
 class EvidenceBuilder:
     def __init__(
         self,
-        store: Store,
         g: Any,
         link: LinkResult,
         att: Attribution,
         sets: dict[str, IntrusionSet],
-        hits_rows: list[tuple[Any, ...]],
+        hits: Sequence[IntelHit],
+        names: Mapping[str, str | None],
     ) -> None:
         self.g, self.link, self.att, self.sets = g, link, att, sets
         self.n = len(g.accounts)
-        names = {r[0]: r[1] for r in store.query("SELECT id, name FROM intel_indicators")}
         self.hits: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for acc, ind, kind, value, n, first, last, degree, strength, refs in hits_rows:
+        for h in hits:
+            acc, ind, kind, value, n = h.account_id, h.indicator_id, h.kind, h.value, h.n
+            first, last, degree, strength, refs = h.first_ts, h.last_ts, h.degree, h.strength, h.intrusion_sets
             self.hits[acc].append(
                 {
                     "kind": "indicator_hit",
                     "indicator_id": ind,
                     "indicator_name": names.get(ind),
-                    "intrusion_sets": [self.sets[r].name for r in _loads(refs) if r in self.sets],
+                    "intrusion_sets": [self.sets[r].name for r in refs if r in self.sets],
                     "account_id": acc,
                     "observable": {"kind": kind, "value": value},
                     "n": int(n),
@@ -202,10 +204,3 @@ class EvidenceBuilder:
                 kind, value = self._value(v)
                 rows.append((c, self.g.accounts[a], self.g.accounts[b], kind, value, round(w, 4)))
         return rows
-
-
-def _loads(raw: str) -> list[str]:
-    import orjson
-
-    value = orjson.loads(raw)
-    return [str(v) for v in value] if isinstance(value, list) else []

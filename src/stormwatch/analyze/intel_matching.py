@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
 from stormwatch.analyze.stix_patterns import Atom, CompiledPattern
 from stormwatch.store import Store
@@ -82,46 +81,37 @@ class Hit:
 
 
 def load_indicators(store: Store) -> list[Indicator]:
-    rows = store.query(
-        "SELECT id, name, compiled, valid_from, valid_until, confidence, indicator_types, intrusion_sets"
-        " FROM intel_indicators WHERE supported = 1 AND revoked = 0 ORDER BY id"
-    )
+    """The supported, unrevoked partner indicators (``store.intel``), patterns ready to match."""
     return [
         Indicator(
-            id=r[0],
-            name=r[1],
-            pattern=CompiledPattern.from_json(orjson.loads(r[2])),
-            valid_from=r[3],
-            valid_until=r[4],
-            confidence=None if r[5] is None else int(r[5]),
-            types=tuple(orjson.loads(r[6] or "[]")),
-            intrusion_sets=tuple(orjson.loads(r[7] or "[]")),
+            id=r.id,
+            name=r.name,
+            pattern=CompiledPattern.from_json(r.compiled),
+            valid_from=r.valid_from,
+            valid_until=r.valid_until,
+            confidence=r.confidence,
+            types=r.types,
+            intrusion_sets=r.intrusion_sets,
         )
-        for r in rows
+        for r in store.intel.active_indicators()
     ]
 
 
 def load_observations(store: Store) -> Observations:
+    """What every account was seen with: its attributes and its account record (``store.intel``)."""
     obs = Observations()
-    for acc, kind, value, n, first, last in store.query(
-        "SELECT account_id, kind, value, n, first_ts, last_ts FROM account_attributes"
-        " WHERE kind IN ('ip', 'user_agent', 'url', 'domain', 'email')"
-    ):
-        if kind == "ip":
-            value = _norm_ip(value)
-        obs.add(kind, value, acc, int(n), first, last)
-    for acc, created, signup_ip, domain, email_hash, attrs in store.query(
-        "SELECT account_id, created_at, signup_ip, email_domain, email_hash, attributes FROM accounts"
-    ):
-        if signup_ip:
-            obs.add("ip", _norm_ip(signup_ip), acc, 1, created, created)
-        if domain:
-            obs.add("domain", domain.lower(), acc, 1, None, None)
-        email = orjson.loads(attrs).get("email") if attrs and '"email"' in attrs else None
-        if isinstance(email, str) and email:
-            obs.add("email", email.lower(), acc, 1, None, None)
-        elif email_hash:
-            obs.email_hashes.setdefault(str(email_hash).lower(), []).append(acc)
+    for o in store.intel.attribute_observations():
+        value = _norm_ip(o.value) if o.kind == "ip" else o.value
+        obs.add(o.kind, value, o.account_id, o.n, o.first_ts, o.last_ts)
+    for a in store.intel.account_observations():
+        if a.signup_ip:
+            obs.add("ip", _norm_ip(a.signup_ip), a.account_id, 1, a.created_at, a.created_at)
+        if a.email_domain:
+            obs.add("domain", a.email_domain.lower(), a.account_id, 1, None, None)
+        if a.email:
+            obs.add("email", a.email.lower(), a.account_id, 1, None, None)
+        elif a.email_hash:
+            obs.email_hashes.setdefault(str(a.email_hash).lower(), []).append(a.account_id)
     return obs
 
 

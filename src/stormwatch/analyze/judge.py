@@ -1,4 +1,9 @@
-"""The global part of ``analyze``: link every account, attribute clusters, judge accounts, write.
+"""The global part of ``analyze``: link every account, attribute clusters, judge accounts.
+
+:func:`analyze_graph` is pure: an in-memory :class:`~stormwatch.result.AccountGraph` in, an
+:class:`~stormwatch.result.AnalysisResult` out, so the graph can come from the store, a file or
+another engine. :func:`judge_all` loads the graph from the store, runs it and writes the result
+(``store.analysis``).
 
 Linking, attribution and risk rerun over all accounts each time (they take seconds); only the
 per-account features are incremental.
@@ -6,22 +11,32 @@ per-account features are incremental.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from stormwatch.analyze import params as P
 from stormwatch.analyze.attribution import AccountBehaviour, Attribution, IntrusionSet, attribute, confidence_label
 from stormwatch.analyze.linking import LinkInput, LinkResult, link_accounts
 from stormwatch.analyze.profiles import load_profiles, profile_for
 from stormwatch.analyze.risk import RiskInputs, judge
+from stormwatch.result import (
+    AccountGraph,
+    AccountState,
+    AnalysisResult,
+    Cluster,
+    ClusterEvidence,
+    Evidence,
+    Judgement,
+    LinkEdge,
+)
 from stormwatch.store import Store
-from stormwatch.store.sql import now_iso
 
-__all__ = ["Graph", "JudgeSummary", "judge_all", "load_graph"]
+__all__ = ["Graph", "JudgeSummary", "analyze_graph", "build_graph", "judge_all", "load_graph"]
 
 Arr = np.ndarray[Any, Any]
 _ACCOUNT_KINDS = (
@@ -61,10 +76,13 @@ def _epoch(values: list[str | None]) -> Arr:
 
 
 def load_graph(store: Store) -> Graph:
-    accounts = sorted(
-        {r[0] for r in store.query("SELECT account_id FROM accounts")}
-        | {r[0] for r in store.query("SELECT account_id FROM account_features")}
-    )
+    """The linking graph of the accounts in the store."""
+    return build_graph(store.analysis.load_graph())
+
+
+def build_graph(inp: AccountGraph) -> Graph:
+    """Number accounts and attribute values (in the order given) and build the linking input."""
+    accounts = inp.account_ids()
     index = {a: i for i, a in enumerate(accounts)}
     vid: dict[tuple[str, str], int] = {}
     acc: list[int] = []
@@ -79,16 +97,13 @@ def load_graph(store: Store) -> Graph:
         first.append(f)
         last.append(la)
 
-    for a, kind, value, f, la in store.query(
-        "SELECT account_id, kind, value, first_ts, last_ts FROM account_attributes WHERE kind IN ('ip', 'api_key')"
-    ):
-        add(a, kind, value, f, la)
-    for row in store.query(
-        "SELECT account_id, created_at, device_id, payment_fingerprint, phone_hash, signup_ip, email_domain, org_id"
-        " FROM accounts"
-    ):
-        a, created = row[0], row[1]
-        for (_, kind), value in zip(_ACCOUNT_KINDS, row[2:], strict=True):
+    for o in inp.observations:
+        if o.kind in ("ip", "api_key"):
+            add(o.account_id, o.kind, o.value, o.first_ts, o.last_ts)
+    for rec in inp.accounts:
+        a, created = rec.account_id, rec.created_at
+        for field_name, kind in _ACCOUNT_KINDS:
+            value = getattr(rec, field_name)
             if value:
                 at = created if kind == "ip" else None
                 add(a, kind, str(value).lower() if kind == "email_domain" else str(value), at, at)
@@ -107,7 +122,7 @@ def load_graph(store: Store) -> Graph:
     np.fmax.at(l_u, inv, l_arr)
     f_u[np.isinf(f_u)] = np.nan
     l_u[np.isinf(l_u)] = np.nan
-    inp = LinkInput(
+    link_input = LinkInput(
         n_accounts=len(accounts),
         acc=uniq // max(len(values), 1),
         val=uniq % max(len(values), 1),
@@ -117,14 +132,13 @@ def load_graph(store: Store) -> Graph:
         first=f_u,
         last=l_u,
     )
-    return Graph(accounts, index, values, inp)
+    return Graph(accounts, index, values, link_input)
 
 
-def _intrusion_sets(store: Store) -> dict[str, IntrusionSet]:
+def _intrusion_sets(objects: Sequence[Mapping[str, Any]]) -> dict[str, IntrusionSet]:
     sets: dict[str, IntrusionSet] = {}
     named: set[str] = set()
-    for (raw,) in store.query("SELECT raw FROM intel_objects WHERE type = 'intrusion-set' AND revoked = 0"):
-        o = orjson.loads(raw)
+    for o in objects:
         ids = [r.get("external_id", "") for r in o.get("external_references", []) if isinstance(r, dict)]
         prof = profile_for(o.get("name"), list(o.get("aliases", [])), ids)
         sets[o["id"]] = IntrusionSet(o["id"], str(o.get("name") or o["id"]), prof)
@@ -136,7 +150,9 @@ def _intrusion_sets(store: Store) -> dict[str, IntrusionSet]:
     return sets
 
 
-def _behaviour(store: Store, g: Graph) -> tuple[AccountBehaviour, list[dict[str, Any]], Arr, Arr, Arr]:
+def _behaviour(
+    states: Sequence[AccountState], g: Graph
+) -> tuple[AccountBehaviour, list[dict[str, Any]], Arr, Arr, Arr]:
     n = len(g.accounts)
     ttp, hours = np.zeros((n, len(P.LLMT))), np.zeros((n, 48))
     langs: list[dict[str, float]] = [{} for _ in range(n)]
@@ -144,11 +160,10 @@ def _behaviour(store: Store, g: Graph) -> tuple[AccountBehaviour, list[dict[str,
     rephr, escal = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     feats: list[dict[str, Any]] = [{} for _ in range(n)]
     col = {c: i for i, c in enumerate(P.LLMT)}
-    for a, ne, cs, br, rp, raw in store.query(
-        "SELECT account_id, n_events, content_score, ttp_breadth, rephrases, features FROM account_features"
-    ):
+    for st in states:
+        a, ne, cs, br, rp = st.account_id, st.n_events, st.content_score, st.ttp_breadth, st.rephrases
         i = g.index[a]
-        f = orjson.loads(raw)
+        f = dict(st.features)
         feats[i] = f
         n_ev[i], content[i], breadth[i], rephr[i] = float(ne), float(cs), int(br), int(rp)
         escal[i] = int(f.get("escalations", 0))
@@ -189,40 +204,44 @@ def cluster_id(first_member: str) -> str:
 
 
 def judge_all(store: Store, version: str) -> JudgeSummary:
+    """Load the account graph from the store, judge it and write the result (not committed)."""
+    result = analyze_graph(store.analysis.load_graph(), version)
+    store.analysis.write(result)
+    return JudgeSummary(**{f.name: int(result.stats.get(f.name, 0)) for f in dataclasses.fields(JudgeSummary)})
+
+
+def analyze_graph(inp: AccountGraph, version: str, *, now: str | None = None) -> AnalysisResult:
+    """Link, attribute and judge every account of ``inp``: pure, the same graph gives the same result."""
     from stormwatch.analyze.evidence import EvidenceBuilder
 
-    g = load_graph(store)
+    g = build_graph(inp)
     link = link_accounts(g.link_input)
-    sets = _intrusion_sets(store)
-    beh, feats, breadth, rephr, escal = _behaviour(store, g)
-    hits_rows = store.query(
-        "SELECT account_id, indicator_id, kind, value, n, first_ts, last_ts, degree, strength, intrusion_sets"
-        " FROM intel_hits"
-    )
+    sets = _intrusion_sets(inp.intrusion_sets)
+    beh, feats, breadth, rephr, escal = _behaviour(inp.states, g)
+    hits_rows = list(inp.hits)
     per_set: dict[str, dict[int, float]] = {}
-    for r in hits_rows:
-        for ref in orjson.loads(r[9]):
-            if ref in sets and r[0] in g.index:
+    for h in hits_rows:
+        for ref in h.intrusion_sets:
+            if ref in sets and h.account_id in g.index:
                 d = per_set.setdefault(ref, {})
-                i = g.index[r[0]]
-                d[i] = max(d.get(i, 0.0), float(r[8]))
+                i = g.index[h.account_id]
+                d[i] = max(d.get(i, 0.0), float(h.strength))
     hits = {ref: list(d.items()) for ref, d in per_set.items()}
     # direct hits that are not mere IP overlap: an actor's own domain / address / URL, or several
     # different indicators on one account
     kinds: dict[str, set[str]] = {}
     inds: dict[str, set[str]] = {}
-    for r in hits_rows:
-        if float(r[8]) > 0:
-            kinds.setdefault(r[0], set()).add(str(r[2]))
-            inds.setdefault(r[0], set()).add(str(r[1]))
+    for h in hits_rows:
+        if float(h.strength) > 0:
+            kinds.setdefault(h.account_id, set()).add(str(h.kind))
+            inds.setdefault(h.account_id, set()).add(str(h.indicator_id))
     own_intel = {g.index[a] for a in kinds if a in g.index and (kinds[a] & P.IDENTITY_HIT_KINDS or len(inds[a]) >= 2)}
     att = attribute(link, len(g.values), sets, hits, beh)
-    ev = EvidenceBuilder(store, g, link, att, sets, hits_rows)
-    return _write(store, g, link, att, sets, ev, feats, breadth, rephr, escal, version, own_intel)
+    ev = EvidenceBuilder(g, link, att, sets, hits_rows, inp.indicator_names)
+    return _result(g, link, att, sets, ev, feats, breadth, rephr, escal, version, own_intel, now)
 
 
-def _write(
-    store: Store,
+def _result(
     g: Graph,
     link: LinkResult,
     att: Attribution,
@@ -234,8 +253,12 @@ def _write(
     escal: Arr,
     version: str,
     own_intel: set[int],
-) -> JudgeSummary:
-    now = now_iso()
+    now: str | None,
+) -> AnalysisResult:
+    if now is None:
+        from datetime import UTC, datetime
+
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     summary = JudgeSummary(accounts=len(g.accounts))
     multi = link.cluster_size[link.labels] >= 2
     first_member: dict[int, str] = {}
@@ -250,7 +273,8 @@ def _write(
     }
     identity |= {int(link.pair_a[p]) for p, v, _f, _w in link.pair_parts if g.values[v][0] in P.IDENTITY_KINDS}
     identity |= {int(link.pair_b[p]) for p, v, _f, _w in link.pair_parts if g.values[v][0] in P.IDENTITY_KINDS}
-    rows, levels = [], []
+    judgements: list[Judgement] = []
+    levels: list[str] = []
     for i, account in enumerate(g.accounts):
         ref = att.actor_ref[i]
         conf = float(att.confidence[i]) if ref else 0.0
@@ -280,67 +304,50 @@ def _write(
         summary.review += int(res.level == "review")
         summary.attributed += int(ref is not None)
         summary.intel_hit_accounts += int(att.direct[i] > 0)
-        c = cid.get(int(link.labels[i])) if multi[i] else None
-        ttps = _ttp_shares(feats[i].get("ttp_mass", {}) if feats[i] else {})
-        rows.append(
-            (
-                account,
-                res.risk,
-                int(res.level == "enforce"),
-                res.level,
-                c,
-                sets[ref].name if ref else None,
-                ref if ref and not ref.startswith("profile:") else None,
-                round(conf, 4) if ref else None,
-                confidence_label(conf) if ref else None,
-                orjson.dumps(ttps).decode(),
-                orjson.dumps(ev.account(i, feats[i])).decode(),
-                orjson.dumps(res.explanation).decode(),
-                now,
-                version,
+        judgements.append(
+            Judgement(
+                account_id=account,
+                risk=res.risk,
+                level=res.level,
+                cluster_id=cid.get(int(link.labels[i])) if multi[i] else None,
+                actor=sets[ref].name if ref else None,
+                actor_ref=ref if ref and not ref.startswith("profile:") else None,
+                confidence=round(conf, 4) if ref else None,
+                confidence_label=confidence_label(conf) if ref else None,
+                ttps=_ttp_shares(feats[i].get("ttp_mass", {}) if feats[i] else {}),
+                evidence=tuple(Evidence.from_dict(e) for e in ev.account(i, feats[i])),
+                explanation=res.explanation,
+                model_version=version,
+                analyzed_at=now,
             )
         )
-    for table in ("account_judgements", "clusters", "cluster_members", "link_edges"):
-        store.execute(f"DELETE FROM {table}")
-    store.executemany(
-        "INSERT INTO account_judgements (account_id, risk, flagged, level, cluster_id, actor, actor_ref, confidence,"
-        " confidence_label, ttps, evidence, explanation, analyzed_at, model_version)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
     members: dict[int, list[int]] = {}
     for m in np.flatnonzero(multi).tolist():
         members.setdefault(int(link.labels[m]), []).append(int(m))
-    crow: list[tuple[Any, ...]] = []
-    mrow: list[tuple[str, str]] = []
+    clusters: list[Cluster] = []
     for lab, idx in members.items():
         fit = att.cluster_fit.get(lab)
         ref = fit[0] if fit else None
         cconf = float(fit[1]) if fit else None
-        flagged = sum(levels[i] == "enforce" for i in idx)
-        crow.append(
-            (
-                cid[lab],
-                len(idx),
-                sets[ref].name if ref else None,
-                ref if ref and not ref.startswith("profile:") else None,
-                round(cconf, 4) if cconf is not None else None,
-                confidence_label(cconf),
-                flagged,
-                orjson.dumps(ev.cluster(lab, idx)).decode(),
-                now,
+        clusters.append(
+            Cluster(
+                cluster_id=cid[lab],
+                members=tuple(g.accounts[i] for i in idx),
+                actor=sets[ref].name if ref else None,
+                actor_ref=ref if ref and not ref.startswith("profile:") else None,
+                confidence=round(cconf, 4) if cconf is not None else None,
+                confidence_label=confidence_label(cconf),
+                flagged_accounts=sum(levels[i] == "enforce" for i in idx),
+                evidence=ClusterEvidence.from_dict(ev.cluster(lab, idx)),
+                updated_at=now,
             )
         )
-        mrow.extend((cid[lab], g.accounts[i]) for i in idx)
-    summary.clusters = len(crow)
-    store.executemany(
-        "INSERT INTO clusters (cluster_id, size, actor, actor_ref, confidence, confidence_label, flagged_accounts,"
-        " evidence, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        crow,
+    summary.clusters = len(clusters)
+    return AnalysisResult(
+        judgements=tuple(judgements),
+        clusters=tuple(clusters),
+        links=tuple(LinkEdge(*e) for e in ev.edges(cid)),
+        model_version=version,
+        analyzed_at=now,
+        stats=dataclasses.asdict(summary),
     )
-    store.executemany("INSERT INTO cluster_members (cluster_id, account_id) VALUES (?, ?)", mrow)
-    store.executemany(
-        "INSERT INTO link_edges (cluster_id, account_a, account_b, kind, value, weight) VALUES (?, ?, ?, ?, ?, ?)",
-        ev.edges(cid),
-    )
-    return summary

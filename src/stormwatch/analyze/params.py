@@ -7,7 +7,9 @@ is run on several seeds and sizes to check they hold.
 
 from __future__ import annotations
 
-LLMT: tuple[str, ...] = tuple(f"LLMT-{i:02d}" for i in range(1, 15))
+from stormwatch.vocab import LLMT_IDS
+
+LLMT: tuple[str, ...] = LLMT_IDS  # the taxonomy's ids in order (stormwatch.vocab)
 
 # --- content ---------------------------------------------------------------------------------
 HIGH_SCORE = 0.5  # an event is "high" when its calibrated P(malicious) reaches this

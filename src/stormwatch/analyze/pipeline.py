@@ -1,4 +1,9 @@
-"""``analyze(store)``: score new events, update account features, match intel, link, attribute, judge."""
+"""``analyze(store)``: score new events, update account features, match intel, link, attribute, judge.
+
+The last step is store-free: the account graph is loaded from the store
+(``store.analysis.load_graph()``), :func:`~stormwatch.analyze.judge.analyze_graph` turns it into an
+:class:`~stormwatch.result.AnalysisResult`, and ``store.analysis.write(result)`` replaces the stored one.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stormwatch.analyze.judge import judge_all
+from stormwatch.analyze.judge import analyze_graph
 from stormwatch.analyze.stages import match_intel, model_version, score_first, update_features
 from stormwatch.store import Store
 
@@ -53,14 +58,16 @@ def analyze(
         t2 = time.perf_counter()
         out.intel_hits = len(match_intel(store))
         t3 = time.perf_counter()
-        js = judge_all(store, out.model_version)
+        result = analyze_graph(store.analysis.load_graph(), out.model_version)
+        store.analysis.write(result)
         store.commit()
     except BaseException:
         store.rollback()
         raise
     t4 = time.perf_counter()
-    out.accounts, out.clusters, out.enforce, out.review = js.accounts, js.clusters, js.enforce, js.review
-    out.attributed, out.intel_hit_accounts = js.attributed, js.intel_hit_accounts
+    n = result.counts()
+    out.accounts, out.clusters, out.enforce, out.review = n["accounts"], n["clusters"], n["enforce"], n["review"]
+    out.attributed, out.intel_hit_accounts = n["attributed"], n.get("intel_hit_accounts", 0)
     out.seconds = {
         "scoring": round(t1 - t0, 2),
         "features": round(t2 - t1, 2),

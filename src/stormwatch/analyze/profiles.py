@@ -1,4 +1,4 @@
-"""Actor behaviour profiles (``actor_profiles.json``) and how well an account or cluster fits one.
+"""Actor behaviour profiles (``vocab/data/actors.json``) and how well an account or cluster fits one.
 
 The behaviour score ``b`` in [-1, 1] compares observed behaviour with a profile:
 
@@ -15,15 +15,14 @@ The behaviour score ``b`` in [-1, 1] compares observed behaviour with a profile:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import numpy as np
 
 from stormwatch.analyze.params import LLMT, OFFICE_HOURS
+from stormwatch.vocab import actors
 
 __all__ = ["ActorProfile", "BehaviourFit", "fit_behaviour", "load_profiles", "profile_for"]
 
@@ -61,18 +60,20 @@ class BehaviourFit:
 
 @cache
 def load_profiles() -> tuple[ActorProfile, ...]:
-    text = resources.files("stormwatch.analyze").joinpath("actor_profiles.json").read_text("utf-8")
     out = []
-    for p in json.loads(text)["profiles"]:
-        vec = np.array([float(p["ttps"].get(c, 0.0)) for c in LLMT])
+    for a in actors().values():
+        if not a.profile.ttps:
+            continue  # an actor known by name only: nothing to compare behaviour with
+        weights = a.profile.ttp_weights()
+        vec = np.array([float(weights.get(c, 0.0)) for c in LLMT])
         out.append(
             ActorProfile(
-                name=p["name"],
-                aliases=tuple(p.get("aliases", [])),
-                attack_id=p.get("attack_id"),
-                country=p["country"],
-                utc_offsets=tuple(float(x) for x in p["utc_offsets"]),
-                languages=tuple(p["languages"]),
+                name=a.name,
+                aliases=a.aliases,
+                attack_id=a.attack_id,
+                country=a.country or "",
+                utc_offsets=a.profile.utc_offsets,
+                languages=a.profile.languages,
                 ttps=vec / max(vec.sum(), 1e-9),
             )
         )

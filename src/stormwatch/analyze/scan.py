@@ -9,7 +9,7 @@ interned to integer codes so aggregation runs in numpy.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,6 @@ from stormwatch.store import Store
 
 __all__ = ["Columns", "Interner", "scan_events"]
 
-TAIL_CHARS = 1500
 LANGS = ("und", "en", "ru", "uk", "zh", "ja", "ko", "fa", "ar", "he", "other")
 _LANG_CODE = {name: i for i, name in enumerate(LANGS)}
 _URL = re.compile(r"https?://[^\s\"'<>\\)\]]{3,200}", re.I)
@@ -132,31 +131,6 @@ def _text_observables(row: int, tail: str, out: list[tuple[int, str, str]]) -> N
             out.append((row, "domain", email.rsplit("@", 1)[1]))
 
 
-def _sql(store: Store, where: str) -> str:
-    text = "COALESCE(e.messages, e.prompt, '')"
-    tail = f"right({text}, {TAIL_CHARS})" if store.dialect == "postgres" else f"substr({text}, -{TAIL_CHARS})"
-    return (
-        "SELECT e.seq, e.event_id, e.account_id, e.ts, e.ip, e.user_agent, e.api_key_id, e.conversation_id,"
-        f" e.refused, e.attributes, {tail}, d.score, d.categories FROM events e LEFT JOIN detections d"
-        f" ON d.event_id = e.event_id AND d.model_version = ? WHERE {where}"
-    )
-
-
-def _chunks(store: Store, model_version: str, account_ids: Sequence[str] | None, chunk: int) -> Iterator[list[Any]]:
-    if account_ids is None:
-        hi = store.query("SELECT MAX(seq) FROM events")[0][0] or 0
-        lo = 0
-        while lo < hi:
-            yield store.query(_sql(store, "e.seq > ? AND e.seq <= ?"), (model_version, lo, lo + chunk))
-            lo += chunk
-        return
-    step = 500
-    for i in range(0, len(account_ids), step):
-        part = list(account_ids[i : i + step])
-        marks = ", ".join("?" for _ in part)
-        yield store.query(_sql(store, f"e.account_id IN ({marks})"), (model_version, *part))
-
-
 def scan_events(
     store: Store,
     model_version: str,
@@ -169,11 +143,19 @@ def scan_events(
     cols = Columns()
     n_cats = len(LLMT)
     lang_en, lang_und = _LANG_CODE["en"], _LANG_CODE["und"]
-    for rows in _chunks(store, model_version, account_ids, chunk):
-        if not rows:
+    for part in store.analysis.scan(model_version, account_ids, chunk=chunk):
+        if not len(part):
             continue
         base = len(cols.acc)
-        seq, eid, account, ts, ip, ua, key, conv, refused, attrs, tails, score, cats = zip(*rows, strict=True)
+        seq, eid, account, ts, ip, ua = part.seq, part.event_id, part.account_id, part.ts, part.ip, part.user_agent
+        key, conv, refused, attrs, tails = (
+            part.api_key_id,
+            part.conversation_id,
+            part.refused,
+            part.attributes,
+            part.tail,
+        )
+        score, cats = part.score, part.categories
         cols.max_seq = max(cols.max_seq, max(int(x) for x in seq))
         cols.event_ids.extend(eid)
         cols.ts.extend(ts)
@@ -211,5 +193,5 @@ def scan_events(
             if t and ("://" in t or "@" in t):
                 _text_observables(base + j, t, cols.text_obs)
         if on_rows is not None:
-            on_rows(len(rows))
+            on_rows(len(part))
     return cols

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
-
-import orjson
 
 from stormwatch.analyze import params as P
 from stormwatch.analyze.features import compute_features
 from stormwatch.analyze.intel_matching import Hit, Indicator, load_indicators, load_observations, match_indicators
 from stormwatch.analyze.scan import scan_events
+from stormwatch.result import IntelHit
 from stormwatch.store import Store
-from stormwatch.store.sql import now_iso
 
 __all__ = ["hit_strength", "match_intel", "model_version", "score_first", "update_features"]
 
@@ -46,27 +43,7 @@ def model_version(store: Store, *, active: bool = True) -> str:
             pass
         else:
             return str(active_model_version(store))
-    rows = store.query("SELECT model_version FROM detections ORDER BY scored_at DESC LIMIT 1")
-    return str(rows[0][0]) if rows else "none"
-
-
-def _cursor(store: Store) -> int:
-    rows = store.query("SELECT last_seq FROM stage_cursors WHERE stage = ? AND key = ?", (STAGE, "events"))
-    return int(rows[0][0]) if rows else 0
-
-
-def _set_cursor(store: Store, seq: int) -> None:
-    store.execute("DELETE FROM stage_cursors WHERE stage = ? AND key = ?", (STAGE, "events"))
-    store.execute(
-        "INSERT INTO stage_cursors (stage, key, last_seq, updated_at) VALUES (?, ?, ?, ?)",
-        (STAGE, "events", seq, now_iso()),
-    )
-
-
-def _delete_for(store: Store, table: str, accounts: Sequence[str]) -> None:
-    for i in range(0, len(accounts), 500):
-        part = list(accounts[i : i + 500])
-        store.execute(f"DELETE FROM {table} WHERE account_id IN ({', '.join('?' for _ in part)})", part)
+    return store.detections.latest_model_version() or "none"
 
 
 def update_features(store: Store, version: str, *, full: bool, progress: bool) -> tuple[int, int]:
@@ -74,16 +51,16 @@ def update_features(store: Store, version: str, *, full: bool, progress: bool) -
 
     Returns (events scanned, accounts recomputed).
     """
-    cursor = _cursor(store)
-    max_seq = int(store.query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
-    stale = store.query("SELECT COUNT(*) FROM account_features WHERE model_version <> ?", (version,))[0][0]
-    known = int(store.query("SELECT COUNT(*) FROM account_features")[0][0])
+    repo = store.analysis
+    cursor = store.stages.get(STAGE)
+    max_seq = repo.max_event_seq()
+    state = repo.feature_state(version)
     accounts: list[str] | None = None
-    if not (full or cursor == 0 or stale):
+    if not (full or cursor == 0 or state.stale):
         if max_seq <= cursor:
             return 0, 0
-        changed = [r[0] for r in store.query("SELECT DISTINCT account_id FROM events WHERE seq > ?", (cursor,))]
-        if len(changed) <= FULL_RESCAN_SHARE * max(known, 1):
+        changed = repo.accounts_with_events_after(cursor)
+        if len(changed) <= FULL_RESCAN_SHARE * max(state.known, 1):
             accounts = sorted(changed)
     bar: Any = None
     if progress:
@@ -97,44 +74,8 @@ def update_features(store: Store, version: str, *, full: bool, progress: bool) -
         if bar is not None:
             bar.close()
     feats, attrs = compute_features(cols)
-    ids = cols.accounts.values
-    if accounts is None:
-        store.execute("DELETE FROM account_features")
-        store.execute("DELETE FROM account_attributes")
-    else:
-        _delete_for(store, "account_features", ids)
-        _delete_for(store, "account_attributes", ids)
-    now = now_iso()
-    store.executemany(
-        "INSERT INTO account_features (account_id, n_events, first_ts, last_ts, n_high, max_score, content_score,"
-        " ttp_breadth, home_utc_offset, refusals, rephrases, features, model_version, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                f.account_id,
-                f.n_events,
-                f.first_ts,
-                f.last_ts,
-                f.n_high,
-                f.max_score,
-                f.content_score,
-                f.ttp_breadth,
-                f.home_utc_offset,
-                f.refusals,
-                f.rephrases,
-                orjson.dumps(f.features).decode(),
-                version,
-                now,
-            )
-            for f in feats
-        ],
-    )
-    for i in range(0, len(attrs), 50_000):
-        store.executemany(
-            "INSERT INTO account_attributes (account_id, kind, value, n, first_ts, last_ts) VALUES (?, ?, ?, ?, ?, ?)",
-            attrs[i : i + 50_000],
-        )
-    _set_cursor(store, max(max_seq, cols.max_seq))
+    repo.replace_features(feats, attrs, version, accounts=None if accounts is None else cols.accounts.values)
+    store.stages.set(STAGE, max(max_seq, cols.max_seq))
     return len(cols), len(feats)
 
 
@@ -151,25 +92,11 @@ def match_intel(store: Store) -> list[Hit]:
     indicators = load_indicators(store)
     hits = match_indicators(indicators, load_observations(store)) if indicators else []
     by_id = {i.id: i for i in indicators}
-    store.execute("DELETE FROM intel_hits")
-    if hits:
-        store.executemany(
-            "INSERT INTO intel_hits (account_id, indicator_id, kind, value, n, first_ts, last_ts, degree, strength,"
-            " intrusion_sets) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    h.account_id,
-                    h.indicator_id,
-                    h.kind,
-                    h.value,
-                    h.n,
-                    h.first_ts,
-                    h.last_ts,
-                    h.degree,
-                    hit_strength(by_id[h.indicator_id], h.degree),
-                    orjson.dumps(list(by_id[h.indicator_id].intrusion_sets)).decode(),
-                )
-                for h in hits
-            ],
-        )
+    store.analysis.replace_hits(
+        [
+            IntelHit(h.account_id, h.indicator_id, h.kind, h.value, h.n, h.first_ts, h.last_ts, h.degree,
+                     hit_strength(by_id[h.indicator_id], h.degree), tuple(by_id[h.indicator_id].intrusion_sets))
+            for h in hits
+        ]
+    )  # fmt: skip
     return hits

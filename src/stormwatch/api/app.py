@@ -21,7 +21,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stormwatch import __version__
-from stormwatch.api.auth import Principal, Requires, requires
+from stormwatch.api.auth import Principal, Requires, authenticate_request, requires
 from stormwatch.api.deps import StorePool
 from stormwatch.api.errors import install_error_handlers
 from stormwatch.api.extensions import API_PREFIX, Install, load_extensions
@@ -237,7 +237,7 @@ def create_app(
     )
     app.state.store_pool = pool
     app.state.action_sink = action_sink
-    install_error_handlers(app)
+    install_error_handlers(app, authenticate_first=authenticate_request)
     # The guard wraps every route and mounted app: token checked before any body byte is read,
     # bodies capped while they stream, failed authentications throttled per address. The access
     # log goes outside it, so its 401, 413 and 429 answers are logged too.

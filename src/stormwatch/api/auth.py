@@ -24,13 +24,20 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
-from stormwatch.api.deps import get_store
+from stormwatch.api.deps import get_pool, get_store
 from stormwatch.api.errors import AuthenticationError, PermissionDenied
 from stormwatch.api.roles import Role, known_permissions, role_allows
-from stormwatch.api.tokens import TokenInfo, verify_token
+from stormwatch.api.tokens import InvalidTokenError, TokenInfo, verify_token
 from stormwatch.store import Store
 
-__all__ = ["Principal", "Requires", "authenticate", "principal_from_authorization", "requires"]
+__all__ = [
+    "Principal",
+    "Requires",
+    "authenticate",
+    "authenticate_request",
+    "principal_from_authorization",
+    "requires",
+]
 
 #: documents the scheme in the OpenAPI document; the header is parsed below, not by FastAPI
 bearer_scheme = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer sw_...`")
@@ -93,8 +100,26 @@ def _bearer_token(header: str | None, *, allow_basic: bool) -> str:
 
 
 def principal_from_authorization(store: Store, header: str | None, *, allow_basic: bool = False) -> Principal:
-    """Authenticate an ``Authorization`` header value against the token table."""
-    return Principal.from_token(verify_token(store, _bearer_token(header, allow_basic=allow_basic)))
+    """Authenticate an ``Authorization`` header value against the token table (401 if it fails)."""
+    token = _bearer_token(header, allow_basic=allow_basic)
+    try:
+        return Principal.from_token(verify_token(store, token))
+    except InvalidTokenError as exc:
+        raise AuthenticationError(str(exc), invalid_token=True) from None
+
+
+def authenticate_request(request: Request) -> None:
+    """Check the request's token and keep the caller on ``request.state.principal`` (or raise 401).
+
+    The error handlers call it (:func:`stormwatch.api.errors.install_error_handlers`) before they
+    answer 422 for a malformed body, so an unauthenticated caller only ever gets 401.
+    """
+    pool = get_pool(request)
+    store = pool.acquire()
+    try:
+        request.state.principal = principal_from_authorization(store, request.headers.get("authorization"))
+    finally:
+        pool.release(store)
 
 
 def authenticate(

@@ -11,7 +11,7 @@ from datetime import timedelta
 import click
 
 from stormwatch.api.roles import Role
-from stormwatch.clitools import echo_json, open_ctx_store
+from stormwatch.clitools import deprecated_alias, echo_json, json_items, json_option, open_ctx_store
 from stormwatch.errors import ConfigError
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
@@ -60,10 +60,12 @@ def _configure_logging(level: str) -> None:
 )
 @click.option("--webhook-url", envvar="STORMWATCH_WEBHOOK_URL", metavar="URL", help="For --sink webhook.")
 @click.option(
-    "--webhook-secret-env",
+    "--secret-env",
+    "webhook_secret_env",
     metavar="NAME",
     help="Environment variable holding the webhook signing secret [default: STORMWATCH_WEBHOOK_SECRET].",
 )
+@deprecated_alias("--webhook-secret-env", target="webhook_secret_env", new="--secret-env NAME", metavar="NAME")
 @click.option("--outbox", type=click.Path(), metavar="FILE", help="For --sink outbox: a JSONL file.")
 @click.option(
     "--max-body-mb",
@@ -192,7 +194,7 @@ def token_create(
 
 
 @token_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option('One JSON document: {"items": [token, ...]} (never the secret).')
 @click.pass_context
 def token_list(ctx: click.Context, as_json: bool) -> None:
     """List tokens: id, name, role, status, dates (never the secret)."""
@@ -201,8 +203,7 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
     with open_ctx_store(ctx) as store:
         tokens = list_tokens(store)
     if as_json:
-        for t in tokens:
-            echo_json(t.to_dict())
+        json_items(t.to_dict() for t in tokens)
         return
     if not tokens:
         click.echo("no tokens: make one with `stormwatch token create --name NAME --role ROLE`")

@@ -3,76 +3,20 @@
 A :class:`~stormwatch.store.Store` wraps one connection and is not safe to share between two
 requests running at once, so the app keeps a pool: a request takes a store, uses it (in one worker
 thread at a time) and gives it back after rolling back whatever it left open, so no request sees or
-holds another's transaction. The first store opened migrates the database.
+holds another's transaction. The first store opened migrates the database. The pool itself is
+:class:`stormwatch.store.pool.StorePool`, shared with the TAXII server mounted in the API.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from fastapi import Request
 
-from stormwatch.errors import StoreError
-from stormwatch.store import Store, open_store
+from stormwatch.store import Store
+from stormwatch.store.pool import StorePool
 
 __all__ = ["StorePool", "get_pool", "get_store"]
-
-
-class StorePool:
-    def __init__(self, url: str | None = None, *, size: int = 4, factory: Callable[[], Store] | None = None) -> None:
-        if size < 1:
-            raise ValueError("pool size must be at least 1")
-        self.url = url
-        self.size = size
-        self._factory = factory
-        self._idle: queue.LifoQueue[Store] = queue.LifoQueue()
-        self._opened = 0
-        self._migrated = False
-        self._lock = threading.Lock()
-        self._all: list[Store] = []
-
-    def _open(self) -> Store:
-        if self._factory is not None:
-            return self._factory()
-        store = open_store(self.url, migrate=not self._migrated)
-        self._migrated = True
-        return store
-
-    def acquire(self, timeout: float = 30.0) -> Store:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            if self._opened < self.size:
-                store = self._open()
-                self._opened += 1
-                self._all.append(store)
-                return store
-        try:
-            return self._idle.get(timeout=timeout)
-        except queue.Empty:
-            raise StoreError(f"no database connection free after {timeout:.0f} s") from None
-
-    def release(self, store: Store) -> None:
-        try:
-            store.rollback()
-        except StoreError:  # pragma: no cover - a dead connection: drop it, open another next time
-            with self._lock:
-                self._opened -= 1
-                self._all.remove(store)
-            return
-        self._idle.put(store)
-
-    def close(self) -> None:
-        with self._lock:
-            for store in self._all:
-                store.close()
-            self._all.clear()
-            self._opened = 0
-            self._idle = queue.LifoQueue()
 
 
 def get_pool(request: Request) -> StorePool:

@@ -28,7 +28,7 @@ package's ``NotFoundError`` -> 404, ``ConflictError`` -> 409).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -183,25 +183,18 @@ async def _handle_http(request: Request, exc: Exception) -> JsonResponse:
     return error_response(exc.status_code, message, None, exc.headers)
 
 
-def _authenticate_first(request: Request) -> None:
-    """FastAPI parses a JSON body before it runs dependencies, so a malformed body would answer
-    422 before the token is checked. Check it here so an unauthenticated caller only ever gets 401."""
-    from stormwatch.api.auth import principal_from_authorization
-    from stormwatch.api.deps import get_pool
-
-    pool = get_pool(request)
-    store = pool.acquire()
-    try:
-        request.state.principal = principal_from_authorization(store, request.headers.get("authorization"))
-    finally:
-        pool.release(store)
+#: how the app checks a request's token before answering 422 (set by :func:`install_error_handlers`)
+_AUTHENTICATE_FIRST = "stormwatch_authenticate_first"
 
 
 async def _handle_validation(request: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, RequestValidationError)
-    if getattr(request.state, "principal", None) is None:
+    # FastAPI parses a JSON body before it runs dependencies, so a malformed body would answer 422
+    # before the token is checked: check it first, so an unauthenticated caller only ever gets 401.
+    authenticate_first = getattr(request.app.state, _AUTHENTICATE_FIRST, None)
+    if authenticate_first is not None and getattr(request.state, "principal", None) is None:
         try:
-            await run_in_threadpool(_authenticate_first, request)
+            await run_in_threadpool(authenticate_first, request)
         except ApiError as auth_error:
             return await _handle_stormwatch(request, auth_error)
     details = [
@@ -214,8 +207,14 @@ async def _handle_validation(request: Request, exc: Exception) -> JsonResponse:
     return error_response(422, message, details)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every error through the one shape (404, 405, 422, 401, 403, 500 and ours)."""
+def install_error_handlers(app: FastAPI, *, authenticate_first: Callable[[Request], None] | None = None) -> None:
+    """Route every error through the one shape (404, 405, 422, 401, 403, 500 and ours).
+
+    ``authenticate_first(request)`` (the app passes :func:`stormwatch.api.auth.authenticate_request`)
+    runs before a 422 is answered and raises :class:`AuthenticationError` for a bad token; this module
+    does not import the authentication itself, so it stays below it.
+    """
+    setattr(app.state, _AUTHENTICATE_FIRST, authenticate_first)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StormwatchError, _handle_stormwatch)

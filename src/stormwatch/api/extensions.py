@@ -1,9 +1,11 @@
 """How routers and sub-apps get into the app: built-ins and extensions take the same path.
 
-An *extension* is a callable ``install(app: FastAPI) -> None``. The built-in route modules are
-listed in :data:`DEFAULT_PLUGINS`; other packages add theirs under the ``stormwatch.api``
-entry-point group (``name = "package.module:install"``), or, in-process, with :func:`register`
-or :func:`register_router`. :func:`stormwatch.api.app.create_app` installs them all, in order:
+An *extension* is a callable ``install(app: FastAPI) -> None``, registered with the plugin manager
+(:mod:`stormwatch.plugins`, hook ``stormwatch_api_extensions``: name -> install). The built-in
+route modules are in :mod:`stormwatch.api.plugin` (:data:`DEFAULT_PLUGINS`); other packages add
+theirs through the ``stormwatch`` entry-point group, the older ``stormwatch.api`` group
+(``name = "package.module:install"``), or, in-process, with :func:`register` or
+:func:`register_router`. :func:`stormwatch.api.app.create_app` installs them all, in order:
 built-ins, entry points, in-process registrations.
 
 An extension's routes get the same guarantees as the built-ins: each ``APIRoute`` must depend on
@@ -24,42 +26,29 @@ with media types of its own authenticates itself with
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from importlib.metadata import entry_points
 
 from fastapi import APIRouter, FastAPI
+
+from stormwatch import plugins
+from stormwatch.api.plugin import API_EXTENSIONS as DEFAULT_PLUGINS
 
 __all__ = ["API_PREFIX", "DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "Install", "load_extensions", "register"]
 
 Install = Callable[[FastAPI], None]
 
 API_PREFIX = "/api/v1"
-ENTRY_POINT_GROUP = "stormwatch.api"
-#: the built-in route modules, loaded the same way as entry points
-DEFAULT_PLUGINS: dict[str, str] = {
-    "health": "stormwatch.api.routes.health:install",
-    "tokens": "stormwatch.api.routes.tokens:install",
-    "accounts": "stormwatch.api.routes.accounts:install",
-    "events": "stormwatch.api.routes.events:install",
-    "clusters": "stormwatch.api.routes.clusters:install",
-    "cases": "stormwatch.api.routes.cases:install",
-    "enforcement": "stormwatch.api.routes.enforcement:install",
-    "appeals": "stormwatch.api.routes.appeals:install",
-    "audit": "stormwatch.api.routes.audit:install",
-    "taxii": "stormwatch.intel.taxii.api:install",
-}
-
-_registered: dict[str, Install] = {}
+ENTRY_POINT_GROUP = "stormwatch.api"  # the older per-kind group; see stormwatch.plugins.LEGACY_GROUPS
+_PREFIX = "stormwatch.api.extension:"  # in-process registrations are plugins named _PREFIX + name
 
 
 def register(name: str, install: Install) -> None:
     """Install ``install`` into every app created from now on (replacing one of the same name)."""
-    _registered[name] = install
+    plugins.register_entries("api_extensions", {name: install}, name=_PREFIX + name, replace=True)
 
 
 def unregister(name: str) -> None:
-    _registered.pop(name, None)
+    plugins.unregister(_PREFIX + name)
 
 
 def register_router(name: str, router: APIRouter, *, prefix: str = API_PREFIX) -> None:
@@ -71,20 +60,19 @@ def register_router(name: str, router: APIRouter, *, prefix: str = API_PREFIX) -
     register(name, install)
 
 
-def _resolve(spec: str) -> Install:
-    module, _, attr = spec.partition(":")
-    install = getattr(importlib.import_module(module), attr)
-    if not callable(install):
-        raise TypeError(f"API extension {spec!r} is not callable")
-    return install  # type: ignore[no-any-return]
-
-
 def load_extensions(*, entry_point_plugins: bool = True) -> list[tuple[str, Install]]:
-    """Built-ins, then entry points (``stormwatch.api``) not named like a built-in, then registrations."""
-    specs = dict(DEFAULT_PLUGINS)
-    if entry_point_plugins:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            specs.setdefault(ep.name, ep.value)
-    found = [(name, _resolve(spec)) for name, spec in specs.items()]
-    found += [(name, install) for name, install in _registered.items() if name not in specs]
+    """Built-ins, then entry-point plugins (unless ``entry_point_plugins`` is false), then registrations.
+
+    A name already taken by a built-in is not replaced (the manager keeps the first).
+    """
+    found: list[tuple[str, Install]] = []
+    for name, entry in plugins.entries("api_extensions").items():
+        if entry.source == "entrypoint" and not entry_point_plugins:
+            continue
+        install = entry.load()
+        if not callable(install):
+            raise plugins.PluginError(
+                f"plugin {entry.plugin!r}: API extension {name!r} ({entry.spec}) is not callable", plugin=entry.plugin
+            )
+        found.append((name, install))
     return found

@@ -55,7 +55,7 @@ __all__ = [
 MiB = 1024 * 1024
 #: API routes: the largest legitimate JSON body (a retry of 10,000 action ids) is well below this
 DEFAULT_MAX_BODY_BYTES = 8 * MiB
-#: TAXII envelopes: the default ``max_content_length`` of an API root (share.taxii.repo)
+#: TAXII envelopes: the default ``max_content_length`` of an API root (stormwatch.intel.taxii.server)
 TAXII_MAX_BODY_BYTES = 64 * MiB
 TAXII_MEDIA_TYPE = "application/taxii+json;version=2.1"
 

@@ -1,6 +1,11 @@
 """API tokens: created once, stored only as a hash, looked up by a public id.
 
-Creating and revoking a token are recorded in the audit chain (``disrupt_audit``).
+Creating and revoking a token are recorded in the audit chain (``store.audit``); the rows are kept by
+``store.tokens`` (:mod:`stormwatch.store.repos.tokens`).
+
+Errors are this module's own (it knows nothing of HTTP): :class:`InvalidTokenError` for a token that
+is malformed, unknown, expired or revoked (the API answers 401, see :mod:`stormwatch.api.auth`) and
+:class:`TokenNotFoundError` for revoking an unknown id (404; an ``InputError`` on the command line).
 
 A token is ``sw_`` followed by 32 random bytes in URL-safe base64 (43 characters). Its first 8
 characters after ``sw_`` are the token's public id (``token_id``): ``token list`` shows it,
@@ -19,28 +24,29 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-
-from stormwatch.api.errors import AuthenticationError, NotFound
 from stormwatch.api.roles import Role, parse_role
-from stormwatch.errors import InputError
+from stormwatch.errors import InputError, StormwatchError
 from stormwatch.store import Store
+from stormwatch.store.repos.audit import AuditEvent
+from stormwatch.store.repos.tokens import TokenRecord
 
 PREFIX = "sw_"
 ID_LENGTH = 8
 _SECRET_BYTES = 32
 _TOKEN_LENGTH = len(PREFIX) + 43
-_COLUMNS = "token_id, name, role, scopes, token_sha256, created_at, created_by, expires_at, revoked_at, last_used_at"
 #: how stale ``last_used_at`` may get before a request writes it again
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 __all__ = [
+    "InvalidTokenError",
+    "TokenError",
     "TokenInfo",
+    "TokenNotFoundError",
     "create_token",
     "get_token",
     "hash_token",
@@ -48,6 +54,18 @@ __all__ = [
     "revoke_token",
     "verify_token",
 ]
+
+
+class TokenError(StormwatchError):
+    """Base of the token errors."""
+
+
+class InvalidTokenError(TokenError):
+    """The token is malformed, unknown, expired or revoked. The message never repeats the token."""
+
+
+class TokenNotFoundError(TokenError, InputError):
+    """No token has this id."""
 
 
 def _iso(t: datetime) -> str:
@@ -92,32 +110,27 @@ class TokenInfo:
         return d
 
 
-def _row_info(row: Sequence[Any]) -> tuple[TokenInfo, str]:
-    token_id, name, role, scopes, digest, created_at, created_by, expires_at, revoked_at, last_used = row
-    info = TokenInfo(
-        token_id=token_id,
-        name=name,
-        role=Role(role),
-        scopes=tuple(orjson.loads(scopes)) if scopes else (),
-        created_at=created_at,
-        created_by=created_by,
-        expires_at=expires_at,
-        revoked_at=revoked_at,
-        last_used_at=last_used,
+def _info(t: TokenRecord) -> TokenInfo:
+    return TokenInfo(
+        token_id=t.token_id,
+        name=t.name,
+        role=Role(t.role),
+        scopes=t.scopes,
+        created_at=t.created_at,
+        created_by=t.created_by,
+        expires_at=t.expires_at,
+        revoked_at=t.revoked_at,
+        last_used_at=t.last_used_at,
     )
-    return info, str(digest)
 
 
 def _audit(store: Store, actor: str | None, action: str, info: TokenInfo) -> None:
     """Record a token change in the audit chain, in the caller's transaction (never the secret)."""
-    from stormwatch.disrupt.audit import AuditEvent, track_event
-
     evidence = {"name": info.name, "role": info.role.value, "scopes": list(info.scopes)}
     if info.expires_at:
         evidence["expires_at"] = info.expires_at
-    track_event(
-        store,
-        AuditEvent(actor=actor or "system:api", action=action, target=f"token:{info.token_id}", evidence=evidence),
+    store.audit.append(
+        AuditEvent(actor=actor or "system:api", action=action, target=f"token:{info.token_id}", evidence=evidence)
     )
 
 
@@ -146,7 +159,7 @@ def create_token(
     for _ in range(5):
         token = PREFIX + secrets.token_urlsafe(_SECRET_BYTES)
         token_id = token[len(PREFIX) : len(PREFIX) + ID_LENGTH]
-        if not store.query("SELECT 1 FROM api_tokens WHERE token_id = ?", (token_id,)):
+        if not store.tokens.exists(token_id):
             break
     else:  # pragma: no cover - 48 random bits colliding five times running
         raise RuntimeError("could not draw an unused token id")
@@ -161,34 +174,36 @@ def create_token(
         revoked_at=None,
         last_used_at=None,
     )
-    store.execute(
-        f"INSERT INTO api_tokens ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            info.token_id,
-            info.name,
-            info.role.value,
-            orjson.dumps(scope_list).decode() if scope_list else None,
-            hash_token(token),
-            info.created_at,
-            info.created_by,
-            info.expires_at,
-            None,
-            None,
-        ),
-    )
-    _audit(store, created_by, "token.create", info)
-    store.commit()
+    try:
+        store.tokens.insert(
+            TokenRecord(
+                token_id=info.token_id,
+                name=info.name,
+                role=info.role.value,
+                scopes=info.scopes,
+                token_sha256=hash_token(token),
+                created_at=info.created_at,
+                created_by=info.created_by,
+                expires_at=info.expires_at,
+                revoked_at=None,
+                last_used_at=None,
+            )
+        )
+        _audit(store, created_by, "token.create", info)
+        store.commit()
+    except BaseException:
+        store.rollback()
+        raise
     return token, info
 
 
 def get_token(store: Store, token_id: str) -> TokenInfo | None:
-    rows = store.query(f"SELECT {_COLUMNS} FROM api_tokens WHERE token_id = ?", (token_id,))
-    return _row_info(rows[0])[0] if rows else None
+    got = store.tokens.get(token_id)
+    return None if got is None else _info(got)
 
 
 def list_tokens(store: Store, *, include_inactive: bool = True) -> list[TokenInfo]:
-    rows = store.query(f"SELECT {_COLUMNS} FROM api_tokens ORDER BY created_at, token_id")
-    infos = [_row_info(r)[0] for r in rows]
+    infos = [_info(t) for t in store.tokens.all()]
     return infos if include_inactive else [i for i in infos if i.status() == "active"]
 
 
@@ -196,40 +211,39 @@ def revoke_token(store: Store, token_id: str, *, by: str | None = None, now: dat
     """Revoke a token (idempotent: revoking twice keeps the first time)."""
     info = get_token(store, token_id)
     if info is None:
-        raise NotFound(f"no token {token_id!r}")
-    if info.revoked_at is None:
-        store.execute(
-            "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
-            (_iso(now or datetime.now(UTC)), token_id),
-        )
-        _audit(store, by, "token.revoke", info)
+        raise TokenNotFoundError(f"no token {token_id!r}", hint="list tokens with `stormwatch token list`")
+    try:
+        if store.tokens.revoke(token_id, ts=_iso(now or datetime.now(UTC))):  # audit only the revocation made
+            _audit(store, by, "token.revoke", info)
         store.commit()
+    except BaseException:
+        store.rollback()
+        raise
     got = get_token(store, token_id)
     assert got is not None
     return got
 
 
 def verify_token(store: Store, token: str, *, now: datetime | None = None) -> TokenInfo:
-    """The token's info if it is known, active and unexpired; else :class:`AuthenticationError`.
+    """The token's info if it is known, active and unexpired; else :class:`InvalidTokenError`.
 
     The message never repeats the token.
     """
     if not token.startswith(PREFIX) or len(token) != _TOKEN_LENGTH:
-        raise AuthenticationError("malformed API token", invalid_token=True)
+        raise InvalidTokenError("malformed API token")
     token_id = token[len(PREFIX) : len(PREFIX) + ID_LENGTH]
-    rows = store.query(f"SELECT {_COLUMNS} FROM api_tokens WHERE token_id = ?", (token_id,))
-    expected = _row_info(rows[0]) if rows else None
+    expected = store.tokens.get(token_id)
     # Compare even when no row matched, so the timing of an unknown id looks like a wrong secret.
     digest = hash_token(token)
-    if not hmac.compare_digest(digest, expected[1] if expected else "0" * 64) or expected is None:
-        raise AuthenticationError("unknown API token", invalid_token=True)
-    info = expected[0]
+    if not hmac.compare_digest(digest, expected.token_sha256 if expected else "0" * 64) or expected is None:
+        raise InvalidTokenError("unknown API token")
+    info = _info(expected)
     now = now or datetime.now(UTC)
     status = info.status(now)
     if status != "active":
-        raise AuthenticationError(f"API token {info.token_id} is {status}", invalid_token=True)
+        raise InvalidTokenError(f"API token {info.token_id} is {status}")
     last = _parse(info.last_used_at)
     if last is None or now - last >= LAST_USED_RESOLUTION:
-        store.execute("UPDATE api_tokens SET last_used_at = ? WHERE token_id = ?", (_iso(now), token_id))
+        store.tokens.touch(token_id, ts=_iso(now))
         store.commit()
     return info

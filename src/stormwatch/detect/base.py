@@ -12,24 +12,24 @@ A detector follows scikit-learn's estimator rules:
 
 Items are strings, ``{"id", "text"}`` dicts or canonical usage events (see ``text.item_text``).
 
-Detectors are plugins: the entry-point group ``stormwatch.detectors`` maps a name to a class, and
-the built-ins are listed in :data:`DEFAULT_DETECTORS` and loaded through the same code path.
+Detectors are plugins (:mod:`stormwatch.plugins`, hook ``stormwatch_detectors``: name -> class);
+the built-ins are in :mod:`stormwatch.detect.plugin` (:data:`DEFAULT_DETECTORS`) and load through
+the same manager as third-party ones (``stormwatch`` entry-point group, or the older
+``stormwatch.detectors`` group). ``STORMWATCH_TRACE_PLUGINS=1`` logs each load.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
-import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from stormwatch.detect.taxonomy import LLMT_IDS
+from stormwatch import plugins
+from stormwatch.detect.plugin import DETECTORS as DEFAULT_DETECTORS
 from stormwatch.detect.text import item_text, tokenize
+from stormwatch.vocab import LLMT_IDS
 
 __all__ = [
     "DEFAULT_DETECTORS",
@@ -44,16 +44,8 @@ __all__ = [
     "get_detector",
 ]
 
-ENTRY_POINT_GROUP = "stormwatch.detectors"
-TRACE_ENV = "STORMWATCH_TRACE_PLUGINS"
-
-# name -> "module:Class"; loaded exactly like third-party entry points.
-DEFAULT_DETECTORS: tuple[tuple[str, str], ...] = (
-    ("first_tier", "stormwatch.detect.first_tier:FirstTierDetector"),
-    ("keyword", "stormwatch.detect.base:KeywordDetector"),
-    ("embedding", "stormwatch.detect.embedding:EmbeddingDetector"),
-    ("judge", "stormwatch.detect.judge:JudgeDetector"),
-)
+ENTRY_POINT_GROUP = "stormwatch.detectors"  # the older per-kind group; see stormwatch.plugins.LEGACY_GROUPS
+TRACE_ENV = plugins.TRACE_ENV
 
 
 @dataclass(frozen=True)
@@ -172,35 +164,23 @@ class KeywordDetector(BaseDetector):
         return DetectorTags(requires_fit=False, input_kinds=("text", "event"), stateless=True, version="keyword-1")
 
 
-# -- registry -------------------------------------------------------------------------------------
-def _trace(msg: str) -> None:
-    if os.environ.get(TRACE_ENV):
-        print(f"[stormwatch.plugins] {msg}", file=sys.stderr)
-
-
-def _load_target(target: str) -> type[Any]:
-    module, _, attr = target.partition(":")
-    obj = getattr(importlib.import_module(module), attr)
-    if not isinstance(obj, type):
-        raise TypeError(f"{target} is not a class")
-    return obj
-
-
+# -- registry (the plugin manager) ----------------------------------------------------------------
 def available_detectors() -> dict[str, str]:
-    """Registered detector names -> ``module:Class`` (built-ins first; entry points may add more)."""
-    found = dict(DEFAULT_DETECTORS)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep.value)
-    return found
+    """Registered detector names -> ``module:Class`` (built-ins first; plugins may add more)."""
+    return {name: entry.spec for name, entry in plugins.entries("detectors").items()}
 
 
 def get_detector(name: str, **params: Any) -> Any:
-    """Instantiate a registered detector by name."""
-    targets = available_detectors()
-    if name not in targets:
-        raise KeyError(f"unknown detector {name!r}; known: {', '.join(sorted(targets))}")
-    _trace(f"load {name} -> {targets[name]}")
-    return _load_target(targets[name])(**params)
+    """Instantiate a registered detector by name (``KeyError`` for an unknown name)."""
+    table = plugins.entries("detectors")
+    if name not in table:
+        raise KeyError(f"unknown detector {name!r}; known: {', '.join(sorted(table))}")
+    entry = table[name]
+    cls = entry.load()
+    if not isinstance(cls, type):
+        raise plugins.PluginError(f"plugin {entry.plugin!r}: detector {name!r} ({entry.spec}) is not a class",
+                                  plugin=entry.plugin)  # fmt: skip
+    return cls(**params)
 
 
 def clone(det: Any) -> Any:

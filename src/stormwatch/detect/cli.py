@@ -13,12 +13,13 @@ from typing import IO, Any
 import click
 import orjson
 
+from stormwatch.clitools import warn_deprecated
 from stormwatch.detect.data import default_data_paths, model_dir, open_text, read_rows
 from stormwatch.detect.first_tier import FirstTierDetector
 from stormwatch.detect.settings import PRESETS, load_settings
-from stormwatch.detect.taxonomy import LLMT_IDS
 from stormwatch.detect.text import item_id, item_text
 from stormwatch.errors import InputError
+from stormwatch.vocab import LLMT_IDS
 
 __all__ = ["EXIT_REJECTED", "classify_command", "eval_command", "train_command"]
 
@@ -143,8 +144,10 @@ def _records(
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="stormwatch.toml path.")
 @click.option("--explain", type=click.Choice(["flagged", "all", "none"]), default="flagged",
               help="Which records get an explanation (default: flagged ones).")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stderr.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run summary as one JSON document: on stdout with -o FILE, else on stderr "
+              "(stdout carries the scores).")  # fmt: skip
+@click.option("-q", "--quiet", "quiet", is_flag=True, help="No progress bar.")
 def classify_command(
     input_path: str | None,
     texts: tuple[str, ...],
@@ -232,7 +235,7 @@ def classify_command(
         "preset": settings.preset,
     }
     if as_json:
-        click.echo(orjson.dumps(summary).decode(), err=True)
+        click.echo(orjson.dumps(summary).decode(), err=output == "-")
     elif not quiet:
         click.echo(f"scored {n_out}, flagged {n_flagged}, rejected {len(rejects)} ({model.version})", err=True)
     if rejects:
@@ -244,23 +247,33 @@ def classify_command(
               help="Training JSONL files (default: the vendored data). Repeatable.")  # fmt: skip
 @click.option("--add", "add", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="More labelled JSONL (e.g. analysts' labels) on top of --data or the vendored data.")  # fmt: skip
-@click.option("--out", "out", type=click.Path(), default=None,
-              help="Output file or folder (default: replace the packaged one).")  # fmt: skip
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Write the artifact to this file.")  # fmt: skip
+@click.option("--out", "out", type=click.Path(), default=None, metavar="DIR",
+              help="Write the artifact into this folder as VERSION.json.gz. Default (neither -o nor --out): "
+              "replace the packaged one.")  # fmt: skip
 @click.option("--vendor-from", type=click.Path(exists=True, file_okay=False), default=None,
               help="First re-vendor training data from this datasets folder (maintainers).")  # fmt: skip
-@click.option("--quiet", is_flag=True)
+@click.option("-q", "--quiet", "quiet", is_flag=True, help="No progress lines.")
 def train_command(
-    data: tuple[str, ...], add: tuple[str, ...], out: str | None, vendor_from: str | None, quiet: bool
+    data: tuple[str, ...],
+    add: tuple[str, ...],
+    output: str | None,
+    out: str | None,
+    vendor_from: str | None,
+    quiet: bool,
 ) -> None:
     """Rebuild the first-tier model artifact. The version id names the data, the parameters and the
     recipe: the same on every CPU (scores within 1e-4, see the model card); other data, another id."""
     from stormwatch.detect.data import vendor_training_data
-    from stormwatch.detect.train import finalize_artifact, serialize, train_artifact
+    from stormwatch.detect.evaluate import finalize_artifact
+    from stormwatch.detect.train import serialize, train_artifact
 
     def progress(msg: str) -> None:
         if not quiet:
             click.echo(msg, err=True)
 
+    output, out = train_target(output, out)
     if vendor_from:
         for p in vendor_training_data(Path(vendor_from)):
             progress(f"vendored {p}")
@@ -270,12 +283,14 @@ def train_command(
     finalize_artifact(art, rows)
     blob = serialize(art)
     version = art["version"]
-    target = Path(out) if out else model_dir()
-    if target.is_dir() or out is None:
+    if output is not None:
+        target = Path(output)
+    else:
+        folder = Path(out) if out is not None else model_dir()
         if out is None:
-            for old in target.glob("first_tier-*.json.gz"):
+            for old in folder.glob("first_tier-*.json.gz"):
                 old.unlink()
-        target = target / f"{version}.json.gz"
+        target = folder / f"{version}.json.gz"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(blob)
     click.echo(f"{version} -> {target} ({len(blob)} bytes)")
@@ -286,8 +301,9 @@ def train_command(
               help="Labelled JSONL files (default: the vendored data's test split).")  # fmt: skip
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--loso/--no-loso", default=True, help="Leave-one-source-out retraining (slow: one fit per source).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def eval_command(data: tuple[str, ...], model_path: str | None, loso: bool, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+@click.option("-q", "--quiet", "quiet", is_flag=True, help="No progress lines.")
+def eval_command(data: tuple[str, ...], model_path: str | None, loso: bool, as_json: bool, quiet: bool) -> None:
     """Per-source and leave-one-source-out metrics."""
     from stormwatch.detect.evaluate import evaluate, format_report
 
@@ -295,8 +311,26 @@ def eval_command(data: tuple[str, ...], model_path: str | None, loso: bool, as_j
     rows = read_rows([Path(d) for d in data] or default_data_paths())
     split = "test" if not data else None
     report = evaluate(det.model, rows, split=split, loso=loso,
-                      progress=lambda m: click.echo(m, err=True))  # fmt: skip
+                      progress=None if quiet else lambda m: click.echo(m, err=True))  # fmt: skip
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_INDENT_2).decode())
     else:
         click.echo(format_report(report))
+
+
+def train_target(output: str | None, out: str | None) -> tuple[str | None, str | None]:
+    """``(output FILE, out DIR)`` of ``stormwatch train``; ``--out FILE`` is the old spelling of ``-o FILE``.
+
+    ``--out PATH`` means a file (and warns) when PATH is an existing file or, not being a folder, ends in
+    ``.gz`` or ``.json``; otherwise it is a folder.
+    """
+    if out is not None:
+        p = Path(out)
+        if p.is_file() or (not p.is_dir() and p.name.endswith((".gz", ".json"))):
+            warn_deprecated("`train --out FILE`", "-o/--output FILE (--out is a folder)")
+            if output is not None:
+                raise click.UsageError("give -o/--output FILE or --out DIR, not both")
+            return out, None
+        if output is not None:
+            raise click.UsageError("give -o/--output FILE or --out DIR, not both")
+    return output, out

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 
 from stormwatch.detect.model import FirstTierModel, load_model
-from stormwatch.detect.taxonomy import LLMT_IDS
 from stormwatch.detect.text import Turn, tokenize
+from stormwatch.vocab import LLMT_IDS
 
 __all__ = [
     "CONTEXT_GATE",

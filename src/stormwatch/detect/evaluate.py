@@ -13,24 +13,26 @@ reported per source but left out of the pooled in-scope figures.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
+from stormwatch.datasets import EVERYDAY_SOURCES
 from stormwatch.detect.data import Row
 from stormwatch.detect.metrics import auprc, fpr_at, recall_at_fpr, roc_auc
 from stormwatch.detect.model import FirstTierModel
 from stormwatch.detect.taxonomy import HARD_NEGATIVE_SOURCES
+from stormwatch.vocab import LLMT_IDS
 
-__all__ = ["evaluate", "format_report"]
+__all__ = ["evaluate", "finalize_artifact", "format_report"]
 
 EVERYDAY = "everyday"
 
 
 def _is_everyday(source: str) -> bool:
-    from stormwatch.detect.train import EVERYDAY_SOURCES
-
     return source in EVERYDAY_SOURCES
 
 
@@ -192,3 +194,25 @@ def format_report(report: dict[str, Any]) -> str:
         lm = report["loso_mean"]
         lines.append("LOSO mean over sources with malicious rows: " + ", ".join(f"{k} {v:.3f}" for k, v in lm.items()))
     return "\n".join(lines)
+
+
+def finalize_artifact(art: dict[str, Any], rows: Sequence[Row]) -> dict[str, Any]:
+    """Add the held-out test metrics (incl. each preset's FPR) and provenance to the artifact."""
+    model = FirstTierModel(art)
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(orjson.dumps([r.id, r.source, r.text, r.label, r.split]))
+    art["training"]["rows_sha256"] = h.hexdigest()
+    art["taxonomy"] = {"ids": list(LLMT_IDS)}
+    if any(r.split == "test" for r in rows):
+        report = evaluate(model, rows, split="test", loso=False)
+        o = report["overall"]
+        art["metrics"] = {
+            "split": "test",
+            "auprc": round(o["auprc"], 4),
+            "roc_auc": round(o["roc_auc"], 4),
+            "recall_at_1pct_fpr": round(o["recall_at_1pct_fpr"], 4),
+            "preset_fpr_benign_security": {k: round(v, 4) for k, v in o["hard_negative_fpr"].items()},
+            "preset_fpr_everyday": {k: round(v, 4) for k, v in o["everyday_fpr"].items()},
+        }
+    return art

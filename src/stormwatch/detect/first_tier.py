@@ -10,8 +10,8 @@ import numpy as np
 
 from stormwatch.detect.base import BaseDetector, DetectorTags
 from stormwatch.detect.model import FirstTierModel, load_model
-from stormwatch.detect.taxonomy import LLMT_IDS
 from stormwatch.detect.text import item_text, item_turns
+from stormwatch.vocab import LLMT_IDS
 
 __all__ = ["FirstTierDetector"]
 

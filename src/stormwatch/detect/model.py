@@ -29,10 +29,10 @@ import numpy.typing as npt
 import orjson
 
 from stormwatch.detect.features import FeatureSpec, featurize, prepare_text, split_windows, tokens_of
-from stormwatch.detect.taxonomy import LLMT_IDS
+from stormwatch.vocab import LLMT_IDS
 
 try:  # the optional C fast path
-    from stormwatch.detect import _fast  # type: ignore[attr-defined]
+    from stormwatch.detect import _fast
 except ImportError:  # pragma: no cover - exercised when the extension is not built
     _fast = None
 

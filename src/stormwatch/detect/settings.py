@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stormwatch.detect.taxonomy import LLMT_IDS
+from stormwatch.vocab import LLMT_IDS
 
 __all__ = ["PRESETS", "DetectSettings", "load_settings"]
 

@@ -1,34 +1,18 @@
-"""LLMT category ids and the (weak) mapping from the datasets' own categories onto them.
+"""The (weak) mapping from the training datasets' own categories onto LLMT category ids.
 
-The ids and labels mirror ``llm_ttps.json`` (the project's taxonomy, shipped with the model's
-metadata). The mapping is ours and *weak*: sources label by ATT&CK tactic or harm area, not by how
-a threat actor used a model, so several tactics map onto two LLMT ids and some LLMT ids get only
-keyword-derived labels. ``docs/model-card.md`` lists which.
+The ids and labels are the project's taxonomy, :mod:`stormwatch.vocab` (``vocab/data/taxonomy.json``;
+re-exported here). The mapping is ours and *weak*: sources label by ATT&CK tactic or harm area, not
+by how a threat actor used a model, so several tactics map onto two LLMT ids and some LLMT ids get
+only keyword-derived labels. ``docs/model-card.md`` lists which.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["HARD_NEGATIVE_SOURCES", "LLMT_IDS", "LLMT_LABELS", "categories_for", "training_use"]
+from stormwatch.vocab import LLMT_IDS, LLMT_LABELS
 
-LLMT_LABELS: dict[str, str] = {
-    "LLMT-01": "LLM-informed reconnaissance",
-    "LLMT-02": "LLM-enhanced scripting techniques",
-    "LLMT-03": "LLM-aided development",
-    "LLMT-04": "LLM-supported social engineering",
-    "LLMT-05": "LLM-assisted vulnerability research",
-    "LLMT-06": "LLM-optimized payload crafting",
-    "LLMT-07": "LLM-enhanced anomaly detection evasion",
-    "LLMT-08": "LLM-directed security feature bypass",
-    "LLMT-09": "LLM-advised resource development",
-    "LLMT-10": "LLM-refined operational command techniques",
-    "LLMT-11": "LLM-aided technical translation and explanation",
-    "LLMT-12": "LLM-assisted post-compromise activity",
-    "LLMT-13": "LLM guided infrastructure profiling",
-    "LLMT-14": "LLM-advised strategic planning",
-}
-LLMT_IDS: tuple[str, ...] = tuple(LLMT_LABELS)
+__all__ = ["HARD_NEGATIVE_SOURCES", "LLMT_IDS", "LLMT_LABELS", "categories_for", "training_use"]
 
 # Benign security questions: the hard negatives whose false-positive rate the presets document.
 HARD_NEGATIVE_SOURCES = frozenset(

@@ -9,7 +9,6 @@ actions not yet delivered, and exempts the account from later policy runs. All o
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from stormwatch.disrupt import records
 from stormwatch.disrupt.audit import AuditEvent, track_event
@@ -28,47 +27,18 @@ from stormwatch.disrupt.models import (
 from stormwatch.errors import InputError
 from stormwatch.store import Store
 
-APPEAL_COLS = "appeal_id, account_id, reason, status, filed_by, filed_at, decided_by, decided_at, note"
-
-
-def _appeal(r: tuple[Any, ...]) -> Appeal:
-    return Appeal(*r)
-
 
 def get_appeal(store: Store, appeal_id: str) -> Appeal:
-    rows = store.query(f"SELECT {APPEAL_COLS} FROM disrupt_appeals WHERE appeal_id = ?", (appeal_id,))
-    if not rows:
+    appeal = store.disrupt.get_appeal(appeal_id)
+    if appeal is None:
         raise NotFoundError(f"no appeal {appeal_id!r}", hint="list appeals with `stormwatch appeals list`")
-    return _appeal(rows[0])
+    return appeal
 
 
 def list_appeals(
     store: Store, *, status: str | None = None, account_id: str | None = None, limit: int = 100, offset: int = 0
 ) -> list[Appeal]:
-    used = {k: v for k, v in {"status": status, "account_id": account_id}.items() if v}
-    where = (" WHERE " + " AND ".join(f"{k} = ?" for k in used)) if used else ""
-    rows = store.query(
-        f"SELECT {APPEAL_COLS} FROM disrupt_appeals{where} ORDER BY filed_at, appeal_id LIMIT ? OFFSET ?",
-        [*used.values(), limit, offset],
-    )
-    return [_appeal(r) for r in rows]
-
-
-def _set_decisions(store: Store, account_id: str, old: tuple[str, ...], new: str) -> list[str]:
-    marks = ", ".join("?" * len(old))
-    ids = [
-        str(r[0])
-        for r in store.query(
-            f"SELECT decision_id FROM disrupt_decisions WHERE account_id = ? AND mode != 'shadow' "
-            f"AND status IN ({marks}) ORDER BY decision_id",
-            (account_id, *old),
-        )
-    ]
-    store.execute(
-        f"UPDATE disrupt_decisions SET status = ? WHERE account_id = ? AND mode != 'shadow' AND status IN ({marks})",
-        (new, account_id, *old),
-    )
-    return ids
+    return store.disrupt.list_appeals(status=status, account_id=account_id, limit=limit, offset=offset)
 
 
 def file_appeal(store: Store, account_id: str, reason: str, *, by: str) -> Appeal:
@@ -80,13 +50,10 @@ def file_appeal(store: Store, account_id: str, reason: str, *, by: str) -> Appea
         if list_appeals(store, status="open", account_id=account_id):
             raise ConflictError(f"account {account_id} already has an open appeal")
         ts = iso(utcnow())
-        n = int(store.query("SELECT COUNT(*) FROM disrupt_appeals WHERE account_id = ?", (account_id,))[0][0])
+        n = store.disrupt.count_appeals(account_id)
         appeal_id = "apl_" + hashlib.sha256(f"{account_id}\x00{n}".encode()).hexdigest()[:12]
-        store.execute(
-            f"INSERT INTO disrupt_appeals ({APPEAL_COLS}) VALUES (?, ?, ?, 'open', ?, ?, NULL, NULL, NULL)",
-            (appeal_id, account_id, reason, by, ts),
-        )
-        reopened = _set_decisions(store, account_id, ("planned", "upheld"), "under_appeal")
+        store.disrupt.insert_appeal(appeal_id, account_id, reason=reason, filed_by=by, ts=ts)
+        reopened = store.disrupt.set_decision_status(account_id, ("planned", "upheld"), "under_appeal")
         evidence = {"appeal_id": appeal_id, "reason": reason, "decisions": reopened}
         track_event(store, AuditEvent(by, "appeal.filed", f"account:{account_id}", evidence), ts)
         open_case_tx(store, account_id, by=by, reason=f"appeal {appeal_id}: {reason}", decision_id=None, ts=ts)
@@ -100,14 +67,12 @@ def file_appeal(store: Store, account_id: str, reason: str, *, by: str) -> Appea
 def _reverse(store: Store, appeal: Appeal, by: str, ts: str) -> tuple[list[Action], list[str]]:
     reversing: list[Action] = []
     cancelled: list[str] = []
-    for a in records.list_actions(store, account_id=appeal.account_id, limit=1_000_000):
+    for a in store.disrupt.list_actions(account_id=appeal.account_id, limit=1_000_000):
         if a.reverses is not None or a.kind not in REVERSAL:
             continue
         if a.status in ("pending", "dead"):
-            store.execute(
-                "UPDATE disrupt_actions SET status = 'cancelled', next_attempt_at = NULL WHERE action_id = ?",
-                (a.action_id,),
-            )
+            if not store.disrupt.cancel_action(a.action_id):  # delivered or cancelled meanwhile
+                continue
             cancelled.append(a.action_id)
             evidence = {"action_id": a.action_id, "kind": a.kind, "appeal_id": appeal.appeal_id}
             track_event(store, AuditEvent(by, "action.cancelled", f"account:{a.account_id}", evidence), ts)
@@ -115,7 +80,7 @@ def _reverse(store: Store, appeal: Appeal, by: str, ts: str) -> tuple[list[Actio
             rev = Action(records.action_id_for("reverse", a.action_id), a.decision_id, REVERSAL[a.kind],
                          a.account_id, a.end_user_id, {"reverses_kind": a.kind, "appeal_id": appeal.appeal_id},
                          "pending", 0, None, None, ts, None, None, reverses=a.action_id)  # fmt: skip
-            if records.insert_action(store, rev):
+            if store.disrupt.insert_action(rev):
                 reversing.append(rev)
                 track_event(store, AuditEvent(by, "action.queued", f"account:{a.account_id}",
                                               {"action_id": rev.action_id, "kind": rev.kind, "reverses": a.action_id,
@@ -132,11 +97,11 @@ def decide_appeal(store: Store, appeal_id: str, *, reinstate: bool, by: str, not
             raise ConflictError(f"appeal {appeal_id} was already decided ({appeal.status})")
         ts = iso(utcnow())
         status = "reinstated" if reinstate else "upheld"
-        store.execute(
-            "UPDATE disrupt_appeals SET status = ?, decided_by = ?, decided_at = ?, note = ? WHERE appeal_id = ?",
-            (status, by, ts, note, appeal_id),
+        if not store.disrupt.decide_appeal(appeal_id, status=status, decided_by=by, ts=ts, note=note):
+            raise ConflictError(f"appeal {appeal_id} was already decided")
+        decisions = store.disrupt.set_decision_status(
+            appeal.account_id, ("under_appeal",), "reversed" if reinstate else "upheld"
         )
-        decisions = _set_decisions(store, appeal.account_id, ("under_appeal",), "reversed" if reinstate else "upheld")
         reversing, cancelled = _reverse(store, appeal, by, ts) if reinstate else ([], [])
         track_event(store, AuditEvent(by, f"appeal.{status}", f"account:{appeal.account_id}", {
             "appeal_id": appeal_id, "note": note, "decisions": decisions,

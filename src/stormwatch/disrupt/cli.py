@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from stormwatch.clitools import echo_json, open_ctx_store
+from stormwatch.clitools import deprecated_argument, echo_json, json_items, json_option, open_ctx_store
 from stormwatch.disrupt import service
 from stormwatch.disrupt.evaluate import Planned
 from stormwatch.errors import EXIT_ERROR, EXIT_INPUT, EXIT_QUARANTINED, InputError
@@ -100,13 +100,14 @@ def policy_group() -> None:
 
 
 @policy_group.command("check")
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@policies_option
+@deprecated_argument("`policy check PATH...`", target="policy_paths", new="--policies PATH", nargs=-1)
 @now_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def policy_check(ctx: click.Context, paths: tuple[Path, ...], now: str | None, as_json: bool) -> None:
+def policy_check(ctx: click.Context, policy_paths: tuple[str, ...], now: str | None, as_json: bool) -> None:
     """Validate policy and exemption files; problems are printed as FILE:LINE: severity: FIELD: message."""
-    issues = service.check_policies(list(paths) or default_policy_paths(), now=parse_now(now))
+    issues = service.check_policies(list(policy_paths) or default_policy_paths(), now=parse_now(now))
     errors = [i for i in issues if i.severity == "error"]
     if as_json:
         echo_json({"ok": not errors, "issues": [i.to_dict() for i in issues]})
@@ -244,20 +245,20 @@ def actions_group() -> None:
 @click.option("--status", type=click.Choice(["pending", "delivered", "dead", "cancelled"]), default=None)
 @click.option("--account", "account_id", metavar="ID")
 @click.option("--limit", default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option('One JSON document: {"items": [action, ...]}.')
 @click.pass_context
 def actions_list(ctx: click.Context, status: str | None, account_id: str | None, limit: int, as_json: bool) -> None:
     """List actions (idempotency key, kind, target, status, attempts, last error)."""
     with open_ctx_store(ctx) as store:
         rows = service.list_actions(store, status=status, account_id=account_id, limit=limit)
+    if as_json:
+        json_items(a.to_dict() for a in rows)
+        return
     for a in rows:
-        if as_json:
-            echo_json(a.to_dict())
-        else:
-            err = f"  last error: {a.last_error}" if a.last_error else ""
-            target = a.account_id + (f" end_user={a.end_user_id}" if a.end_user_id else "")
-            click.echo(f"{a.action_id}  {a.status:9} {a.kind:20} {target}  attempts={a.attempts}{err}")
-    if not rows and not as_json:
+        err = f"  last error: {a.last_error}" if a.last_error else ""
+        target = a.account_id + (f" end_user={a.end_user_id}" if a.end_user_id else "")
+        click.echo(f"{a.action_id}  {a.status:9} {a.kind:20} {target}  attempts={a.attempts}{err}")
+    if not rows:
         click.echo("no actions")
 
 
@@ -302,18 +303,18 @@ def audit_group() -> None:
 @click.option("--target", metavar="TARGET", help="e.g. account:acct_1 or case:case_ab12")
 @click.option("--limit", default=100, show_default=True)
 @click.option("--offset", default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option('One JSON document: {"items": [entry, ...]}.')
 @click.pass_context
 def audit_list(ctx: click.Context, target: str | None, limit: int, offset: int, as_json: bool) -> None:
     """Audit entries in order: seq, time, who/what, action, target, versions."""
     with open_ctx_store(ctx) as store:
         rows = service.list_audit(store, target=target, limit=limit, offset=offset)
+    if as_json:
+        json_items(e.to_dict() for e in rows)
+        return
     for e in rows:
-        if as_json:
-            echo_json(e.to_dict())
-        else:
-            ver = f" rule={e.rule_version}" if e.rule_version else ""
-            click.echo(f"{e.seq:6} {e.ts} {e.actor:40} {e.action:22} {e.target}{ver}")
+        ver = f" rule={e.rule_version}" if e.rule_version else ""
+        click.echo(f"{e.seq:6} {e.ts} {e.actor:40} {e.action:22} {e.target}{ver}")
 
 
 @audit_group.command("verify")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import orjson
 
-from stormwatch.clitools import echo_json, open_ctx_store
+from stormwatch.clitools import echo_json, json_items, open_ctx_store, output_option
 from stormwatch.disrupt import service
 from stormwatch.errors import InputError
 
@@ -47,9 +47,12 @@ def cases_list(
     """List cases, oldest first."""
     with open_ctx_store(ctx) as store:
         rows = service.list_cases(store, status=status, assignee=assignee, account_id=account_id, limit=limit)
+    if as_json:
+        json_items(c.to_dict() for c in rows)
+        return
     for c in rows:
-        echo_json(c.to_dict()) if as_json else click.echo(_case_line(c))
-    if not rows and not as_json:
+        click.echo(_case_line(c))
+    if not rows:
         click.echo("no cases")
 
 
@@ -182,9 +185,12 @@ def appeals_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
     """List appeals."""
     with open_ctx_store(ctx) as store:
         rows = service.list_appeals(store, status=status)
+    if as_json:
+        json_items(a.to_dict() for a in rows)
+        return
     for a in rows:
-        echo_json(a.to_dict()) if as_json else click.echo(_appeal_line(a))
-    if not rows and not as_json:
+        click.echo(_appeal_line(a))
+    if not rows:
         click.echo("no appeals")
 
 
@@ -218,7 +224,7 @@ def labels_group() -> None:
 
 
 @labels_group.command("export")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-", show_default=True)
+@output_option(default="-", allow_dash=True, path_type=None, help="Training JSONL file (- for stdout).")
 @click.pass_context
 def labels_export(ctx: click.Context, output: str) -> None:
     """Write labelled cases' events as training lines that `stormwatch train --data FILE` accepts."""

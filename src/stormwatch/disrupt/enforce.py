@@ -11,7 +11,8 @@ jitter; after ``max_attempts`` the action goes to the dead letters (status ``dea
 
 Concurrent runs (two ``enforce`` processes, a cron job and the API) never deliver one action twice:
 a run *claims* a batch of due actions in one atomic statement (``claimed_by`` and a lease,
-``lease_until``; PostgreSQL skips rows another run has locked with ``FOR UPDATE SKIP LOCKED``),
+``lease_until``; PostgreSQL skips rows another run has locked with ``FOR UPDATE SKIP LOCKED``; the
+statements are :meth:`stormwatch.store.repos.disrupt.DisruptRepo.claim_actions` and its neighbours),
 sends only what it claimed, and records the outcome with an update conditional on still holding
 the claim. Only the run whose update changed the row writes the audit entry. A claim whose lease
 expired, or whose process no longer runs on this host (a killed run), is taken over by the next run.
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from stormwatch.disrupt import records
-from stormwatch.disrupt.audit import AuditEvent, head, track_event
+from stormwatch.disrupt.audit import AuditEvent, track_event
 from stormwatch.disrupt.cases import open_case_tx
 from stormwatch.disrupt.evaluate import Planned, evaluate
 from stormwatch.disrupt.judgements import load_context
@@ -85,7 +86,7 @@ def _decision(p: Planned, mode: str, ts: str) -> Decision:
 def _record(store: Store, p: Planned, mode: str, run_id: str, ts: str) -> tuple[Decision, bool, bool, bool]:
     """One decision (+ action, + case) in the current transaction: (decision, new, queued, case)."""
     d = _decision(p, mode, ts)
-    if not records.insert_decision(store, d, run_id):
+    if not store.disrupt.insert_decision(d, run_id):
         return d, False, False, False
     versions = {"policy_id": p.policy_id, "policy_version": p.policy_version, "rule_version": p.rule_version}
     track_event(
@@ -103,7 +104,7 @@ def _record(store: Store, p: Planned, mode: str, run_id: str, ts: str) -> tuple[
     elif p.status == "planned" and mode == "enforce":
         action = Action(records.action_id_for(d.decision_id), d.decision_id, p.action, p.account_id, p.end_user_id,
                         p.params, "pending", 0, None, None, ts, None, None)  # fmt: skip
-        if records.insert_action(store, action):
+        if store.disrupt.insert_action(action):
             queued = True
             track_event(
                 store,
@@ -189,55 +190,32 @@ def _alive(pid: int) -> bool:
 
 def _orphaned_claims(store: Store, now: str) -> list[str]:
     """Unexpired claims held by processes of this host that no longer run (a killed run)."""
-    rows = store.query(
-        "SELECT DISTINCT claimed_by FROM disrupt_actions WHERE status = 'pending' AND claimed_by IS NOT NULL "
-        "AND lease_until > ?",
-        (now,),
-    )
     host, out = socket.gethostname(), []
-    for (claim,) in rows:
-        parts = str(claim).rsplit(":", 2)
+    for claim in store.disrupt.live_claims(now):
+        parts = claim.rsplit(":", 2)
         if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
             continue
         pid = int(parts[1])
         if pid != os.getpid() and not _alive(pid):
-            out.append(str(claim))
+            out.append(claim)
     return out
 
 
 def _claim(store: Store, me: str, now: datetime, lease_s: float, limit: int) -> list[Action]:
-    """Claim up to ``limit`` due actions for this run in one atomic statement, and commit."""
+    """Claim up to ``limit`` due actions for this run in one atomic statement (committed)."""
     ts = iso(now)
-    orphans = _orphaned_claims(store, ts)
-    free = "claimed_by IS NULL OR lease_until IS NULL OR lease_until <= ?"
-    if orphans:
-        free += f" OR claimed_by IN ({', '.join('?' * len(orphans))})"
-    due = f"status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?) AND ({free})"
-    due_params = [ts, ts, *orphans]
-    skip_locked = " FOR UPDATE SKIP LOCKED" if store.dialect == "postgres" else ""
-    try:
-        rows = store.query(
-            f"UPDATE disrupt_actions SET claimed_by = ?, lease_until = ? WHERE action_id IN ("
-            f"SELECT action_id FROM disrupt_actions WHERE {due} ORDER BY created_at, action_id LIMIT ?{skip_locked}"
-            f") AND {due} RETURNING {records.ACTION_COLS}",
-            [me, iso(now + timedelta(seconds=lease_s)), *due_params, limit, *due_params],
-        )
-        store.commit()
-    except BaseException:
-        store.rollback()
-        raise
-    return sorted((records.action_from_row(r) for r in rows), key=lambda a: (a.created_at, a.action_id))
+    return store.disrupt.claim_actions(
+        me,
+        now=ts,
+        lease_until=iso(now + timedelta(seconds=lease_s)),
+        limit=limit,
+        take_over=_orphaned_claims(store, ts),
+    )
 
 
 def _renew(store: Store, me: str, ids: Sequence[str], lease_s: float) -> set[str]:
     """Extend this run's lease on ``ids``; return those it still holds."""
-    rows = store.query(
-        f"UPDATE disrupt_actions SET lease_until = ? WHERE claimed_by = ? AND status = 'pending' "
-        f"AND action_id IN ({', '.join('?' * len(ids))}) RETURNING action_id",
-        [iso(utcnow() + timedelta(seconds=lease_s)), me, *ids],
-    )
-    store.commit()
-    return {str(r[0]) for r in rows}
+    return store.disrupt.renew_claims(me, ids, lease_until=iso(utcnow() + timedelta(seconds=lease_s)))
 
 
 _LOST = "claim lost to another run (lease expired); that run records the delivery"
@@ -253,11 +231,8 @@ def _deliver_one(
     except DeliveryError as exc:
         dead = not exc.retryable or attempts >= retry.max_attempts
         nxt = None if dead else iso(utcnow() + timedelta(seconds=retry.delay(attempts)))
-        changed = store.query(
-            "UPDATE disrupt_actions SET attempts = ?, last_error = ?, next_attempt_at = ?, status = ?, "
-            "claimed_by = NULL, lease_until = NULL WHERE action_id = ? AND status = 'pending' AND claimed_by = ? "
-            "RETURNING action_id",
-            (attempts, str(exc), nxt, "dead" if dead else "pending", a.action_id, me),
+        changed = store.disrupt.record_failure(
+            a.action_id, me, attempts=attempts, error=str(exc), next_attempt_at=nxt, dead=dead
         )
         if not changed:
             store.commit()
@@ -272,12 +247,7 @@ def _deliver_one(
         store.commit()
         return str(exc)
     ts = iso(utcnow())
-    changed = store.query(
-        "UPDATE disrupt_actions SET status = 'delivered', attempts = ?, delivered_at = ?, sink = ?, "
-        "last_error = NULL, next_attempt_at = NULL, claimed_by = NULL, lease_until = NULL "
-        "WHERE action_id = ? AND status = 'pending' AND claimed_by = ? RETURNING action_id",
-        (attempts, ts, sink.name, a.action_id, me),
-    )
+    changed = store.disrupt.record_delivery(a.action_id, me, attempts=attempts, delivered_at=ts, sink=sink.name)
     if not changed:  # another run took the action over: it records (and audits) the delivery
         store.commit()
         return _LOST
@@ -319,17 +289,12 @@ def deliver_pending(store: Store, sink: Sink, *, retry: RetryPolicy | None = Non
                 errors.append(f"{a.action_id}: {err}")
         if batch:
             continue
-        now = iso(utcnow())
-        waiting = store.query(
-            "SELECT MIN(next_attempt_at) FROM disrupt_actions WHERE status = 'pending' "
-            "AND (claimed_by IS NULL OR lease_until IS NULL OR lease_until <= ?)",
-            (now,),
-        )[0][0]
+        waiting = store.disrupt.next_retry_at(iso(utcnow()))
         if waiting is None or not retry.wait:
             break
-        gap = (datetime.fromisoformat(str(waiting).replace("Z", "+00:00")) - utcnow()).total_seconds()
+        gap = (datetime.fromisoformat(waiting.replace("Z", "+00:00")) - utcnow()).total_seconds()
         retry.sleep(min(max(gap, 0.0), retry.max_delay))
-    pending = int(store.query("SELECT COUNT(*) FROM disrupt_actions WHERE status = 'pending'")[0][0])
+    pending = store.disrupt.count_actions().get("pending", 0)
     return DeliveryReport(sink.name, pending=pending, errors=tuple(errors[-20:]), **report)
 
 
@@ -343,12 +308,8 @@ def retry_dead_letters(
         dead = [a for a in dead if a.action_id in wanted]
     try:
         for a in dead:
-            changed = store.query(
-                "UPDATE disrupt_actions SET status = 'pending', attempts = 0, next_attempt_at = NULL, "
-                "claimed_by = NULL, lease_until = NULL WHERE action_id = ? AND status = 'dead' RETURNING action_id",
-                (a.action_id,),
-            )
-            if changed:  # a concurrent `actions retry` may have requeued it already: audit only what we did
+            # a concurrent `actions retry` may have requeued it already: audit only what we did
+            if store.disrupt.requeue_dead(a.action_id):
                 evidence = {"action_id": a.action_id, "kind": a.kind, "last_error": a.last_error}
                 track_event(store, AuditEvent("system", "action.requeued", f"account:{a.account_id}", evidence))
             store.commit()
@@ -375,4 +336,4 @@ def enforce(
         if sink is None:
             raise InputError("--mode enforce needs a sink", hint="pass --sink webhook or --sink outbox")
         delivery = deliver_pending(store, sink, retry=retry)
-    return EnforceReport(run, delivery, head(store))
+    return EnforceReport(run, delivery, store.audit.head())

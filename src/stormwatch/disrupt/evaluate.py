@@ -99,7 +99,7 @@ def match(policy: Policy, j: Judgement, ctx: Context, now: datetime) -> list[str
             ok = j.risk >= want
             why = f"risk {j.risk:.2f} >= {want}"
         elif key == "ttps_any":
-            hit = sorted(set(j.ttps) & set(want))
+            hit = sorted(set(j.ttp_ids()) & set(want))
             ok = bool(hit)
             why = f"TTPs {hit}"
         elif key == "in_cluster_with_actor":
@@ -181,9 +181,9 @@ def _plan_policy(policy: Policy, ctx: Context, pset: PolicySet, now: datetime) -
                         "actor_ref": member.actor_ref,
                         "confidence": member.confidence,
                         "confidence_label": member.confidence_label,
-                        "ttps": list(member.ttps),
+                        "ttps": list(member.ttp_ids()),
                         "cluster_id": member.cluster_id,
-                        "analysis": member.evidence,
+                        "analysis": [e.to_dict() for e in member.evidence],
                     }
                     if end_user is not None:
                         evidence["flagged_events"] = ctx.flagged_end_users.get(account_id, {}).get(end_user, 0)

@@ -14,7 +14,6 @@ from typing import IO, Any
 
 import orjson
 
-from stormwatch.disrupt.judgements import table_exists
 from stormwatch.store import Store
 
 
@@ -40,30 +39,20 @@ def event_text(prompt: str | None, messages: Any) -> str:
 
 
 def _events(store: Store, account_id: str, flagged_only: bool) -> list[tuple[str, str]]:
-    if flagged_only and table_exists(store, "detections"):
-        rows = store.query(
-            "SELECT e.event_id, e.prompt, e.messages FROM events e WHERE e.account_id = ? AND EXISTS "
-            "(SELECT 1 FROM detections d WHERE d.event_id = e.event_id AND d.flagged = 1) ORDER BY e.ts, e.event_id",
-            (account_id,),
-        )
-        if rows:
-            return [(str(r[0]), event_text(r[1], r[2])) for r in rows]
-    rows = store.query(
-        "SELECT event_id, prompt, messages FROM events WHERE account_id = ? ORDER BY ts, event_id", (account_id,)
-    )
-    return [(str(r[0]), event_text(r[1], r[2])) for r in rows]
+    return [
+        (e.event_id, event_text(e.prompt, e.messages))
+        for e in store.disrupt.label_events(account_id, flagged_only=flagged_only)
+    ]
 
 
 def export_labels(store: Store, out: IO[str]) -> int:
     """Write the labelled cases' events to ``out``; return the number of lines."""
-    cases = store.query(
-        "SELECT case_id, account_id, label, label_category FROM disrupt_cases WHERE label IS NOT NULL ORDER BY case_id"
-    )
     n = 0
     seen: set[str] = set()
-    for case_id, account_id, label, category in cases:
-        malicious = label == "true_positive"
-        for event_id, text in _events(store, str(account_id), malicious):
+    for case in store.disrupt.labelled_cases():
+        case_id, account_id, category = case.case_id, case.account_id, case.label_category
+        malicious = case.label == "true_positive"
+        for event_id, text in _events(store, account_id, malicious):
             if not text.strip() or event_id in seen:
                 continue
             seen.add(event_id)

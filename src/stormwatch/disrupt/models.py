@@ -1,13 +1,53 @@
-"""The records of the disrupt package: frozen dataclasses with ``to_dict()``, and its errors."""
+"""The records of the disrupt package: frozen dataclasses with ``to_dict()``, and its errors.
+
+The stored records (:class:`Decision`, :class:`Action`, :class:`Case`, :class:`CaseNote`, :class:`Appeal`,
+:class:`AuditEntry`, :class:`AuditAnchor`) are defined by the store's repositories
+(:mod:`stormwatch.store.repos.disrupt`, :mod:`stormwatch.store.repos.audit`), which return them, and
+re-exported here; the reports built from them are defined below.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from stormwatch.errors import InputError
+from stormwatch.result import Cluster, Judgement  # the analysis result, read by policies
+from stormwatch.store.records import Record
+from stormwatch.store.repos.audit import AuditAnchor, AuditEntry
+from stormwatch.store.repos.disrupt import Action, Appeal, Case, CaseNote, Decision
+
+__all__ = [
+    "ACCOUNT_LADDER",
+    "ACTION_KINDS",
+    "CASE_LABELS",
+    "INTERNAL_KINDS",
+    "MODES",
+    "REVERSAL",
+    "AccountInfo",
+    "Action",
+    "Appeal",
+    "AppealOutcome",
+    "AuditAnchor",
+    "AuditEntry",
+    "AuditVerification",
+    "Case",
+    "CaseDetail",
+    "CaseNote",
+    "Cluster",
+    "ConflictError",
+    "Decision",
+    "DeliveryReport",
+    "EnforceReport",
+    "Issue",
+    "Judgement",
+    "NotFoundError",
+    "Record",
+    "RunReport",
+    "actor_name",
+    "iso",
+    "utcnow",
+]
 
 MODES = ("dry-run", "shadow", "enforce")
 #: Actions a policy may take, in order of severity (later ones subsume earlier account actions).
@@ -60,22 +100,6 @@ def actor_name(by: str) -> str:
     return by if ":" in by else f"analyst:{by}"
 
 
-class Record:
-    def to_dict(self) -> dict[str, Any]:
-        assert dataclasses.is_dataclass(self)
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Record):
-        return value.to_dict()
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
 @dataclass(frozen=True)
 class Issue(Record):
     """One problem found in a policy file. ``severity`` is ``error`` or ``warning``."""
@@ -92,103 +116,12 @@ class Issue(Record):
 
 
 @dataclass(frozen=True)
-class Judgement(Record):
-    """What analysis concluded about one account (table ``account_judgements``)."""
-
-    account_id: str
-    risk: float
-    flagged: bool
-    cluster_id: str | None = None
-    actor: str | None = None
-    actor_ref: str | None = None
-    confidence: float | None = None
-    confidence_label: str | None = None
-    ttps: tuple[str, ...] = ()
-    evidence: Any = None
-    model_version: str | None = None
-    analyzed_at: str | None = None
-
-
-@dataclass(frozen=True)
-class Cluster(Record):
-    cluster_id: str
-    actor: str | None
-    confidence: float | None
-    confidence_label: str | None
-    members: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class AccountInfo(Record):
     account_id: str
     created_at: str | None = None
     email_domain: str | None = None
     org_id: str | None = None
     status: str | None = None
-
-
-@dataclass(frozen=True)
-class Decision(Record):
-    """A policy's decision to take one action on one target (stored in ``disrupt_decisions``)."""
-
-    decision_id: str
-    mode: str
-    policy_id: str
-    policy_version: str
-    rule_version: str
-    account_id: str
-    action: str
-    end_user_id: str | None
-    params: dict[str, Any]
-    status: str  # planned | exempted | superseded | under_appeal | upheld | reversed
-    reasons: tuple[str, ...]
-    evidence: dict[str, Any]
-    model_version: str | None
-    decided_by: str
-    decided_at: str
-    cluster_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Action(Record):
-    """One thing to carry out through a sink; ``action_id`` is the idempotency key."""
-
-    action_id: str
-    decision_id: str | None
-    kind: str
-    account_id: str
-    end_user_id: str | None
-    params: dict[str, Any]
-    status: str  # pending | delivered | dead | cancelled
-    attempts: int
-    last_error: str | None
-    next_attempt_at: str | None
-    created_at: str
-    delivered_at: str | None
-    sink: str | None
-    reverses: str | None = None
-
-
-@dataclass(frozen=True)
-class AuditEntry(Record):
-    seq: int
-    ts: str
-    actor: str
-    action: str
-    target: str
-    policy_id: str | None
-    policy_version: str | None
-    rule_version: str | None
-    model_version: str | None
-    evidence: Any
-    prev_hash: str
-    entry_hash: str
-
-
-@dataclass(frozen=True)
-class AuditAnchor(Record):
-    seq: int
-    entry_hash: str
 
 
 @dataclass(frozen=True)
@@ -202,52 +135,10 @@ class AuditVerification(Record):
 
 
 @dataclass(frozen=True)
-class Case(Record):
-    case_id: str
-    account_id: str
-    status: str  # open | closed
-    reason: str
-    opened_by: str
-    opened_at: str
-    assignee: str | None
-    label: str | None
-    label_actor: str | None
-    label_category: str | None
-    decision_id: str | None
-    closed_by: str | None
-    closed_at: str | None
-    resolution: str | None
-    updated_at: str
-
-
-@dataclass(frozen=True)
-class CaseNote(Record):
-    note_id: int
-    case_id: str
-    kind: str  # note | evidence
-    author: str
-    body: Any
-    created_at: str
-
-
-@dataclass(frozen=True)
 class CaseDetail(Record):
     case: Case
     notes: tuple[CaseNote, ...]
     decisions: tuple[Decision, ...]
-
-
-@dataclass(frozen=True)
-class Appeal(Record):
-    appeal_id: str
-    account_id: str
-    reason: str
-    status: str  # open | upheld | reinstated
-    filed_by: str
-    filed_at: str
-    decided_by: str | None
-    decided_at: str | None
-    note: str | None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from stormwatch.clitools import echo_json, open_ctx_store
+from stormwatch.clitools import echo_json, json_items, json_option, open_ctx_store
 from stormwatch.errors import EXIT_QUARANTINED
 
 
@@ -115,7 +115,7 @@ def quarantine_group() -> None:
 @click.option("--run", "run_id", metavar="RUN_ID", help="Only this ingest run.")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--offset", default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, raw record included.")
+@json_option('One JSON document: {"items": [...] (raw record included), "total", "limit", "offset"}.')
 @click.pass_context
 def quarantine_list(ctx: click.Context, run_id: str | None, limit: int, offset: int, as_json: bool) -> None:
     """List quarantined records: where they came from (file:line), the field and the reason."""
@@ -123,20 +123,21 @@ def quarantine_list(ctx: click.Context, run_id: str | None, limit: int, offset: 
         rows = store.list_quarantine(run_id=run_id, limit=limit, offset=offset)
         total = store.count_quarantine(run_id)
     if as_json:
-        for r in rows:
-            echo_json(
-                {
-                    "id": r.id,
-                    "run_id": r.run_id,
-                    "kind": r.kind,
-                    "source": r.source,
-                    "line": r.line,
-                    "field": r.field,
-                    "reason": r.reason,
-                    "raw": r.raw.decode("utf-8", "replace"),
-                    "created_at": r.created_at,
-                }
-            )
+        items = [
+            {
+                "id": r.id,
+                "run_id": r.run_id,
+                "kind": r.kind,
+                "source": r.source,
+                "line": r.line,
+                "field": r.field,
+                "reason": r.reason,
+                "raw": r.raw.decode("utf-8", "replace"),
+                "created_at": r.created_at,
+            }
+            for r in rows
+        ]
+        json_items(items, total=total, limit=limit, offset=offset)
         return
     if not rows:
         click.echo("quarantine is empty" if total == 0 else f"no rows at offset {offset} (total {total})")

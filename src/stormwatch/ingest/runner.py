@@ -35,7 +35,8 @@ from stormwatch.ingest.formats.base import (
     load_json_line,
 )
 from stormwatch.store.base import RunRow, Store
-from stormwatch.store.sql import event_row, now_iso
+from stormwatch.store.records import now_iso
+from stormwatch.store.sql import event_row
 
 DEFAULT_BATCH = 20000
 
@@ -352,16 +353,16 @@ def _ingest(
         summary.seconds = round(time.perf_counter() - started, 3)
         store.finish_run(
             RunRow(
-                run_id,
-                "",
-                now_iso(),
-                status,
-                all_files,
-                summary.read,
-                summary.stored,
-                summary.duplicates,
-                summary.quarantined,
-                summary.accounts_stored,
+                run_id=run_id,
+                started_at="",
+                finished_at=now_iso(),
+                status=status,
+                files=all_files,
+                read=summary.read,
+                stored=summary.stored,
+                duplicates=summary.duplicates,
+                quarantined=summary.quarantined,
+                accounts=summary.accounts_stored,
             )
         )
     return summary

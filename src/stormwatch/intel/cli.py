@@ -10,7 +10,14 @@ from pathlib import Path
 import click
 import orjson
 
-from stormwatch.clitools import echo_json, open_ctx_store
+from stormwatch.clitools import (
+    HiddenArgument,
+    echo_json,
+    open_ctx_store,
+    out_dir_option,
+    output_option,
+    warn_deprecated,
+)
 from stormwatch.errors import EXIT_QUARANTINED
 from stormwatch.store import Store
 
@@ -26,14 +33,16 @@ def _echo(obj: object) -> None:
 
 
 @click.command("export")
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("legacy_out", required=False, cls=HiddenArgument, type=click.Path(path_type=Path))
+@output_option(help="--format stix: the STIX 2.1 bundle file to write.")
+@out_dir_option(help="--format misp-feed: the MISP feed folder to write.")
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["stix", "misp-feed"]),
     default="stix",
     show_default=True,
-    help="stix: one STIX 2.1 bundle file; misp-feed: a MISP feed directory.",
+    help="stix: one STIX 2.1 bundle file (-o FILE); misp-feed: a MISP feed folder (--out DIR).",
 )
 @click.option("--recipient", metavar="NAME", help="Recipient in the sharing policy (none: no TLP:RED at all).")
 @click.option(
@@ -53,14 +62,18 @@ def _echo(obj: object) -> None:
 @click.pass_context
 def export_command(
     ctx: click.Context,
-    out: Path,
+    legacy_out: Path | None,
+    output: Path | None,
+    out: Path | None,
     fmt: str,
     recipient: str | None,
     policy_path: Path | None,
     findings_path: Path | None,
     as_json: bool,
 ) -> None:
-    """Write what stormwatch found as a STIX 2.1 bundle (or a MISP feed) through the sharing policy."""
+    """Write what stormwatch found as a STIX 2.1 bundle (-o FILE) or a MISP feed (--format misp-feed --out DIR)
+    through the sharing policy."""
+    dest = export_destination(fmt, legacy_out, output, out)
     from stormwatch.intel.findings import Findings
     from stormwatch.intel.service import export_misp_feed, export_stix_file
     from stormwatch.intel.sharing_policy import load_policy
@@ -69,9 +82,9 @@ def export_command(
     findings = Findings.from_dict(orjson.loads(findings_path.read_bytes())) if findings_path else None
     with _store(ctx) as store:
         if fmt == "stix":
-            res = export_stix_file(store, policy, out, recipient=recipient, findings=findings)
+            res = export_stix_file(store, policy, dest, recipient=recipient, findings=findings)
         else:
-            res = export_misp_feed(store, policy, out, recipient=recipient, findings=findings)
+            res = export_misp_feed(store, policy, dest, recipient=recipient, findings=findings)
     if as_json:
         _echo(res)
     else:
@@ -79,6 +92,28 @@ def export_command(
             f"wrote {res['destination']}: {res['objects']} STIX objects, {res['clusters']} actor clusters "
             f"({res['clusters_withheld']} withheld by policy), highest marking {res['max_tlp'] or '-'}"
         )
+
+
+def export_destination(fmt: str, legacy_out: Path | None, output: Path | None, out: Path | None) -> Path:
+    """Where ``intel export`` writes: ``-o FILE`` for stix, ``--out DIR`` for misp-feed. The positional OUT
+    of earlier releases still works for one release, with a deprecation warning."""
+    new = "-o/--output FILE" if fmt == "stix" else "--out DIR"
+    if legacy_out is not None:
+        warn_deprecated("`intel export OUT` (positional)", new)
+        if output is not None or out is not None:
+            raise click.UsageError(f"give {new} or the old positional OUT, not both")
+        return legacy_out
+    if fmt == "stix":
+        if out is not None:
+            raise click.UsageError("--format stix writes one file: give -o/--output FILE, not --out DIR")
+        if output is None:
+            raise click.UsageError("give -o/--output FILE (the STIX bundle to write)")
+        return output
+    if output is not None:
+        raise click.UsageError("--format misp-feed writes a folder: give --out DIR, not -o/--output FILE")
+    if out is None:
+        raise click.UsageError("give --out DIR (the MISP feed folder to write)")
+    return out
 
 
 @click.command("pull")
@@ -209,7 +244,7 @@ def add_collection(
     ctx: click.Context, title: str, root: str, description: str | None, alias: str | None, collection_id: str | None
 ) -> None:
     """Create a collection; prints its id."""
-    from stormwatch.intel.taxii.repo import create_collection
+    from stormwatch.intel.taxii.server import create_collection
 
     with _store(ctx) as store:
         click.echo(
@@ -230,7 +265,7 @@ def grant_command(
     ctx: click.Context, collection_id: str, principal: str, read: bool, write: bool, red_named: bool
 ) -> None:
     """Let PRINCIPAL (an API token name, or '*') read / write a collection."""
-    from stormwatch.intel.taxii.repo import grant
+    from stormwatch.intel.taxii.server import grant
 
     with _store(ctx) as store:
         grant(store, collection_id, principal, read=read, write=write, red_named=red_named)
@@ -273,12 +308,12 @@ def serve_command(ctx: click.Context, host: str, port: int, users: tuple[str, ..
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    from stormwatch.intel.taxii.app import SimplePool, create_taxii_app, static_authenticator
+    from stormwatch.intel.taxii.app import StorePool, create_taxii_app, static_authenticator
 
     table = dict(u.split(":", 1) for u in users if ":" in u)
     if not table:
         raise click.UsageError("give at least one --user NAME:PASSWORD")
-    pool = SimplePool(ctx.find_root().obj.get("db_url") if ctx.find_root().obj else None)
+    pool = StorePool(ctx.find_root().obj.get("db_url") if ctx.find_root().obj else None)
     app = Starlette(routes=[Mount("/taxii2", app=create_taxii_app(pool, static_authenticator(table)))])
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

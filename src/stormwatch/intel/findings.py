@@ -1,7 +1,8 @@
 """What stormwatch found, in the shape the exporters read, and how it is loaded from the store.
 
-The analysis stage (migration 0003: ``account_judgements``, ``clusters``, ``link_edges``,
-``account_attributes``, ``intel_hits``) decides; this module only gathers. Secrets the exporters
+The analysis stage decides (:mod:`stormwatch.result` records, read through ``store.analysis``: flagged
+judgements, clusters, account observables, intel hits); this module only gathers. Confidences are 0..1,
+as the analysis records them (a findings file with 0..100 values is refused). Secrets the exporters
 must never leak unless the policy allows it (account ids, end-user ids, e-mail addresses, prompt
 and response text) are loaded too, so the final leak check knows what to look for.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from stormwatch.errors import InputError
 from stormwatch.intel.tlp import Tlp, object_tlp
 from stormwatch.store import Store
 
@@ -64,7 +66,7 @@ class ClusterFinding:
     aliases: list[str] = field(default_factory=list)
     attack_group_id: str | None = None
     sponsor: str | None = None
-    confidence: float | None = None  # 0..1 or 0..100
+    confidence: float | None = None  # 0..1, as stormwatch.result records it
     tlp: Tlp | None = None
     accounts: list[AccountFinding] = field(default_factory=list)
     infrastructure: list[Infra] = field(default_factory=list)
@@ -98,11 +100,10 @@ class ClusterFinding:
         return sum(a.events for a in self.accounts)
 
     def confidence_0_100(self) -> int | None:
+        """The 0..1 confidence on STIX's 0..100 scale."""
         if self.confidence is None:
             return None
-        c = float(self.confidence)
-        c = c * 100 if c <= 1.0 else c
-        return max(0, min(100, round(c)))
+        return max(0, min(100, round(float(self.confidence) * 100)))
 
 
 @dataclass(slots=True)
@@ -134,7 +135,7 @@ class Findings:
                 AccountFinding(
                     account_id=str(a["account_id"]),
                     risk=float(a.get("risk", 0.0)),
-                    confidence=a.get("confidence"),
+                    confidence=_confidence(a.get("confidence"), f"account {a.get('account_id')!r}"),
                     ttps={str(k): int(v) for k, v in _ttp_counts(a.get("ttps")).items()},
                     emails=[str(e) for e in a.get("emails", [])],
                     end_user_ids=[str(e) for e in a.get("end_user_ids", [])],
@@ -164,7 +165,7 @@ class Findings:
                     aliases=[str(x) for x in c.get("aliases", [])],
                     attack_group_id=c.get("attack_group_id"),
                     sponsor=c.get("sponsor"),
-                    confidence=c.get("confidence"),
+                    confidence=_confidence(c.get("confidence"), f"cluster {c.get('cluster_id')!r}"),
                     tlp=Tlp.parse(c["tlp"]) if c.get("tlp") else None,
                     accounts=accounts,
                     infrastructure=infra,
@@ -173,6 +174,18 @@ class Findings:
                 )
             )
         return cls(clusters)
+
+
+def _confidence(value: Any, where: str) -> float | None:
+    """A confidence from a findings file: a number in 0..1 (as the analysis records it)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+        raise InputError(
+            f"findings: {where}: confidence must be a number in 0..1, got {value!r}",
+            hint="write 0.4, not 40: confidences are 0..1 everywhere",
+        )
+    return float(value)
 
 
 def _ttp_counts(value: Any) -> dict[str, int]:
@@ -215,14 +228,6 @@ def classify_value(kind: str, value: str) -> str | None:
     return None  # devices, payment fingerprints, phone hashes, org ids: never shared
 
 
-def _table_exists(store: Store, name: str) -> bool:
-    if store.dialect == "sqlite":
-        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-    else:
-        sql = "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?"
-    return bool(store.query(sql, (name,)))
-
-
 def _chunks(items: list[str], n: int = 500) -> Iterable[list[str]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
@@ -230,26 +235,19 @@ def _chunks(items: list[str], n: int = 500) -> Iterable[list[str]]:
 
 def load_findings(store: Store, *, prompts_per_account: int = 3) -> Findings:
     """Flagged accounts, grouped by cluster, with their infrastructure; empty before analysis ran."""
-    from stormwatch.intel.taxonomy import actor_info
+    from stormwatch.vocab import actor_info
 
-    if not _table_exists(store, "account_judgements"):
-        return Findings()
-    rows = store.query(
-        "SELECT account_id, risk, cluster_id, actor, actor_ref, confidence, ttps FROM account_judgements "
-        "WHERE flagged = 1 ORDER BY account_id"
-    )
+    repo = store.analysis
     clusters: dict[str, ClusterFinding] = {}
     by_account: dict[str, tuple[ClusterFinding, AccountFinding]] = {}
-    cinfo: dict[str, tuple[Any, ...]] = {}
-    if _table_exists(store, "clusters"):
-        cinfo = {str(r[0]): r for r in store.query("SELECT cluster_id, actor, confidence FROM clusters")}
-    for account_id, risk, cluster_id, actor, _actor_ref, confidence, ttps in rows:
-        key = str(cluster_id) if cluster_id else f"account:{account_id}"
+    cinfo = {c.cluster_id: c for c in repo.clusters()}
+    for j in repo.judgements(flagged=True):
+        key = j.cluster_id if j.cluster_id else f"account:{j.account_id}"
         c = clusters.get(key)
         if c is None:
             crow = cinfo.get(key)
-            name = (crow[1] if crow and crow[1] else None) or actor
-            conf = crow[2] if crow and crow[2] is not None else confidence
+            name = (crow.actor if crow and crow.actor else None) or j.actor
+            conf = crow.confidence if crow and crow.confidence is not None else j.confidence
             c = ClusterFinding(cluster_id=key, actor=name, confidence=conf)
             info = actor_info(name) if name else None
             if info is not None:
@@ -258,7 +256,7 @@ def load_findings(store: Store, *, prompts_per_account: int = 3) -> Findings:
                 c.attack_group_id = info.attack_id
                 c.sponsor = info.sponsor
             clusters[key] = c
-        a = AccountFinding(account_id=str(account_id), risk=float(risk or 0.0), ttps=_ttp_counts(ttps))
+        a = AccountFinding(account_id=j.account_id, risk=j.risk, ttps=_ttp_counts(dict(j.ttps)))
         c.accounts.append(a)
         by_account[a.account_id] = (c, a)
     ids = list(by_account)
@@ -283,70 +281,39 @@ def load_findings(store: Store, *, prompts_per_account: int = 3) -> Findings:
 
     # account facts: sign-up IP and e-mail domain (the hash of the address is the platform's own)
     for chunk in _chunks(ids):
-        marks = ", ".join("?" for _ in chunk)
-        for r in store.query(
-            f"SELECT account_id, signup_ip, email_domain, created_at FROM accounts WHERE account_id IN ({marks})",
-            chunk,
-        ):
-            if r[1]:
-                add(str(r[0]), "signup_ip", str(r[1]), 1, r[3], r[3], Tlp.CLEAR)
-            if r[2]:
-                add(str(r[0]), "email_domain", str(r[2]), 1, r[3], r[3], Tlp.CLEAR)
-        if _table_exists(store, "account_attributes"):
-            for r in store.query(
-                f"SELECT account_id, kind, value, n, first_ts, last_ts FROM account_attributes "
-                f"WHERE account_id IN ({marks})",
-                chunk,
-            ):
-                add(str(r[0]), str(r[1]), str(r[2]), int(r[3] or 1), r[4], r[5], Tlp.CLEAR)
-        if _table_exists(store, "intel_hits"):
-            hit_rows = store.query(
-                f"SELECT account_id, indicator_id, kind, value, n, first_ts, last_ts FROM intel_hits "
-                f"WHERE account_id IN ({marks})",
-                chunk,
-            )
-            marks_of = _indicator_tlps(store, {str(r[1]) for r in hit_rows})
-            for r in hit_rows:
-                add(str(r[0]), str(r[2]), str(r[3]), int(r[4] or 1), r[5], r[6], marks_of.get(str(r[1]), Tlp.RED))
+        for f in repo.account_facts(chunk).values():
+            if f.signup_ip:
+                add(f.account_id, "signup_ip", str(f.signup_ip), 1, f.created_at, f.created_at, Tlp.CLEAR)
+            if f.email_domain:
+                add(f.account_id, "email_domain", str(f.email_domain), 1, f.created_at, f.created_at, Tlp.CLEAR)
+        for at in repo.attributes(account_ids=chunk, ordered=False):
+            add(at.account_id, at.kind, at.value, at.n or 1, at.first_ts, at.last_ts, Tlp.CLEAR)
+        hits = repo.hits(chunk)
+        marks_of = _indicator_tlps(store, {h.indicator_id for h in hits})
+        for h in hits:
+            add(h.account_id, h.kind, h.value, h.n or 1, h.first_ts, h.last_ts, marks_of.get(h.indicator_id, Tlp.RED))
         # activity window, end-user ids and prompt excerpts (secrets: loaded so the leak check knows them)
-        for r in store.query(
-            f"SELECT account_id, MIN(ts), MAX(ts), COUNT(*) FROM events WHERE account_id IN ({marks}) "
-            "GROUP BY account_id",
-            chunk,
-        ):
-            a = by_account[str(r[0])][1]
-            a.first_seen, a.last_seen, a.events = r[1], r[2], int(r[3])
-        for r in store.query(
-            f"SELECT DISTINCT account_id, end_user_id FROM events WHERE account_id IN ({marks}) "
-            "AND end_user_id IS NOT NULL",
-            chunk,
-        ):
-            by_account[str(r[0])][1].end_user_ids.append(str(r[1]))
-    if prompts_per_account > 0 and _table_exists(store, "detections"):
+        for act in repo.activity(chunk).values():
+            a = by_account[act.account_id][1]
+            a.first_seen, a.last_seen, a.events = act.first_ts, act.last_ts, act.events
+        for account_id, users in repo.end_users(chunk).items():
+            by_account[account_id][1].end_user_ids.extend(users)
+    if prompts_per_account > 0:
         for account_id, (_c, a) in by_account.items():
-            for r in store.query(
-                "SELECT e.prompt, e.response FROM detections d JOIN events e ON e.event_id = d.event_id "
-                "WHERE d.account_id = ? AND d.flagged = 1 ORDER BY d.score DESC LIMIT ?",
-                (account_id, prompts_per_account),
-            ):
-                if r[0]:
-                    a.prompts.append(str(r[0]))
-                if r[1]:
-                    a.responses.append(str(r[1]))
+            for prompt, response in repo.flagged_texts(account_id, prompts_per_account):
+                if prompt:
+                    a.prompts.append(str(prompt))
+                if response:
+                    a.responses.append(str(response))
     return Findings(sorted(clusters.values(), key=lambda c: c.cluster_id))
 
 
 def _indicator_tlps(store: Store, ids: set[str]) -> dict[str, Tlp]:
     """The TLP level of the partner indicators our hits came from (unknown: RED)."""
     out: dict[str, Tlp] = {}
-    if not ids or not _table_exists(store, "intel_objects"):
-        return out
-    lst = sorted(ids)
-    for chunk in _chunks(lst):
-        marks = ", ".join("?" for _ in chunk)
-        for oid, raw in store.query(f"SELECT id, raw FROM intel_objects WHERE id IN ({marks})", chunk):
-            try:
-                out[str(oid)] = object_tlp(orjson.loads(raw), default=Tlp.AMBER)
-            except orjson.JSONDecodeError:
-                out[str(oid)] = Tlp.RED
+    for oid, raw in store.intel.raw_objects(ids).items():
+        try:
+            out[oid] = object_tlp(orjson.loads(raw), default=Tlp.AMBER)
+        except orjson.JSONDecodeError:
+            out[oid] = Tlp.RED
     return out

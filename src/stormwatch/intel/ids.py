@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from stormwatch.store import Store
+from stormwatch.store.repos.intel import StixId
 
 SCO_NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")
 #: id-contributing properties of the observables we emit (STIX 2.1 §6)
@@ -88,13 +89,12 @@ class MemoryRegistry:
 
 
 class StoreRegistry:
-    """Registry over ``share_stix_ids``; :meth:`flush` writes what changed (caller commits)."""
+    """Registry over the store's STIX ids (``store.intel``); :meth:`flush` writes what changed (caller commits)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.entries: dict[str, IdEntry] = {
-            str(r[0]): IdEntry(str(r[1]), str(r[2]), str(r[3]), str(r[4]))
-            for r in store.query("SELECT key, stix_id, created, modified, content_hash FROM share_stix_ids")
+            key: IdEntry(e.stix_id, e.created, e.modified, e.content_hash) for key, e in store.intel.stix_ids().items()
         }
         self.dirty: set[str] = set()
 
@@ -106,13 +106,13 @@ class StoreRegistry:
         self.dirty.add(key)
 
     def flush(self) -> None:
-        for key in sorted(self.dirty):
-            e = self.entries[key]
-            self.store.execute("DELETE FROM share_stix_ids WHERE key = ?", (key,))
-            self.store.execute(
-                "INSERT INTO share_stix_ids (key, stix_id, created, modified, content_hash) VALUES (?, ?, ?, ?, ?)",
-                (key, e.stix_id, e.created, e.modified, e.content_hash),
-            )
+        self.store.intel.put_stix_ids(
+            {
+                key: StixId(e.stix_id, e.created, e.modified, e.content_hash)
+                for key in self.dirty
+                for e in (self.entries[key],)
+            }
+        )
         self.dirty.clear()
 
 

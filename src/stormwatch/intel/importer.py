@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import orjson
 from stormwatch.analyze.stix_patterns import UnsupportedPattern, compile_pattern
 from stormwatch.errors import InputError
 from stormwatch.store import Store
+from stormwatch.store.repos.intel import IndicatorRow, IntelObject, StoredVersion
 
 __all__ = ["ImportSummary", "import_files", "rebuild_indicators"]
 
@@ -64,7 +65,7 @@ class ImportSummary:
 
 
 def _now() -> str:
-    from stormwatch.store.sql import now_iso
+    from stormwatch.store.records import now_iso
 
     return now_iso()
 
@@ -124,7 +125,7 @@ def import_files(store: Store, paths: Sequence[Path]) -> ImportSummary:
     summary = ImportSummary(files=[str(p) for p in paths])
     batches = [(p, read_bundle(p)) for p in paths]
     now = _now()
-    existing = {r[0]: (str(r[1] or ""), str(r[2])) for r in store.query("SELECT id, modified, raw FROM intel_objects")}
+    existing = store.intel.object_versions()
     try:
         for path, objects in batches:
             for obj in objects:
@@ -134,33 +135,30 @@ def import_files(store: Store, paths: Sequence[Path]) -> ImportSummary:
                 key = _version_key(obj)
                 old = existing.get(obj["id"])
                 if old is not None:
-                    if old[1] == raw:
+                    if old.raw == raw:
                         summary.unchanged += 1
                         continue
-                    if key < old[0] or (key == old[0] and "modified" in obj):
+                    if key < old.modified or (key == old.modified and "modified" in obj):
                         summary.older += 1  # an older (or conflicting same-version) copy: keep ours
                         continue
-                    store.execute("DELETE FROM intel_objects WHERE id = ?", (obj["id"],))
                     summary.updated += 1
                 else:
                     summary.new += 1
-                store.execute(
-                    "INSERT INTO intel_objects (id, type, spec_version, created, modified, revoked, name, raw,"
-                    " source, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        obj["id"],
-                        obj["type"],
-                        obj.get("spec_version"),
-                        obj.get("created"),
-                        key or None,
-                        int(bool(obj.get("revoked", False))),
-                        obj.get("name"),
-                        raw,
-                        str(path),
-                        now,
-                    ),
+                store.intel.put_object(
+                    IntelObject(
+                        id=obj["id"],
+                        type=obj["type"],
+                        spec_version=obj.get("spec_version"),
+                        created=obj.get("created"),
+                        modified=key or None,
+                        revoked=bool(obj.get("revoked", False)),
+                        name=obj.get("name"),
+                        raw=raw,
+                        source=str(path),
+                        imported_at=now,
+                    )
                 )
-                existing[obj["id"]] = (key, raw)
+                existing[obj["id"]] = StoredVersion(key, raw)
         rebuild_indicators(store, summary)
         store.commit()
     except BaseException:
@@ -169,16 +167,10 @@ def import_files(store: Store, paths: Sequence[Path]) -> ImportSummary:
     return summary
 
 
-def _objects(store: Store, types: Iterable[str]) -> list[dict[str, Any]]:
-    marks = ", ".join("?" for _ in types)
-    rows = store.query(f"SELECT raw FROM intel_objects WHERE type IN ({marks})", tuple(types))
-    return [orjson.loads(r[0]) for r in rows]
-
-
 def _set_map(store: Store) -> dict[str, set[str]]:
     """For every object id an indicator may point at, the intrusion-sets it stands for."""
-    rels = [r for r in _objects(store, ["relationship"]) if not r.get("revoked")]
-    sets = {o["id"] for o in _objects(store, ["intrusion-set"]) if not o.get("revoked")}
+    rels = [r for r in store.intel.objects_of_type("relationship") if not r.get("revoked")]
+    sets = {o["id"] for o in store.intel.objects_of_type("intrusion-set") if not o.get("revoked")}
     out: dict[str, set[str]] = {s: {s} for s in sets}
     for r in rels:  # campaign/threat-actor <-> intrusion-set
         src, dst, kind = r["source_ref"], r["target_ref"], r["relationship_type"]
@@ -195,23 +187,19 @@ def rebuild_indicators(store: Store, summary: ImportSummary | None = None) -> No
     """Recompute ``intel_indicators`` from the stored objects (patterns recompiled when changed)."""
     set_map = _set_map(store)
     indicates: dict[str, set[str]] = {}
-    for r in _objects(store, ["relationship"]):
+    for r in store.intel.objects_of_type("relationship"):
         if r.get("revoked") or r["relationship_type"] != "indicates":
             continue
         indicates.setdefault(r["source_ref"], set()).update(set_map.get(r["target_ref"], set()))
-    cached = {
-        r[0]: (r[1], r[2], r[3])
-        for r in store.query("SELECT id, pattern, compiled, unsupported_reason FROM intel_indicators")
-    }
-    now = _now()
-    store.execute("DELETE FROM intel_indicators")
-    rows = []
-    for ind in _objects(store, ["indicator"]):
+    cached = store.intel.compiled_cache()
+    rows: list[IndicatorRow] = []
+    for ind in store.intel.objects_of_type("indicator"):
         pattern, ptype = str(ind["pattern"]), str(ind.get("pattern_type", "stix"))
         old = cached.get(ind["id"])
         reason: str | None
-        if old is not None and old[0] == pattern:
-            compiled, reason = old[1], old[2]
+        compiled: str | None
+        if old is not None and old.pattern == pattern:
+            compiled, reason = old.compiled, old.unsupported_reason
         else:
             try:
                 compiled = orjson.dumps(compile_pattern(pattern, ptype).to_json()).decode()
@@ -228,28 +216,20 @@ def rebuild_indicators(store: Store, summary: ImportSummary | None = None) -> No
                 summary.indicators_unsupported.append({"id": ind["id"], "pattern": pattern, "reason": reason})
         conf = ind.get("confidence")
         rows.append(
-            (
-                ind["id"],
-                ind.get("name"),
-                pattern,
-                ptype,
-                ind.get("valid_from"),
-                ind.get("valid_until"),
-                int(revoked),
-                int(conf) if isinstance(conf, int | float) else None,
-                orjson.dumps(sorted(ind.get("indicator_types") or [])).decode(),
-                orjson.dumps(sorted(indicates.get(ind["id"], set()))).decode(),
-                int(reason is None),
-                reason,
-                compiled,
-                ind.get("modified"),
-                now,
+            IndicatorRow(
+                id=ind["id"],
+                name=ind.get("name"),
+                pattern=pattern,
+                pattern_type=ptype,
+                valid_from=ind.get("valid_from"),
+                valid_until=ind.get("valid_until"),
+                revoked=revoked,
+                confidence=int(conf) if isinstance(conf, int | float) else None,
+                indicator_types=tuple(sorted(ind.get("indicator_types") or [])),
+                intrusion_sets=tuple(sorted(indicates.get(ind["id"], set()))),
+                unsupported_reason=reason,
+                compiled=compiled,
+                modified=ind.get("modified"),
             )
         )
-    if rows:
-        store.executemany(
-            "INSERT INTO intel_indicators (id, name, pattern, pattern_type, valid_from, valid_until, revoked,"
-            " confidence, indicator_types, intrusion_sets, supported, unsupported_reason, compiled, modified,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+    store.intel.replace_indicators(rows, updated_at=_now())

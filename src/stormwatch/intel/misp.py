@@ -1,6 +1,6 @@
 """MISP: write a MISP feed from a (policy-redacted) STIX export; import MISP events as STIX intel.
 
-Feed layout (what MISP's "feeds" and PyMISP's feed generator use): ``manifest.json``
+Feed layout (what MISP's "feeds" use; written by PyMISP, :func:`write_feed`): ``manifest.json``
 (``{event-uuid: {Orgc, Tag, info, date, analysis, threat_level_id, timestamp}}``), one
 ``<event-uuid>.json`` per event (``{"Event": {...}}``) and ``hashes.csv`` (``md5(value),event-uuid``).
 
@@ -14,7 +14,6 @@ is built from the exported bundle, so it carries exactly what the sharing policy
 from __future__ import annotations
 
 import csv
-import hashlib
 import re
 import uuid
 from collections.abc import Iterable
@@ -26,8 +25,8 @@ import orjson
 
 from stormwatch.errors import InputError
 from stormwatch.intel.ids import parse_time, stix_time
-from stormwatch.intel.taxonomy import actor_info, ttps
 from stormwatch.intel.tlp import TLP2_IDS, Tlp, marking_object, object_tlp
+from stormwatch.vocab import actor_info, ttps
 
 MISP_NS = uuid.UUID("3f0a6c1e-5b7d-4e2a-9c8f-1d2e3a4b5c6d")
 USER_ACCOUNT_TEMPLATE = ("49606b06-22f0-4ac8-8eee-2f12ad46f3d3", "6")
@@ -163,26 +162,38 @@ def bundle_to_events(bundle: dict[str, Any], org_name: str, org_uuid: str | None
     return events
 
 
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
 def write_feed(events: Iterable[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
-    """Write ``manifest.json``, ``<uuid>.json`` per event and ``hashes.csv`` into ``out_dir``."""
+    """Write ``manifest.json``, ``<uuid>.json`` per event and ``hashes.csv`` into ``out_dir``, with PyMISP.
+
+    Each event is loaded into a :class:`pymisp.MISPEvent` (which checks attribute types, categories
+    and object templates) and written by its ``to_feed`` / ``manifest`` / ``attributes_hashes``, the
+    same code MISP's own feed generator uses, so the feed follows PyMISP's format as it evolves.
+    """
+    try:
+        from pymisp import MISPEvent
+    except ImportError as exc:  # pragma: no cover - pymisp is in the misp extra and in the lock file
+        raise InputError("writing a MISP feed needs PyMISP: pip install 'stormwatch[misp]'") from exc
+
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {}
     hashes: list[tuple[str, str]] = []
     n = 0
     for wrapped in events:
-        e = wrapped["Event"]
-        (out_dir / f"{e['uuid']}.json").write_bytes(orjson.dumps(wrapped, option=orjson.OPT_INDENT_2))
-        manifest[e["uuid"]] = {
-            "Orgc": e["Orgc"],
-            "Tag": e["Tag"],
-            "info": e["info"],
-            "date": e["date"],
-            "analysis": e["analysis"],
-            "threat_level_id": e["threat_level_id"],
-            "timestamp": e["timestamp"],
-        }
-        values = [a["value"] for a in e["Attribute"]] + [a["value"] for o in e["Object"] for a in o["Attribute"]]
-        hashes += [(hashlib.md5(v.encode()).hexdigest(), e["uuid"]) for v in values]
+        ev = MISPEvent()
+        ev.from_dict(**_drop_none(wrapped["Event"]))
+        feed = ev.to_feed(with_meta=True)
+        body = feed["Event"]
+        manifest.update(body.pop("_manifest"))
+        hashes += [(h, str(ev.uuid)) for h in body.pop("_hashes")]
+        (out_dir / f"{ev.uuid}.json").write_bytes(orjson.dumps(feed, option=orjson.OPT_INDENT_2))
         n += 1
     (out_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     with open(out_dir / "hashes.csv", "w", newline="") as f:

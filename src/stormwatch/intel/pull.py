@@ -7,8 +7,12 @@ and a finished one asks only for what was added since. Pulled objects land in
 ``share_pulled_objects`` and are then handed to the intel importer (``stormwatch.intel``), which
 indexes indicators for the account analysis.
 
-Raw HTTP (requests) rather than taxii2-client: the client library does not expose the
-``X-TAXII-Date-Added-*`` headers an incremental poller needs.
+The TAXII requests are made by taxii2-client (:class:`taxii2client.v21.Collection`: URL and
+filter encoding, ``Accept``, the response's media type, JSON) over a bounded transport
+(:class:`BoundedSession`) that this module hands it as its session: the client library itself
+follows any redirect, reads any body whole and does not expose the ``X-TAXII-Date-Added-*``
+headers an incremental poller needs, so the transport keeps the last response's headers and
+enforces the limits below.
 
 A peer is not trusted to behave (:class:`PullLimits`): redirects are followed only within the API
 root's origin (scheme, host, port) or to hosts named in ``allow_redirect_hosts``, and never from
@@ -22,9 +26,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -34,6 +38,7 @@ import orjson
 from stormwatch.errors import InputError, StormwatchError
 from stormwatch.intel import TAXII_MEDIA_TYPE
 from stormwatch.store import Store
+from stormwatch.store.repos.intel import PULLED_IMPORTED, PULLED_REJECTED, PulledObject
 
 
 class PullError(StormwatchError):
@@ -133,25 +138,29 @@ def _read_capped(r: Any, url: str, cap: int, deadline: float, what: str = "respo
 
 
 def _fetch(
-    s: Any, url: str, params: dict[str, Any], *, limits: PullLimits, deadline: float, timeout: float,
-    verify: bool | str,
+    s: Any, url: str, params: dict[str, Any], *, headers: dict[str, str] | None = None, limits: PullLimits,
+    deadline: float, timeout: float, verify: bool | str, origin: str | None = None,
 ) -> _Fetched:  # fmt: skip
-    """GET with redirects checked hop by hop and the body read under the size cap."""
+    """GET with redirects checked hop by hop (against ``origin``, default ``url``) and the body capped."""
     import requests
 
     current: str = url
+    start = origin or url
     query: dict[str, Any] | None = params
     for _ in range(MAX_REDIRECTS + 1):
         try:
-            r = s.get(current, params=query, timeout=timeout, verify=verify, allow_redirects=False, stream=True)
+            r = s.get(
+                current, params=query, headers=headers, timeout=timeout, verify=verify, allow_redirects=False,
+                stream=True,
+            )  # fmt: skip
         except requests.RequestException as exc:
             raise PullError(f"cannot reach {current}: {exc}") from exc
         try:
             if r.is_redirect:
                 target = urljoin(r.url or current, r.headers["Location"])
-                if not _redirect_allowed(url, target, limits.allow_redirect_hosts):
+                if not _redirect_allowed(start, target, limits.allow_redirect_hosts):
                     raise PullError(
-                        f"{current}: HTTP {r.status_code} redirect to {target} refused: it leaves {url}'s "
+                        f"{current}: HTTP {r.status_code} redirect to {target} refused: it leaves {start}'s "
                         "scheme/host/port (allow a host with --allow-redirect-host HOST[:PORT])"
                     )
                 current, query = target, None
@@ -165,6 +174,51 @@ def _fetch(
         finally:
             r.close()
     raise PullError(f"{url}: more than {MAX_REDIRECTS} redirects")
+
+
+class BoundedSession:
+    """The session taxii2-client sends its GETs through: redirects checked hop by hop, bodies capped.
+
+    ``get`` answers a :class:`requests.Response` whose body was read under
+    ``limits.max_response_bytes`` (64 KiB for an error) before the deadline; :attr:`last` keeps the
+    last exchange (final URL, status, headers, body) for the caller.
+    """
+
+    def __init__(
+        self, inner: Any, origin: str, *, limits: PullLimits, deadline: float, timeout: float, verify: bool | str
+    ) -> None:
+        self.inner = inner
+        self.origin = origin
+        self.limits = limits
+        self.deadline = deadline
+        self.timeout = timeout
+        self.verify = verify
+        self.last: _Fetched | None = None
+
+    def get(self, url: str, headers: Any = None, params: Any = None, **_: Any) -> Any:
+        import requests
+        from requests.structures import CaseInsensitiveDict
+
+        f = _fetch(
+            self.inner, url, dict(params or {}), headers=dict(headers or {}), limits=self.limits,
+            deadline=self.deadline, timeout=self.timeout, verify=self.verify, origin=self.origin,
+        )  # fmt: skip
+        self.last = f
+        if 300 <= f.status < 400:
+            raise PullError(f"{f.url}: HTTP {f.status} without a usable Location")
+        if f.status < 300 and "Content-Type" not in f.headers:
+            raise PullError(f"{f.url}: the response has no Content-Type (want {TAXII_MEDIA_TYPE})")
+        resp = requests.Response()
+        resp.status_code = f.status
+        resp.headers = CaseInsensitiveDict(f.headers)
+        resp.url = f.url
+        resp.encoding = "utf-8"
+        resp.request = requests.Request("GET", f.url).prepare()
+        resp._content = f.body if f.body or f.status >= 300 else b"{}"  # an empty page is an empty envelope
+        return resp
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 @dataclass(slots=True)
@@ -200,31 +254,10 @@ class PullSummary:
         }
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def checkpoint(store: Store, url: str, collection: str) -> tuple[str | None, str | None]:
-    rows = store.query(
-        "SELECT added_after, next_token FROM share_pull_checkpoints WHERE url = ? AND collection_id = ?",
-        (url, collection),
-    )
-    return (rows[0][0], rows[0][1]) if rows else (None, None)
-
-
-def _save_checkpoint(
-    store: Store, url: str, collection: str, added_after: str | None, nxt: str | None, n: int, status: str
-) -> None:
-    rows = store.query(
-        "SELECT objects FROM share_pull_checkpoints WHERE url = ? AND collection_id = ?", (url, collection)
-    )
-    total = (int(rows[0][0]) if rows else 0) + n
-    store.execute("DELETE FROM share_pull_checkpoints WHERE url = ? AND collection_id = ?", (url, collection))
-    store.execute(
-        "INSERT INTO share_pull_checkpoints (url, collection_id, added_after, next_token, objects, last_run_at, "
-        "status) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (url, collection, added_after, nxt, total, _now(), status),
-    )
+    """``(added_after, next)`` where the next pull of ``collection`` at ``url`` starts."""
+    cp = store.intel.checkpoint(url, collection)
+    return (cp.added_after, cp.next_token) if cp is not None else (None, None)
 
 
 def objects_url(api_root: str, collection: str) -> str:
@@ -255,20 +288,33 @@ def pull(
     the URL when the peer misbehaves; pages stored before stay stored and checkpointed.
     """
     import requests
+    from taxii2client.common import _HTTPConnection
+    from taxii2client.exceptions import InvalidJSONError, TAXIIServiceException
+    from taxii2client.v21 import Collection
 
     limits = limits or PullLimits()
     page_cap = max_pages if max_pages is not None else limits.max_pages
     if page_cap <= 0:
         raise PullError(f"max_pages must be positive, got {page_cap}")
+    if page_size <= 0:
+        raise PullError(f"page_size must be positive, got {page_size}")
     deadline = time.monotonic() + limits.max_seconds
     s = session or requests.Session()
     if token:
         s.headers["Authorization"] = f"Bearer {token}"
     elif user is not None:
         s.auth = (user, password or "")
-    s.headers["Accept"] = TAXII_MEDIA_TYPE
     url = objects_url(api_root, collection)
     source = f"taxii:{url}"
+    # a page already being read when the time runs out gets up to `timeout` more seconds
+    transport = BoundedSession(s, url, limits=limits, deadline=deadline + timeout, timeout=timeout, verify=verify)
+    conn = _HTTPConnection(version="2.1")
+    conn.session = transport
+    # the collection's metadata is given, not fetched: one request per page, nothing else
+    col = Collection(
+        url[: -len("objects/")], conn=conn,
+        collection_info={"id": collection, "title": collection, "can_read": True, "can_write": False},
+    )  # fmt: skip
     added_after, nxt = checkpoint(store, api_root, collection)
     summary = PullSummary(api_root, collection, resumed=nxt is not None, added_after=added_after)
     seen_next: set[str] = set()
@@ -284,56 +330,53 @@ def pull(
                 f"time limit: stopped after {limits.max_seconds:g} s and {summary.pages} pages; run again to continue"
             )
             break
-        params: dict[str, Any] = {"limit": page_size}
-        if added_after:
-            params["added_after"] = added_after
-        if nxt:
-            params["next"] = nxt
-        # a page already being read when the time runs out gets up to `timeout` more seconds
-        r = _fetch(s, url, params, limits=limits, deadline=deadline + timeout, timeout=timeout, verify=verify)
-        if r.status == 400 and nxt:
-            # a peer whose next tokens expire (medallion forgets them after 30 s): restart the
-            # same added_after window without the token; objects already stored are skipped
-            restarts += 1
-            if restarts > _MAX_NEXT_RESTARTS:
-                raise PullError(f"{url}: the peer rejected its own next token {restarts} times (HTTP 400)")
-            nxt = None
-            continue
-        if r.status in (401, 403):
-            raise PullError(f"{r.url}: HTTP {r.status} (check the credentials and the collection's permissions)")
-        if r.status == 404:
-            raise PullError(f"{r.url}: HTTP 404 (unknown API root or collection)")
-        if r.status >= 300:
-            raise PullError(f"{r.url}: HTTP {r.status}: {r.body[:300].decode('utf-8', 'replace')}")
         try:
-            env = orjson.loads(r.body) if r.body else {}
-        except orjson.JSONDecodeError as exc:
-            raise PullError(f"{r.url}: the response is not JSON") from exc
+            env = col.get_objects(limit=page_size, added_after=added_after, next=nxt)
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status == 400 and nxt:
+                # a peer whose next tokens expire (medallion forgets them after 30 s): restart the
+                # same added_after window without the token; objects already stored are skipped
+                restarts += 1
+                if restarts > _MAX_NEXT_RESTARTS:
+                    raise PullError(
+                        f"{url}: the peer rejected its own next token {restarts} times (HTTP 400)"
+                    ) from None
+                nxt = None
+                continue
+            raise _http_error(transport.last, url, status) from None
+        except InvalidJSONError:
+            raise PullError(f"{_last_url(transport, url)}: the response is not JSON") from None
+        except TAXIIServiceException as exc:  # the peer answered with another media type
+            raise PullError(f"{_last_url(transport, url)}: {str(exc).splitlines()[0]}") from None
+        got_url = _last_url(transport, url)
         if not isinstance(env, dict) or not isinstance(env.get("objects", []), list):
-            raise PullError(f"{r.url}: the response is not a TAXII envelope")
+            raise PullError(f"{got_url}: the response is not a TAXII envelope")
         objs = [o for o in env.get("objects", []) if isinstance(o, dict)]
-        last_added = r.headers.get("X-TAXII-Date-Added-Last")
+        last_added = transport.last.headers.get("X-TAXII-Date-Added-Last") if transport.last else None
         more = bool(env.get("more"))
         new_next = str(env["next"]) if more and env.get("next") else None
         if new_next is not None:
             if new_next in seen_next or new_next == nxt:
                 raise PullError(
-                    f"{r.url}: the peer answered more=true with a next token it already gave ({new_next[:80]!r}): "
+                    f"{got_url}: the peer answered more=true with a next token it already gave ({new_next[:80]!r}): "
                     "it would loop forever; stopped at the last good page"
                 )
             seen_next.add(new_next)
         elif more and last_added and last_added == added_after:
             raise PullError(
-                f"{r.url}: the peer answered more=true without a next token and without advancing "
+                f"{got_url}: the peer answered more=true without a next token and without advancing "
                 f"X-TAXII-Date-Added-Last ({last_added}); stopped at the last good page"
             )
-        new = _store_page(store, source, objs)
+        new = store.intel.add_pulled(source, objs)
         if new_next is not None:
             nxt = new_next
         else:
             nxt, added_after = None, last_added or added_after
-        status = "paging" if more else "complete"
-        _save_checkpoint(store, api_root, collection, added_after, nxt, len(objs), status)
+        store.intel.save_checkpoint(
+            api_root, collection, added_after=added_after, next_token=nxt, new_objects=len(objs),
+            status="paging" if more else "complete",
+        )  # fmt: skip
         store.commit()
         summary.pages += 1
         summary.objects += len(objs)
@@ -349,26 +392,18 @@ def pull(
     return summary
 
 
-def _store_page(store: Store, source: str, objs: list[dict[str, Any]]) -> int:
-    now = _now()
-    new = 0
-    for o in objs:
-        oid = o.get("id")
-        if not isinstance(oid, str):
-            continue
-        version = str(o.get("modified") or o.get("created") or "")
-        if store.query(
-            "SELECT 1 FROM share_pulled_objects WHERE source = ? AND stix_id = ? AND version = ?",
-            (source, oid, version),
-        ):
-            continue
-        store.execute(
-            "INSERT INTO share_pulled_objects (source, stix_id, version, body, date_added, pulled_at, imported) "
-            "VALUES (?, ?, ?, ?, ?, ?, 0)",
-            (source, oid, version, orjson.dumps(o).decode(), None, now),
-        )
-        new += 1
-    return new
+def _last_url(transport: BoundedSession, default: str) -> str:
+    return transport.last.url if transport.last is not None else default
+
+
+def _http_error(last: _Fetched | None, url: str, status: int) -> PullError:
+    where = last.url if last is not None else url
+    if status in (401, 403):
+        return PullError(f"{where}: HTTP {status} (check the credentials and the collection's permissions)")
+    if status == 404:
+        return PullError(f"{where}: HTTP 404 (unknown API root or collection)")
+    body = last.body[:300].decode("utf-8", "replace") if last is not None else ""
+    return PullError(f"{where}: HTTP {status}: {body}")
 
 
 def _importable(o: dict[str, Any]) -> str | None:
@@ -390,53 +425,40 @@ def _importable(o: dict[str, Any]) -> str | None:
 
 def import_pulled(store: Store, summary: PullSummary | None = None) -> int:
     """Hand pulled, not yet imported objects to the intel importer; return how many went in."""
-    rows = store.query("SELECT source, stix_id, version, body FROM share_pulled_objects WHERE imported = 0")
-    if not rows:
-        return 0
-    try:
-        from stormwatch.intel.importer import import_files
-    except ImportError:  # pragma: no cover - the intel package is part of stormwatch
-        if summary is not None:
-            summary.import_error = "stormwatch.intel is not installed: objects kept in share_pulled_objects"
+    from stormwatch.intel.importer import import_files
+
+    pending = store.intel.pending_pulled()
+    if not pending:
         return 0
     good: list[dict[str, Any]] = []
-    keys_good: list[tuple[str, str, str]] = []
-    for source, sid, version, body in rows:
-        o = orjson.loads(body)
+    kept: list[PulledObject] = []
+    refused: list[PulledObject] = []
+    for p in pending:
+        o = orjson.loads(p.body)
         why = _importable(o)
         if why is None:
             good.append(o)
-            keys_good.append((source, sid, version))
+            kept.append(p)
         else:
-            store.execute(
-                "UPDATE share_pulled_objects SET imported = -1 WHERE source = ? AND stix_id = ? AND version = ?",
-                (source, sid, version),
-            )
+            refused.append(p)
             if summary is not None:
-                summary.rejected.append({"id": str(sid), "reason": why})
+                summary.rejected.append({"id": p.stix_id, "reason": why})
+    store.intel.mark_pulled(refused, PULLED_REJECTED)
     store.commit()
     if not good:
         return 0
     with tempfile.TemporaryDirectory(prefix="stormwatch-pull-") as tmp:
         path = Path(tmp) / "pulled-bundle.json"
-        path.write_bytes(orjson.dumps({"type": "bundle", "id": "bundle--" + _uuid(), "objects": good}))
+        path.write_bytes(orjson.dumps({"type": "bundle", "id": f"bundle--{uuid.uuid4()}", "objects": good}))
         try:
             result = import_files(store, [path])
         except InputError as exc:
             if summary is not None:
                 summary.import_error = str(exc)
             return 0
-    store.executemany(
-        "UPDATE share_pulled_objects SET imported = 1 WHERE source = ? AND stix_id = ? AND version = ?", keys_good
-    )
+    store.intel.mark_pulled(kept, PULLED_IMPORTED)
     store.commit()
     if summary is not None:
         summary.imported = len(good)
         summary.import_summary = result.to_dict()
     return len(good)
-
-
-def _uuid() -> str:
-    import uuid
-
-    return str(uuid.uuid4())

@@ -17,23 +17,18 @@ from stormwatch.intel.ids import StoreRegistry
 from stormwatch.intel.misp import bundle_to_events, events_to_stix, read_events, write_feed
 from stormwatch.intel.sharing_policy import SharingPolicy
 from stormwatch.intel.stix_export import ExportResult, build_bundle
-from stormwatch.intel.taxii import repo
+from stormwatch.intel.taxii import server
 from stormwatch.intel.tlp import Tlp
 from stormwatch.store import Store
+from stormwatch.store.repos.intel import ExportRecord
 
 
 def deployment_secret(store: Store) -> bytes:
     """One random secret per database: keys hashes of groups without a configured key."""
-    rows = store.query("SELECT secret FROM share_secrets WHERE name = ?", ("hmac",))
-    if rows:
-        return bytes.fromhex(str(rows[0][0]))
-    secret = os.urandom(32)
-    store.execute(
-        "INSERT INTO share_secrets (name, secret, created_at) VALUES (?, ?, ?)",
-        ("hmac", secret.hex(), datetime.now(UTC).isoformat()),
-    )
-    store.commit()
-    return secret
+    stored = store.intel.secret("hmac")
+    if stored is None:
+        stored = store.intel.add_secret("hmac", os.urandom(32).hex(), datetime.now(UTC).isoformat())
+    return bytes.fromhex(stored)
 
 
 def with_store_secret(store: Store, policy: SharingPolicy) -> SharingPolicy:
@@ -67,10 +62,10 @@ def export_bundle(
 
 def _record(store: Store, fmt: str, recipient: str | None, destination: str, n: int, max_tlp: Tlp | None) -> str:
     eid = str(uuid.uuid4())
-    store.execute(
-        "INSERT INTO share_exports (export_id, format, recipient, destination, objects, max_tlp, policy_digest, "
-        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (eid, fmt, recipient, destination, n, max_tlp.label if max_tlp else None, None, datetime.now(UTC).isoformat()),
+    store.intel.record_export(
+        ExportRecord(
+            eid, fmt, recipient, destination, n, max_tlp.label if max_tlp else None, datetime.now(UTC).isoformat()
+        )
     )
     store.commit()
     return eid
@@ -136,14 +131,14 @@ def publish(
     red_ids = {oid: principals for oid, lv in result.levels.items() if lv == Tlp.RED}
     if red_ids and not principals:  # pragma: no cover - build_bundle never emits RED without a named recipient
         raise ValueError("TLP:RED objects need a named recipient")
-    rows = store.query("SELECT root FROM taxii_collections WHERE id = ?", (collection_id,))
-    if not rows:
-        raise repo.TaxiiError(404, "Unknown collection", collection_id)
-    status = repo.add_objects(
+    col = store.taxii.collection(collection_id)
+    if col is None:
+        raise server.TaxiiError(404, "Unknown collection", collection_id)
+    status = server.add_objects(
         store,
-        str(rows[0][0]),
+        col.root,
         collection_id,
-        repo.Caller("stormwatch:publisher", trusted=True, actor="system:share-publish"),
+        server.Caller("stormwatch:publisher", trusted=True, actor="system:share-publish"),
         result.bundle["objects"],
         red_audience=principals or ["stormwatch:nobody"],
         audience_for=red_ids,

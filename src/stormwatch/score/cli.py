@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from stormwatch.clitools import echo_json, open_ctx_store
+from stormwatch.clitools import echo_json, json_items, json_option, open_ctx_store
 from stormwatch.errors import InputError
 
 
@@ -51,7 +51,7 @@ def models_group() -> None:
 
 
 @models_group.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option('One JSON document: {"items": [model, ...]}, each with its scored_events.')
 @click.pass_context
 def models_list(ctx: click.Context, as_json: bool) -> None:
     """Registered model versions and their status."""
@@ -60,10 +60,9 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
     with open_ctx_store(ctx) as store:
         ensure_active(store)
         models = list_models(store)
-        counts = dict(store.query("SELECT model_version, COUNT(*) FROM detections GROUP BY model_version"))
+        counts = store.detections.counts_by_model()
     if as_json:
-        for m in models:
-            echo_json({**m.to_dict(), "scored_events": int(counts.get(m.version, 0))})
+        json_items({**m.to_dict(), "scored_events": int(counts.get(m.version, 0))} for m in models)
         return
     for m in models:
         click.echo(f"{m.status:9} {m.version:40} scored {int(counts.get(m.version, 0)):>10,}  {m.path or ''}")
@@ -75,7 +74,7 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the registered model as one JSON object.")
 @click.pass_context
 def models_add(ctx: click.Context, artifact: Path, make_active: bool, as_json: bool) -> None:
-    """Register a model built by `stormwatch train --out ARTIFACT` (as a shadow candidate).
+    """Register a model built by `stormwatch train -o ARTIFACT` (as a shadow candidate).
 
     An artifact with the same content as the active model (same version) leaves the active model as it is.
     """

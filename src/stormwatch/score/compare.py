@@ -41,53 +41,28 @@ class Comparison:
 
 def compare_models(store: Store, active: str, candidate: str, *, top: int = 10) -> Comparison:
     c = Comparison(active, candidate)
-    base = (
-        "FROM detections a JOIN detections b ON a.event_id = b.event_id "
-        "WHERE a.model_version = ? AND b.model_version = ?"
-    )
-    params = (active, candidate)
-    row = store.query(
-        "SELECT COUNT(*), "
-        "SUM(CASE WHEN a.flagged = 1 AND b.flagged = 1 THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN a.flagged = 1 AND b.flagged = 0 THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN a.flagged = 0 AND b.flagged = 1 THEN 1 ELSE 0 END), "
-        f"AVG(ABS(a.score - b.score)) {base}",
-        params,
-    )[0]
-    c.both_scored = int(row[0] or 0)
-    c.both_flagged, c.only_active, c.only_candidate = (int(row[i] or 0) for i in (1, 2, 3))
+    got = store.detections.compare(active, candidate, top=top)
+    c.both_scored = got.both_scored
+    c.both_flagged, c.only_active, c.only_candidate = got.both_flagged, got.only_a, got.only_b
     c.neither = c.both_scored - c.both_flagged - c.only_active - c.only_candidate
-    c.mean_abs_diff = round(float(row[4] or 0.0), 6)
-    for r in store.query(
-        f"SELECT COALESCE(a.top_ttp, '-') || ' -> ' || COALESCE(b.top_ttp, '-'), COUNT(*) {base} "
-        "AND COALESCE(a.top_ttp, '-') <> COALESCE(b.top_ttp, '-') GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20",
-        params,
-    ):
-        c.top_ttp_changes[str(r[0])] = int(r[1])
-    acc = store.query(
-        f"SELECT a.account_id, MAX(a.flagged), MAX(b.flagged) {base} GROUP BY a.account_id",
-        params,
-    )
-    c.accounts_flagged_active = sum(1 for r in acc if r[1])
-    c.accounts_flagged_candidate = sum(1 for r in acc if r[2])
-    c.accounts_changed = sum(1 for r in acc if bool(r[1]) != bool(r[2]))
-    for r in store.query(
-        "SELECT a.event_id, a.account_id, a.score, b.score, a.flagged, b.flagged, a.top_ttp, b.top_ttp "
-        f"{base} ORDER BY ABS(a.score - b.score) DESC, a.event_id LIMIT ?",
-        (*params, top),
-    ):
-        event = store.get_event(r[0])
+    c.mean_abs_diff = round(got.mean_abs_diff, 6)
+    c.top_ttp_changes = dict(got.top_ttp_changes)
+    c.accounts_flagged_active = sum(1 for _, a, _b in got.accounts if a)
+    c.accounts_flagged_candidate = sum(1 for _, _a, b in got.accounts if b)
+    c.accounts_changed = sum(1 for _, a, b in got.accounts if a != b)
+    for r in got.biggest_differences:
+        event = store.get_event(r.event_id)
         text = event.text() if event else ""
         c.biggest_differences.append(
             {
-                "event_id": r[0],
-                "account_id": r[1],
-                "active_score": r[2],
-                "candidate_score": r[3],
-                "active_flagged": bool(r[4]),
-                "candidate_flagged": bool(r[5]),
-                "active_ttp": r[6],
-                "candidate_ttp": r[7],
+                "event_id": r.event_id,
+                "account_id": r.account_id,
+                "active_score": r.a_score,
+                "candidate_score": r.b_score,
+                "active_flagged": r.a_flagged,
+                "candidate_flagged": r.b_flagged,
+                "active_ttp": r.a_ttp,
+                "candidate_ttp": r.b_ttp,
                 "preview": text[:120],
             }
         )

@@ -14,13 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from stormwatch.errors import InputError
 from stormwatch.store.base import Store
-from stormwatch.store.sql import now_iso
+from stormwatch.store.repos.detections import MODEL_STATUSES, ModelRecord
 
-STATUSES = ("active", "candidate", "retired")
+STATUSES = MODEL_STATUSES
 log = logging.getLogger(__name__)
 
 
@@ -50,22 +48,17 @@ class ModelEntry:
         return asdict(self)
 
 
-def _row(r: tuple[Any, ...]) -> ModelEntry:
-    return ModelEntry(r[0], r[1], r[2], r[3], orjson.loads(r[4]) if r[4] else {}, r[5], r[6])
+def _entry(r: ModelRecord) -> ModelEntry:
+    return ModelEntry(r.name, r.version, r.kind, r.status, r.metadata, r.created_at, r.updated_at)
 
 
 def list_models(store: Store, status: str | None = None) -> list[ModelEntry]:
-    cols = "name, version, kind, status, metadata, created_at, updated_at"
-    if status:
-        rows = store.query(f"SELECT {cols} FROM models WHERE status = ? ORDER BY created_at, version", (status,))
-    else:
-        rows = store.query(f"SELECT {cols} FROM models ORDER BY created_at, version")
-    return [_row(r) for r in rows]
+    return [_entry(r) for r in store.detections.models(status)]
 
 
 def get_model(store: Store, version: str) -> ModelEntry | None:
-    found = [m for m in list_models(store) if m.version == version]
-    return found[0] if found else None
+    found = store.detections.model(version)
+    return None if found is None else _entry(found)
 
 
 def register(
@@ -74,23 +67,9 @@ def register(
     """Add a model version (or change its status). Making one active retires the previous one."""
     if status not in STATUSES:
         raise InputError(f"unknown model status {status!r}", hint=f"one of {', '.join(STATUSES)}")
-    stamp = now_iso()
-    if status == "active":
-        store.execute(
-            "UPDATE models SET status = 'retired', updated_at = ? WHERE status = 'active' AND version <> ?",
-            (stamp, version),
-        )
-    meta = orjson.dumps(metadata or {}).decode()
-    store.execute(
-        "INSERT INTO models (name, version, kind, status, metadata, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, version) DO UPDATE SET status = excluded.status, "
-        "metadata = excluded.metadata, updated_at = excluded.updated_at",
-        (name, version, kind, status, meta, stamp, stamp),
+    return _entry(
+        store.detections.register_model(name=name, version=version, kind=kind, status=status, metadata=metadata)
     )
-    store.commit()
-    entry = get_model(store, version)
-    assert entry is not None
-    return entry
 
 
 def ensure_active(store: Store) -> ModelEntry:
@@ -128,11 +107,11 @@ def ensure_active(store: Store) -> ModelEntry:
 
 
 def register_artifact(store: Store, path: Path, status: str = "candidate") -> ModelEntry:
-    """Register a first-tier artifact built by ``stormwatch train --out PATH``."""
+    """Register a first-tier artifact built by ``stormwatch train -o FILE``."""
     from stormwatch.detect.model import load_model
 
     if not path.is_file():
-        raise InputError(f"{path}: no such model file", hint="build one with `stormwatch train --out PATH`")
+        raise InputError(f"{path}: no such model file", hint="build one with `stormwatch train -o FILE`")
     try:
         model = load_model(path)
     except (OSError, ValueError, KeyError) as exc:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,10 +33,12 @@ from tqdm import tqdm
 from stormwatch.detect.conversation import context_gate, score_conversation
 from stormwatch.detect.model import FirstTierModel, load_model
 from stormwatch.detect.settings import DetectSettings, load_settings
-from stormwatch.detect.taxonomy import LLMT_IDS
 from stormwatch.score.models import ModelEntry, scoring_models
 from stormwatch.store.base import Store
-from stormwatch.store.sql import now_iso
+from stormwatch.store.records import now_iso
+from stormwatch.store.repos.detections import Detection
+from stormwatch.store.repos.events import ScoringInput
+from stormwatch.vocab import LLMT_IDS
 
 STAGE = "score"
 BATCH = 10000
@@ -76,20 +78,19 @@ class _Item:
     turns: list[dict[str, Any]] | None  # only when the request carries earlier user turns
 
 
-def _item(row: tuple[Any, ...]) -> _Item:
-    _seq, event_id, account_id, conversation_id, ts, messages, prompt, refused = row
+def _item(row: ScoringInput) -> _Item:
     turns: list[dict[str, Any]] | None = None
-    if messages:
-        msgs = orjson.loads(messages)
+    if row.messages is not None:
+        msgs = row.messages
         users = [m["content"] for m in msgs if m.get("role") == "user"]
         text = users[-1] if users else ""
         if len(users) > 1:
             turns = msgs
-            if refused:
+            if row.refused:
                 turns = [*msgs[:-1], {**msgs[-1], "refused": True}]
     else:
-        text = prompt or ""
-    return _Item(event_id, account_id, conversation_id, ts, text, turns)
+        text = row.prompt or ""
+    return _Item(row.event_id, row.account_id, row.conversation_id, row.ts, text, turns)
 
 
 # -- worker side (runs in the pool processes, or inline) ------------------------------------------
@@ -159,25 +160,7 @@ def _score_batch(
 
 # -- driver ---------------------------------------------------------------------------------------
 def _cursor(store: Store, version: str) -> int:
-    rows = store.query("SELECT last_seq FROM stage_cursors WHERE stage = ? AND key = ?", (STAGE, version))
-    return int(rows[0][0]) if rows else 0
-
-
-def _pending(store: Store, after: int) -> int:
-    return int(store.query("SELECT COUNT(*) FROM events WHERE seq > ?", (after,))[0][0])
-
-
-def _rows(store: Store, after: int, batch: int) -> Iterator[list[tuple[Any, ...]]]:
-    sql = (
-        "SELECT seq, event_id, account_id, conversation_id, ts, messages, prompt, refused FROM events "
-        "WHERE seq > ? ORDER BY seq LIMIT ?"
-    )
-    while True:
-        rows = store.query(sql, (after, batch))
-        if not rows:
-            return
-        yield rows
-        after = int(rows[-1][0])
+    return store.stages.get(STAGE, version)
 
 
 def _executor(path: str | None, workers: int) -> Executor | None:
@@ -202,16 +185,11 @@ def score_model(
     threshold = settings.resolved_threshold(model.thresholds)
     cat_thr = dict(settings.category_thresholds)
     after = _cursor(store, entry.version)
-    total = _pending(store, after)
+    total = store.events.count_after(after)
     if total == 0:
         return run
     pool = _executor(entry.path, workers)
     bar = tqdm(total=total, unit="ev", desc=f"score {entry.version[:28]}", disable=not progress, mininterval=0.5)
-    insert = (
-        "INSERT INTO detections (event_id, model_version, account_id, conversation_id, ts, score, flagged, "
-        "top_ttp, categories, explanation, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (event_id, model_version) DO NOTHING"
-    )
     try:
         pending: list[tuple[int, list[_Item], Any]] = []
 
@@ -221,29 +199,38 @@ def score_model(
             results: Sequence[tuple[float, int, str | None, str, str | None]],
         ) -> None:
             stamp = now_iso()
-            rows = [
-                (it.event_id, entry.version, it.account_id, it.conversation_id, it.ts, *res, stamp)
-                for it, res in zip(items, results, strict=True)
-            ]
-            store.executemany(insert, rows)
-            store.execute(
-                "INSERT INTO stage_cursors (stage, key, last_seq, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (stage, key) DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at",
-                (STAGE, entry.version, last_seq, stamp),
+            store.detections.insert(
+                [
+                    Detection(
+                        it.event_id,
+                        entry.version,
+                        it.account_id,
+                        it.conversation_id,
+                        it.ts,
+                        score,
+                        bool(flagged),
+                        top_ttp,
+                        categories,
+                        explanation,
+                        stamp,
+                    )
+                    for it, (score, flagged, top_ttp, categories, explanation) in zip(items, results, strict=True)
+                ]
             )
+            store.stages.set(STAGE, last_seq, key=entry.version)
             store.commit()
             run.scored += len(items)
-            run.flagged += sum(r[1] for r in results)
+            run.flagged += sum(flagged for _, flagged, *_ in results)
             run.conversations += sum(1 for it in items if it.turns is not None)
             bar.update(len(items))
 
-        for rows in _rows(store, after, batch):
+        for rows in store.events.scoring_batches(after, batch):
             items = [_item(r) for r in rows]
             args = ([it.text for it in items], [it.turns for it in items], threshold, cat_thr)
             if pool is None:
-                flush(int(rows[-1][0]), items, _score_batch(*args))
+                flush(rows[-1].seq, items, _score_batch(*args))
                 continue
-            pending.append((int(rows[-1][0]), items, pool.submit(_score_batch, *args)))
+            pending.append((rows[-1].seq, items, pool.submit(_score_batch, *args)))
             while len(pending) > workers:  # keep every worker busy, memory bounded
                 last, its, fut = pending.pop(0)
                 flush(last, its, fut.result())
@@ -277,11 +264,7 @@ def explain_event(store: Store, event_id: str, version: str | None = None) -> li
     entry = get_model(store, version) if version else ensure_active(store)
     if entry is None:
         return []
-    rows = store.query(
-        "SELECT explanation FROM detections WHERE event_id = ? AND model_version = ?",
-        (event_id, entry.version),
-    )
-    stored: list[dict[str, Any]] = orjson.loads(rows[0][0]) if rows and rows[0][0] else []
+    stored = store.detections.explanation(event_id, entry.version)
     event = store.get_event(event_id)
     if event is None:
         return stored

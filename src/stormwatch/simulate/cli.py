@@ -50,7 +50,7 @@ def _human(s: SimSummary) -> str:
     help="Target total event count (scales per-account volume).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-@click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
+@click.option("-q", "--quiet", "quiet", is_flag=True, help="No progress bar, no summary.")
 def _simulate_cmd(
     out: Path, seed: int, accounts: int, days: int, events: int | None, as_json: bool, quiet: bool
 ) -> None:

@@ -1,26 +1,36 @@
 """Open a store from a URL. ``sqlite:///...`` (default) or ``postgresql://...``.
 
-Backends register under the ``stormwatch.stores`` entry-point group by URL scheme; the built-ins
-are listed in :data:`DEFAULT_PLUGINS` and loaded the same way.
+Backends are plugins (:mod:`stormwatch.plugins`, hook ``stormwatch_stores``: URL scheme -> Store
+class); the built-ins are in :mod:`stormwatch.store.plugin`, third parties add theirs through the
+``stormwatch`` entry-point group (or the older ``stormwatch.stores`` group). ``Store``,
+``QuarantineRow`` and ``RunRow`` are imported from :mod:`stormwatch.store.base` on first use, so
+that importing this package (and the built-in plugin) stays cheap.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
 
+from stormwatch import plugins
 from stormwatch.errors import ConfigError
-from stormwatch.store.base import QuarantineRow, RunRow, Store
+
+if TYPE_CHECKING:
+    from stormwatch.store.base import QuarantineRow, RunRow, Store
 
 DEFAULT_DB_URL = "sqlite:///stormwatch.db"
-DEFAULT_PLUGINS: dict[str, str] = {
-    "sqlite": "stormwatch.store.sqlite:SQLiteStore",
-    "postgresql": "stormwatch.store.postgres:PostgresStore",
-    "postgres": "stormwatch.store.postgres:PostgresStore",
-}
 
-__all__ = ["DEFAULT_DB_URL", "QuarantineRow", "RunRow", "Store", "open_store", "resolve_db_url"]
+__all__ = ["DEFAULT_DB_URL", "QuarantineRow", "RunRow", "Store", "open_store", "resolve_db_url", "store_schemes"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("QuarantineRow", "RunRow", "Store"):
+        from stormwatch.store import base
+
+        value = getattr(base, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_db_url(url: str | None = None) -> str:
@@ -28,21 +38,22 @@ def resolve_db_url(url: str | None = None) -> str:
     return url or os.environ.get("STORMWATCH_DB") or DEFAULT_DB_URL
 
 
+def store_schemes() -> list[str]:
+    """URL schemes with a registered backend."""
+    return list(plugins.entries("stores"))
+
+
 def open_store(url: str | None = None, *, migrate: bool = True) -> Store:
     """Open (and by default migrate) the store at ``url``."""
     url = resolve_db_url(url)
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-    specs = dict(DEFAULT_PLUGINS)
-    for ep in entry_points(group="stormwatch.stores"):
-        specs.setdefault(ep.name, ep.value)
-    spec = specs.get(scheme)
-    if spec is None:
+    entry = plugins.entries("stores").get(scheme)
+    if entry is None:
         raise ConfigError(
             f"unsupported database URL {url!r}",
             hint="use sqlite:///path/to/stormwatch.db or postgresql://user@host:5432/dbname",
         )
-    module, _, attr = spec.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
+    cls = entry.load()
     store: Store = cls(url)
     if migrate:
         store.migrate()

@@ -11,14 +11,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from stormwatch.events import Account, Event
-from stormwatch.ingest.formats.base import Rejected
+from stormwatch.events import Account, Event, Rejected
 
 if TYPE_CHECKING:
     from stormwatch.store.repos.analysis import AnalysisRepo
     from stormwatch.store.repos.audit import AuditRepo
     from stormwatch.store.repos.detections import DetectionsRepo
     from stormwatch.store.repos.disrupt import DisruptRepo
+    from stormwatch.store.repos.events import EventsRepo
     from stormwatch.store.repos.intel import IntelRepo
     from stormwatch.store.repos.stages import StagesRepo
     from stormwatch.store.repos.taxii import TaxiiRepo
@@ -38,7 +38,7 @@ class QuarantineRow:
     created_at: str
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RunRow:
     run_id: str
     started_at: str
@@ -60,6 +60,9 @@ class Store(Protocol):
     dialect: str
 
     # repositories, one per concern (stormwatch.store.repos): the only way callers reach tables
+    @property
+    def events(self) -> EventsRepo: ...
+
     @property
     def detections(self) -> DetectionsRepo: ...
 
@@ -128,12 +131,8 @@ class Store(Protocol):
 
     def get_event(self, event_id: str) -> Event | None: ...
 
-    # Generic access for pipeline stages that keep their own tables. ``?`` placeholders everywhere.
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
-
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int: ...
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    # No raw SQL for callers: tables are reached through the repositories above. The backends keep
+    # ``execute/executemany/query`` for the repositories (and for tests that seed a database).
 
     def commit(self) -> None: ...
 

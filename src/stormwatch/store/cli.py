@@ -1,10 +1,14 @@
-"""``stormwatch db``: database schema and status."""
+"""``stormwatch db``: database schema and status.
+
+The store sits below :mod:`stormwatch.clitools` (which opens stores), so this CLI opens its store itself.
+"""
 
 from __future__ import annotations
 
 import click
+import orjson
 
-from stormwatch.clitools import echo_json, open_ctx_store
+from stormwatch.store import open_store
 
 
 @click.group("db")
@@ -16,7 +20,7 @@ def db_group() -> None:
 @click.pass_context
 def db_migrate(ctx: click.Context) -> None:
     """Apply pending schema migrations (every command also does this on start)."""
-    from stormwatch.store import open_store, resolve_db_url
+    from stormwatch.store import resolve_db_url
 
     store = open_store(ctx.obj.get("db_url"), migrate=False)
     try:
@@ -34,7 +38,7 @@ def db_migrate(ctx: click.Context) -> None:
 @click.pass_context
 def db_info(ctx: click.Context, as_json: bool) -> None:
     """Show the schema version and row counts."""
-    with open_ctx_store(ctx) as store:
+    with open_store(ctx.obj.get("db_url") if ctx.obj else None) as store:
         info = {
             "url": store.url,
             "schema_version": store.schema_version(),
@@ -43,7 +47,7 @@ def db_info(ctx: click.Context, as_json: bool) -> None:
             "quarantined": store.count_quarantine(),
         }
     if as_json:
-        echo_json(info)
+        click.echo(orjson.dumps(info, option=orjson.OPT_SORT_KEYS).decode())
     else:
         for k, v in info.items():
             click.echo(f"{k:15} {v}")

@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
 from stormwatch.errors import StoreError
-from stormwatch.events import Account, Event
-from stormwatch.ingest.formats.base import Rejected
+from stormwatch.events import Account, Event, Rejected
 from stormwatch.store.base import QuarantineRow, RunRow
+from stormwatch.store.records import now_iso
 
 if TYPE_CHECKING:
     from stormwatch.store.repos.analysis import AnalysisRepo
     from stormwatch.store.repos.audit import AuditRepo
     from stormwatch.store.repos.detections import DetectionsRepo
     from stormwatch.store.repos.disrupt import DisruptRepo
+    from stormwatch.store.repos.events import EventsRepo
     from stormwatch.store.repos.intel import IntelRepo
     from stormwatch.store.repos.stages import StagesRepo
     from stormwatch.store.repos.taxii import TaxiiRepo
@@ -77,10 +77,6 @@ RUN_COLUMNS = (
     "quarantined_count",
     "accounts_count",
 )
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _json(value: Any) -> str | None:
@@ -212,6 +208,12 @@ class SqlStore:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
     # -- repositories, one per concern (see stormwatch.store.repos) ----------------------------------
+    @cached_property
+    def events(self) -> EventsRepo:
+        from stormwatch.store.repos.events import EventsRepo
+
+        return EventsRepo(self)
+
     @cached_property
     def detections(self) -> DetectionsRepo:
         from stormwatch.store.repos.detections import DetectionsRepo

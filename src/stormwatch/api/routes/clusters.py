@@ -1,14 +1,12 @@
 """``GET /clusters`` and ``GET /clusters/{id}``: linked groups of accounts and their attribution.
 
-Read straight from the analysis tables (``clusters``, ``cluster_members``, ``link_edges``,
-migration 0003).
+Read through ``store.analysis`` (:class:`stormwatch.result.Cluster` records, keyset-paged largest first).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query
 
 from stormwatch.analyze.attribution import public_attribution
@@ -19,32 +17,18 @@ from stormwatch.api.errors import NotFound
 from stormwatch.api.extensions import API_PREFIX
 from stormwatch.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, page
 from stormwatch.api.roles import READ
+from stormwatch.result import Cluster
 from stormwatch.store import Store
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
 
-COLUMNS = (
-    "cluster_id",
-    "size",
-    "actor",
-    "actor_ref",
-    "confidence",
-    "confidence_label",
-    "flagged_accounts",
-    "evidence",
-    "updated_at",
-)
 #: a cluster's detail lists at most this many link edges (the strongest first)
 MAX_EDGES = 1000
 
 
-def cluster_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    out = dict(zip(COLUMNS, row, strict=True))
-    if isinstance(out["evidence"], str | bytes):
-        out["evidence"] = orjson.loads(out["evidence"])
-    if out["confidence"] is not None:
-        out["confidence"] = float(out["confidence"])
-    return public_attribution(out)
+def cluster_dict(c: Cluster) -> dict[str, Any]:
+    """A cluster as shown to people (below the low band no actor is named)."""
+    return public_attribution(c.to_dict(members=False))
 
 
 @router.get("", summary="Clusters of linked accounts, largest first")
@@ -55,55 +39,35 @@ def list_clusters(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
-    where: list[str] = []
-    params: list[Any] = []
-    if actor is not None:
-        where.append("(actor = ? OR actor_ref = ?) AND confidence >= ?")
-        params += [actor, actor, MIN_ATTRIBUTION]
     key = decode_cursor(cursor, ("int", "str"))
-    if key is not None:
-        where.append("(size < ? OR (size = ? AND cluster_id > ?))")
-        params += [key[0], key[0], key[1]]
-    sql = f"SELECT {', '.join(COLUMNS)} FROM clusters"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY size DESC, cluster_id LIMIT ?"
-    rows = store.query(sql, (*params, limit + 1))
-    items, next_cursor = page([cluster_dict(r) for r in rows], limit, lambda c: (c["size"], c["cluster_id"]))
+    rows = store.analysis.clusters(
+        actor=actor,
+        min_confidence=MIN_ATTRIBUTION if actor is not None else None,
+        after=None if key is None else (int(key[0]), str(key[1])),
+        limit=limit + 1,
+    )
+    items, next_cursor = page([cluster_dict(c) for c in rows], limit, lambda c: (c["size"], c["cluster_id"]))
     return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/{cluster_id}", summary="One cluster: attribution, members and the links between them")
 def get_cluster(cluster_id: str, store: Store = Depends(get_store), _: Principal = requires(READ)) -> dict[str, Any]:
-    rows = store.query(f"SELECT {', '.join(COLUMNS)} FROM clusters WHERE cluster_id = ?", (cluster_id,))
-    if not rows:
+    c = store.analysis.cluster(cluster_id, max_edges=MAX_EDGES + 1)
+    if c is None:
         raise NotFound(f"no cluster {cluster_id!r}")
-    members = store.query(
-        "SELECT m.account_id, j.risk, j.flagged FROM cluster_members m "
-        "LEFT JOIN account_judgements j ON j.account_id = m.account_id "
-        "WHERE m.cluster_id = ? ORDER BY m.account_id",
-        (cluster_id,),
-    )
-    edges = store.query(
-        "SELECT account_a, account_b, kind, value, weight FROM link_edges WHERE cluster_id = ? "
-        "ORDER BY weight DESC, account_a, account_b, kind, value LIMIT ?",
-        (cluster_id, MAX_EDGES + 1),
-    )
+    judged = {j.account_id: j for j in store.analysis.judgements(account_ids=c.members)}
     return {
-        **cluster_dict(rows[0]),
+        **cluster_dict(c),
         "members": [
             {
                 "account_id": a,
-                "risk": None if risk is None else float(risk),
-                "flagged": None if flagged is None else bool(flagged),
+                "risk": None if (j := judged.get(a)) is None else j.risk,
+                "flagged": None if j is None else j.flagged,
             }
-            for a, risk, flagged in members
+            for a in c.members
         ],
-        "edges": [
-            {"account_a": a, "account_b": b, "kind": k, "value": v, "weight": float(w)}
-            for a, b, k, v, w in edges[:MAX_EDGES]
-        ],
-        "edges_truncated": len(edges) > MAX_EDGES,
+        "edges": [e.to_dict(with_cluster=False) for e in c.edges[:MAX_EDGES]],
+        "edges_truncated": len(c.edges) > MAX_EDGES,
     }
 
 

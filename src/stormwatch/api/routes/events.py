@@ -50,11 +50,7 @@ def list_account_events(
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     offset = decode_offset(cursor)
-    if (
-        offset == 0
-        and store.get_account(account_id) is None
-        and not store.query("SELECT 1 FROM events WHERE account_id = ? LIMIT 1", (account_id,))
-    ):
+    if offset == 0 and store.get_account(account_id) is None and not store.audit.account_has_events(account_id):
         raise NotFound(f"no account {account_id!r}")
     ids = top_event_ids(store, account_id, limit=limit + 1, offset=offset)
     records = read_events(store, ids[:limit], actor=who.actor, via="api")

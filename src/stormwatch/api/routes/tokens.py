@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stormwatch.api.auth import Principal, requires
 from stormwatch.api.deps import get_store
+from stormwatch.api.errors import map_error
 from stormwatch.api.extensions import API_PREFIX
 from stormwatch.api.roles import TOKENS_MANAGE, Role
-from stormwatch.api.tokens import create_token, list_tokens, revoke_token
+from stormwatch.api.tokens import TokenNotFoundError, create_token, list_tokens, revoke_token
 from stormwatch.store import Store
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
@@ -55,4 +56,5 @@ def post_revoke(
 
 
 def install(app: FastAPI) -> None:
+    map_error(TokenNotFoundError, 404)
     app.include_router(router, prefix=API_PREFIX)

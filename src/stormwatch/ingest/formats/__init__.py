@@ -1,55 +1,42 @@
 """The registry of ingest formats.
 
-Built-in formats are listed in :data:`DEFAULT_PLUGINS` as ``module:attribute`` strings and are
-loaded exactly like third-party ones, which register under the ``stormwatch.parsers``
-entry-point group (``[project.entry-points."stormwatch.parsers"] myformat = "pkg.mod:MyFormat"``).
+Formats are plugins (:mod:`stormwatch.plugins`, hook ``stormwatch_formats``: name -> Format
+class). The built-ins are in :mod:`stormwatch.ingest.plugin` and are loaded exactly like third-party
+ones, which register through the ``stormwatch`` entry-point group or the older
+``stormwatch.parsers`` group (``[project.entry-points."stormwatch.parsers"] myformat =
+"pkg.mod:MyFormat"``). A built-in that cannot be loaded is an error, never skipped.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from functools import cache
-from importlib.metadata import entry_points
 from pathlib import Path
 
+from stormwatch import plugins
 from stormwatch.errors import InputError
 from stormwatch.ingest.formats.base import Format, FormatOptions, Parsed, Rejected, read_head
-
-DEFAULT_PLUGINS: tuple[str, ...] = (
-    "stormwatch.ingest.formats.canonical:CanonicalFormat",
-    "stormwatch.ingest.formats.openai_batch:OpenAIBatchFormat",
-    "stormwatch.ingest.formats.openai_http:OpenAIHttpLogFormat",
-    "stormwatch.ingest.formats.litellm:LiteLLMFormat",
-)
 
 __all__ = ["Format", "FormatOptions", "Parsed", "Rejected", "formats", "get_format", "sniff_format"]
 
 
-def _load(spec: str) -> Format:
-    module_name, _, attr = spec.partition(":")
-    obj = getattr(importlib.import_module(module_name), attr)
-    instance = obj() if isinstance(obj, type) else obj
-    if os.environ.get("STORMWATCH_TRACE_PLUGINS"):
-        print(f"stormwatch: loaded parser {spec}", file=sys.stderr)
-    return instance  # type: ignore[no-any-return]
-
-
 @cache
-def formats() -> dict[str, Format]:
-    """Every registered format by name, built-ins first."""
+def _formats(generation: int) -> dict[str, Format]:
     found: dict[str, Format] = {}
-    for spec in DEFAULT_PLUGINS:
-        try:
-            fmt = _load(spec)
-        except ModuleNotFoundError:
-            continue  # a built-in whose module is not present in this build
-        found[fmt.name] = fmt
-    for ep in entry_points(group="stormwatch.parsers"):
-        fmt = _load(ep.value)
-        found.setdefault(fmt.name, fmt)
+    for entry in plugins.entries("formats").values():
+        obj = entry.load()
+        fmt = obj() if isinstance(obj, type) else obj
+        name = getattr(fmt, "name", None)
+        if not isinstance(name, str) or not name:
+            raise plugins.PluginError(
+                f"plugin {entry.plugin!r}: format {entry.name!r} ({entry.spec}) has no name", plugin=entry.plugin
+            )
+        found.setdefault(name, fmt)
     return found
+
+
+def formats() -> dict[str, Format]:
+    """Every registered format by name, built-ins first (loaded once per set of plugins)."""
+    return _formats(plugins.generation())
 
 
 def get_format(name: str) -> Format:

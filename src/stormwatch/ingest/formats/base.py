@@ -3,9 +3,9 @@
 A format is a small object with a ``name``, a ``sniff`` that looks at the first bytes of a file,
 and a ``parse`` that turns files into :class:`~stormwatch.events.Event` objects or
 :class:`Rejected` records. Parsers never raise on a bad record: they yield ``Rejected`` with the
-file, line, field and reason, and the runner quarantines it. Formats are registered through the
-``stormwatch.parsers`` entry-point group; the built-ins are loaded the same way (see
-:mod:`stormwatch.ingest.formats`).
+file, line, field and reason, and the runner quarantines it. Formats are plugins (hook
+``stormwatch_formats`` of :mod:`stormwatch.plugins`; the older ``stormwatch.parsers`` entry-point
+group still works); the built-ins are loaded the same way (see :mod:`stormwatch.ingest.formats`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import orjson
 
 from stormwatch.errors import InputError, RecordError
 from stormwatch.events import Event
+from stormwatch.events import Rejected as Rejected  # moved down to events (the store uses it); re-exported
 
 #: a record longer than this is quarantined rather than parsed (its first this-many bytes are kept).
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
@@ -34,20 +35,6 @@ MIN_LINE_SKIP_BYTES = 256 * 1024 * 1024
 _HEAD_RAW_MAX = 1024 * 1024
 #: how much of an over-long line is read at a time while skipping to its end.
 _SKIP_CHUNK = 1024 * 1024
-
-
-@dataclass(slots=True)
-class Rejected:
-    """A record that could not become an event: kept whole, with where and why."""
-
-    source: str
-    line: int | None
-    reason: str
-    field: str | None = None
-    raw: bytes = b""
-
-    def location(self) -> str:
-        return f"{self.source}:{self.line}" if self.line is not None else self.source
 
 
 @dataclass(slots=True)

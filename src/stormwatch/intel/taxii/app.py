@@ -1,7 +1,8 @@
 """The TAXII 2.1 routes as an ASGI (Starlette) app, with pluggable authentication.
 
-:func:`create_taxii_app` builds the app for a store source and an authenticator. Mounted at
-``/taxii2`` inside the stormwatch API (:mod:`stormwatch.intel.taxii.api`) it authenticates with
+:class:`TaxiiApp` holds the routes (one method per endpoint) for a store source and an
+authenticator; :func:`create_taxii_app` makes the Starlette app of it. Mounted at
+``/taxii2`` inside the stormwatch API (:mod:`stormwatch.api.taxii`) it authenticates with
 the API's tokens; standalone (tests, ``stormwatch intel serve``) it takes any authenticator.
 
 Conformance notes (see ``docs/sharing.md``): ``Accept: application/taxii+json`` with or without
@@ -18,10 +19,8 @@ unread), so the app never buffers more than the limit, mounted in the API or ser
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -32,55 +31,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from stormwatch.intel import STIX_MEDIA_TYPE, TAXII_MEDIA_TYPE
-from stormwatch.intel.taxii import repo
-from stormwatch.intel.taxii.repo import Caller, TaxiiError
-from stormwatch.store import Store, open_store
+from stormwatch.intel.taxii import server
+from stormwatch.intel.taxii.server import Caller, Page, TaxiiError
+from stormwatch.store import Store
+from stormwatch.store.pool import StorePool, StoreSource
+
+__all__ = ["Authenticator", "StorePool", "StoreSource", "TaxiiApp", "create_taxii_app", "static_authenticator"]
 
 log = logging.getLogger("stormwatch.intel.taxii")
-
-
-class StoreSource(Protocol):
-    def acquire(self, timeout: float = 30.0) -> Store: ...
-
-    def release(self, store: Store) -> None: ...
-
-
-class SimplePool:
-    """A few stores over one database URL, one per request at a time."""
-
-    def __init__(self, url: str | None, size: int = 4) -> None:
-        self.url = url
-        self.size = size
-        self._idle: queue.LifoQueue[Store] = queue.LifoQueue()
-        self._all: list[Store] = []
-        self._lock = threading.Lock()
-
-    def acquire(self, timeout: float = 30.0) -> Store:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            if len(self._all) < self.size:
-                store = open_store(self.url, migrate=not self._all)
-                self._all.append(store)
-                return store
-        return self._idle.get(timeout=timeout)
-
-    def release(self, store: Store) -> None:
-        store.rollback()
-        self._idle.put(store)
-
-    def close(self) -> None:
-        with self._lock:
-            for s in self._all:
-                s.close()
-            self._all.clear()
-
 
 Authenticator = Callable[[Request, Store], Caller]
 
 _TAXII_TYPES = ("application/taxii+json",)
+_OBJ_PARAMS = {"limit", "next", "added_after", "match[id]", "match[type]", "match[version]", "match[spec_version]"}
+_ONE_PARAMS = {"limit", "next", "added_after", "match[version]", "match[spec_version]"}
+_VERSIONS_PARAMS = {"limit", "next", "added_after", "match[spec_version]"}
+_DELETE_PARAMS = {"match[version]", "match[spec_version]"}
 
 
 def _media_ok(header: str | None, *, allow_any: bool) -> bool:
@@ -114,36 +80,89 @@ def _params(request: Request) -> dict[str, list[str]]:
     return parse_qs(request.url.query, keep_blank_values=True)
 
 
-def create_taxii_app(
-    source: StoreSource,
-    authenticate: Authenticator,
-    *,
-    title: str = "stormwatch TAXII 2.1 server",
-    description: str | None = "Threat intelligence about misuse of AI services, shared by stormwatch.",
-    contact: str | None = None,
-) -> Starlette:
-    """The TAXII 2.1 app. Discovery is at ``/``, API roots at ``/{root}/`` (relative to the mount)."""
+def _page_headers(pg: Page) -> dict[str, str]:
+    if not pg.rows:
+        return {}
+    return {"X-TAXII-Date-Added-First": str(pg.first_added), "X-TAXII-Date-Added-Last": str(pg.last_added)}
 
-    def base_url(request: Request) -> str:
-        root_path = request.scope.get("root_path", "")
-        return f"{request.url.scheme}://{request.url.netloc}{root_path}"
 
-    def precheck(request: Request) -> Response | None:
+def _envelope(pg: Page) -> bytes:
+    """The objects envelope, the stored bodies spliced in as they are (never parsed again)."""
+    if not pg.rows:
+        return b"{}"
+    head = b'{"more":true,"next":' + orjson.dumps(pg.next) + b"," if pg.more else b'{"more":false,'
+    return head + b'"objects":[' + ",".join(r.body for r in pg.rows).encode() + b"]}"
+
+
+def _readable(store: Store, root: str, cid: str, caller: Caller) -> server.Collection:
+    col = server.get_collection(store, root, cid, caller)
+    if not col.can_read:
+        raise TaxiiError(403, "Forbidden", "you may not read this collection")
+    return col
+
+
+def _unknown_object(oid: str) -> TaxiiError:
+    return TaxiiError(404, "Unknown object", f"no object {oid!r} in this collection")
+
+
+class TaxiiApp:
+    """The TAXII 2.1 endpoints over a store source, one method per route.
+
+    Every handler runs its store work through :meth:`_run` (content negotiation, then
+    authentication and the work in a worker thread with a pooled store; errors become TAXII error
+    resources). A POST is the exception: :meth:`_add_objects` admits the caller first, then reads
+    the capped body, then stores it.
+    """
+
+    def __init__(
+        self,
+        source: StoreSource,
+        authenticate: Authenticator,
+        *,
+        title: str = "stormwatch TAXII 2.1 server",
+        description: str | None = "Threat intelligence about misuse of AI services, shared by stormwatch.",
+        contact: str | None = None,
+    ) -> None:
+        self.source = source
+        self.authenticate = authenticate
+        self.title = title
+        self.description = description
+        self.contact = contact
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.discovery, methods=["GET"]),
+            Route("/{root}/", self.api_root, methods=["GET"]),
+            Route("/{root}/status/{status_id}/", self.status, methods=["GET"]),
+            Route("/{root}/collections/", self.collections, methods=["GET"]),
+            Route("/{root}/collections/{cid}/", self.collection, methods=["GET"]),
+            Route("/{root}/collections/{cid}/manifest/", self.manifest, methods=["GET"]),
+            Route("/{root}/collections/{cid}/objects/", self.objects, methods=["GET", "POST"]),
+            Route("/{root}/collections/{cid}/objects/{oid}/", self.one_object, methods=["GET", "DELETE"]),
+            Route("/{root}/collections/{cid}/objects/{oid}/versions/", self.versions, methods=["GET"]),
+        ]
+
+    def starlette(self) -> Starlette:
+        return Starlette(routes=self.routes(), exception_handlers={404: _not_found, 405: _not_found})
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @staticmethod
+    def _precheck(request: Request) -> Response | None:
         if not _media_ok(request.headers.get("accept"), allow_any=True):
             return _error(TaxiiError(406, "Not acceptable", "this server speaks application/taxii+json;version=2.1"))
         if any("\x00" in str(v) for v in request.path_params.values()):
             return _error(TaxiiError(400, "Bad request", "the path contains a NUL character"))
         return None
 
-    async def in_store(request: Request, fn: Callable[[Store], Response]) -> Response:
+    async def _in_store(self, request: Request, fn: Callable[[Store], Response]) -> Response:
         """Run ``fn`` with a store in a worker thread; errors become TAXII error resources."""
 
         def work() -> Response:
-            store = source.acquire()
+            store = self.source.acquire()
             try:
                 return fn(store)
             finally:
-                source.release(store)
+                self.source.release(store)
 
         try:
             return await run_in_threadpool(work)
@@ -153,103 +172,90 @@ def create_taxii_app(
             log.exception("TAXII request failed: %s %s", request.method, request.url.path)
             return _error(TaxiiError(500, "Internal error", "the server could not complete the request"))
 
-    async def run(request: Request, fn: Callable[[Store, Caller], Response]) -> Response:
-        early = precheck(request)
+    async def _run(self, request: Request, fn: Callable[[Store, Caller], Response]) -> Response:
+        early = self._precheck(request)
         if early is not None:
             return early
-        return await in_store(request, lambda store: fn(store, authenticate(request, store)))
+        return await self._in_store(request, lambda store: fn(store, self.authenticate(request, store)))
 
-    async def discovery(request: Request) -> Response:
+    # -- discovery, roots, status, collections --------------------------------------------------
+    async def discovery(self, request: Request) -> Response:
+        root_path = request.scope.get("root_path", "")
+        base = f"{request.url.scheme}://{request.url.netloc}{root_path}"
+
         def fn(store: Store, caller: Caller) -> Response:
-            roots = [f"{base_url(request)}/{r}/" for r in repo.list_roots(store)]
-            out: dict[str, Any] = {"title": title, "api_roots": roots}
-            if description:
-                out["description"] = description
-            if contact:
-                out["contact"] = contact
+            roots = [f"{base}/{r}/" for r in server.list_roots(store)]
+            out: dict[str, Any] = {"title": self.title, "api_roots": roots}
+            if self.description:
+                out["description"] = self.description
+            if self.contact:
+                out["contact"] = self.contact
             if roots:
                 out["default"] = roots[0]
             return _response(out)
 
-        return await run(request, fn)
+        return await self._run(request, fn)
 
-    async def api_root(request: Request) -> Response:
+    async def api_root(self, request: Request) -> Response:
         root = request.path_params["root"]
-        return await run(request, lambda store, caller: _response(repo.get_root(store, root)))
+        return await self._run(request, lambda store, caller: _response(server.get_root(store, root)))
 
-    async def status(request: Request) -> Response:
+    async def status(self, request: Request) -> Response:
         root, sid = request.path_params["root"], request.path_params["status_id"]
 
         def fn(store: Store, caller: Caller) -> Response:
-            repo.get_root(store, root)
-            return _response(repo.get_status(store, root, sid, caller))
+            server.get_root(store, root)
+            return _response(server.get_status(store, root, sid, caller))
 
-        return await run(request, fn)
+        return await self._run(request, fn)
 
-    async def collections(request: Request) -> Response:
+    async def collections(self, request: Request) -> Response:
         root = request.path_params["root"]
 
         def fn(store: Store, caller: Caller) -> Response:
-            cols = repo.list_collections(store, root, caller)
+            cols = server.list_collections(store, root, caller)
             return _response({"collections": [c.resource() for c in cols]} if cols else {})
 
-        return await run(request, fn)
+        return await self._run(request, fn)
 
-    async def collection(request: Request) -> Response:
+    async def collection(self, request: Request) -> Response:
         root, cid = request.path_params["root"], request.path_params["cid"]
-        return await run(
-            request, lambda store, caller: _response(repo.get_collection(store, root, cid, caller).resource())
+        return await self._run(
+            request, lambda store, caller: _response(server.get_collection(store, root, cid, caller).resource())
         )
 
-    def readable(store: Store, root: str, cid: str, caller: Caller) -> repo.Collection:
-        col = repo.get_collection(store, root, cid, caller)
-        if not col.can_read:
-            raise TaxiiError(403, "Forbidden", "you may not read this collection")
-        return col
-
-    def headers_for(pg: repo.Page) -> dict[str, str]:
-        if not pg.rows:
-            return {}
-        return {"X-TAXII-Date-Added-First": str(pg.first_added), "X-TAXII-Date-Added-Last": str(pg.last_added)}
-
-    def envelope(pg: repo.Page) -> bytes:
-        if not pg.rows:
-            return b"{}"
-        head = b'{"more":true,"next":' + orjson.dumps(pg.next) + b"," if pg.more else b'{"more":false,'
-        return head + b'"objects":[' + ",".join(str(r[2]) for r in pg.rows).encode() + b"]}"
-
-    _OBJ_PARAMS = {"limit", "next", "added_after", "match[id]", "match[type]", "match[version]", "match[spec_version]"}
-
-    async def objects(request: Request) -> Response:
+    # -- objects -------------------------------------------------------------------------------
+    async def objects(self, request: Request) -> Response:
         root, cid = request.path_params["root"], request.path_params["cid"]
         if request.method == "POST":
-            return await add_objects(request, root, cid)
+            return await self._add_objects(request, root, cid)
 
         def fn(store: Store, caller: Caller) -> Response:
-            readable(store, root, cid, caller)
-            q = repo.parse_query(_params(request), allowed=_OBJ_PARAMS, scope=f"objects:{cid}")
-            pg = repo.page(store, cid, caller, q, "body", scope=f"objects:{cid}")
-            return _response(envelope(pg), headers=headers_for(pg))
+            _readable(store, root, cid, caller)
+            scope = f"objects:{cid}"
+            q = server.parse_query(_params(request), allowed=_OBJ_PARAMS, scope=scope)
+            pg = server.page(store, cid, caller, q, scope=scope)
+            return _response(_envelope(pg), headers=_page_headers(pg))
 
-        return await run(request, fn)
+        return await self._run(request, fn)
 
-    async def add_objects(request: Request, root: str, cid: str) -> Response:
+    async def _add_objects(self, request: Request, root: str, cid: str) -> Response:
         # 1. who is it, may they write here, how much may they send: all before reading the body
-        early = precheck(request)
+        early = self._precheck(request)
         if early is not None:
             return early
         admitted: list[tuple[Caller, int]] = []
 
         def admit(store: Store) -> Response:
-            caller = authenticate(request, store)
-            info = repo.get_root(store, root)
-            col = repo.get_collection(store, root, cid, caller)
+            caller = self.authenticate(request, store)
+            info = server.get_root(store, root)
+            col = server.get_collection(store, root, cid, caller)
             if not col.can_write:
                 raise TaxiiError(403, "Forbidden", "you may not write to this collection")
             admitted.append((caller, int(info["max_content_length"])))
             return Response(status_code=204)
 
-        answer = await in_store(request, admit)
+        answer = await self._in_store(request, admit)
         if not admitted:
             return answer
         caller, limit = admitted[0]
@@ -268,98 +274,98 @@ def create_taxii_app(
                 raise TaxiiError(400, "Bad request", f"the body is not JSON: {exc}") from None
             if not isinstance(env, dict) or not isinstance(env.get("objects"), list):
                 raise TaxiiError(422, "Unprocessable envelope", 'POST an envelope: {"objects": [...]}')
-            st = repo.add_objects(store, root, cid, caller, env["objects"])
-            return _response(st, 202)
+            return _response(server.add_objects(store, root, cid, caller, env["objects"]), 202)
 
-        return await in_store(request, store_it)
+        return await self._in_store(request, store_it)
 
-    async def manifest(request: Request) -> Response:
+    async def manifest(self, request: Request) -> Response:
         root, cid = request.path_params["root"], request.path_params["cid"]
 
         def fn(store: Store, caller: Caller) -> Response:
-            readable(store, root, cid, caller)
-            q = repo.parse_query(_params(request), allowed=_OBJ_PARAMS, scope=f"manifest:{cid}")
-            pg = repo.page(store, cid, caller, q, "stix_id, version", scope=f"manifest:{cid}")
+            _readable(store, root, cid, caller)
+            scope = f"manifest:{cid}"
+            q = server.parse_query(_params(request), allowed=_OBJ_PARAMS, scope=scope)
+            pg = server.page(store, cid, caller, q, scope=scope)
             if not pg.rows:
                 return _response({})
             out: dict[str, Any] = {"more": pg.more}
             if pg.next:
                 out["next"] = pg.next
             out["objects"] = [
-                {"id": r[2], "date_added": r[0], "version": r[3], "media_type": STIX_MEDIA_TYPE} for r in pg.rows
+                {"id": r.stix_id, "date_added": r.date_added, "version": r.version, "media_type": STIX_MEDIA_TYPE}
+                for r in pg.rows
             ]
-            return _response(out, headers=headers_for(pg))
+            return _response(out, headers=_page_headers(pg))
 
-        return await run(request, fn)
+        return await self._run(request, fn)
 
-    _ONE_PARAMS = {"limit", "next", "added_after", "match[version]", "match[spec_version]"}
-
-    async def one_object(request: Request) -> Response:
+    async def one_object(self, request: Request) -> Response:
         root, cid, oid = request.path_params["root"], request.path_params["cid"], request.path_params["oid"]
 
         def fn(store: Store, caller: Caller) -> Response:
-            col = repo.get_collection(store, root, cid, caller)
             if request.method == "DELETE":
-                if not (col.can_read and col.can_write):
-                    raise TaxiiError(403, "Forbidden", "deleting needs read and write access")
-                params = _params(request)
-                q = repo.parse_query(params, allowed={"match[version]", "match[spec_version]"}, scope="delete")
-                if "match[version]" not in params:
-                    q.versions = ["all"]
-                if (
-                    not repo.object_exists(store, cid, oid, caller)
-                    or repo.delete_object(store, cid, oid, q, caller=caller, root=root) == 0
-                ):
-                    raise TaxiiError(404, "Unknown object", f"no object {oid!r} in this collection")
-                return _response({})
-            readable(store, root, cid, caller)
-            q = repo.parse_query(_params(request), allowed=_ONE_PARAMS, scope=f"object:{cid}:{oid}")
-            pg = repo.page(store, cid, caller, q, "body", scope=f"object:{cid}:{oid}", object_id=oid)
-            if not pg.rows and not repo.object_exists(store, cid, oid, caller):
-                raise TaxiiError(404, "Unknown object", f"no object {oid!r} in this collection")
-            return _response(envelope(pg), headers=headers_for(pg))
+                return self._delete(store, caller, request, root, cid, oid)
+            _readable(store, root, cid, caller)
+            scope = f"object:{cid}:{oid}"
+            q = server.parse_query(_params(request), allowed=_ONE_PARAMS, scope=scope)
+            pg = server.page(store, cid, caller, q, scope=scope, object_id=oid)
+            if not pg.rows and not server.object_exists(store, cid, oid, caller):
+                raise _unknown_object(oid)
+            return _response(_envelope(pg), headers=_page_headers(pg))
 
-        return await run(request, fn)
+        return await self._run(request, fn)
 
-    async def versions(request: Request) -> Response:
+    @staticmethod
+    def _delete(store: Store, caller: Caller, request: Request, root: str, cid: str, oid: str) -> Response:
+        col = server.get_collection(store, root, cid, caller)
+        if not (col.can_read and col.can_write):
+            raise TaxiiError(403, "Forbidden", "deleting needs read and write access")
+        params = _params(request)
+        q = server.parse_query(params, allowed=_DELETE_PARAMS, scope="delete")
+        if "match[version]" not in params:
+            q.versions = ["all"]
+        if (
+            not server.object_exists(store, cid, oid, caller)
+            or server.delete_object(store, cid, oid, q, caller=caller, root=root) == 0
+        ):
+            raise _unknown_object(oid)
+        return _response({})
+
+    async def versions(self, request: Request) -> Response:
         root, cid, oid = request.path_params["root"], request.path_params["cid"], request.path_params["oid"]
 
         def fn(store: Store, caller: Caller) -> Response:
-            readable(store, root, cid, caller)
-            q = repo.parse_query(
-                _params(request), allowed={"limit", "next", "added_after", "match[spec_version]"},
-                scope=f"versions:{cid}:{oid}",
-            )  # fmt: skip
-            q.versions = ["all"]
-            pg = repo.page(store, cid, caller, q, "version", scope=f"versions:{cid}:{oid}", object_id=oid)
-            if not pg.rows and not repo.object_exists(store, cid, oid, caller):
-                raise TaxiiError(404, "Unknown object", f"no object {oid!r} in this collection")
+            _readable(store, root, cid, caller)
+            scope = f"versions:{cid}:{oid}"
+            q = server.parse_query(_params(request), allowed=_VERSIONS_PARAMS, scope=scope, versions=["all"])
+            pg = server.page(store, cid, caller, q, scope=scope, object_id=oid)
+            if not pg.rows and not server.object_exists(store, cid, oid, caller):
+                raise _unknown_object(oid)
             out: dict[str, Any] = {"more": pg.more}
             if pg.next:
                 out["next"] = pg.next
-            out["versions"] = [r[2] for r in pg.rows]
-            return _response(out, headers=headers_for(pg))
+            out["versions"] = [r.version for r in pg.rows]
+            return _response(out, headers=_page_headers(pg))
 
-        return await run(request, fn)
+        return await self._run(request, fn)
 
-    routes = [
-        Route("/", discovery, methods=["GET"]),
-        Route("/{root}/", api_root, methods=["GET"]),
-        Route("/{root}/status/{status_id}/", status, methods=["GET"]),
-        Route("/{root}/collections/", collections, methods=["GET"]),
-        Route("/{root}/collections/{cid}/", collection, methods=["GET"]),
-        Route("/{root}/collections/{cid}/manifest/", manifest, methods=["GET"]),
-        Route("/{root}/collections/{cid}/objects/", objects, methods=["GET", "POST"]),
-        Route("/{root}/collections/{cid}/objects/{oid}/", one_object, methods=["GET", "DELETE"]),
-        Route("/{root}/collections/{cid}/objects/{oid}/versions/", versions, methods=["GET"]),
-    ]
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        code = int(getattr(exc, "status_code", 404))
-        titles = {404: "Not found", 405: "Method not allowed"}
-        return _error(TaxiiError(code, titles.get(code, "Error"), str(getattr(exc, "detail", "")) or ""))
+def create_taxii_app(
+    source: StoreSource,
+    authenticate: Authenticator,
+    *,
+    title: str = "stormwatch TAXII 2.1 server",
+    description: str | None = "Threat intelligence about misuse of AI services, shared by stormwatch.",
+    contact: str | None = None,
+) -> Starlette:
+    """The TAXII 2.1 app. Discovery is at ``/``, API roots at ``/{root}/`` (relative to the mount)."""
+    return TaxiiApp(source, authenticate, title=title, description=description, contact=contact).starlette()
 
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    code = int(getattr(exc, "status_code", 404))
+    titles = {404: "Not found", 405: "Method not allowed"}
+    return _error(TaxiiError(code, titles.get(code, "Error"), str(getattr(exc, "detail", "")) or ""))
 
 
 async def _read_capped(request: Request, limit: int) -> bytearray | Response:

@@ -14,9 +14,10 @@ from typing import Any
 
 from starlette.requests import Request
 
-from stormwatch.intel.taxii.app import StoreSource, create_taxii_app
-from stormwatch.intel.taxii.repo import Caller, TaxiiError
+from stormwatch.intel.taxii.app import create_taxii_app
+from stormwatch.intel.taxii.server import Caller, TaxiiError
 from stormwatch.store import Store
+from stormwatch.store.pool import StoreSource
 
 TAXII_READ = "taxii:read"
 TAXII_WRITE = "taxii:write"
@@ -48,7 +49,7 @@ def api_authenticate(request: Request, store: Store) -> Caller:
 
 
 def install(app: Any) -> None:
-    """API extension: mount the TAXII server at ``/taxii2``."""
+    """API extension: mount the TAXII server at ``/taxii2``, on the API's own store pool (no second pool)."""
     _register_permissions()
     pool: StoreSource = app.state.store_pool
     app.mount("/taxii2", create_taxii_app(pool, api_authenticate))
