@@ -162,15 +162,7 @@ def test_list_commands_print_one_items_document_on_an_empty_database(
 
 @pytest.mark.parametrize(
     "path",
-    [
-        pytest.param(
-            p,
-            marks=[pytest.mark.xfail(reason="analyze crashes on an empty database (linking: max of empty array)")]
-            if p == ("analyze",)
-            else [],
-        )
-        for p in sorted(JSON_COMMANDS)
-    ],
+    sorted(JSON_COMMANDS),
     ids=lambda p: " ".join(p),
 )
 def test_every_json_command_prints_one_document(

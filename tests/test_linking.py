@@ -99,3 +99,12 @@ def test_oversized_chain_is_split() -> None:
     res = link_accounts(_input(400, edges)[0])
     assert res.cluster_size[res.labels].max() <= P.MAX_CLUSTER
     assert len({int(res.labels[a]) for a in (10, 50, 90, 130)}) == 1
+
+
+def test_an_empty_platform_links_and_attributes_nothing() -> None:
+    """No accounts at all (a fresh database): analysis returns an empty result instead of failing."""
+    from stormwatch.analyze.judge import analyze_graph
+    from stormwatch.result import AccountGraph
+
+    result = analyze_graph(AccountGraph.from_dict({"schema": "stormwatch.account-graph/1"}), "m-1")
+    assert result.judgements == () and result.clusters == ()

@@ -163,6 +163,8 @@ def attribute(
     candidates = [r for r in sets if sets[r].profile is not None or r in prop]
     for gi in range(len(bounds) - 1):
         members = order[bounds[gi] : bounds[gi + 1]]
+        if members.size == 0:  # no accounts at all
+            continue
         label = int(link.labels[members[0]])
         with_intel = [r for r in prop if prop[r][members].max() > 0]
         malicious = float(beh.content[members].max()) >= 0.8

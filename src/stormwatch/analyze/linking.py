@@ -184,7 +184,7 @@ def link_accounts(inp: LinkInput) -> LinkResult:
     for tighter in P.SPLIT_THRESHOLDS:
         # chains of weak-ish links can glue thousands of strangers together: inside oversized
         # components keep only the stronger links and recompute
-        size_all = np.bincount(labels_all[:n], minlength=int(labels_all.max()) + 1)
+        size_all = np.bincount(labels_all[:n], minlength=int(labels_all.max()) + 1 if labels_all.size else 0)
         big = size_all[labels_all] > P.MAX_CLUSTER
         if not big.any():
             break
@@ -195,7 +195,7 @@ def link_accounts(inp: LinkInput) -> LinkResult:
         parts = _reindex_parts(parts, keep_p)
         labels_all = _components(n + n_val, s_acc, n + s_val, pa, pb)
     labels = labels_all[:n]
-    size = np.bincount(labels, minlength=int(labels_all.max()) + 1)
+    size = np.bincount(labels, minlength=int(labels_all.max()) + 1 if labels_all.size else 0)
     return LinkResult(
         labels=labels,
         cluster_size=size,

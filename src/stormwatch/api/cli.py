@@ -55,8 +55,9 @@ def _configure_logging(level: str) -> None:
 @click.option("--pool-size", default=4, show_default=True, type=click.IntRange(1, 64), help="DB connections.")
 @click.option(
     "--sink",
-    type=click.Choice(["webhook", "outbox"]),
-    help="Where POST /actions/retry delivers enforcement actions (left out: that route answers 503).",
+    metavar="NAME",
+    help="Where POST /actions/retry delivers enforcement actions: webhook, outbox or a plugin's sink "
+    "(left out: that route answers 503).",
 )
 @click.option("--webhook-url", envvar="STORMWATCH_WEBHOOK_URL", metavar="URL", help="For --sink webhook.")
 @click.option(

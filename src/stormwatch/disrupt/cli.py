@@ -52,8 +52,9 @@ def parse_now(value: str | None) -> datetime | None:
 
 def sink_options(fn: F) -> F:
     opts = [
-        click.option("--sink", "sink_kind", type=click.Choice(["webhook", "outbox"]), default=None,
-                     help="Where actions go: an HMAC-signed webhook or a JSONL outbox file."),
+        click.option("--sink", "sink_kind", default=None, metavar="NAME",
+                     help="Where actions go: webhook (HMAC-signed, Standard Webhooks), outbox (a JSONL file), "
+                          "or a sink a plugin adds (stormwatch_sinks hook)."),
         click.option("--webhook-url", envvar="STORMWATCH_WEBHOOK_URL", metavar="URL",
                      help="The platform's account-system endpoint [env: STORMWATCH_WEBHOOK_URL]."),
         click.option("--secret-env", default="STORMWATCH_WEBHOOK_SECRET", show_default=True, metavar="NAME",

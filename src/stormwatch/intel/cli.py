@@ -39,10 +39,11 @@ def _echo(obj: object) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["stix", "misp-feed"]),
     default="stix",
     show_default=True,
-    help="stix: one STIX 2.1 bundle file (-o FILE); misp-feed: a MISP feed folder (--out DIR).",
+    callback=lambda _ctx, _param, value: _exporter(value),
+    help="stix: one STIX 2.1 bundle file (-o FILE); misp-feed: a MISP feed folder (--out DIR); or an exporter "
+    "a plugin adds (stormwatch_exporters hook).",
 )
 @click.option("--recipient", metavar="NAME", help="Recipient in the sharing policy (none: no TLP:RED at all).")
 @click.option(
@@ -74,17 +75,15 @@ def export_command(
     """Write what stormwatch found as a STIX 2.1 bundle (-o FILE) or a MISP feed (--format misp-feed --out DIR)
     through the sharing policy."""
     dest = export_destination(fmt, legacy_out, output, out)
+    from stormwatch import plugins
     from stormwatch.intel.findings import Findings
-    from stormwatch.intel.service import export_misp_feed, export_stix_file
     from stormwatch.intel.sharing_policy import load_policy
 
     policy = load_policy(policy_path)
     findings = Findings.from_dict(orjson.loads(findings_path.read_bytes())) if findings_path else None
     with _store(ctx) as store:
-        if fmt == "stix":
-            res = export_stix_file(store, policy, dest, recipient=recipient, findings=findings)
-        else:
-            res = export_misp_feed(store, policy, dest, recipient=recipient, findings=findings)
+        exporter = plugins.load("exporters", fmt)
+        res = exporter(store, policy, dest, recipient=recipient, findings=findings)
     if as_json:
         _echo(res)
     else:
@@ -94,15 +93,29 @@ def export_command(
         )
 
 
+def _exporter(name: str) -> str:
+    """``--format``: a built-in exporter or one a plugin registered (``stormwatch_exporters`` hook)."""
+    from stormwatch import plugins
+
+    known = plugins.entries("exporters")
+    if name not in known:
+        raise click.BadParameter(f"{name!r} is not an exporter; choose from {', '.join(sorted(known))}")
+    return name
+
+
 def export_destination(fmt: str, legacy_out: Path | None, output: Path | None, out: Path | None) -> Path:
     """Where ``intel export`` writes: ``-o FILE`` for stix, ``--out DIR`` for misp-feed. The positional OUT
     of earlier releases still works for one release, with a deprecation warning."""
-    new = "-o/--output FILE" if fmt == "stix" else "--out DIR"
+    new = "-o/--output FILE" if fmt == "stix" else "--out DIR" if fmt == "misp-feed" else "-o FILE or --out DIR"
     if legacy_out is not None:
         warn_deprecated("`intel export OUT` (positional)", new)
         if output is not None or out is not None:
             raise click.UsageError(f"give {new} or the old positional OUT, not both")
         return legacy_out
+    if fmt not in ("stix", "misp-feed"):  # a plugin's exporter: a file or a folder, as it documents
+        if (output is None) == (out is None):
+            raise click.UsageError(f"--format {fmt}: give one of -o/--output FILE or --out DIR")
+        return output if output is not None else out  # type: ignore[return-value]
     if fmt == "stix":
         if out is not None:
             raise click.UsageError("--format stix writes one file: give -o/--output FILE, not --out DIR")

@@ -1,1 +1,1 @@
-"""Incremental pipeline stages over the store (scoring; the account stages live in ``analyze``)."""
+"""Scoring stored events with the active model and shadow candidates, incrementally; the model registry."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -39,10 +39,8 @@ from stormwatch.result import (
     LinkEdge,
     Observation,
 )
+from stormwatch.store.database import Repository, marks
 from stormwatch.store.records import now_iso
-
-if TYPE_CHECKING:
-    from stormwatch.store.sql import SqlStore
 
 __all__ = [
     "AccountActivity",
@@ -178,24 +176,8 @@ def _chunks(items: Sequence[str], n: int = _CHUNK) -> Iterator[list[str]]:
         yield list(items[i : i + n])
 
 
-def _marks(n: int) -> str:
-    return ", ".join("?" for _ in range(n))
-
-
-class AnalysisRepo:
-    def __init__(self, db: SqlStore) -> None:
-        self._db = db
-
+class AnalysisRepo(Repository):
     # -- plumbing ------------------------------------------------------------------------------------
-    def _q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._db._query(self._db._sql(sql), params)
-
-    def _x(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._db._execute(self._db._sql(sql), params)
-
-    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            self._db._executemany(self._db._sql(sql), rows)
 
     # -- row <-> record --------------------------------------------------------------------------------
     @staticmethod
@@ -287,40 +269,40 @@ class AnalysisRepo:
         now = result.analyzed_at or now_iso()
         for table in _TABLES:
             self._x(f"DELETE FROM {table}")
-        self._many(
-            f"INSERT INTO account_judgements ({_J_COLS}) VALUES ({_marks(14)})",
+        self._xm(
+            f"INSERT INTO account_judgements ({_J_COLS}) VALUES ({marks(14)})",
             [self._judgement_row(j, now) for j in result.judgements],
         )
-        self._many(
-            f"INSERT INTO clusters ({_C_COLS}) VALUES ({_marks(9)})",
+        self._xm(
+            f"INSERT INTO clusters ({_C_COLS}) VALUES ({marks(9)})",
             [self._cluster_row(c, now) for c in result.clusters],
         )
-        self._many(
+        self._xm(
             "INSERT INTO cluster_members (cluster_id, account_id) VALUES (?, ?)",
             [(c.cluster_id, m) for c in result.clusters for m in c.members],
         )
-        self._many(
-            f"INSERT INTO link_edges ({_E_COLS}) VALUES ({_marks(6)})",
+        self._xm(
+            f"INSERT INTO link_edges ({_E_COLS}) VALUES ({marks(6)})",
             [(e.cluster_id, e.account_a, e.account_b, e.kind, e.value, e.weight) for e in result.links],
         )
 
     def put_judgement(self, j: Judgement) -> None:
         """Insert or replace one account's judgement (seeding, corrections). Does not commit."""
         self._x("DELETE FROM account_judgements WHERE account_id = ?", (j.account_id,))
-        self._x(f"INSERT INTO account_judgements ({_J_COLS}) VALUES ({_marks(14)})", self._judgement_row(j, now_iso()))
+        self._x(f"INSERT INTO account_judgements ({_J_COLS}) VALUES ({marks(14)})", self._judgement_row(j, now_iso()))
 
     def put_cluster(self, c: Cluster, edges: Sequence[LinkEdge] = ()) -> None:
         """Insert or replace one cluster with its members and edges. Does not commit."""
         for table in ("clusters", "cluster_members", "link_edges"):
             self._x(f"DELETE FROM {table} WHERE cluster_id = ?", (c.cluster_id,))
-        self._x(f"INSERT INTO clusters ({_C_COLS}) VALUES ({_marks(9)})", self._cluster_row(c, now_iso()))
-        self._many("INSERT INTO cluster_members (cluster_id, account_id) VALUES (?, ?)",
+        self._x(f"INSERT INTO clusters ({_C_COLS}) VALUES ({marks(9)})", self._cluster_row(c, now_iso()))
+        self._xm("INSERT INTO cluster_members (cluster_id, account_id) VALUES (?, ?)",
                    [(c.cluster_id, m) for m in c.members])  # fmt: skip
         for e in (*c.edges, *edges):
             if e.cluster_id != c.cluster_id:
                 raise InputError(f"edge of cluster {e.cluster_id!r} given with cluster {c.cluster_id!r}")
-        self._many(
-            f"INSERT INTO link_edges ({_E_COLS}) VALUES ({_marks(6)})",
+        self._xm(
+            f"INSERT INTO link_edges ({_E_COLS}) VALUES ({marks(6)})",
             [(e.cluster_id, e.account_a, e.account_b, e.kind, e.value, e.weight) for e in (*c.edges, *edges)],
         )
 
@@ -387,7 +369,7 @@ class AnalysisRepo:
             wanted = sorted(set(account_ids))
             got: list[Judgement] = []
             for part in _chunks(wanted):
-                clause = " AND ".join([*where, f"account_id IN ({_marks(len(part))})"])
+                clause = " AND ".join([*where, f"account_id IN ({marks(len(part))})"])
                 got += [self._judgement(r) for r in self._q(sql.replace(" ORDER BY", f" WHERE {clause} ORDER BY"),
                                                             (*params, *part))]  # fmt: skip
             if order == "risk":
@@ -455,7 +437,7 @@ class AnalysisRepo:
             ids = [str(r[0]) for r in rows]
             for part in _chunks(ids):
                 for cid, acct in self._q(
-                    f"SELECT cluster_id, account_id FROM cluster_members WHERE cluster_id IN ({_marks(len(part))})"
+                    f"SELECT cluster_id, account_id FROM cluster_members WHERE cluster_id IN ({marks(len(part))})"
                     " ORDER BY account_id",
                     part,
                 ):
@@ -549,7 +531,7 @@ class AnalysisRepo:
             return
         for part in _chunks(account_ids):
             yield self._scan_chunk(
-                self._q(self._scan_sql(f"e.account_id IN ({_marks(len(part))})"), (model_version, *part))
+                self._q(self._scan_sql(f"e.account_id IN ({marks(len(part))})"), (model_version, *part))
             )
 
     def replace_features(
@@ -569,12 +551,12 @@ class AnalysisRepo:
         else:
             for table in ("account_features", "account_attributes"):
                 for part in _chunks(accounts):
-                    self._x(f"DELETE FROM {table} WHERE account_id IN ({_marks(len(part))})", part)
+                    self._x(f"DELETE FROM {table} WHERE account_id IN ({marks(len(part))})", part)
         now = now_iso()
-        self._many(
+        self._xm(
             "INSERT INTO account_features (account_id, n_events, first_ts, last_ts, n_high, max_score, content_score,"
             " ttp_breadth, home_utc_offset, refusals, rephrases, features, model_version, updated_at)"
-            f" VALUES ({_marks(14)})",
+            f" VALUES ({marks(14)})",
             [
                 (f.account_id, f.n_events, f.first_ts, f.last_ts, f.n_high, f.max_score, f.content_score,
                  f.ttp_breadth, f.home_utc_offset, f.refusals, f.rephrases, _dumps(f.features), model_version, now)
@@ -582,8 +564,8 @@ class AnalysisRepo:
             ],
         )  # fmt: skip
         for i in range(0, len(attributes), 50_000):
-            self._many(
-                f"INSERT INTO account_attributes (account_id, kind, value, n, first_ts, last_ts) VALUES ({_marks(6)})",
+            self._xm(
+                f"INSERT INTO account_attributes (account_id, kind, value, n, first_ts, last_ts) VALUES ({marks(6)})",
                 attributes[i : i + 50_000],
             )
 
@@ -599,7 +581,7 @@ class AnalysisRepo:
         where: list[str] = []
         params: list[Any] = []
         if kinds is not None:
-            where.append(f"kind IN ({_marks(len(kinds))})")
+            where.append(f"kind IN ({marks(len(kinds))})")
             params += list(kinds)
         sql = "SELECT account_id, kind, value, n, first_ts, last_ts FROM account_attributes"
         order = " ORDER BY account_id, kind, n DESC, value" if ordered else ""
@@ -609,7 +591,7 @@ class AnalysisRepo:
             rows = []
             ids = sorted(set(account_ids)) if ordered else list(account_ids)
             for part in _chunks(ids):
-                clause = " AND ".join([*where, f"account_id IN ({_marks(len(part))})"])
+                clause = " AND ".join([*where, f"account_id IN ({marks(len(part))})"])
                 rows += self._q(f"{sql} WHERE {clause}{order}", (*params, *part))
         return [Attribute(str(r[0]), str(r[1]), str(r[2]), int(r[3] or 0), r[4], r[5]) for r in rows]
 
@@ -627,8 +609,8 @@ class AnalysisRepo:
     def replace_hits(self, hits: Sequence[IntelHit]) -> None:
         """Replace every stored indicator hit. Does not commit."""
         self._x("DELETE FROM intel_hits")
-        self._many(
-            f"INSERT INTO intel_hits ({_H_COLS}) VALUES ({_marks(10)})",
+        self._xm(
+            f"INSERT INTO intel_hits ({_H_COLS}) VALUES ({marks(10)})",
             [(h.account_id, h.indicator_id, h.kind, h.value, h.n, h.first_ts, h.last_ts, h.degree, h.strength,
               _dumps(list(h.intrusion_sets))) for h in hits],
         )  # fmt: skip
@@ -649,7 +631,7 @@ class AnalysisRepo:
         for part in _chunks(list(account_ids)):
             out += [
                 self._hit(r)
-                for r in self._q(f"SELECT {_H_COLS} FROM intel_hits WHERE account_id IN ({_marks(len(part))})", part)
+                for r in self._q(f"SELECT {_H_COLS} FROM intel_hits WHERE account_id IN ({marks(len(part))})", part)
             ]
         return out
 
@@ -709,7 +691,7 @@ class AnalysisRepo:
         out: dict[str, AccountActivity] = {}
         for part in _chunks(list(account_ids)):
             for r in self._q(
-                f"SELECT account_id, MIN(ts), MAX(ts), COUNT(*) FROM events WHERE account_id IN ({_marks(len(part))})"
+                f"SELECT account_id, MIN(ts), MAX(ts), COUNT(*) FROM events WHERE account_id IN ({marks(len(part))})"
                 " GROUP BY account_id",
                 part,
             ):
@@ -721,7 +703,7 @@ class AnalysisRepo:
         out: dict[str, list[str]] = {}
         for part in _chunks(list(account_ids)):
             for r in self._q(
-                f"SELECT DISTINCT account_id, end_user_id FROM events WHERE account_id IN ({_marks(len(part))})"
+                f"SELECT DISTINCT account_id, end_user_id FROM events WHERE account_id IN ({marks(len(part))})"
                 " AND end_user_id IS NOT NULL",
                 part,
             ):
@@ -746,7 +728,7 @@ class AnalysisRepo:
             " org_id, status FROM accounts"
         )
         parts = [self._q(sql)] if account_ids is None else [
-            self._q(f"{sql} WHERE account_id IN ({_marks(len(p))})", p) for p in _chunks(list(account_ids))
+            self._q(f"{sql} WHERE account_id IN ({marks(len(p))})", p) for p in _chunks(list(account_ids))
         ]  # fmt: skip
         return {str(r[0]): AccountFacts(str(r[0]), *r[1:9]) for rows in parts for r in rows}
 

@@ -20,14 +20,12 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from stormwatch.store.database import Repository
 from stormwatch.store.records import Record
-
-if TYPE_CHECKING:
-    from stormwatch.store.sql import SqlStore
 
 __all__ = [
     "EVENT_TEXT_READ",
@@ -177,16 +175,7 @@ def _entry(r: Sequence[Any]) -> AuditEntry:
     )
 
 
-class AuditRepo:
-    def __init__(self, db: SqlStore) -> None:
-        self._db = db
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._db._query(self._db._sql(sql), params)
-
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self._db._execute(self._db._sql(sql), params)
-
+class AuditRepo(Repository):
     # -- the chain ---------------------------------------------------------------------------------
     def append(self, ev: AuditEvent, ts: str | None = None) -> AuditEntry:
         """Append ``ev`` to the chain inside the caller's transaction (the caller commits).
@@ -194,13 +183,13 @@ class AuditRepo:
         Listeners (:func:`add_listener`) hear of the entry afterwards.
         """
         if self._db.dialect == "postgres":
-            self._execute("LOCK TABLE disrupt_audit IN EXCLUSIVE MODE")
-        last = self._query("SELECT seq, entry_hash FROM disrupt_audit ORDER BY seq DESC LIMIT 1")
+            self._x("LOCK TABLE disrupt_audit IN EXCLUSIVE MODE")
+        last = self._q("SELECT seq, entry_hash FROM disrupt_audit ORDER BY seq DESC LIMIT 1")
         seq, prev = (int(last[0][0]) + 1, str(last[0][1])) if last else (1, GENESIS)
         ts = ts or _now()
         evidence_json = orjson.dumps(ev.evidence, option=orjson.OPT_SORT_KEYS).decode()
         digest = entry_hash(prev, ts, ev, evidence_json)
-        self._execute(
+        self._x(
             f"INSERT INTO disrupt_audit ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (seq, ts, ev.actor, ev.action, ev.target, ev.policy_id, ev.policy_version, ev.rule_version,
              ev.model_version, evidence_json, prev, digest),
@@ -214,9 +203,9 @@ class AuditRepo:
     def entries(self, *, target: str | None = None, limit: int = 100, offset: int = 0) -> list[AuditEntry]:
         """Entries in chain order (of one ``target``, e.g. ``account:a1``)."""
         if target is None:
-            rows = self._query(f"SELECT {_COLS} FROM disrupt_audit ORDER BY seq LIMIT ? OFFSET ?", (limit, offset))
+            rows = self._q(f"SELECT {_COLS} FROM disrupt_audit ORDER BY seq LIMIT ? OFFSET ?", (limit, offset))
         else:
-            rows = self._query(
+            rows = self._q(
                 f"SELECT {_COLS} FROM disrupt_audit WHERE target = ? ORDER BY seq LIMIT ? OFFSET ?",
                 (target, limit, offset),
             )
@@ -224,12 +213,12 @@ class AuditRepo:
 
     def head(self) -> AuditAnchor | None:
         """The last entry's (seq, hash); ``None`` for an empty log."""
-        rows = self._query("SELECT seq, entry_hash FROM disrupt_audit ORDER BY seq DESC LIMIT 1")
+        rows = self._q("SELECT seq, entry_hash FROM disrupt_audit ORDER BY seq DESC LIMIT 1")
         return AuditAnchor(int(rows[0][0]), str(rows[0][1])) if rows else None
 
     def chain(self) -> list[ChainLink]:
         """Every stored entry in ``seq`` order, as hashed (for :func:`stormwatch.disrupt.audit.verify`)."""
-        rows = self._query(f"SELECT {_COLS} FROM disrupt_audit ORDER BY seq")
+        rows = self._q(f"SELECT {_COLS} FROM disrupt_audit ORDER BY seq")
         return [
             ChainLink(
                 seq=int(r[0]),
@@ -244,8 +233,8 @@ class AuditRepo:
 
     def count(self, *, action: str | None = None) -> int:
         if action is None:
-            return int(self._query("SELECT COUNT(*) FROM disrupt_audit")[0][0])
-        return int(self._query("SELECT COUNT(*) FROM disrupt_audit WHERE action = ?", (action,))[0][0])
+            return int(self._q("SELECT COUNT(*) FROM disrupt_audit")[0][0])
+        return int(self._q("SELECT COUNT(*) FROM disrupt_audit WHERE action = ?", (action,))[0][0])
 
     # -- audited reads of event text -----------------------------------------------------------------
     def top_event_ids(self, account_id: str, *, limit: int, offset: int = 0) -> list[str]:
@@ -254,9 +243,9 @@ class AuditRepo:
         Events without a detection of that model (or an account never judged) follow, newest first.
         Reads no text and audits nothing.
         """
-        rows = self._query("SELECT model_version FROM account_judgements WHERE account_id = ?", (account_id,))
+        rows = self._q("SELECT model_version FROM account_judgements WHERE account_id = ?", (account_id,))
         model = str(rows[0][0]) if rows and rows[0][0] is not None else ""
-        got = self._query(
+        got = self._q(
             "SELECT e.event_id FROM events e LEFT JOIN detections d"
             " ON d.event_id = e.event_id AND d.model_version = ? WHERE e.account_id = ?"
             " ORDER BY CASE WHEN d.score IS NULL THEN 1 ELSE 0 END, d.score DESC, e.ts DESC, e.event_id"
@@ -266,10 +255,10 @@ class AuditRepo:
         return [str(r[0]) for r in got]
 
     def account_has_events(self, account_id: str) -> bool:
-        return bool(self._query("SELECT 1 FROM events WHERE account_id = ? LIMIT 1", (account_id,)))
+        return bool(self._q("SELECT 1 FROM events WHERE account_id = ? LIMIT 1", (account_id,)))
 
     def _detections(self, event_id: str) -> tuple[EventDetection, ...]:
-        rows = self._query(
+        rows = self._q(
             "SELECT model_version, score, flagged, top_ttp FROM detections WHERE event_id = ? ORDER BY model_version",
             (event_id,),
         )

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from stormwatch.errors import StoreError
+from stormwatch.store.database import Repository
 from stormwatch.store.records import now_iso
-
-if TYPE_CHECKING:
-    from stormwatch.store.sql import SqlStore
 
 MODEL_STATUSES = ("active", "candidate", "retired")
 _DETECTION_COLUMNS = (
@@ -96,13 +94,7 @@ def _model(r: Sequence[Any]) -> ModelRecord:
     )
 
 
-class DetectionsRepo:
-    def __init__(self, db: SqlStore) -> None:
-        self._db = db
-
-    def _q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._db._query(self._db._sql(sql), params)
-
+class DetectionsRepo(Repository):
     # -- detections ----------------------------------------------------------------------------
     def insert(self, rows: Sequence[Detection]) -> int:
         """Store detections not stored yet (by event and model version); does not commit."""

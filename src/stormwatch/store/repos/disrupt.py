@@ -30,15 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from stormwatch.errors import StoreError
+from stormwatch.store.database import Repository, marks
 from stormwatch.store.records import Record
-
-if TYPE_CHECKING:
-    from stormwatch.store.sql import SqlStore
 
 __all__ = ["Action", "Appeal", "Case", "CaseNote", "Decision", "DisruptRepo", "LabelEvent"]
 
@@ -245,28 +243,13 @@ def _where(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
     return " WHERE " + " AND ".join(f"{k} = ?" for k in used), list(used.values())
 
 
-def _marks(n: int) -> str:
-    return ", ".join("?" * n)
-
-
-class DisruptRepo:
-    def __init__(self, db: SqlStore) -> None:
-        self._db = db
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._db._query(self._db._sql(sql), params)
-
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run one statement; return the number of rows it changed."""
-        cur = self._db._execute(self._db._sql(sql), params)
-        return int(getattr(cur, "rowcount", -1))
-
+class DisruptRepo(Repository):
     # -- decisions ---------------------------------------------------------------------------------
     def insert_decision(self, d: Decision, run_id: str) -> bool:
         """Insert unless the decision id exists; True when this call inserted it."""
-        n = self._execute(
+        n = self._x(
             f"INSERT INTO disrupt_decisions ({_DECISION_COLS}, run_id) "
-            f"VALUES ({_marks(17)}) ON CONFLICT (decision_id) DO NOTHING",
+            f"VALUES ({marks(17)}) ON CONFLICT (decision_id) DO NOTHING",
             (d.decision_id, d.mode, d.policy_id, d.policy_version, d.rule_version, d.account_id, d.action,
              d.end_user_id, _dumps(d.params), d.status, _dumps(list(d.reasons)), _dumps(d.evidence),
              d.model_version, d.decided_by, d.decided_at, d.cluster_id, run_id),
@@ -274,7 +257,7 @@ class DisruptRepo:
         return n == 1
 
     def get_decision(self, decision_id: str) -> Decision | None:
-        rows = self._query(f"SELECT {_DECISION_COLS} FROM disrupt_decisions WHERE decision_id = ?", (decision_id,))
+        rows = self._q(f"SELECT {_DECISION_COLS} FROM disrupt_decisions WHERE decision_id = ?", (decision_id,))
         return _decision(rows[0]) if rows else None
 
     def list_decisions(
@@ -288,7 +271,7 @@ class DisruptRepo:
         offset: int = 0,
     ) -> list[Decision]:
         where, params = _where({"account_id": account_id, "mode": mode, "policy_id": policy_id, "status": status})
-        rows = self._query(
+        rows = self._q(
             f"SELECT {_DECISION_COLS} FROM disrupt_decisions{where} ORDER BY decided_at, decision_id LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
@@ -298,18 +281,18 @@ class DisruptRepo:
         """Move the account's non-shadow decisions in status ``old`` to ``new``; return their ids (sorted)."""
         if not old:
             return []
-        marks = _marks(len(old))
+        in_old = marks(len(old))
         ids = [
             str(r[0])
-            for r in self._query(
+            for r in self._q(
                 f"SELECT decision_id FROM disrupt_decisions WHERE account_id = ? AND mode != 'shadow' "
-                f"AND status IN ({marks}) ORDER BY decision_id",
+                f"AND status IN ({in_old}) ORDER BY decision_id",
                 (account_id, *old),
             )
         ]
-        self._execute(
+        self._x(
             f"UPDATE disrupt_decisions SET status = ? WHERE account_id = ? AND mode != 'shadow' "
-            f"AND status IN ({marks})",
+            f"AND status IN ({in_old})",
             (new, account_id, *old),
         )
         return ids
@@ -317,22 +300,22 @@ class DisruptRepo:
     # -- actions -----------------------------------------------------------------------------------
     def insert_action(self, a: Action) -> bool:
         """Insert unless the action id (the idempotency key) exists; True when this call inserted it."""
-        n = self._execute(
-            f"INSERT INTO disrupt_actions ({_ACTION_COLS}) VALUES ({_marks(14)}) ON CONFLICT (action_id) DO NOTHING",
+        n = self._x(
+            f"INSERT INTO disrupt_actions ({_ACTION_COLS}) VALUES ({marks(14)}) ON CONFLICT (action_id) DO NOTHING",
             (a.action_id, a.decision_id, a.kind, a.account_id, a.end_user_id, _dumps(a.params), a.status,
              a.attempts, a.last_error, a.next_attempt_at, a.created_at, a.delivered_at, a.sink, a.reverses),
         )  # fmt: skip
         return n == 1
 
     def get_action(self, action_id: str) -> Action | None:
-        rows = self._query(f"SELECT {_ACTION_COLS} FROM disrupt_actions WHERE action_id = ?", (action_id,))
+        rows = self._q(f"SELECT {_ACTION_COLS} FROM disrupt_actions WHERE action_id = ?", (action_id,))
         return _action(rows[0]) if rows else None
 
     def list_actions(
         self, *, status: str | None = None, account_id: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[Action]:
         where, params = _where({"status": status, "account_id": account_id})
-        rows = self._query(
+        rows = self._q(
             f"SELECT {_ACTION_COLS} FROM disrupt_actions{where} ORDER BY created_at, action_id LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
@@ -340,12 +323,12 @@ class DisruptRepo:
 
     def count_actions(self) -> dict[str, int]:
         """Actions per status."""
-        return {str(s): int(n) for s, n in self._query("SELECT status, COUNT(*) FROM disrupt_actions GROUP BY status")}
+        return {str(s): int(n) for s, n in self._q("SELECT status, COUNT(*) FROM disrupt_actions GROUP BY status")}
 
     def cancel_action(self, action_id: str) -> bool:
         """Cancel an action not delivered yet (``pending`` or ``dead``); True when this call did."""
         return (
-            self._execute(
+            self._x(
                 "UPDATE disrupt_actions SET status = 'cancelled', next_attempt_at = NULL, claimed_by = NULL, "
                 "lease_until = NULL WHERE action_id = ? AND status IN ('pending', 'dead')",
                 (action_id,),
@@ -356,7 +339,7 @@ class DisruptRepo:
     def requeue_dead(self, action_id: str) -> bool:
         """Put a dead-lettered action back in the queue (attempts reset); True when this call did."""
         return bool(
-            self._query(
+            self._q(
                 "UPDATE disrupt_actions SET status = 'pending', attempts = 0, next_attempt_at = NULL, "
                 "claimed_by = NULL, lease_until = NULL WHERE action_id = ? AND status = 'dead' RETURNING action_id",
                 (action_id,),
@@ -366,7 +349,7 @@ class DisruptRepo:
     # -- delivery claims ---------------------------------------------------------------------------
     def live_claims(self, now: str) -> list[str]:
         """The distinct claim tokens on pending actions whose lease has not expired at ``now``."""
-        rows = self._query(
+        rows = self._q(
             "SELECT DISTINCT claimed_by FROM disrupt_actions WHERE status = 'pending' AND claimed_by IS NOT NULL "
             "AND lease_until > ?",
             (now,),
@@ -386,7 +369,7 @@ class DisruptRepo:
             raise StoreError(f"claim limit must be >= 1, got {limit}")
         free = "claimed_by IS NULL OR lease_until IS NULL OR lease_until <= ?"
         if take_over:
-            free += f" OR claimed_by IN ({_marks(len(take_over))})"
+            free += f" OR claimed_by IN ({marks(len(take_over))})"
         due = f"status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?) AND ({free})"
         due_params = [now, now, *take_over]
         pick = f"SELECT action_id FROM disrupt_actions WHERE {due} ORDER BY created_at, action_id LIMIT ?"
@@ -407,7 +390,7 @@ class DisruptRepo:
         sql += returning
         params += due_params
         try:
-            rows = self._query(sql, params)
+            rows = self._q(sql, params)
             self._db._commit()
         except BaseException:
             self._db._rollback()
@@ -419,9 +402,9 @@ class DisruptRepo:
         if not action_ids:
             return set()
         try:
-            rows = self._query(
+            rows = self._q(
                 f"UPDATE disrupt_actions SET lease_until = ? WHERE claimed_by = ? AND status = 'pending' "
-                f"AND action_id IN ({_marks(len(action_ids))}) RETURNING action_id",
+                f"AND action_id IN ({marks(len(action_ids))}) RETURNING action_id",
                 [lease_until, claimer, *action_ids],
             )
             self._db._commit()
@@ -433,7 +416,7 @@ class DisruptRepo:
     def record_delivery(self, action_id: str, claimer: str, *, attempts: int, delivered_at: str, sink: str) -> bool:
         """Mark a claimed action delivered and release the claim; False if ``claimer`` lost the claim."""
         return bool(
-            self._query(
+            self._q(
                 "UPDATE disrupt_actions SET status = 'delivered', attempts = ?, delivered_at = ?, sink = ?, "
                 "last_error = NULL, next_attempt_at = NULL, claimed_by = NULL, lease_until = NULL "
                 "WHERE action_id = ? AND status = 'pending' AND claimed_by = ? RETURNING action_id",
@@ -449,7 +432,7 @@ class DisruptRepo:
         False if ``claimer`` no longer held the claim (another run took the action over).
         """
         return bool(
-            self._query(
+            self._q(
                 "UPDATE disrupt_actions SET attempts = ?, last_error = ?, next_attempt_at = ?, status = ?, "
                 "claimed_by = NULL, lease_until = NULL WHERE action_id = ? AND status = 'pending' "
                 "AND claimed_by = ? RETURNING action_id",
@@ -459,7 +442,7 @@ class DisruptRepo:
 
     def next_retry_at(self, now: str) -> str | None:
         """The earliest ``next_attempt_at`` of pending actions nobody holds a live claim on."""
-        got = self._query(
+        got = self._q(
             "SELECT MIN(next_attempt_at) FROM disrupt_actions WHERE status = 'pending' "
             "AND (claimed_by IS NULL OR lease_until IS NULL OR lease_until <= ?)",
             (now,),
@@ -468,12 +451,12 @@ class DisruptRepo:
 
     # -- cases -------------------------------------------------------------------------------------
     def get_case(self, case_id: str) -> Case | None:
-        rows = self._query(f"SELECT {_CASE_COLS} FROM disrupt_cases WHERE case_id = ?", (case_id,))
+        rows = self._q(f"SELECT {_CASE_COLS} FROM disrupt_cases WHERE case_id = ?", (case_id,))
         return _case(rows[0]) if rows else None
 
     def open_case_for(self, account_id: str) -> Case | None:
         """The account's open case (the oldest, should there be more than one)."""
-        rows = self._query(
+        rows = self._q(
             f"SELECT {_CASE_COLS} FROM disrupt_cases WHERE account_id = ? AND status = 'open' "
             "ORDER BY opened_at, case_id LIMIT 1",
             (account_id,),
@@ -481,13 +464,13 @@ class DisruptRepo:
         return _case(rows[0]) if rows else None
 
     def count_cases(self, account_id: str) -> int:
-        return int(self._query("SELECT COUNT(*) FROM disrupt_cases WHERE account_id = ?", (account_id,))[0][0])
+        return int(self._q("SELECT COUNT(*) FROM disrupt_cases WHERE account_id = ?", (account_id,))[0][0])
 
     def insert_case(
         self, case_id: str, account_id: str, *, reason: str, opened_by: str, ts: str, decision_id: str | None
     ) -> Case:
         """Insert an open case; return it."""
-        self._execute(
+        self._x(
             f"INSERT INTO disrupt_cases ({_CASE_COLS}) VALUES (?, ?, 'open', ?, ?, ?, NULL, NULL, NULL, NULL, ?, "
             "NULL, NULL, NULL, ?)",
             (case_id, account_id, reason, opened_by, ts, decision_id, ts),
@@ -503,7 +486,7 @@ class DisruptRepo:
             raise StoreError(f"cannot set case column(s) {', '.join(sorted(bad))}")
         cols = "".join(f"{k} = ?, " for k in sets)
         return (
-            self._execute(
+            self._x(
                 f"UPDATE disrupt_cases SET {cols}updated_at = ? WHERE case_id = ? AND status = 'open'",
                 [*sets.values(), ts, case_id],
             )
@@ -522,7 +505,7 @@ class DisruptRepo:
         where, params = _where(
             {"status": status or None, "assignee": assignee or None, "account_id": account_id or None}
         )
-        rows = self._query(
+        rows = self._q(
             f"SELECT {_CASE_COLS} FROM disrupt_cases{where} ORDER BY opened_at, case_id LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
@@ -530,12 +513,12 @@ class DisruptRepo:
 
     def labelled_cases(self) -> list[Case]:
         """Cases an analyst labelled (true or false positive), by case id."""
-        rows = self._query(f"SELECT {_CASE_COLS} FROM disrupt_cases WHERE label IS NOT NULL ORDER BY case_id")
+        rows = self._q(f"SELECT {_CASE_COLS} FROM disrupt_cases WHERE label IS NOT NULL ORDER BY case_id")
         return [_case(r) for r in rows]
 
     def add_note(self, case_id: str, *, kind: str, author: str, body: Any, ts: str) -> CaseNote:
         """Append a note (``kind`` note or evidence; ``body`` any JSON value) to a case."""
-        rows = self._query(
+        rows = self._q(
             "INSERT INTO disrupt_case_notes (case_id, kind, author, body, created_at) VALUES (?, ?, ?, ?, ?) "
             "RETURNING note_id",
             (case_id, kind, author, _dumps(body), ts),
@@ -543,32 +526,30 @@ class DisruptRepo:
         return CaseNote(int(rows[0][0]), case_id, kind, author, body, ts)
 
     def list_notes(self, case_id: str) -> list[CaseNote]:
-        rows = self._query(
-            f"SELECT {_NOTE_COLS} FROM disrupt_case_notes WHERE case_id = ? ORDER BY note_id", (case_id,)
-        )
+        rows = self._q(f"SELECT {_NOTE_COLS} FROM disrupt_case_notes WHERE case_id = ? ORDER BY note_id", (case_id,))
         return [_note(r) for r in rows]
 
     # -- appeals -----------------------------------------------------------------------------------
     def get_appeal(self, appeal_id: str) -> Appeal | None:
-        rows = self._query(f"SELECT {_APPEAL_COLS} FROM disrupt_appeals WHERE appeal_id = ?", (appeal_id,))
+        rows = self._q(f"SELECT {_APPEAL_COLS} FROM disrupt_appeals WHERE appeal_id = ?", (appeal_id,))
         return _appeal(rows[0]) if rows else None
 
     def list_appeals(
         self, *, status: str | None = None, account_id: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[Appeal]:
         where, params = _where({"status": status or None, "account_id": account_id or None})
-        rows = self._query(
+        rows = self._q(
             f"SELECT {_APPEAL_COLS} FROM disrupt_appeals{where} ORDER BY filed_at, appeal_id LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
         return [_appeal(r) for r in rows]
 
     def count_appeals(self, account_id: str) -> int:
-        return int(self._query("SELECT COUNT(*) FROM disrupt_appeals WHERE account_id = ?", (account_id,))[0][0])
+        return int(self._q("SELECT COUNT(*) FROM disrupt_appeals WHERE account_id = ?", (account_id,))[0][0])
 
     def insert_appeal(self, appeal_id: str, account_id: str, *, reason: str, filed_by: str, ts: str) -> Appeal:
         """Insert an open appeal; return it."""
-        self._execute(
+        self._x(
             f"INSERT INTO disrupt_appeals ({_APPEAL_COLS}) VALUES (?, ?, ?, 'open', ?, ?, NULL, NULL, NULL)",
             (appeal_id, account_id, reason, filed_by, ts),
         )
@@ -579,7 +560,7 @@ class DisruptRepo:
     def decide_appeal(self, appeal_id: str, *, status: str, decided_by: str, ts: str, note: str) -> bool:
         """Close an open appeal as ``status``; False if it was not open (decided meanwhile, or unknown)."""
         return (
-            self._execute(
+            self._x(
                 "UPDATE disrupt_appeals SET status = ?, decided_by = ?, decided_at = ?, note = ? "
                 "WHERE appeal_id = ? AND status = 'open'",
                 (status, decided_by, ts, note, appeal_id),
@@ -589,14 +570,14 @@ class DisruptRepo:
 
     def reinstated_accounts(self) -> set[str]:
         """Accounts with a granted appeal: later policy runs exempt them."""
-        return {str(r[0]) for r in self._query("SELECT account_id FROM disrupt_appeals WHERE status = 'reinstated'")}
+        return {str(r[0]) for r in self._q("SELECT account_id FROM disrupt_appeals WHERE status = 'reinstated'")}
 
     # -- labels (training data) --------------------------------------------------------------------
     def label_events(self, account_id: str, *, flagged_only: bool) -> list[LabelEvent]:
         """The account's events in time order; ``flagged_only``: those some model flagged (all of them
         when none was flagged)."""
         if flagged_only:
-            rows = self._query(
+            rows = self._q(
                 "SELECT e.event_id, e.prompt, e.messages FROM events e WHERE e.account_id = ? AND EXISTS "
                 "(SELECT 1 FROM detections d WHERE d.event_id = e.event_id AND d.flagged = 1) "
                 "ORDER BY e.ts, e.event_id",
@@ -604,7 +585,7 @@ class DisruptRepo:
             )
             if rows:
                 return [LabelEvent(str(r[0]), r[1], r[2]) for r in rows]
-        rows = self._query(
+        rows = self._q(
             "SELECT event_id, prompt, messages FROM events WHERE account_id = ? ORDER BY ts, event_id", (account_id,)
         )
         return [LabelEvent(str(r[0]), r[1], r[2]) for r in rows]

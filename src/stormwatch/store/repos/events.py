@@ -9,16 +9,14 @@ slim rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from stormwatch.errors import StoreError
-
-if TYPE_CHECKING:
-    from stormwatch.store.sql import SqlStore
+from stormwatch.store.database import Repository
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +33,7 @@ class ScoringInput:
     refused: bool | None
 
 
-class EventsRepo:
-    def __init__(self, db: SqlStore) -> None:
-        self._db = db
-
-    def _q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._db._query(self._db._sql(sql), params)
-
+class EventsRepo(Repository):
     def max_seq(self) -> int:
         """The last event's seq (0 for an empty log)."""
         return int(self._q("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])

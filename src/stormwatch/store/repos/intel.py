@@ -15,14 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from stormwatch.store.database import Repository, marks
 from stormwatch.store.records import Record, now_iso
-
-if TYPE_CHECKING:
-    from stormwatch.store.sql import SqlStore
 
 _CHUNK = 500  # ids per IN (...) list: well below SQLite's and PostgreSQL's parameter limits
 
@@ -171,23 +169,7 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[i : i + _CHUNK]
 
 
-def _marks(n: int) -> str:
-    return ", ".join("?" for _ in range(n))
-
-
-class IntelRepo:
-    def __init__(self, db: SqlStore) -> None:
-        self._db = db
-
-    def _q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._db._query(self._db._sql(sql), params)
-
-    def _x(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._db._execute(self._db._sql(sql), params)
-
-    def _xm(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
-        return self._db._executemany(self._db._sql(sql), rows) if rows else 0
-
+class IntelRepo(Repository):
     # -- imported objects ----------------------------------------------------------------------
     def object_versions(self) -> dict[str, StoredVersion]:
         """Every imported object's stored version, by id."""
@@ -210,14 +192,14 @@ class IntelRepo:
         """The imported objects of these STIX types (parsed), in id order."""
         if not types:
             return []
-        rows = self._q(f"SELECT raw FROM intel_objects WHERE type IN ({_marks(len(types))}) ORDER BY id", types)
+        rows = self._q(f"SELECT raw FROM intel_objects WHERE type IN ({marks(len(types))}) ORDER BY id", types)
         return [orjson.loads(r[0]) for r in rows]
 
     def raw_objects(self, ids: Iterable[str]) -> dict[str, str]:
         """The stored JSON text of these objects (ids not imported are absent)."""
         out: dict[str, str] = {}
         for chunk in _chunks(sorted(set(ids))):
-            for oid, raw in self._q(f"SELECT id, raw FROM intel_objects WHERE id IN ({_marks(len(chunk))})", chunk):
+            for oid, raw in self._q(f"SELECT id, raw FROM intel_objects WHERE id IN ({marks(len(chunk))})", chunk):
                 out[str(oid)] = str(raw)
         return out
 
@@ -285,7 +267,7 @@ class IntelRepo:
     def attribute_observations(self) -> Iterator[AttributeObservation]:
         rows = self._q(
             "SELECT account_id, kind, value, n, first_ts, last_ts FROM account_attributes"
-            f" WHERE kind IN ({_marks(len(OBSERVABLE_KINDS))})",
+            f" WHERE kind IN ({marks(len(OBSERVABLE_KINDS))})",
             OBSERVABLE_KINDS,
         )
         for acc, kind, value, n, first, last in rows:
@@ -326,7 +308,7 @@ class IntelRepo:
         """Which of ``ids`` we minted."""
         out: set[str] = set()
         for chunk in _chunks(sorted(set(ids))):
-            rows = self._q(f"SELECT stix_id FROM share_stix_ids WHERE stix_id IN ({_marks(len(chunk))})", chunk)
+            rows = self._q(f"SELECT stix_id FROM share_stix_ids WHERE stix_id IN ({marks(len(chunk))})", chunk)
             out.update(str(r[0]) for r in rows)
         return out
 

@@ -14,13 +14,10 @@ rows the cursor covers, and commits both together (a killed run then resumes whe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from stormwatch.errors import StoreError
+from stormwatch.store.database import Repository
 from stormwatch.store.records import now_iso
-
-if TYPE_CHECKING:
-    from stormwatch.store.sql import SqlStore
 
 #: the key of a stage with a single cursor over the whole event log
 DEFAULT_KEY = "events"
@@ -34,10 +31,7 @@ class StageCursor:
     updated_at: str
 
 
-class StagesRepo:
-    def __init__(self, db: SqlStore) -> None:
-        self._db = db
-
+class StagesRepo(Repository):
     def get(self, stage: str, key: str = DEFAULT_KEY) -> int:
         """The last event ``seq`` the stage processed; 0 when it never ran."""
         rows = self._db._query(

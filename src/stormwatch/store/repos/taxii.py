@@ -19,14 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from stormwatch.store.database import Repository, marks
 from stormwatch.store.records import Record
-
-if TYPE_CHECKING:
-    from stormwatch.store.sql import SqlStore
 
 _CHUNK = 500
 
@@ -125,10 +123,6 @@ class StatusRow(Record):
     pendings: list[dict[str, Any]]
 
 
-def _marks(n: int) -> str:
-    return ", ".join("?" for _ in range(n))
-
-
 def _like_escape(name: str) -> str:
     return name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -150,22 +144,13 @@ def _version_where(f: ObjectFilter, where: list[str], args: list[Any]) -> None:
         conds.append("is_first = 1")
     stamps = sorted(v for v in vs if v not in ("first", "last"))
     if stamps:
-        conds.append(f"vkey IN ({_marks(len(stamps))})")
+        conds.append(f"vkey IN ({marks(len(stamps))})")
         args.extend(stamps)
     if conds:
         where.append(conds[0] if len(conds) == 1 else "(" + " OR ".join(conds) + ")")
 
 
-class TaxiiRepo:
-    def __init__(self, db: SqlStore) -> None:
-        self._db = db
-
-    def _q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._db._query(self._db._sql(sql), params)
-
-    def _x(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._db._execute(self._db._sql(sql), params)
-
+class TaxiiRepo(Repository):
     # -- API roots -----------------------------------------------------------------------------
     def root(self, root: str) -> ApiRoot | None:
         rows = self._q(
@@ -237,7 +222,7 @@ class TaxiiRepo:
         if principals is not None:
             if not principals:
                 return []
-            sql += f" AND principal IN ({_marks(len(principals))})"
+            sql += f" AND principal IN ({marks(len(principals))})"
             args.extend(principals)
         rows = self._q(sql + " ORDER BY principal", args)
         return [Permission(collection_id, str(r[0]), bool(r[1]), bool(r[2]), bool(r[3])) for r in rows]
@@ -263,7 +248,7 @@ class TaxiiRepo:
         _version_where(f, where, args)
         for column, values in (("stix_id", f.ids), ("stix_type", f.types), ("spec_version", f.spec_versions)):
             if values:
-                where.append(f"{column} IN ({_marks(len(values))})")
+                where.append(f"{column} IN ({marks(len(values))})")
                 args.extend(values)
         if f.added_after:
             where.append("date_added > ?")
@@ -298,7 +283,7 @@ class TaxiiRepo:
             chunk = lst[k : k + _CHUNK]
             rows = self._q(
                 f"SELECT stix_id, vkey, seq FROM taxii_objects WHERE collection_id = ? AND stix_id IN"
-                f" ({_marks(len(chunk))}) ORDER BY stix_id, vkey",
+                f" ({marks(len(chunk))}) ORDER BY stix_id, vkey",
                 [collection_id, *chunk],
             )
             out.extend(VersionKey(str(r[0]), str(r[1]), int(r[2])) for r in rows)
@@ -358,7 +343,7 @@ class TaxiiRepo:
         args: list[Any] = [collection_id, object_id]
         _version_where(f, where, args)
         if f.spec_versions:
-            where.append(f"spec_version IN ({_marks(len(f.spec_versions))})")
+            where.append(f"spec_version IN ({marks(len(f.spec_versions))})")
             args.extend(f.spec_versions)
         cond = " AND ".join(where)
         gone = sorted(str(r[0]) for r in self._q(f"SELECT version FROM taxii_objects WHERE {cond}", args))

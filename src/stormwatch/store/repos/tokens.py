@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from stormwatch.errors import StoreError
-
-if TYPE_CHECKING:
-    from stormwatch.store.sql import SqlStore
+from stormwatch.store.database import Repository
 
 __all__ = ["TokenRecord", "TokensRepo"]
 
@@ -54,25 +52,15 @@ def _record(r: Sequence[Any]) -> TokenRecord:
     )
 
 
-class TokensRepo:
-    def __init__(self, db: SqlStore) -> None:
-        self._db = db
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._db._query(self._db._sql(sql), params)
-
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = self._db._execute(self._db._sql(sql), params)
-        return int(getattr(cur, "rowcount", -1))
-
+class TokensRepo(Repository):
     def exists(self, token_id: str) -> bool:
-        return bool(self._query("SELECT 1 FROM api_tokens WHERE token_id = ?", (token_id,)))
+        return bool(self._q("SELECT 1 FROM api_tokens WHERE token_id = ?", (token_id,)))
 
     def insert(self, t: TokenRecord) -> None:
         """Store a new token; a ``token_id`` or hash already stored raises :class:`StoreError`."""
         if not t.token_id or len(t.token_sha256) != 64:
             raise StoreError("a token record needs an id and a SHA-256 hex digest")
-        self._execute(
+        self._x(
             f"INSERT INTO api_tokens ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 t.token_id,
@@ -89,22 +77,20 @@ class TokensRepo:
         )
 
     def get(self, token_id: str) -> TokenRecord | None:
-        rows = self._query(f"SELECT {_COLS} FROM api_tokens WHERE token_id = ?", (token_id,))
+        rows = self._q(f"SELECT {_COLS} FROM api_tokens WHERE token_id = ?", (token_id,))
         return _record(rows[0]) if rows else None
 
     def all(self) -> list[TokenRecord]:
         """Every token, oldest first."""
-        return [_record(r) for r in self._query(f"SELECT {_COLS} FROM api_tokens ORDER BY created_at, token_id")]
+        return [_record(r) for r in self._q(f"SELECT {_COLS} FROM api_tokens ORDER BY created_at, token_id")]
 
     def revoke(self, token_id: str, *, ts: str) -> bool:
         """Revoke at ``ts`` unless already revoked (the first time stays); True when this call revoked it."""
         return (
-            self._execute(
-                "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (ts, token_id)
-            )
+            self._x("UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (ts, token_id))
             == 1
         )
 
     def touch(self, token_id: str, *, ts: str) -> None:
         """Record a use of the token at ``ts``."""
-        self._execute("UPDATE api_tokens SET last_used_at = ? WHERE token_id = ?", (ts, token_id))
+        self._x("UPDATE api_tokens SET last_used_at = ? WHERE token_id = ?", (ts, token_id))
