@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -19,6 +19,8 @@ from stormwatch.errors import EXIT_QUARANTINED, RecordError
 from stormwatch.events import Event
 from stormwatch.ingest.formats import get_format, sniff_format
 from stormwatch.ingest.formats.base import FormatOptions, Rejected
+from stormwatch.ingest.formats.litellm import LiteLLMFormat
+from stormwatch.ingest.formats.openai_http import OpenAIHttpLogFormat
 
 SECRET = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
 MSG = [{"role": "user", "content": "hello"}]
@@ -36,7 +38,7 @@ def env(**over: Any) -> dict[str, Any]:
 
 
 def http(obj: Any, options: FormatOptions | None = None) -> Event:
-    return get_format("openai_http_log").to_event(obj, options or FormatOptions())
+    return cast(OpenAIHttpLogFormat, get_format("openai_http_log")).to_event(obj, options or FormatOptions())
 
 
 def http_error(obj: Any, options: FormatOptions | None = None) -> RecordError:
@@ -139,7 +141,13 @@ def test_event_id_and_ts_fallbacks_and_default_account() -> None:
     ev = http(env(response={}, request_id="envelope-id"))
     assert ev.event_id == "envelope-id"
     ev = http(
-        env(request={"path": "/v1/chat/completions", "headers": {"openai-organization": "org-h"}, "body": {"messages": MSG}})
+        env(
+            request={
+                "path": "/v1/chat/completions",
+                "headers": {"openai-organization": "org-h"},
+                "body": {"messages": MSG},
+            }
+        )
     )
     assert ev.org_id == "org-h"
 
@@ -160,7 +168,7 @@ def test_http_sniff_scores(tmp_path: Path) -> None:
 
 
 def litellm(obj: Any, options: FormatOptions | None = None) -> Event:
-    return get_format("litellm").to_event(obj, options or FormatOptions())
+    return cast(LiteLLMFormat, get_format("litellm")).to_event(obj, options or FormatOptions())
 
 
 def payload(**over: Any) -> dict[str, Any]:
@@ -188,7 +196,10 @@ def test_litellm_message_shapes_and_response_kinds() -> None:
     assert litellm(payload(response=[{"embedding": [0.1]}])).response is None
     ev = litellm(
         payload(
-            response={"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}], "usage": {"total_tokens": 1}}
+            response={
+                "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+                "usage": {"total_tokens": 1},
+            }
         )
     )
     assert ev.response == "hi"
@@ -267,7 +278,10 @@ def test_litellm_default_account_and_ndjson_array_line(tmp_path: Path) -> None:
 def test_litellm_pretty_printed_and_array_files_with_bom(tmp_path: Path) -> None:
     pretty = tmp_path / "pretty.json"
     pretty.write_bytes(
-        b"\xef\xbb\xbf" + json.dumps(payload(id="p1"), indent=2).encode() + b"\n" + json.dumps(payload(id="p2"), indent=2).encode()
+        b"\xef\xbb\xbf"
+        + json.dumps(payload(id="p1"), indent=2).encode()
+        + b"\n"
+        + json.dumps(payload(id="p2"), indent=2).encode()
     )
     array = tmp_path / "array.json.gz"
     array.write_bytes(gzip.compress(json.dumps([payload(id="q1"), payload(id="q2", startTime="bad")]).encode()))
@@ -379,7 +393,7 @@ def test_batch_without_account_or_timestamp_and_unrecognised_files(tmp_path: Pat
 
 def test_batch_classifies_a_file_whose_first_lines_are_not_json(tmp_path: Path) -> None:
     # the sniffed head holds only broken lines; the classifier reads on through the file
-    head_junk = [b"{broken " + b"x" * 70_000] + [orjson.dumps(batch_input("late"))]
+    head_junk = [b"{broken " + b"x" * 70_000, orjson.dumps(batch_input("late"))]
     inp = write(tmp_path / "late.jsonl", head_junk)
     opts = FormatOptions(default_account="o", extra={"batch_ts": "2026-01-01T00:00:00Z"})
     got = list(get_format("openai_batch").parse([inp], opts))
@@ -398,7 +412,9 @@ def test_batch_sniff_on_a_cut_first_line(tmp_path: Path) -> None:
 # one CLI run with every format, gzip and a BOM
 
 
-def test_cli_ingests_mixed_formats_in_one_run(tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_ingests_mixed_formats_in_one_run(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     canonical = tmp_path / "canon.jsonl"
     canonical.write_bytes(
         b"\xef\xbb\xbf"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -17,6 +17,7 @@ from stormwatch.errors import RecordError
 from stormwatch.events import Event
 from stormwatch.ingest.formats import get_format
 from stormwatch.ingest.formats.base import FormatOptions, Rejected
+from stormwatch.ingest.formats.openai_http import OpenAIHttpLogFormat
 
 OPTS = FormatOptions()
 
@@ -35,7 +36,7 @@ def envelope(body: Any, *, path: str = "/v1/chat/completions", response: Any = N
 
 
 def http(env: Any, options: FormatOptions = OPTS) -> Event:
-    return get_format("openai_http_log").to_event(env, options)
+    return cast(OpenAIHttpLogFormat, get_format("openai_http_log")).to_event(env, options)
 
 
 def http_error(env: Any, options: FormatOptions = OPTS) -> RecordError:
@@ -278,7 +279,9 @@ def test_conversation_falls_back_to_previous_response_then_metadata() -> None:
     assert ev.conversation_id == "conv_str"
     ev = http(envelope({"input": "x", "previous_response_id": "resp_0"}, path="/v1/responses"))
     assert ev.conversation_id == "resp_0"
-    ev = http(envelope({"input": "x", "metadata": {"conversation_id": "c9", "end_user_id": "u9"}}, path="/v1/responses"))
+    ev = http(
+        envelope({"input": "x", "metadata": {"conversation_id": "c9", "end_user_id": "u9"}}, path="/v1/responses")
+    )
     assert (ev.conversation_id, ev.end_user_id) == ("c9", "u9")
 
 

@@ -158,8 +158,8 @@ class _Doc:
             return None
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if str in kinds and not isinstance(value, str) and isinstance(value, int | float):
-            value = str(node.value)
+        if str in kinds and isinstance(value, int | float) and not isinstance(value, kinds):
+            value = str(node.value)  # `version: 1` is the string "1"; a number where a number is allowed stays one
         if not isinstance(value, kinds):
             self.err(node, fld, f"expected a {names}, got {value!r}")
             return None
