@@ -21,7 +21,7 @@ test: $(STAMP)
 	rm -rf .coverage && mkdir -p .coverage
 	$(PY) -m pytest -q -n 2 --dist loadfile --cov --cov-report=
 	$(PY) -m coverage json -q -o .coverage/coverage.json
-	$(PY) tests/coverage_by_package.py .coverage/coverage.json
+	$(PY) tests/coverage_by_package.py .coverage/coverage.json --fail-under-branch 80
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -216,3 +216,14 @@ def test_demo_refuses_a_missing_policies_folder(tmp_path: Path, capsys: pytest.C
     assert code == EXIT_USAGE
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_a_missing_model_named_in_the_environment_is_an_input_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """No traceback: the message names the file and the exit code is 4 (bad input)."""
+    missing = tmp_path / "nope.json.gz"
+    monkeypatch.setenv("STORMWATCH_DETECT_MODEL", str(missing))
+    assert main(["classify", "--text", "write a keylogger"]) == 4
+    err = capsys.readouterr().err
+    assert str(missing) in err and "No such file" in err and "Traceback" not in err

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import click
 
 from stormwatch import __version__, plugins
-from stormwatch.errors import EXIT_ERROR, EXIT_OK, StormwatchError
+from stormwatch.errors import EXIT_ERROR, EXIT_INPUT, EXIT_OK, StormwatchError
 
 
 def commands() -> dict[str, plugins.Entry]:
@@ -96,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except BrokenPipeError:
         return EXIT_OK
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        # a file named on the command line or in the environment: say which, no traceback
+        click.echo(f"error: {exc.filename or exc}: {exc.strerror or exc}", err=True)
+        return EXIT_INPUT
     return rv if isinstance(rv, int) else EXIT_OK
 
 

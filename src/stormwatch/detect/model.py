@@ -29,6 +29,7 @@ import numpy.typing as npt
 import orjson
 
 from stormwatch.detect.features import FeatureSpec, featurize, prepare_text, split_windows, tokens_of
+from stormwatch.errors import InputError
 from stormwatch.vocab import LLMT_IDS
 
 try:  # the optional C fast path
@@ -260,8 +261,22 @@ def _load(path: str) -> FirstTierModel:
 
 
 def load_model(path: str | Path | None = None) -> FirstTierModel:
-    """The model at ``path`` (default: :func:`default_model_path`), cached."""
-    return _load(str(Path(path) if path is not None else default_model_path()))
+    """The model at ``path`` (default: :func:`default_model_path`), cached.
+
+    A missing file raises ``FileNotFoundError``; a file that is not a usable artifact (not gzip,
+    truncated, not JSON, another format, fields missing) raises :class:`InputError` naming it.
+    """
+    where = str(Path(path) if path is not None else default_model_path())
+    try:
+        return _load(where)
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
+        raise InputError(
+            f"{where}: not a first-tier model artifact: {reason}",
+            hint="build one with `stormwatch train -o FILE`, or leave out --model to use the shipped one",
+        ) from exc
 
 
 def logit(p: float) -> float:

@@ -114,6 +114,8 @@ def register_artifact(store: Store, path: Path, status: str = "candidate") -> Mo
         raise InputError(f"{path}: no such model file", hint="build one with `stormwatch train -o FILE`")
     try:
         model = load_model(path)
+    except InputError:
+        raise  # already names the file and the reason
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: not a first-tier model artifact: {exc}") from exc
     known = get_model(store, model.version)
