@@ -167,7 +167,7 @@ def scan_events(
             (cols.convs, conv, cols.conv),
         ):
             codes, vals = interner.codes, interner.values
-            for v in set(values):
+            for v in dict.fromkeys(values):  # first-seen order: the same codes whatever PYTHONHASHSEED
                 if v is not None and v not in codes:
                     codes[v] = len(vals)
                     vals.append(v)
