@@ -54,6 +54,47 @@ def analyze_group(ctx: click.Context, as_json: bool, quiet: bool, full: bool, no
     )
 
 
+@analyze_group.command("graph")
+@output_option(help="The account graph (JSON) to write; stdout when left out.")
+@click.pass_context
+def analyze_graph_command(ctx: click.Context, output: Path | None) -> None:
+    """Write the account graph analysis reads (accounts, observations, features, intel hits) as JSON.
+
+    Run `stormwatch analyze` first: the graph holds the features it computed. `analyze run-graph` judges
+    such a file without a database, so another engine or a test can feed the same algorithms.
+    """
+    with open_ctx_store(ctx) as store:
+        data = orjson.dumps(store.analysis.load_graph().to_dict(), option=orjson.OPT_SORT_KEYS)
+    if output is None:
+        click.echo(data.decode())
+    else:
+        output.write_bytes(data + b"\n")
+
+
+@analyze_group.command("run-graph")
+@click.argument("graph", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@output_option(help="The analysis result (JSON) to write; stdout when left out.")
+@click.option("--model-version", default="graph", show_default=True, help="Recorded as the result's model version.")
+def analyze_run_graph(graph: Path, output: Path | None, model_version: str) -> None:
+    """Link, attribute and judge the accounts of an account-graph file; print or write the analysis result.
+
+    Pure: no database is read or written. The same graph gives the same result.
+    """
+    from stormwatch.analyze.judge import analyze_graph
+    from stormwatch.result import AccountGraph
+
+    try:
+        doc = orjson.loads(graph.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{graph}: not JSON: {exc}") from exc
+    result = analyze_graph(AccountGraph.from_dict(doc), model_version)
+    data = orjson.dumps(result.to_dict(), option=orjson.OPT_SORT_KEYS)
+    if output is None:
+        click.echo(data.decode())
+    else:
+        output.write_bytes(data + b"\n")
+
+
 @analyze_group.command("eval")
 @click.option(
     "--truth",
