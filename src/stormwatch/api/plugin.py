@@ -17,6 +17,7 @@ API_EXTENSIONS: dict[str, str] = {
     "enforcement": "stormwatch.api.routes.enforcement:install",
     "appeals": "stormwatch.api.routes.appeals:install",
     "audit": "stormwatch.api.routes.audit:install",
+    "moderations": "stormwatch.api.routes.moderations:install",
     "taxii": "stormwatch.api.taxii:install",
 }
 

@@ -14,6 +14,7 @@ permission          read-only  analyst  admin
 ``actions:retry``   -          -        yes
 ``tokens:manage``   -          -        yes
 ``events:text``     -          yes      yes
+``screen``          -          yes      yes
 ==================  =========  =======  =====
 
 Reading the text of usage events (user content) is kept from read-only tokens; every read is
@@ -45,11 +46,12 @@ APPEALS_DECIDE = "appeals:decide"
 ACTIONS_RETRY = "actions:retry"
 TOKENS_MANAGE = "tokens:manage"
 EVENTS_TEXT = "events:text"
+SCREEN = "screen"  # POST /v1/moderations: score text
 
 ROLE_PERMISSIONS: dict[Role, set[str]] = {
     Role.READ_ONLY: {READ},
-    Role.ANALYST: {READ, CASES_WRITE, APPEALS_FILE, EVENTS_TEXT},
-    Role.ADMIN: {READ, CASES_WRITE, APPEALS_FILE, APPEALS_DECIDE, ACTIONS_RETRY, TOKENS_MANAGE, EVENTS_TEXT},
+    Role.ANALYST: {READ, CASES_WRITE, APPEALS_FILE, EVENTS_TEXT, SCREEN},
+    Role.ADMIN: {READ, CASES_WRITE, APPEALS_FILE, APPEALS_DECIDE, ACTIONS_RETRY, TOKENS_MANAGE, EVENTS_TEXT, SCREEN},
 }
 
 

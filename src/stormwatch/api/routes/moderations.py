@@ -1,0 +1,180 @@
+"""OpenAI-compatible ``POST /v1/moderations``, scored by the first-tier detector.
+
+A drop-in for the official ``openai`` SDK (``OpenAI(base_url="http://host:port/v1", api_key=TOKEN)
+.moderations.create(input=...)``) and for clients that speak the same wire format. Input is a
+string (one result), a list of strings (one result each) or a list of parts
+(``{"type": "text", "text": ...}``; image parts are skipped, not scored) that gives one result for
+the whole list. ``model`` in the request is accepted and ignored; ``model`` in the reply names the
+detector version (``first_tier-<version>``).
+
+OpenAI's 13 categories are all present in every result. Our LLMT categories are cyber misuse, so
+they roll up into ``illicit`` (score: the detector's overall score; flagged at the preset
+threshold or when any LLMT category passes its threshold); the other 12 OpenAI categories are not
+scored by stormwatch and are always ``false`` / ``0.0``. The LLMT scores come alongside in the
+extension field ``x_stormwatch`` of each result (the SDK keeps unknown keys in ``model_extra``).
+
+Needs the ``screen`` permission (analyst, admin; a token can be narrowed to it with
+``--scope screen``). The guard authenticates before the body is read and caps it like every route.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Body, FastAPI, Request
+
+from stormwatch.api.auth import requires
+from stormwatch.api.errors import BadRequest
+from stormwatch.api.roles import SCREEN
+from stormwatch.vocab import LLMT_IDS
+
+__all__ = ["MAX_INPUTS", "OPENAI_CATEGORIES", "install", "moderation_results"]
+
+router = APIRouter(tags=["moderations"])
+
+#: the 13 categories of OpenAI's moderation results (openai 3.57.0 ``types/moderation.py``)
+OPENAI_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+#: the OpenAI category our LLMT scores roll up into
+LLMT_CATEGORY = "illicit"
+#: most inputs in one request (a list of strings gives one result each)
+MAX_INPUTS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class _Scorer:
+    detector: Any  # FirstTierDetector (imported lazily: numpy stays out of app creation)
+    version: str
+    threshold: float
+    category_thresholds: dict[str, float]
+
+
+_load_lock = threading.Lock()
+
+
+def _scorer(request: Request) -> _Scorer:
+    """The app's detector, loaded once (on first use) and kept in ``app.state``."""
+    state = request.app.state
+    found: _Scorer | None = getattr(state, "moderation_scorer", None)
+    if found is not None:
+        return found
+    with _load_lock:
+        found = getattr(state, "moderation_scorer", None)
+        if found is None:
+            from stormwatch.detect.first_tier import FirstTierDetector
+            from stormwatch.detect.settings import load_settings
+
+            det = FirstTierDetector().fit([])  # loads and keeps the shipped model
+            settings = load_settings()
+            thr = settings.resolved_threshold(det.model.thresholds)
+            cats = {c: settings.category_thresholds.get(c, thr) for c in LLMT_IDS}
+            found = _Scorer(det, det.model.version, thr, cats)
+            state.moderation_scorer = found
+    return found
+
+
+def _bad(message: str, *loc: str | int) -> BadRequest:
+    return BadRequest(message, loc=("body", *loc))
+
+
+def _texts(body: Any) -> tuple[list[str], bool]:
+    """The texts to score, and whether the input was a list of parts (one result for all)."""
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object with an 'input' field")
+    if "input" not in body:
+        raise _bad("missing 'input': a string, a list of strings, or a list of parts", "input")
+    value = body["input"]
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise _bad("'model' must be a string", "model")
+    if isinstance(value, str):
+        return [value], False
+    if not isinstance(value, list):
+        raise _bad("'input' must be a string, a list of strings, or a list of parts", "input")
+    if not value:
+        raise _bad("'input' is an empty list", "input")
+    if len(value) > MAX_INPUTS:
+        raise _bad(f"'input' has {len(value)} items; at most {MAX_INPUTS}", "input")
+    if all(isinstance(v, str) for v in value):
+        return list(value), False
+    texts: list[str] = []
+    for i, part in enumerate(value):
+        if not isinstance(part, dict):
+            raise _bad("a list 'input' must hold only strings or only parts ({type, ...} objects)", "input", i)
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise _bad("a text part needs a string 'text'", "input", i, "text")
+            texts.append(text)
+        elif kind != "image_url":
+            raise _bad(f"unknown part type {kind!r}: 'text' or 'image_url'", "input", i, "type")
+    return ["\n".join(texts)], True
+
+
+def moderation_results(
+    scores: list[float], categories: list[list[float]], scorer: _Scorer, *, has_text: list[bool]
+) -> list[dict[str, Any]]:
+    """OpenAI-shaped results from first-tier scores (one row of LLMT category scores per input)."""
+    results = []
+    for score, row, text in zip(scores, categories, has_text, strict=True):
+        llmt = {cid: round(float(v), 6) for cid, v in zip(LLMT_IDS, row, strict=True)}
+        llmt_flagged = [cid for cid in LLMT_IDS if llmt[cid] >= scorer.category_thresholds[cid]]
+        flagged = bool(text) and (score >= scorer.threshold or bool(llmt_flagged))
+        cats = dict.fromkeys(OPENAI_CATEGORIES, False)
+        cat_scores = dict.fromkeys(OPENAI_CATEGORIES, 0.0)
+        cats[LLMT_CATEGORY] = flagged
+        cat_scores[LLMT_CATEGORY] = round(float(score), 6)
+        applied: list[str] = ["text"] if text else []
+        results.append(
+            {
+                "flagged": flagged,
+                "categories": cats,
+                "category_scores": cat_scores,
+                "category_applied_input_types": {c: list(applied) for c in OPENAI_CATEGORIES},
+                "x_stormwatch": {
+                    "score": round(float(score), 6),
+                    "threshold": scorer.threshold,
+                    "llmt_categories": llmt,
+                    "llmt_flagged": llmt_flagged,
+                },
+            }
+        )
+    return results
+
+
+@router.post(
+    "/v1/moderations",
+    summary="Screen text, OpenAI moderations wire format (analyst, admin; scope 'screen')",
+    dependencies=[requires(SCREEN)],
+)
+def create_moderation(request: Request, body: Any = Body(...)) -> dict[str, Any]:
+    texts, parts = _texts(body)
+    scorer = _scorer(request)
+    scores, cats = scorer.detector.score_full(texts)
+    has_text = [bool(t.strip()) for t in texts] if parts else [True] * len(texts)
+    return {
+        "id": f"modr-{secrets.token_hex(12)}",
+        "model": scorer.version,
+        "results": moderation_results(scores.tolist(), cats.tolist(), scorer, has_text=has_text),
+    }
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
