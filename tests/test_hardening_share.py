@@ -584,7 +584,7 @@ def test_pull_refuses_oversize_bodies_while_streaming_and_keeps_the_checkpoint(t
                     h.wfile.write(filler * 64)
                     p.sent += len(filler) * 64
                 h.wfile.write(json.dumps(indicator(5)).encode() + b"]}")
-            except OSError:
+            except OSError:  # the puller hangs up once over its cap: what this peer is for
                 pass
             h.close_connection = True
 
@@ -611,7 +611,7 @@ def test_pull_refuses_a_declared_oversize_body_without_reading_it(tmp_path: Path
             while p.sent < 64 * 1024 * 1024:
                 h.wfile.write(b" " * 65536)
                 p.sent += 65536
-        except OSError:
+        except OSError:  # the puller hangs up once over its cap: what this peer is for
             pass
         h.close_connection = True
 
