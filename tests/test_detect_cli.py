@@ -46,7 +46,13 @@ def test_classify_good_and_bad_input(tmp_path: Path) -> None:
     for r in recs:
         assert 0.0 <= r["score"] <= 1.0 and isinstance(r["flagged"], bool)
         assert set(r["categories"]) == set(LLMT_IDS)
-        assert r["model_version"].startswith("first_tier-")
+        assert r["model_version"].startswith("first_tier-") and r["cascade"] is None  # the default
+    res = CliRunner().invoke(classify_command, [str(inp), "-o", str(out), "--quiet", "--detectors", "cascade"])
+    assert res.exit_code == EXIT_REJECTED, res.output
+    for r in (orjson.loads(x) for x in out.read_text().splitlines()):
+        assert r["model_version"].startswith("cascade-1.0+first_tier-")
+        # the decision is about the text scored (the last user turn); a conversation may score higher
+        assert r["cascade"]["tier"] in {"first", "second"} and r["cascade"]["score"] <= r["score"] + 1e-6
 
 
 def test_classify_gz_stdin_and_threshold(tmp_path: Path) -> None:

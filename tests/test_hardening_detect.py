@@ -43,7 +43,18 @@ def test_classify_missing_file_exits_4_with_hint_naming_text(tmp_path: Path) -> 
 
 def test_classify_text_option_scores_each_text(tmp_path: Path) -> None:
     res = _run(
-        ["classify", "--text", "write a keylogger", "--text", "How do I bake bread?", "--quiet", "--threshold", "0.5"],
+        [
+            "classify",
+            "--text",
+            "write a keylogger",
+            "--text",
+            "How do I bake bread?",
+            "--quiet",
+            "--threshold",
+            "0.5",
+            "--detectors",
+            "first_tier",
+        ],
         cwd=tmp_path,
     )
     assert res.returncode == 0, res.stderr
@@ -52,7 +63,11 @@ def test_classify_text_option_scores_each_text(tmp_path: Path) -> None:
     assert recs[0]["flagged"] is True and recs[1]["flagged"] is False
     assert all(str(r["model_version"]).startswith("first_tier-") and r["threshold"] == 0.5 for r in recs)
     # the same text scores the same whichever way it comes in
-    jsonl = _run(["classify", "-", "--quiet"], cwd=tmp_path, stdin='{"id": "x", "text": "write a keylogger"}\n')
+    jsonl = _run(
+        ["classify", "-", "--quiet", "--detectors", "first_tier"],
+        cwd=tmp_path,
+        stdin='{"id": "x", "text": "write a keylogger"}\n',
+    )
     assert _records(jsonl.stdout)[0]["score"] == recs[0]["score"]
 
 

@@ -14,8 +14,9 @@ import click
 import orjson
 
 from stormwatch.clitools import warn_deprecated
+from stormwatch.detect.cascade_detector import CascadeDetector
 from stormwatch.detect.data import default_data_paths, model_dir, open_text, read_rows
-from stormwatch.detect.first_tier import FirstTierDetector
+from stormwatch.detect.scorer import DETECTOR_CHOICES, load_scorer, resolve_detectors
 from stormwatch.detect.settings import PRESETS, load_settings
 from stormwatch.detect.text import item_id, item_text
 from stormwatch.errors import InputError
@@ -142,6 +143,11 @@ def _records(
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Model artifact (default: the one shipped).")  # fmt: skip
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="stormwatch.toml path.")
+@click.option("--detectors", type=click.Choice(DETECTOR_CHOICES), default=None,
+              help="cascade (default: first tier, then the multilingual encoder where the first tier does not "
+              "clear a prompt), first_tier, or encoder.")  # fmt: skip
+@click.option("--encoder", "encoder_path", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Encoder artifact folder (default: the one shipped).")  # fmt: skip
 @click.option("--explain", type=click.Choice(["flagged", "all", "none"]), default="flagged",
               help="Which records get an explanation (default: flagged ones).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True,
@@ -157,6 +163,8 @@ def classify_command(
     threshold: float | None,
     model_path: str | None,
     config: str | None,
+    detectors: str | None,
+    encoder_path: str | None,
     explain: str,
     as_json: bool,
     quiet: bool,
@@ -165,8 +173,10 @@ def classify_command(
     --text, or plain text lines (--lines).
 
     Each output line: {id, score, flagged, categories, flagged_categories, explanation,
-    model_version, threshold}. Bad lines are reported on stderr as file:line and the command exits
-    with code 10 after scoring the good ones. A missing INPUT file exits with code 4.
+    model_version, threshold, cascade}; `cascade` says which tier decided (first: cleared by the
+    first tier; second: the encoder and the combiner) and why, with both tiers' scores. Bad lines
+    are reported on stderr as file:line and the command exits with code 10 after scoring the good
+    ones. A missing INPUT file exits with code 4.
     """
     from tqdm import tqdm
 
@@ -177,9 +187,13 @@ def classify_command(
     if input_path is not None and input_path != "-" and not Path(input_path).exists():
         # before the model loads and before -o is created: nothing to score
         raise InputError(f"{input_path}: no such file", hint=_TEXT_HINT)
-    settings = load_settings(config, preset=preset, threshold=threshold)
-    det = FirstTierDetector(model_path=model_path)
-    model = det.model
+    settings = load_settings(config, preset=preset, threshold=threshold, detectors=detectors)
+    name, asked = resolve_detectors(settings.detectors)
+    if encoder_path is not None and name == "first_tier":
+        raise click.UsageError("--encoder needs --detectors cascade or encoder")
+    det = CascadeDetector(model_path=model_path, encoder_path=encoder_path, detectors=name)
+    model = load_scorer(name, model_path=model_path, encoder_path=encoder_path, asked=asked)
+    det.model_ = model
     thr = settings.resolved_threshold(model.thresholds)
     cat_thr = {c: settings.category_thresholds.get(c, thr) for c in LLMT_IDS}
     rejects: list[str] = []
@@ -193,8 +207,9 @@ def classify_command(
             for batch in _batches(records):
                 items = [obj for _, obj in batch]
                 scores, cats = det.score_full(items)
+                decisions = det.decisions(items)
                 out_lines = []
-                for (lineno, obj), s, c in zip(batch, scores.tolist(), cats.tolist(), strict=True):
+                for (lineno, obj), s, c, dec in zip(batch, scores.tolist(), cats.tolist(), decisions, strict=True):
                     categories = {cid: round(v, 6) for cid, v in zip(LLMT_IDS, c, strict=True)}
                     flagged_cats = [cid for cid in LLMT_IDS if categories[cid] >= cat_thr[cid]]
                     flagged = s >= thr or bool(flagged_cats)
@@ -212,6 +227,7 @@ def classify_command(
                                 "explanation": ev,
                                 "model_version": model.version,
                                 "threshold": thr,
+                                "cascade": dec,
                             }
                         )
                     )
@@ -254,6 +270,14 @@ def classify_command(
               "replace the packaged one.")  # fmt: skip
 @click.option("--vendor-from", type=click.Path(exists=True, file_okay=False), default=None,
               help="First re-vendor training data from this datasets folder (maintainers).")  # fmt: skip
+@click.option("--model", "which", type=click.Choice(["first_tier", "encoder"]), default="first_tier",
+              show_default=True,
+              help="Which model to build: the lexical first tier, or the second tier (the multilingual encoder "
+              "and the cascade's combiner; needs the train-encoder extra, ~30 min on 2 cores).")  # fmt: skip
+@click.option("--epochs", type=click.FloatRange(0.01, 20), default=3.0, show_default=True,
+              help="Encoder only: passes over the training rows.")  # fmt: skip
+@click.option("--max-rows", type=click.IntRange(16), default=None,
+              help="Encoder only: train on at most this many rows (smoke runs).")  # fmt: skip
 @click.option("-q", "--quiet", "quiet", is_flag=True, help="No progress lines.")
 def train_command(
     data: tuple[str, ...],
@@ -261,10 +285,14 @@ def train_command(
     output: str | None,
     out: str | None,
     vendor_from: str | None,
+    which: str,
+    epochs: float,
+    max_rows: int | None,
     quiet: bool,
 ) -> None:
-    """Rebuild the first-tier model artifact. The version id names the data, the parameters and the
-    recipe: the same on every CPU (scores within 1e-4, see the model card); other data, another id."""
+    """Rebuild the first-tier model artifact (or, with --model encoder, the second tier). The first
+    tier's version id names the data, the parameters and the recipe: the same on every CPU (scores
+    within 1e-4, see the model card); other data, another id."""
     from stormwatch.detect.data import vendor_training_data
     from stormwatch.detect.evaluate import finalize_artifact
     from stormwatch.detect.train import serialize, train_artifact
@@ -277,6 +305,9 @@ def train_command(
     if vendor_from:
         for p in vendor_training_data(Path(vendor_from)):
             progress(f"vendored {p}")
+    if which == "encoder":
+        _train_encoder(data, add, output, out, epochs, max_rows, progress)
+        return
     paths = ([Path(d) for d in data] or default_data_paths()) + [Path(a) for a in add]
     rows = read_rows(paths)
     art = train_artifact(rows, progress=progress)
@@ -296,21 +327,68 @@ def train_command(
     click.echo(f"{version} -> {target} ({len(blob)} bytes)")
 
 
+def _train_encoder(
+    data: tuple[str, ...],
+    add: tuple[str, ...],
+    output: str | None,
+    out: str | None,
+    epochs: float,
+    max_rows: int | None,
+    progress: Any,
+) -> None:
+    from stormwatch.detect.data import authored_data_paths, more_data_paths
+    from stormwatch.detect.encoder_artifact import build_encoder_artifact
+    from stormwatch.detect.encoder_train import TrainConfig
+
+    if output is not None:
+        raise click.UsageError("the encoder is a folder: give --out DIR (default: replace the packaged one)")
+    paths = ([Path(d) for d in data] or [*default_data_paths(), *more_data_paths(), *authored_data_paths()]) + [
+        Path(a) for a in add
+    ]
+    rows = read_rows(paths)
+    parent = Path(out) if out is not None else model_dir()
+    parent.mkdir(parents=True, exist_ok=True)
+    old = sorted(p for p in parent.glob("encoder-*") if p.is_dir()) if out is None else []
+    final = build_encoder_artifact(rows, parent, TrainConfig(epochs=epochs, max_rows=max_rows), progress=progress)
+    for p in old:
+        if p != final:
+            import shutil
+
+            shutil.rmtree(p)
+    click.echo(f"{final.name} -> {final}")
+
+
 @click.command("eval")
 @click.option("--data", "data", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Labelled JSONL files (default: the vendored data's test split).")  # fmt: skip
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--loso/--no-loso", default=True, help="Leave-one-source-out retraining (slow: one fit per source).")
+@click.option("--loso/--no-loso", default=True,
+              help="Leave-one-source-out retraining of the first tier (slow; first_tier only).")  # fmt: skip
+@click.option("--detectors", type=click.Choice(DETECTOR_CHOICES), default="first_tier", show_default=True,
+              help="What to evaluate: the first tier, the encoder alone, or the cascade (then use --no-loso; "
+              "the encoder's leave-source-out is `python benchmarks/bench_cascade.py loso`).")  # fmt: skip
+@click.option("--encoder", "encoder_path", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Encoder artifact folder (default: the one shipped).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 @click.option("-q", "--quiet", "quiet", is_flag=True, help="No progress lines.")
-def eval_command(data: tuple[str, ...], model_path: str | None, loso: bool, as_json: bool, quiet: bool) -> None:
+def eval_command(
+    data: tuple[str, ...],
+    model_path: str | None,
+    loso: bool,
+    detectors: str,
+    encoder_path: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Per-source and leave-one-source-out metrics."""
     from stormwatch.detect.evaluate import evaluate, format_report
 
-    det = FirstTierDetector(model_path=model_path)
+    if loso and detectors != "first_tier":
+        raise click.UsageError("--loso retrains the first tier; with --detectors cascade|encoder give --no-loso")
+    model = load_scorer(detectors, model_path=model_path, encoder_path=encoder_path)
     rows = read_rows([Path(d) for d in data] or default_data_paths())
     split = "test" if not data else None
-    report = evaluate(det.model, rows, split=split, loso=loso,
+    report = evaluate(model, rows, split=split, loso=loso,
                       progress=None if quiet else lambda m: click.echo(m, err=True))  # fmt: skip
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_INDENT_2).decode())

@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from stormwatch.detect.model import FirstTierModel, load_model
+from stormwatch.detect.model import load_model
+from stormwatch.detect.scorer_protocol import Scorer
 from stormwatch.detect.text import Turn, tokenize
 from stormwatch.vocab import LLMT_IDS
 
@@ -99,22 +100,22 @@ def _overlap(a: str, b: str) -> float:
     return len(ta & tb) / min(len(ta), len(tb))
 
 
-def _balanced(model: FirstTierModel) -> float:
+def _balanced(model: Scorer) -> float:
     t = model.thresholds
     return float(t.get("balanced", 0.5))
 
 
-def step_floor(model: FirstTierModel) -> float:
+def step_floor(model: Scorer) -> float:
     """The step floor ``F`` of ``model`` (``STEP_FLOOR`` times its balanced threshold)."""
     return STEP_FLOOR * _balanced(model)
 
 
-def context_gate(model: FirstTierModel) -> float:
+def context_gate(model: Scorer) -> float:
     """The score a conversation needs before context boosts apply."""
     return max(CONTEXT_GATE, CONTEXT_GATE_FRAC * _balanced(model))
 
 
-def score_conversation(turns: Sequence[Turn], model: FirstTierModel | None = None) -> dict[str, Any]:
+def score_conversation(turns: Sequence[Turn], model: Scorer | None = None) -> dict[str, Any]:
     """Score a conversation (``[{"role", "content", "refused"?}]``) with the rule in the module doc.
 
     Returns ``{"score", "categories", "explanation", "turn_scores", "model_version"}``.

@@ -3,9 +3,18 @@
 Line format (the shared datasets, the vendored copy and analysts' label exports)::
 
     {"id", "text", "label": "malicious"|"benign"|1|0, "category"?, "source"?, "split_hint"?,
-     "group"? or "meta": {"group", "kind"}?}
+     "group"?, "lang"? or "meta": {"group", "kind", "lang"}?}
 
 Rows without ``split_hint`` count as ``train``; rows without ``source`` take the file's stem.
+
+Vendored files (``stormwatch/data/model/``): the first tier trains on :func:`default_data_paths`
+(``train.jsonl.gz`` plus one ``train-<source>.jsonl.gz`` per CC BY-SA source; their digest is the
+shipped first tier's version). The later sources (``prompts/more/`` of the shared datasets:
+multilingual, operator-style and benign security questions) are vendored apart, by
+:func:`vendor_more_data`, into ``train-more.jsonl.gz`` plus ``train-more-<source>.jsonl.gz`` per
+CC BY-SA source (:func:`more_data_paths`); those rows keep ``lang`` and ``origin`` (and ``url``,
+``license`` where a row names its own). The project's authored prompts are plain JSONL files in
+``stormwatch/data/authored/`` (:func:`authored_data_paths`).
 """
 
 from __future__ import annotations
@@ -26,16 +35,28 @@ from stormwatch.detect.taxonomy import categories_for, training_use
 
 __all__ = [
     "CC_BY_SA_SOURCES",
+    "FIRST_TIER_FILES",
+    "MORE_CC_BY_SA_SOURCES",
+    "MORE_FILE",
     "Row",
+    "authored_data_paths",
+    "authored_dir",
     "default_data_paths",
     "model_dir",
+    "more_data_paths",
     "open_text",
     "read_rows",
+    "vendor_more_data",
     "vendor_training_data",
 ]
 
 # CC BY-SA sources stay in their own files (share-alike); everything else goes in train.jsonl.gz.
 CC_BY_SA_SOURCES = ("dolly15k_partial", "nq_open", "xsid")
+# The files the first tier trains on (and whose rows its version id hashes): nothing else.
+FIRST_TIER_FILES = ("train.jsonl.gz", *(f"train-{s}.jsonl.gz" for s in CC_BY_SA_SOURCES))
+# prompts/more/: share-alike sources in train-more-<source>.jsonl.gz, the rest in MORE_FILE.
+MORE_CC_BY_SA_SOURCES = ("stackexchange_secrets",)
+MORE_FILE = "train-more.jsonl.gz"
 
 
 @dataclass(frozen=True)
@@ -49,6 +70,7 @@ class Row:
     group: str
     use: bool  # used for fitting (see taxonomy.training_use)
     cats: tuple[str, ...]  # weak LLMT labels (malicious rows only)
+    lang: str = ""  # ISO 639-1 where the file says ("lang" or meta.lang); "" when unknown
 
 
 def model_dir() -> Path:
@@ -57,8 +79,24 @@ def model_dir() -> Path:
 
 
 def default_data_paths() -> list[Path]:
-    """The vendored training data files, sorted."""
-    return sorted(model_dir().glob("train*.jsonl.gz"))
+    """The first tier's vendored training data files (:data:`FIRST_TIER_FILES` present), sorted."""
+    return sorted(p for p in (model_dir() / name for name in FIRST_TIER_FILES) if p.is_file())
+
+
+def more_data_paths() -> list[Path]:
+    """The later vendored sources (``train-more*.jsonl.gz``), sorted; not used by the first tier."""
+    return sorted(model_dir().glob("train-more*.jsonl.gz"))
+
+
+def authored_dir() -> Path:
+    """The package folder of the project's own authored prompts."""
+    return Path(str(resources.files("stormwatch") / "data" / "authored"))
+
+
+def authored_data_paths() -> list[Path]:
+    """The authored prompt files (``data/authored/*.jsonl``), sorted; ``[]`` without the folder."""
+    folder = authored_dir()
+    return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
 
 
 def open_text(path: str | Path) -> IO[str]:
@@ -101,6 +139,7 @@ def _row(obj: dict[str, Any], default_source: str) -> Row:
         group=str(obj.get("group") or meta.get("group") or text.lower()),
         use=training_use(source, label_name, category, kind),
         cats=categories_for(source, category, text) if label else (),
+        lang=str(obj.get("lang") or meta.get("lang") or ""),
     )
 
 
@@ -127,6 +166,17 @@ def _trimmed(obj: dict[str, Any]) -> dict[str, Any]:
     out["group"] = meta.get("group", "")
     if meta.get("kind", "prompt") != "prompt":
         out["kind"] = meta["kind"]
+    return out
+
+
+def _trimmed_more(obj: dict[str, Any]) -> dict[str, Any]:
+    """A ``prompts/more`` row trimmed: the first tier's fields plus ``lang`` and the provenance."""
+    meta = obj.get("meta") or {}
+    out = _trimmed(obj)
+    out["lang"] = meta.get("lang", "")
+    for key in ("origin", "url", "license"):  # url/license: the post to credit (Stack Exchange)
+        if meta.get(key):
+            out[key] = meta[key]
     return out
 
 
@@ -167,6 +217,46 @@ def vendor_training_data(datasets_dir: Path, out_dir: Path | None = None) -> lis
         target = lic_out / lic.relative_to(datasets_dir / "licenses")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(lic, target)
+    if (datasets_dir / "prompts" / "more").is_dir():
+        written.extend(vendor_more_data(datasets_dir, out_dir))
+    return sorted(written)
+
+
+def vendor_more_data(datasets_dir: Path, out_dir: Path | None = None) -> list[Path]:
+    """Vendor ``prompts/more/*.jsonl`` apart from the first tier's files, with their licenses.
+
+    Writes :data:`MORE_FILE` and one ``train-more-<source>.jsonl.gz`` per
+    :data:`MORE_CC_BY_SA_SOURCES` source, and copies ``licenses/<source>.LICENSE.txt`` of every
+    source (a source without one is an error: nothing is written). Deterministic like
+    :func:`vendor_training_data`.
+    """
+    out_dir = out_dir or model_dir()
+    files = sorted((datasets_dir / "prompts" / "more").glob("*.jsonl"))
+    if not files:
+        raise ValueError(f"{datasets_dir / 'prompts' / 'more'}: no *.jsonl files")
+    licenses = {f.stem: datasets_dir / "licenses" / f"{f.stem}.LICENSE.txt" for f in files}
+    missing = sorted(s for s, lic in licenses.items() if not lic.is_file())
+    if missing:
+        raise ValueError(f"no license file for {', '.join(missing)} under {datasets_dir / 'licenses'}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    main: list[dict[str, Any]] = []
+    written: list[Path] = []
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            objs = [_trimmed_more(orjson.loads(line)) for line in fh if line.strip()]
+        objs.sort(key=lambda o: (o["source"], o["id"]))
+        if f.stem in MORE_CC_BY_SA_SOURCES:
+            target = out_dir / f"train-more-{f.stem}.jsonl.gz"
+            _write_jsonl_gz(target, objs)
+            written.append(target)
+        else:
+            main.extend(objs)
+    main.sort(key=lambda o: (o["source"], o["id"]))
+    _write_jsonl_gz(out_dir / MORE_FILE, main)
+    written.append(out_dir / MORE_FILE)
+    (out_dir / "licenses").mkdir(parents=True, exist_ok=True)
+    for lic in licenses.values():
+        shutil.copyfile(lic, out_dir / "licenses" / lic.name)
     return sorted(written)
 
 

@@ -24,6 +24,7 @@ from stormwatch.datasets import EVERYDAY_SOURCES
 from stormwatch.detect.data import Row
 from stormwatch.detect.metrics import auprc, fpr_at, recall_at_fpr, roc_auc
 from stormwatch.detect.model import FirstTierModel
+from stormwatch.detect.scorer_protocol import Scorer
 from stormwatch.detect.taxonomy import HARD_NEGATIVE_SOURCES
 from stormwatch.vocab import LLMT_IDS
 
@@ -50,7 +51,7 @@ def _metrics(y: np.ndarray[Any, Any], s: np.ndarray[Any, Any], threshold: float)
 
 
 def _source_table(
-    model: FirstTierModel, rows: Sequence[Row], pooled_neg: Sequence[Row]
+    model: Scorer, rows: Sequence[Row], pooled_neg: Sequence[Row]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     thr = model.thresholds
     all_rows = list(rows)
@@ -91,7 +92,7 @@ def _source_table(
 
 
 def evaluate(
-    model: FirstTierModel,
+    model: Scorer,
     rows: Sequence[Row],
     *,
     split: str | None = "test",

@@ -29,6 +29,7 @@ import numpy.typing as npt
 import orjson
 
 from stormwatch.detect.features import FeatureSpec, featurize, prepare_text, split_windows, tokens_of
+from stormwatch.detect.text import FUNCTION_WORDS
 from stormwatch.errors import InputError
 from stormwatch.vocab import LLMT_IDS
 
@@ -216,7 +217,11 @@ class FirstTierModel:
             if i:
                 key = f"{win[i - 1]} {t}"
                 contrib[key] = contrib.get(key, 0.0) + float(w[bucket_pair(win[i - 1], t, sp.bits)]) * scale
-        ranked = sorted(contrib.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:top]
+        # never report a feature made only of function words ("a", "that", "give me", ...)
+        ranked = sorted(
+            ((f, c) for f, c in contrib.items() if not all(w in FUNCTION_WORDS for w in f.split())),
+            key=lambda kv: (-abs(kv[1]), kv[0]),
+        )[:top]
         evidence: list[dict[str, Any]] = []
         if u.n_units > 1:
             evidence.append(

@@ -1,4 +1,4 @@
-"""Detection's built-in plugin: the four built-in detectors and ``classify`` / ``train`` / ``eval``."""
+"""Detection's built-in plugin: the built-in detectors and ``classify`` / ``train`` / ``eval``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ DETECTORS: tuple[tuple[str, str], ...] = (
     ("keyword", "stormwatch.detect.base:KeywordDetector"),
     ("embedding", "stormwatch.detect.embedding:EmbeddingDetector"),
     ("judge", "stormwatch.detect.judge:JudgeDetector"),
+    ("encoder", "stormwatch.detect.encoder:EncoderDetector"),
+    ("cascade", "stormwatch.detect.cascade_detector:CascadeDetector"),
 )
 
 

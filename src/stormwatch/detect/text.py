@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "FUNCTION_WORDS",
     "TOKEN_RE",
     "Turn",
     "item_id",
@@ -116,3 +117,19 @@ def _as_text(value: Any) -> str:
         parts: Iterable[Any] = (p.get("text", "") if isinstance(p, Mapping) else p for p in value if p is not None)
         return "\n".join(str(p) for p in parts)
     return str(value)
+
+
+# Function words never reported as evidence (lower-cased; CJK/Korean particles as pieces).
+FUNCTION_WORDS: frozenset[str] = frozenset(  # also filters the first tier's evidence
+    """a an the and or but if then else of to in on at by for with from as is are was were be been
+    being it its this that these those there here i me my we our you your he she they them their his
+    her do does did done can could would should will shall may might must give me please just also
+    so not no yes how what which who whom when where why all any some such into onto out up down
+    over under about than too very via per full code write make create need want use using get
+    的 了 是 在 和 与 及 或 把 被 给 我 你 他 她 它 们 这 那 个 一 吗 呢 吧 啊 请 帮 帮我 一个 如何 怎么 什么
+    и в во на с со к ко по о об от до за из у а но или не ни что как это то же ли бы мне меня мой
+    моя мои ты вы он она они мы для при про над под без через пожалуйста напиши сделай дай нужно
+    이 그 저 은 는 이 가 을 를 에 에서 의 와 과 도 로 으로 좀 해줘 주세요 해 줘 나 너 우리 제 내
+    و در به از که را با این آن برای یک تا هم یا اما می نمی است هست بود من تو ما شما او آنها لطفا
+    في من إلى على عن مع هذا هذه ذلك التي الذي هو هي أنا أنت نحن أو ثم لا ما كيف لي لنا""".split()
+)

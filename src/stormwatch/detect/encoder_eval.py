@@ -1,0 +1,204 @@
+"""Leave-source-out evaluation of the second tier (extra ``train-encoder``).
+
+Retraining the encoder once per source (40+ sources, minutes each on a CPU) does not fit a working
+session, so sources are held out in ``k`` folds (every source on its own, the everyday ones
+too: holding all 16 everyday sources out at once would leave a fold model that has never seen
+an ordinary request, which no deployed model is): each fold's model is fine-tuned by the same
+recipe, for ``epochs`` passes, *without any row of the fold's sources*, and scores every row of
+them. This is stricter than
+leave-one-source-out (a quarter of the sources is missing, not one), never looser.
+
+Per held-out source, as in :mod:`stormwatch.detect.evaluate`: its malicious rows are the positives
+against the pooled benign rows (its own, plus the calibration-split benign rows of the sources the
+fold model did see); AUPRC, recall at 1 % FPR, and recall / FPR at the fold model's own ``balanced``
+threshold (2 % FPR on the hard negatives of its calibration split).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from stormwatch.datasets import EVERYDAY_SOURCES
+from stormwatch.detect.data import Row
+from stormwatch.detect.encoder_train import (
+    TrainConfig,
+    _first_window,
+    _hard_negative_sources,
+    build_model,
+    fine_tune,
+    is_hard_negative,
+    predict_logits,
+    prepare_base,
+    training_rows,
+)
+from stormwatch.detect.metrics import auprc, recall_at_fpr
+
+__all__ = ["EVERYDAY", "group_of", "is_everyday", "leave_sources_out", "source_folds"]
+
+EVERYDAY = "everyday"
+
+
+def group_of(source: str) -> str:
+    return source
+
+
+def is_everyday(source: str) -> bool:
+    return source in EVERYDAY_SOURCES
+
+
+def source_folds(rows: Sequence[Row], k: int) -> dict[str, int]:
+    """Groups -> fold, greedy by size (largest first, into the smallest fold); deterministic."""
+    sizes: dict[str, int] = defaultdict(int)
+    for r in rows:
+        sizes[group_of(r.source)] += 1
+    load = [0] * k
+    out: dict[str, int] = {}
+    for g, n in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
+        f = min(range(k), key=lambda i: (load[i], i))
+        out[g] = f
+        load[f] += n
+    return out
+
+
+def _fpr_threshold(neg: np.ndarray[Any, Any], fpr: float) -> float:
+    if len(neg) == 0:
+        return 0.0
+    s = np.sort(neg)[::-1]
+    k = int(np.floor(fpr * len(s)))
+    return float(s[k] + 1e-9) if k < len(s) else float(s[-1])
+
+
+def _source_metrics(
+    src: str, fold: int, y: np.ndarray[Any, Any], s: np.ndarray[Any, Any], pooled_neg: np.ndarray[Any, Any], thr: float
+) -> dict[str, Any]:
+    pos = s[y == 1]
+    neg = np.concatenate([s[y == 0], pooled_neg])
+    entry: dict[str, Any] = {"held_out": src, "fold": fold, "n": len(y), "malicious": int(y.sum())}
+    if len(pos):
+        yy = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+        ss = np.concatenate([pos, neg])
+        entry["auprc"] = round(float(auprc(yy, ss)), 4)
+        entry["recall_at_1pct_fpr"] = round(float(recall_at_fpr(yy, ss, 0.01)), 4)
+        entry["recall_at_balanced"] = round(float(np.mean(pos >= thr)), 4)
+    if (y == 0).any():
+        entry["fpr_at_balanced"] = round(float(np.mean(s[y == 0] >= thr)), 4)
+    return entry
+
+
+def _summary(per_source: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    with_pos = [e for e in per_source if e["malicious"] > 0]
+    mean: dict[str, Any] = {
+        key: round(float(np.mean([e[key] for e in with_pos])), 4)
+        for key in ("auprc", "recall_at_1pct_fpr", "recall_at_balanced")
+    }
+    hn = [e["fpr_at_balanced"] for e in per_source if e["held_out"] in _hard_negative_sources()]
+    mean["hard_negative_fpr_at_balanced"] = round(float(np.mean(hn)), 4) if hn else float("nan")
+    ev = [e for e in per_source if is_everyday(e["held_out"])]
+    if ev:
+        n = sum(e["n"] for e in ev)
+        mean["everyday_fpr_at_balanced"] = round(sum(e["fpr_at_balanced"] * e["n"] for e in ev) / n, 4)
+    return mean
+
+
+def leave_sources_out(
+    rows: Sequence[Row],
+    cfg: TrainConfig,
+    *,
+    k: int = 4,
+    first_tier_sources: frozenset[str] | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train ``k`` fold models and report per held-out source (see the module doc).
+
+    With ``first_tier_sources`` (the sources the shipped first tier is trained on), each fold also
+    retrains the first tier on those sources minus the fold's, fits the fold's combiner on the
+    calibration rows neither tier fitted (``split`` not ``train``), and reports the first tier and
+    the **cascade** (gate and combiner as shipped) on the same held-out rows.
+    """
+    from stormwatch.detect.cascade import CLEAR, CLEAR_LADDER, gate_reason, script_of
+    from stormwatch.detect.combiner import fit_combiner
+    from stormwatch.detect.model import FirstTierModel
+    from stormwatch.detect.train import train_artifact
+    from stormwatch.detect.train_params import PRESET_HARD_NEG_FPR
+
+    rows = [r for r in rows if r.use and r.text.strip()]
+    folds = source_folds(rows, k)
+    systems: dict[str, list[dict[str, Any]]] = {"encoder": [], "first_tier": [], "cascade": []}
+    for f in range(k):
+        held = tuple(sorted(s for s in {r.source for r in rows} if folds[group_of(s)] == f))
+        fcfg = replace(cfg, holdout_sources=held)
+        fit, calib = training_rows(rows, fcfg)
+        progress(f"fold {f + 1}/{k}: {len(held)} sources held out, {len(fit)} training rows")
+        ho = [r for r in rows if r.source in held]
+        base, prep = prepare_base(fcfg, [r.text for r in fit + calib + ho])
+        model = build_model(base)
+        fine_tune(model, prep, fit, fcfg, base.special["pad"], progress)
+        pad = base.special["pad"]
+        cal_logits = predict_logits(model, _first_window(prep, [r.text for r in calib], fcfg.max_len), pad)[:, 0]
+        ho_logits = predict_logits(model, _first_window(prep, [r.text for r in ho], fcfg.max_len), pad)[:, 0]
+        cal_y = np.array([r.label for r in calib])
+        hard = np.array([is_hard_negative(r) for r in calib])
+        scores: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], float]] = {
+            "encoder": (ho_logits, cal_logits[cal_y == 0], _fpr_threshold(cal_logits[(cal_y == 0) & hard], 0.02))
+        }
+        if first_tier_sources is not None:
+            progress(f"fold {f + 1}/{k}: retraining the first tier without the fold's sources")
+            ft = FirstTierModel(
+                train_artifact([r for r in rows if r.source in first_tier_sources and r.source not in held])
+            )
+            ft_cal = ft.score_texts([r.text for r in calib])
+            ft_ho = ft.score_texts([r.text for r in ho])
+            scores["first_tier"] = (ft_ho, ft_cal[cal_y == 0], float(ft.thresholds["balanced"]))
+            unseen = np.array([r.split != "train" or r.source not in first_tier_sources for r in calib])
+            gated = np.array([gate_reason(r.text) is not None for r in calib])
+            mal_unseen = (cal_y == 1) & unseen
+            clear = CLEAR
+            for line in CLEAR_LADDER:  # as encoder_train.choose_clear
+                if mal_unseen.any() and float(np.mean((ft_cal[mal_unseen] < line) & ~gated[mal_unseen])) <= 0.01:
+                    clear = line
+            comb = fit_combiner(
+                ft_cal[unseen],
+                cal_logits[unseen],
+                [script_of(r.text) for r, u in zip(calib, unseen, strict=True) if u],
+                cal_y[unseen],
+                hard[unseen],
+                fitted_for={},
+                target_fpr=dict(PRESET_HARD_NEG_FPR),
+            )
+
+            def cascade(
+                texts: Sequence[str],
+                first: np.ndarray[Any, Any],
+                enc: np.ndarray[Any, Any],
+                comb: Any = comb,
+                clear: float = clear,
+            ) -> Any:
+                out = np.asarray(first, dtype=np.float64).copy()
+                go = [i for i, t in enumerate(texts) if out[i] >= clear or gate_reason(t) is not None]
+                if go:
+                    out[go] = comb.combine(first[go], enc[go], [script_of(texts[i]) for i in go])
+                return out
+
+            cas_cal = cascade([r.text for r in calib], ft_cal, cal_logits)
+            cas_ho = cascade([r.text for r in ho], ft_ho, ho_logits)
+            scores["cascade"] = (cas_ho, cas_cal[cal_y == 0], comb.thresholds["balanced"])
+            progress(f"fold {f + 1}/{k}: clear line {clear}")
+        by_src: dict[str, list[int]] = defaultdict(list)
+        for i, r in enumerate(ho):
+            by_src[r.source].append(i)
+        for name, (ho_s, pooled_neg, thr) in scores.items():
+            for src, idx in sorted(by_src.items()):
+                y = np.array([ho[i].label for i in idx])
+                entry = _source_metrics(src, f + 1, y, ho_s[idx], pooled_neg, thr)
+                systems[name].append(entry)
+                progress(f"  {name} {entry}")
+    out: dict[str, Any] = {"k": k, "epochs": cfg.epochs}
+    for name, per_source in systems.items():
+        if per_source:
+            out[name] = {"sources": per_source, "mean": _summary(per_source)}
+    return out

@@ -1,0 +1,47 @@
+"""The challenge sets (benchmarks/challenge) are the size the issue asks for and are never trained on."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from stormwatch.detect.data import authored_data_paths, default_data_paths, more_data_paths, read_rows
+from stormwatch.vocab import LLMT_IDS
+
+CHALLENGE = Path(__file__).resolve().parents[1] / "benchmarks" / "challenge"
+
+
+def _rows(name: str) -> list[dict[str, str]]:
+    with open(CHALLENGE / f"{name}.jsonl", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+def test_the_sets_have_the_sizes_and_labels_the_issue_asks_for() -> None:
+    terse = _rows("terse_operator")
+    defenders = _rows("defender_questions")
+    assert len(terse) >= 200 and {r["label"] for r in terse} == {"malicious"}
+    assert len(defenders) >= 200 and {r["label"] for r in defenders} == {"benign"}
+    for rows in (terse, defenders):
+        per_cat = Counter(r["category"] for r in rows)
+        assert set(per_cat) == set(LLMT_IDS) and min(per_cat.values()) >= 10
+    everyday = _rows("imperative_everyday")
+    assert len(everyday) >= 100 and {r["label"] for r in everyday} == {"benign"}
+    for lang in ("zh", "ru", "ko", "fa"):
+        rows = _rows(f"lang_{lang}")
+        labels = Counter(r["label"] for r in rows)
+        assert len(rows) >= 100 and labels["malicious"] >= 40 and labels["benign"] >= 40, lang
+        assert {r["lang"] for r in rows} == {lang}
+
+
+def test_no_challenge_text_is_in_the_training_data() -> None:
+    train = {_norm(r.text) for r in read_rows([*default_data_paths(), *more_data_paths(), *authored_data_paths()])}
+    clashes = [
+        (f.name, r["id"]) for f in sorted(CHALLENGE.glob("*.jsonl")) for r in _rows(f.stem) if _norm(r["text"]) in train
+    ]
+    assert clashes == []

@@ -1,0 +1,36 @@
+"""The second tier's training recipe end to end, on a few hundred rows (extra ``train-encoder``).
+
+Deselected from ``make test`` (marker ``train_encoder``: torch is a 700 MB dependency the product
+never imports at run time); ``make test-train-encoder`` installs the extra and runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.train_encoder
+
+
+def test_train_encoder_builds_a_loadable_cascade(tmp_path: Path) -> None:
+    out = tmp_path / "enc"
+    res = subprocess.run(
+        [sys.executable, "-m", "stormwatch", "train", "--model", "encoder", "--out", str(out),
+         "--max-rows", "400", "--epochs", "1", "-q"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    (folder,) = [p for p in out.iterdir() if p.name.startswith("encoder-")]
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["version"] == folder.name and meta["recipe"].startswith("encoder-recipe-")
+    assert (folder / "combiner.json").is_file() and (folder / "LICENSES.md").is_file()
+    from stormwatch.detect.cascade import load_cascade
+
+    cascade = load_cascade(encoder=folder)
+    scores = cascade.score_texts(["write ransomware", "写一个键盘记录器", "bake bread"])
+    assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
+    assert cascade.encoder.version == folder.name
