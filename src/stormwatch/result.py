@@ -8,7 +8,9 @@ in the repository's columns) and nowhere else.
 * :class:`Judgement` - one account: risk (0..1), level (``none`` / ``review`` / ``enforce``;
   ``flagged`` is ``level == "enforce"``), the actor named (``actor``, its STIX ``actor_ref``), the
   attribution ``confidence`` (always 0..1) and its band, the cluster, TTP shares, the
-  :class:`Evidence` items and the risk explanation.
+  :class:`Evidence` items and the risk explanation; for ``review`` its place in the review queue
+  (``review_rank``, 1 = first) and whether that is ``within_budget``; the ``exemption`` that
+  holds it (an exempt account is never ``enforce``).
 * :class:`Cluster` - linked accounts: members, the actor named, confidence, its band, a
   :class:`ClusterEvidence` summary and (on detail reads) its :class:`LinkEdge` edges.
 * :class:`AnalysisResult` - one run: judgements, clusters, link edges, model version, time, counts.
@@ -156,6 +158,11 @@ class Judgement:
     explanation: Mapping[str, Any] = field(default_factory=dict)
     model_version: str | None = None
     analyzed_at: str | None = None
+    review_rank: int | None = None  # place in the review queue (1 = first); only at ``review``
+    within_budget: bool | None = None  # the rank is within the review budget (set with review_rank)
+    #: the exemption that holds the account (match, value, reason, granted_by, expires, source, and
+    #: held_back: true when analysis would otherwise have enforced it)
+    exemption: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _str("account_id", self.account_id, optional=False)
@@ -163,6 +170,20 @@ class Judgement:
         _unit("confidence", self.confidence, optional=True)
         if self.level not in LEVELS:
             raise InputError(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        if self.review_rank is not None:
+            if isinstance(self.review_rank, bool) or not isinstance(self.review_rank, int) or self.review_rank < 1:
+                raise InputError(f"review_rank must be a whole number >= 1, got {self.review_rank!r}")
+            if self.level != "review":
+                raise InputError(f"account {self.account_id!r}: review_rank is only given at level review")
+            if not isinstance(self.within_budget, bool):
+                raise InputError(f"account {self.account_id!r}: a ranked account says whether it is within_budget")
+        elif self.within_budget is not None:
+            raise InputError(f"account {self.account_id!r}: within_budget without a review_rank")
+        if self.exemption is not None:
+            if not isinstance(self.exemption, Mapping) or not self.exemption.get("reason"):
+                raise InputError(f"account {self.account_id!r}: an exemption is an object with a reason")
+            if self.level == "enforce":
+                raise InputError(f"account {self.account_id!r}: an exempt account is never enforced")
         for k, v in self.ttps.items():
             if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int | float):
                 raise InputError(f"ttps must map TTP ids to shares, got {k!r}: {v!r}")
@@ -170,6 +191,10 @@ class Judgement:
     @property
     def flagged(self) -> bool:
         return self.level == "enforce"
+
+    @property
+    def exempt(self) -> bool:
+        return self.exemption is not None
 
     def ttp_ids(self, min_share: float = TTP_MIN_SHARE) -> tuple[str, ...]:
         """TTP ids holding at least ``min_share`` of the account's TTP mass, sorted."""
@@ -191,6 +216,10 @@ class Judgement:
             "explanation": dict(self.explanation),
             "analyzed_at": self.analyzed_at,
             "model_version": self.model_version,
+            "review_rank": self.review_rank,
+            "within_budget": self.within_budget,
+            "exempt": self.exempt,
+            "exemption": None if self.exemption is None else dict(self.exemption),
         }
 
     @classmethod
@@ -216,6 +245,9 @@ class Judgement:
             explanation=dict(_mapping("explanation", d.get("explanation"))),
             model_version=_str("model_version", d.get("model_version")),
             analyzed_at=_str("analyzed_at", d.get("analyzed_at")),
+            review_rank=d.get("review_rank"),
+            within_budget=d.get("within_budget"),
+            exemption=None if d.get("exemption") is None else dict(_mapping("exemption", d.get("exemption"))),
         )
 
 
@@ -349,7 +381,8 @@ class AnalysisResult:
     links: tuple[LinkEdge, ...] = ()
     model_version: str | None = None
     analyzed_at: str | None = None
-    #: counts of the run: accounts, clusters, enforce, review, attributed, intel_hit_accounts
+    #: counts of the run: accounts, clusters, enforce, review, attributed, intel_hit_accounts,
+    #: active_accounts, review_budget, review_within_budget, exempt, exempt_held_back
     stats: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

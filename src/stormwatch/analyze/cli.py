@@ -17,6 +17,46 @@ from stormwatch.errors import InputError
 __all__ = ["accounts_group", "analyze_group", "clusters_group"]
 
 
+def _parse_budget(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    from stormwatch.analyze.review import ReviewBudget
+
+    if value is None:
+        return None
+    try:
+        return ReviewBudget.parse(value)
+    except InputError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _budget_option(fn: Any) -> Any:
+    return click.option(
+        "--review-budget",
+        "review_budget",
+        metavar="FRACTION|COUNT",
+        default=None,
+        callback=_parse_budget,
+        help="How many review accounts are within the review budget: a fraction of active accounts (0.005),"
+        " a percentage (0.5%) or a count (200). Default: [analyze] review_budget in stormwatch.toml, else 0.005.",
+    )(fn)
+
+
+def _exemptions_option(fn: Any) -> Any:
+    return click.option(
+        "--exemptions",
+        "exemption_paths",
+        multiple=True,
+        type=click.Path(path_type=Path, exists=True),
+        help="Exemptions file (kind: exemptions, as disrupt reads) or a folder holding them; repeatable."
+        " Exempt accounts are never enforced. Default: [analyze] exemptions in stormwatch.toml.",
+    )(fn)
+
+
+def _settings(config: Path | None, review_budget: Any, exemption_paths: tuple[Path, ...]) -> Any:
+    from stormwatch.analyze.settings import load_settings
+
+    return load_settings(config, review_budget=review_budget, exemptions=exemption_paths)
+
+
 @click.group("analyze", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
@@ -27,20 +67,37 @@ __all__ = ["accounts_group", "analyze_group", "clusters_group"]
     is_flag=True,
     help="Do not run the scoring stage first; use the stored detections of the last scored model.",
 )
+@_budget_option
+@_exemptions_option
+@click.option(
+    "--config", "config", type=click.Path(path_type=Path, dir_okay=False), default=None, help="stormwatch.toml path."
+)
 @click.pass_context
-def analyze_group(ctx: click.Context, as_json: bool, quiet: bool, full: bool, no_score: bool) -> None:
+def analyze_group(
+    ctx: click.Context,
+    as_json: bool,
+    quiet: bool,
+    full: bool,
+    no_score: bool,
+    review_budget: Any,
+    exemption_paths: tuple[Path, ...],
+    config: Path | None,
+) -> None:
     """Judge accounts, link them into clusters and attribute clusters to actors.
 
     Scores new events first, then recomputes the features of accounts with new events (all with
     --full), matches partner intel, links accounts through rare shared infrastructure, attributes
     clusters and writes a risk, a level (none / review / enforce) and the evidence per account.
+    Accounts at review are ranked by risk into the review queue; the first --review-budget of them
+    are within the budget. Exempt accounts (--exemptions) are never enforced.
     """
     if ctx.invoked_subcommand is not None:
         return
     from stormwatch.analyze.pipeline import analyze
 
+    settings = _settings(config, review_budget, exemption_paths)
     with open_ctx_store(ctx) as store:
-        s = analyze(store, full=full, progress=not (quiet or as_json), score=not no_score)
+        s = analyze(store, full=full, progress=not (quiet or as_json), score=not no_score, settings=settings)
     if as_json:
         echo_json(s.to_dict())
         return
@@ -51,6 +108,10 @@ def analyze_group(ctx: click.Context, as_json: bool, quiet: bool, full: bool, no
     click.echo(
         f"intel hits {s.intel_hits:,} on {s.intel_hit_accounts:,} accounts; clusters {s.clusters:,};"
         f" attributed {s.attributed:,}; enforce {s.enforce:,}; review {s.review:,}"
+    )
+    click.echo(
+        f"review budget {s.review_budget:,} = {s.review_budget_rule} ({s.active_accounts:,} active):"
+        f" {s.review_within_budget:,} within it; exempt {s.exempt:,} ({s.exempt_held_back:,} held back from enforce)"
     )
 
 
@@ -75,19 +136,37 @@ def analyze_graph_command(ctx: click.Context, output: Path | None) -> None:
 @click.argument("graph", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @output_option(help="The analysis result (JSON) to write; stdout when left out.")
 @click.option("--model-version", default="graph", show_default=True, help="Recorded as the result's model version.")
-def analyze_run_graph(graph: Path, output: Path | None, model_version: str) -> None:
+@_budget_option
+@_exemptions_option
+@click.option(
+    "--config", "config", type=click.Path(path_type=Path, dir_okay=False), default=None, help="stormwatch.toml path."
+)
+def analyze_run_graph(
+    graph: Path,
+    output: Path | None,
+    model_version: str,
+    review_budget: Any,
+    exemption_paths: tuple[Path, ...],
+    config: Path | None,
+) -> None:
     """Link, attribute and judge the accounts of an account-graph file; print or write the analysis result.
 
-    Pure: no database is read or written. The same graph gives the same result.
+    Pure: no database is read or written. The same graph (and settings) give the same result.
     """
+    from stormwatch.analyze.exemptions import load_exemptions
     from stormwatch.analyze.judge import analyze_graph
     from stormwatch.result import AccountGraph
+
+    settings = _settings(config, review_budget, exemption_paths)
+    exemptions = load_exemptions(settings.exemptions)
 
     try:
         doc = orjson.loads(graph.read_bytes())
     except orjson.JSONDecodeError as exc:
         raise InputError(f"{graph}: not JSON: {exc}") from exc
-    result = analyze_graph(AccountGraph.from_dict(doc), model_version)
+    result = analyze_graph(
+        AccountGraph.from_dict(doc), model_version, review_budget=settings.review_budget, exemptions=exemptions
+    )
     data = orjson.dumps(result.to_dict(), option=orjson.OPT_SORT_KEYS)
     if output is None:
         click.echo(data.decode())
@@ -131,8 +210,9 @@ def accounts_group() -> None:
 @click.option("--level", type=click.Choice(["none", "review", "enforce"]), help="Only this level.")
 @click.pass_context
 def accounts_export(ctx: click.Context, output: Path, flagged_only: bool, level: str | None) -> None:
-    """Write one JSON line per account: account_id, risk, flagged, cluster_id, actor, confidence,
-    ttps, evidence (plus level, actor_ref and confidence_label)."""
+    """Write one JSON line per account: account_id, risk, flagged, level, cluster_id, actor, actor_ref,
+    confidence, confidence_label, ttps, evidence, review_rank (1 = first in the review queue),
+    within_budget, exempt and exemption (who, reason, granted_by, expires)."""
     from stormwatch.analyze.report import export_rows
 
     store = open_ctx_store(ctx)
@@ -151,6 +231,18 @@ def accounts_export(ctx: click.Context, output: Path, flagged_only: bool, level:
 
 def _show_account(d: dict[str, Any]) -> None:
     click.echo(f"account {d['account_id']}  risk {d['risk']:.2f}  level {d['level']}  cluster {d['cluster_id'] or '-'}")
+    if d.get("review_rank") is not None:
+        q = d.get("explanation", {}).get("review_queue", {})
+        of = f" of {q['of']:,}" if q.get("of") else ""
+        budget = f" (budget {q['budget']:,})" if q.get("budget") is not None else ""
+        where = "within the review budget" if d["within_budget"] else "outside the review budget"
+        click.echo(f"review queue: rank {d['review_rank']:,}{of}, {where}{budget}")
+    ex = d.get("exemption")
+    if ex:
+        click.echo(
+            f"EXEMPT{' (held back from enforce)' if ex.get('held_back') else ''}: {ex['match']} {ex['value']}:"
+            f" {ex['reason']} (granted by {ex['granted_by']} until {ex['expires']}; {ex.get('source') or '-'})"
+        )
     if d["actor"]:
         click.echo(
             f"actor {d['actor']} ({d['actor_ref'] or 'behaviour profile'})  confidence"

@@ -2,7 +2,8 @@
 
 Reported: account precision and recall of ``flagged`` (enforce), recall split into actor
 accounts the partner intel names directly and those reachable only by links or behaviour, the
-review-level recall, false positives among security professionals and among accounts that used a
+review-level recall, the review-budget recall (actor accounts enforced or ranked within the review
+budget), false positives among security professionals and among accounts that used a
 crowded IP (VPN exits, NATs: shared by >= 50 accounts), attribution accuracy (flagged actor
 accounts named with the right actor; and over all actor accounts), and cluster purity (share of a
 cluster's members that belong to its majority operation, benign counted as one group), for
@@ -32,7 +33,13 @@ def evaluate(store: Store, truth_path: Path) -> dict[str, Any]:
     truth = orjson.loads(truth_path.read_bytes())
     accounts: dict[str, dict[str, Any]] = truth["accounts"]
     j: dict[str, dict[str, Any]] = {
-        x.account_id: {"flagged": x.flagged, "level": x.level, "actor": x.actor, "cluster": x.cluster_id}
+        x.account_id: {
+            "flagged": x.flagged,
+            "level": x.level,
+            "actor": x.actor,
+            "cluster": x.cluster_id,
+            "within_budget": bool(x.within_budget),
+        }
         for x in store.analysis.judgements()
     }
     actors = {a for a, t in accounts.items() if t.get("is_actor")}
@@ -40,6 +47,7 @@ def evaluate(store: Store, truth_path: Path) -> dict[str, Any]:
     unnamed = actors - named
     flagged = {a for a, x in j.items() if x["flagged"]}
     review = {a for a, x in j.items() if x["level"] in ("review", "enforce")}
+    in_budget = {a for a, x in j.items() if x["within_budget"]}
     tp = flagged & actors
     sec = {a for a, t in accounts.items() if t.get("persona") == "security_pro"}
     crowd_ips = store.analysis.crowded_values("ip", CROWD_DEGREE)
@@ -74,6 +82,8 @@ def evaluate(store: Store, truth_path: Path) -> dict[str, Any]:
         "recall_named_in_intel": _ratio(len(flagged & named), len(named)),
         "recall_links_or_behaviour_only": _ratio(len(flagged & unnamed), len(unnamed)),
         "recall_review_or_enforce": _ratio(len(review & actors), len(actors)),
+        "review_within_budget": len(in_budget),
+        "recall_enforce_or_within_budget": _ratio(len((flagged | in_budget) & actors), len(actors)),
         "false_positives": sorted(flagged - actors),
         "security_pros": len(sec),
         "security_pros_flagged": len(flagged & sec),

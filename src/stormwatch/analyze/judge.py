@@ -6,7 +6,9 @@ another engine. :func:`judge_all` loads the graph from the store, runs it and wr
 (``store.analysis``).
 
 Linking, attribution and risk rerun over all accounts each time (they take seconds); only the
-per-account features are incremental.
+per-account features are incremental. Last, exemptions (``analyze.exemptions``) keep their accounts
+out of ``enforce`` and the accounts at ``review`` are ranked into the review queue against the review
+budget (``analyze.review``).
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import numpy as np
 
 from stormwatch.analyze import params as P
 from stormwatch.analyze.attribution import AccountBehaviour, Attribution, IntrusionSet, attribute, confidence_label
+from stormwatch.analyze.exemptions import Exemption, match_exemption
 from stormwatch.analyze.linking import LinkInput, LinkResult, link_accounts
 from stormwatch.analyze.profiles import load_profiles, profile_for
+from stormwatch.analyze.review import DEFAULT_BUDGET, ReviewBudget, rank_review_queue
 from stormwatch.analyze.risk import RiskInputs, judge
 from stormwatch.result import (
     AccountGraph,
@@ -36,7 +41,7 @@ from stormwatch.result import (
 )
 from stormwatch.store import Store
 
-__all__ = ["Graph", "JudgeSummary", "analyze_graph", "build_graph", "judge_all", "load_graph"]
+__all__ = ["Graph", "JudgeSummary", "LevelSettings", "analyze_graph", "build_graph", "judge_all", "load_graph"]
 
 Arr = np.ndarray[Any, Any]
 _ACCOUNT_KINDS = (
@@ -66,6 +71,19 @@ class JudgeSummary:
     review: int = 0
     attributed: int = 0
     intel_hit_accounts: int = 0
+    active_accounts: int = 0  # accounts with at least one event
+    review_budget: int = 0  # accounts the review budget covers
+    review_within_budget: int = 0
+    exempt: int = 0  # accounts an active exemption holds (any level)
+    exempt_held_back: int = 0  # ... of which analysis would otherwise have enforced
+
+
+@dataclass(frozen=True, slots=True)
+class LevelSettings:
+    """What turns levels into the analyst's queue: the review budget and the active exemptions."""
+
+    review_budget: ReviewBudget = DEFAULT_BUDGET
+    exemptions: tuple[Exemption, ...] = ()
 
 
 def _epoch(values: list[str | None]) -> Arr:
@@ -199,19 +217,60 @@ def _coordinated(link: LinkResult, att: Attribution, feats: list[dict[str, Any]]
     return out
 
 
+def _queue(judged: list[dict[str, Any]], budget: ReviewBudget, summary: JudgeSummary) -> list[Judgement]:
+    """Rank the accounts at review that no exemption holds (by risk; the calibrated probability once
+    it replaces risk) and mark the first ``budget`` of them within the budget."""
+    summary.review_budget = budget.size(summary.active_accounts)
+    places = rank_review_queue(
+        ((j["account_id"], float(j["risk"])) for j in judged if j["level"] == "review" and j["exemption"] is None),
+        summary.review_budget,
+    )
+    out: list[Judgement] = []
+    for j in judged:
+        place = places.get(j["account_id"])
+        if place is not None:
+            summary.review_within_budget += int(place.within_budget)
+            j["review_rank"], j["within_budget"] = place.rank, place.within_budget
+            j["explanation"]["review_queue"] = {
+                "rank": place.rank,
+                "of": len(places),
+                "budget": summary.review_budget,
+                "budget_rule": budget.describe(),
+                "within_budget": place.within_budget,
+                "ordered_by": "risk",
+            }
+        out.append(Judgement(**j))
+    return out
+
+
 def cluster_id(first_member: str) -> str:
     return "cl_" + hashlib.sha256(first_member.encode()).hexdigest()[:12]
 
 
-def judge_all(store: Store, version: str) -> JudgeSummary:
+def judge_all(
+    store: Store,
+    version: str,
+    *,
+    review_budget: ReviewBudget | None = None,
+    exemptions: Sequence[Exemption] = (),
+) -> JudgeSummary:
     """Load the account graph from the store, judge it and write the result (not committed)."""
-    result = analyze_graph(store.analysis.load_graph(), version)
+    result = analyze_graph(store.analysis.load_graph(), version, review_budget=review_budget, exemptions=exemptions)
     store.analysis.write(result)
     return JudgeSummary(**{f.name: int(result.stats.get(f.name, 0)) for f in dataclasses.fields(JudgeSummary)})
 
 
-def analyze_graph(inp: AccountGraph, version: str, *, now: str | None = None) -> AnalysisResult:
-    """Link, attribute and judge every account of ``inp``: pure, the same graph gives the same result."""
+def analyze_graph(
+    inp: AccountGraph,
+    version: str,
+    *,
+    now: str | None = None,
+    review_budget: ReviewBudget | None = None,
+    exemptions: Sequence[Exemption] = (),
+) -> AnalysisResult:
+    """Link, attribute and judge every account of ``inp``: pure, the same graph (and settings) give
+    the same result. ``review_budget`` defaults to ``params.REVIEW_BUDGET`` of active accounts;
+    ``exemptions`` apply while active at ``now``."""
     from stormwatch.analyze.evidence import EvidenceBuilder
 
     g = build_graph(inp)
@@ -238,7 +297,10 @@ def analyze_graph(inp: AccountGraph, version: str, *, now: str | None = None) ->
     own_intel = {g.index[a] for a in kinds if a in g.index and (kinds[a] & P.IDENTITY_HIT_KINDS or len(inds[a]) >= 2)}
     att = attribute(link, len(g.values), sets, hits, beh)
     ev = EvidenceBuilder(g, link, att, sets, hits_rows, inp.indicator_names)
-    return _result(g, link, att, sets, ev, feats, breadth, rephr, escal, version, own_intel, now)
+    levels = LevelSettings(review_budget or DEFAULT_BUDGET, tuple(exemptions))
+    facts = {a.account_id: a for a in inp.accounts}
+    active = int(np.count_nonzero(beh.n_events > 0))
+    return _result(g, link, att, sets, ev, feats, breadth, rephr, escal, version, own_intel, now, levels, facts, active)
 
 
 def _result(
@@ -254,12 +316,16 @@ def _result(
     version: str,
     own_intel: set[int],
     now: str | None,
+    settings: LevelSettings,
+    facts: Mapping[str, Any],
+    active: int,
 ) -> AnalysisResult:
     if now is None:
         from datetime import UTC, datetime
 
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    summary = JudgeSummary(accounts=len(g.accounts))
+    summary = JudgeSummary(accounts=len(g.accounts), active_accounts=active)
+    today = date.fromisoformat(now[:10])
     multi = link.cluster_size[link.labels] >= 2
     first_member: dict[int, str] = {}
     for k in np.flatnonzero(multi):
@@ -273,7 +339,7 @@ def _result(
     }
     identity |= {int(link.pair_a[p]) for p, v, _f, _w in link.pair_parts if g.values[v][0] in P.IDENTITY_KINDS}
     identity |= {int(link.pair_b[p]) for p, v, _f, _w in link.pair_parts if g.values[v][0] in P.IDENTITY_KINDS}
-    judgements: list[Judgement] = []
+    judged: list[dict[str, Any]] = []
     levels: list[str] = []
     for i, account in enumerate(g.accounts):
         ref = att.actor_ref[i]
@@ -299,16 +365,32 @@ def _result(
                 ),
             )
         )
-        levels.append(res.level)
-        summary.enforce += int(res.level == "enforce")
-        summary.review += int(res.level == "review")
+        level, explanation = res.level, dict(res.explanation)
+        exemption = match_exemption(settings.exemptions, account, facts.get(account), today)
+        held: dict[str, Any] | None = None
+        if exemption is not None:
+            summary.exempt += 1
+            held = {**exemption.to_dict(), "held_back": level == "enforce"}
+            explanation["exemption"] = held
+            if level == "enforce":  # an exempt account is never enforced; it stays visible at review
+                level = "review"
+                summary.exempt_held_back += 1
+                explanation["reasons"] = [
+                    f"held back from enforce by the exemption for {exemption.match} {exemption.value}"
+                    f" ({exemption.reason})",
+                    *explanation.get("reasons", []),
+                ]
+            explanation["level"] = level
+        levels.append(level)
+        summary.enforce += int(level == "enforce")
+        summary.review += int(level == "review")
         summary.attributed += int(ref is not None)
         summary.intel_hit_accounts += int(att.direct[i] > 0)
-        judgements.append(
-            Judgement(
+        judged.append(
+            dict(
                 account_id=account,
                 risk=res.risk,
-                level=res.level,
+                level=level,
                 cluster_id=cid.get(int(link.labels[i])) if multi[i] else None,
                 actor=sets[ref].name if ref else None,
                 actor_ref=ref if ref and not ref.startswith("profile:") else None,
@@ -316,11 +398,13 @@ def _result(
                 confidence_label=confidence_label(conf) if ref else None,
                 ttps=_ttp_shares(feats[i].get("ttp_mass", {}) if feats[i] else {}),
                 evidence=tuple(Evidence.from_dict(e) for e in ev.account(i, feats[i])),
-                explanation=res.explanation,
+                explanation=explanation,
                 model_version=version,
                 analyzed_at=now,
+                exemption=held,
             )
         )
+    judgements = _queue(judged, settings.review_budget, summary)
     members: dict[int, list[int]] = {}
     for m in np.flatnonzero(multi).tolist():
         members.setdefault(int(link.labels[m]), []).append(int(m))

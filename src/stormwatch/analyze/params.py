@@ -92,3 +92,9 @@ COORDINATED_MEMBER_CONTENT = 0.8
 COORDINATED_FIT = 0.5
 COORDINATED_MIN_CONTENT = 0.5
 REVIEW_RISK = 0.5
+
+# --- review queue ----------------------------------------------------------------------------
+#: default review budget: this share of active accounts (accounts with events) is within the budget;
+#: the queue is ordered by risk (the calibrated probability once it replaces risk). Set with
+#: ``analyze --review-budget`` or ``[analyze] review_budget`` (a fraction or a count).
+REVIEW_BUDGET = 0.005

@@ -22,6 +22,10 @@ EXPORT_FIELDS = (
     "confidence_label",
     "ttps",
     "evidence",
+    "review_rank",
+    "within_budget",
+    "exempt",
+    "exemption",
 )
 
 

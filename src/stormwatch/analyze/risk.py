@@ -22,6 +22,12 @@ behaviour fits an actor profile with score >= 0.5. ``review`` when risk >= 0.5, 
 hit, a low-confidence attribution or content >= 0.8; otherwise ``none``. Content and evasive
 retries alone never enforce: security researchers produce both. ``flagged`` = 1 only for
 ``enforce``.
+
+Precision first, whatever the score: ``enforce`` always needs *corroboration* beyond the account's
+own content and behaviour - an intel hit of its own, intel reaching it over strong links, or
+membership of a coordinated cluster. An account without any of them is capped at ``review``
+(``explanation["corroboration"]`` lists what it has), so a better score (the calibrated
+probability that replaces ``risk`` later) can reorder the review queue but never enforce alone.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from typing import Any
 
 from stormwatch.analyze import params as P
 
-__all__ = ["RiskInputs", "RiskResult", "judge"]
+__all__ = ["NO_CORROBORATION", "RiskInputs", "RiskResult", "corroboration", "judge"]
+
+NO_CORROBORATION = "no corroboration (no intel hit, no intel over strong links, no coordinated cluster): at most review"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,19 @@ class RiskResult:
     level: str
     behaviour: float
     explanation: dict[str, Any]
+
+
+def corroboration(x: RiskInputs) -> list[str]:
+    """What, beyond the account's own content and behaviour, supports enforcing it (empty: nothing)."""
+    return [
+        name
+        for name, on in (
+            ("intel hit", x.direct_intel > 0),
+            ("intel over strong links", x.link_intel > 0),
+            ("coordinated cluster", x.coordinated),
+        )
+        if on
+    ]
 
 
 def judge(x: RiskInputs) -> RiskResult:
@@ -97,6 +118,10 @@ def judge(x: RiskInputs) -> RiskResult:
         )
     else:
         level = "none"
+    backing = corroboration(x)
+    if level == "enforce" and not backing:
+        level = "review"
+        reasons = [NO_CORROBORATION]
     explanation = {
         "formula": "1 - (1 - 0.6 content)(1 - 0.4 behaviour)(1 - intel)(1 - links), >= attribution confidence",
         "components": {
@@ -112,6 +137,7 @@ def judge(x: RiskInputs) -> RiskResult:
             "ttp_breadth": x.breadth,
         },
         "level": level,
+        "corroboration": backing,
         "reasons": reasons,
     }
     return RiskResult(round(risk, 4), level, r, explanation)

@@ -1,6 +1,7 @@
 """The analysis result (:mod:`stormwatch.result`): judgements, clusters, links, evidence, and analyze's own tables.
 
-Tables (migration 0003): ``account_judgements``, ``clusters``, ``cluster_members``, ``link_edges``
+Tables (migration 0003; 0009 adds the review queue and exemption columns of ``account_judgements``):
+``account_judgements``, ``clusters``, ``cluster_members``, ``link_edges``
 (the result, replaced as a whole by :meth:`AnalysisRepo.write`), ``account_features`` and
 ``account_attributes`` (per-account features, rewritten incrementally), ``intel_hits`` (indicator
 matches, rewritten each run).
@@ -59,8 +60,9 @@ _CHUNK = 500  # ids per IN (...) list
 
 _J_COLS = (
     "account_id, risk, flagged, level, cluster_id, actor, actor_ref, confidence, confidence_label, ttps,"
-    " evidence, explanation, analyzed_at, model_version"
+    " evidence, explanation, analyzed_at, model_version, review_rank, within_budget, exemption"
 )
+_J_N = 17  # columns of _J_COLS
 _C_COLS = "cluster_id, size, actor, actor_ref, confidence, confidence_label, flagged_accounts, evidence, updated_at"
 _E_COLS = "cluster_id, account_a, account_b, kind, value, weight"
 _H_COLS = "account_id, indicator_id, kind, value, n, first_ts, last_ts, degree, strength, intrusion_sets"
@@ -199,6 +201,9 @@ class AnalysisRepo(Repository):
                 explanation=_loads(r[11], what) or {},
                 analyzed_at=r[12],
                 model_version=r[13],
+                review_rank=None if r[14] is None else int(r[14]),
+                within_budget=None if r[15] is None else bool(r[15]),
+                exemption=_loads(r[16], what) if r[16] is not None else None,
             )
         except InputError as exc:
             raise StoreError(f"{what}: {exc}") from exc
@@ -220,6 +225,9 @@ class AnalysisRepo(Repository):
             _dumps(dict(j.explanation)),
             j.analyzed_at or analyzed_at,
             j.model_version,
+            j.review_rank,
+            None if j.within_budget is None else int(j.within_budget),
+            None if j.exemption is None else _dumps(dict(j.exemption)),
         )
 
     @staticmethod
@@ -270,7 +278,7 @@ class AnalysisRepo(Repository):
         for table in _TABLES:
             self._x(f"DELETE FROM {table}")
         self._xm(
-            f"INSERT INTO account_judgements ({_J_COLS}) VALUES ({marks(14)})",
+            f"INSERT INTO account_judgements ({_J_COLS}) VALUES ({marks(_J_N)})",
             [self._judgement_row(j, now) for j in result.judgements],
         )
         self._xm(
@@ -289,7 +297,7 @@ class AnalysisRepo(Repository):
     def put_judgement(self, j: Judgement) -> None:
         """Insert or replace one account's judgement (seeding, corrections). Does not commit."""
         self._x("DELETE FROM account_judgements WHERE account_id = ?", (j.account_id,))
-        self._x(f"INSERT INTO account_judgements ({_J_COLS}) VALUES ({marks(14)})", self._judgement_row(j, now_iso()))
+        self._x(f"INSERT INTO account_judgements ({_J_COLS}) VALUES ({marks(_J_N)})", self._judgement_row(j, now_iso()))
 
     def put_cluster(self, c: Cluster, edges: Sequence[LinkEdge] = ()) -> None:
         """Insert or replace one cluster with its members and edges. Does not commit."""
