@@ -23,7 +23,7 @@ import gzip
 import hashlib
 import io
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -186,6 +186,33 @@ def _write_jsonl_gz(path: Path, objs: Iterable[dict[str, Any]]) -> None:
         gz.write(buf)
 
 
+def _vendor_files(
+    files: Iterable[Path],
+    trim: Callable[[dict[str, Any]], dict[str, Any]],
+    share_alike: Iterable[str],
+    prefix: str,
+    main_file: Path,
+) -> list[Path]:
+    """Trimmed, sorted rows: one ``<prefix><source>.jsonl.gz`` per share-alike source, the rest in ``main_file``."""
+    share_alike = set(share_alike)
+    main: list[dict[str, Any]] = []
+    written: list[Path] = []
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            objs = [trim(orjson.loads(line)) for line in fh if line.strip()]
+        objs.sort(key=lambda o: (o["source"], o["id"]))
+        if f.stem in share_alike:
+            target = main_file.parent / f"{prefix}{f.stem}.jsonl.gz"
+            _write_jsonl_gz(target, objs)
+            written.append(target)
+        else:
+            main.extend(objs)
+    main.sort(key=lambda o: (o["source"], o["id"]))
+    _write_jsonl_gz(main_file, main)
+    written.append(main_file)
+    return written
+
+
 def vendor_training_data(datasets_dir: Path, out_dir: Path | None = None) -> list[Path]:
     """Copy the shared datasets, trimmed, into the package (and their licenses).
 
@@ -197,21 +224,7 @@ def vendor_training_data(datasets_dir: Path, out_dir: Path | None = None) -> lis
     files = sorted((datasets_dir / "prompts").glob("*.jsonl")) + sorted(
         (datasets_dir / "prompts" / "everyday").glob("*.jsonl")
     )
-    main: list[dict[str, Any]] = []
-    written: list[Path] = []
-    for f in files:
-        with open(f, encoding="utf-8") as fh:
-            objs = [_trimmed(orjson.loads(line)) for line in fh if line.strip()]
-        objs.sort(key=lambda o: (o["source"], o["id"]))
-        if f.stem in CC_BY_SA_SOURCES:
-            target = out_dir / f"train-{f.stem}.jsonl.gz"
-            _write_jsonl_gz(target, objs)
-            written.append(target)
-        else:
-            main.extend(objs)
-    main.sort(key=lambda o: (o["source"], o["id"]))
-    _write_jsonl_gz(out_dir / "train.jsonl.gz", main)
-    written.append(out_dir / "train.jsonl.gz")
+    written = _vendor_files(files, _trimmed, CC_BY_SA_SOURCES, "train-", out_dir / "train.jsonl.gz")
     lic_out = out_dir / "licenses"
     for lic in sorted((datasets_dir / "licenses").rglob("*.txt")):
         target = lic_out / lic.relative_to(datasets_dir / "licenses")
@@ -239,21 +252,7 @@ def vendor_more_data(datasets_dir: Path, out_dir: Path | None = None) -> list[Pa
     if missing:
         raise ValueError(f"no license file for {', '.join(missing)} under {datasets_dir / 'licenses'}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    main: list[dict[str, Any]] = []
-    written: list[Path] = []
-    for f in files:
-        with open(f, encoding="utf-8") as fh:
-            objs = [_trimmed_more(orjson.loads(line)) for line in fh if line.strip()]
-        objs.sort(key=lambda o: (o["source"], o["id"]))
-        if f.stem in MORE_CC_BY_SA_SOURCES:
-            target = out_dir / f"train-more-{f.stem}.jsonl.gz"
-            _write_jsonl_gz(target, objs)
-            written.append(target)
-        else:
-            main.extend(objs)
-    main.sort(key=lambda o: (o["source"], o["id"]))
-    _write_jsonl_gz(out_dir / MORE_FILE, main)
-    written.append(out_dir / MORE_FILE)
+    written = _vendor_files(files, _trimmed_more, MORE_CC_BY_SA_SOURCES, "train-more-", out_dir / MORE_FILE)
     (out_dir / "licenses").mkdir(parents=True, exist_ok=True)
     for lic in licenses.values():
         shutil.copyfile(lic, out_dir / "licenses" / lic.name)
