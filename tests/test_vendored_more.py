@@ -27,7 +27,6 @@ from stormwatch.detect.data import (
 )
 from stormwatch.detect.train import rows_digest
 
-SHARED = Path("/work/shared/datasets")
 ROOT = Path(__file__).resolve().parents[1]
 
 # Rows per source as built by the shared datasets' build/build_more.py (more_stats.json).
@@ -74,26 +73,45 @@ def test_row_counts_per_source() -> None:
     assert sum(counts.values()) == 4197
 
 
-def test_row_counts_match_shared_files() -> None:
-    if not (SHARED / "prompts" / "more").is_dir():
-        pytest.skip("no /work/shared (a user's clone): the vendored counts are checked against EXPECTED above")
-    shared = {
-        f.stem: sum(1 for line in f.read_text(encoding="utf-8").splitlines() if line.strip())
-        for f in sorted((SHARED / "prompts" / "more").glob("*.jsonl"))
-    }
-    counts = Counter(str(o["source"]) for objs in _by_file().values() for o in objs)
-    assert dict(counts) == shared
+def _as_shared(tmp_path: Path) -> Path:
+    """A datasets folder in the shared layout rebuilt from the packaged rows and licenses (no
+    /work/shared needed): vendoring it must give back the packaged files byte for byte."""
+    more = tmp_path / "datasets" / "prompts" / "more"
+    more.mkdir(parents=True)
+    by_source: dict[str, list[dict[str, object]]] = {}
+    for objs in _by_file().values():
+        for o in objs:
+            meta = {k: o[k] for k in ("lang", "origin", "url", "license") if k in o}
+            meta["group"] = o.get("group", "")
+            if "kind" in o:
+                meta["kind"] = o["kind"]
+            row = {k: o[k] for k in ("id", "source", "text", "label", "category", "split_hint")}
+            by_source.setdefault(str(o["source"]), []).append({**row, "meta": meta})
+    for source, rows in by_source.items():
+        (more / f"{source}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    lic = tmp_path / "datasets" / "licenses"
+    lic.mkdir()
+    for source in by_source:
+        name = f"{source}.LICENSE.txt"
+        (lic / name).write_bytes((model_dir() / "licenses" / name).read_bytes())
+    return tmp_path / "datasets"
 
 
-def test_vendoring_from_shared_reproduces_the_packaged_files(tmp_path: Path) -> None:
-    if not (SHARED / "prompts" / "more").is_dir():
-        pytest.skip("no /work/shared (a user's clone)")
-    written = vendor_more_data(SHARED, tmp_path)
+def test_vendoring_reproduces_the_packaged_files(tmp_path: Path) -> None:
+    written = vendor_more_data(_as_shared(tmp_path), tmp_path / "out")
     assert [p.name for p in written] == [p.name for p in more_data_paths()]
     for p in written:
-        assert p.read_bytes() == (model_dir() / p.name).read_bytes(), f"{p.name} is stale: re-run vendor_more_data"
-    for lic in sorted((tmp_path / "licenses").glob("*.txt")):
+        assert p.read_bytes() == (model_dir() / p.name).read_bytes(), f"{p.name} differs"
+    for lic in sorted((tmp_path / "out" / "licenses").glob("*.txt")):
         assert lic.read_bytes() == (model_dir() / "licenses" / lic.name).read_bytes()
+
+
+def test_a_source_without_a_license_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    datasets = _as_shared(tmp_path)
+    (datasets / "licenses" / "catqa.LICENSE.txt").unlink()
+    with pytest.raises(ValueError, match="no license file for catqa"):
+        vendor_more_data(datasets, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.gz"))
 
 
 def test_share_alike_sources_are_in_their_own_files() -> None:

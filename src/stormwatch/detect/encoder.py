@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stormwatch.detect.base import BaseDetector, DetectorTags
-from stormwatch.detect.encoder_text import MAX_WINDOWS, STRIDE, WINDOW, TextPrep
+from stormwatch.detect.encoder_text import MAX_WINDOWS, STRIDE, WINDOW, TextPrep, window_starts
 from stormwatch.detect.text import FUNCTION_WORDS, item_text
 from stormwatch.errors import InputError
 from stormwatch.vocab import LLMT_IDS
@@ -191,14 +191,12 @@ class EncoderModel:
         enc = self.prep.tokenizer.encode(prepared, add_special_tokens=False)
         if not enc.ids:
             return []
-        starts = [0]
         ids: list[int] = list(enc.ids)
         tokens: list[str] = list(enc.tokens)
         offsets: list[tuple[int, int]] = list(enc.offsets)
         windows = self.prep.prepare([text]).ids
         base_all = self._run(windows)
         deciding = int(np.argmax(base_all[:, 0]))
-        from stormwatch.detect.encoder_text import window_starts
 
         starts = window_starts(len(ids), self.prep.window, self.prep.stride, self.prep.max_windows)
         lo = starts[deciding]
