@@ -1,0 +1,1 @@
+"""Transparency reports (``stormwatch report``): aggregates with k-suppression, case studies, charts."""

@@ -1,0 +1,1 @@
+"""``stormwatch watch``: the long-running monitor (score -> analyze -> enforce -> intel sync)."""
