@@ -81,7 +81,7 @@ def test_the_matrix_is_what_the_docs_say() -> None:
     # extensions (the TAXII server) add their own permissions, named with their prefix
     core = {role: {p for p in perms if not p.startswith("taxii:")} for role, perms in ROLE_PERMISSIONS.items()}
     assert core[Role.READ_ONLY] == {"read"}
-    assert core[Role.ANALYST] == {"read", "cases:write", "appeals:file", "events:text", "screen"}
+    assert core[Role.ANALYST] == {"read", "cases:write", "appeals:file", "events:text", "screen", "ingest"}
     assert {p for p in ROLE_PERMISSIONS[Role.READ_ONLY] if p.startswith("taxii:")} <= {"taxii:read"}
     assert ROLE_PERMISSIONS[Role.ADMIN] >= {
         "read",
@@ -92,6 +92,7 @@ def test_the_matrix_is_what_the_docs_say() -> None:
         "tokens:manage",
         "events:text",
         "screen",
+        "ingest",
     }
     # no route that changes something is open to read-only tokens
     for r in ROUTES:

@@ -12,6 +12,7 @@ from stormwatch.api.roles import (
     APPEALS_FILE,
     CASES_WRITE,
     EVENTS_TEXT,
+    INGEST,
     READ,
     SCREEN,
     TOKENS_MANAGE,
@@ -32,5 +33,7 @@ def test_the_role_matrix_matches_the_code() -> None:
     for permission, *cells in rows:
         for role, cell in zip((Role.READ_ONLY, Role.ANALYST, Role.ADMIN), cells, strict=True):
             assert (permission in ROLE_PERMISSIONS[role]) == (cell == "yes"), (permission, role)
-    builtin = {READ, CASES_WRITE, APPEALS_FILE, APPEALS_DECIDE, ACTIONS_RETRY, TOKENS_MANAGE, EVENTS_TEXT, SCREEN}
+    builtin = {
+        READ, CASES_WRITE, APPEALS_FILE, APPEALS_DECIDE, ACTIONS_RETRY, TOKENS_MANAGE, EVENTS_TEXT, SCREEN, INGEST,
+    }  # fmt: skip
     assert {r[0] for r in rows} == builtin

@@ -138,7 +138,9 @@ JSON_COMMANDS = [
     if p[0] != "share"
     and any(o.name == "as_json" for o in _options(c))
     and not any(p_.required for p_ in c.params)
-    and p not in {("eval",)}  # evaluates the vendored data set: minutes; its --json is one indented document
+    # eval evaluates the vendored data set (minutes; its --json is one indented document); analyze train
+    # simulates and analyzes a dozen platforms (minutes; tests/test_account_model.py runs it small)
+    and p not in {("eval",), ("analyze", "train")}
 ]
 
 

@@ -199,7 +199,6 @@ WITHOUT_EXAMPLES = {
     "formats.md",
     "model-card.md",
     "model-card-cascade.md",
-    "simulator.md",
 }
 
 
@@ -208,7 +207,12 @@ def test_only_the_reference_pages_have_no_example() -> None:
     assert {d.name for d in DOCS if not _runnable(d)} == WITHOUT_EXAMPLES
 
 
-@pytest.mark.parametrize("doc", [d for d in DOCS if _runnable(d)], ids=lambda p: p.name)
+#: pages whose examples are slow (a JVM, live servers): run by test_docs_examples_slow.py, a module of
+#: its own so that `make test` (xdist, --dist loadfile) runs them beside the others, not after them
+SLOW_PAGES = {"scale.md", "watch.md", "online.md", "console.md", "report.md"}
+
+
+@pytest.mark.parametrize("doc", [d for d in DOCS if _runnable(d) and d.name not in SLOW_PAGES], ids=lambda p: p.name)
 def test_document_examples_run(doc: Path, platform: dict[str, Path | str], tmp_path: Path) -> None:
     doc_blocks = blocks(doc)
     work = tmp_path / "work"

@@ -245,7 +245,12 @@ def test_tampered_next_tokens_answer_400(db_url: str) -> None:
                     url + endpoint, params={"limit": "2", "next": token}, auth=PARTNER, headers=H, timeout=WAIT
                 )
                 assert r.status_code == 400, (endpoint, name, r.status_code, r.text[:200])
-                assert r.headers["Content-Type"] == TAXII
+                if name == "huge" and r.headers["Content-Type"].startswith("text/plain"):
+                    # uvicorn's httptools parser (the `api` extra) refuses a 100 kB request line itself,
+                    # before the application sees it: still a 400, without a TAXII body
+                    assert "Invalid HTTP request" in r.text
+                    continue
+                assert r.headers["Content-Type"] == TAXII, (name, r.text[:300])
                 body = r.json()
                 assert body["http_status"] == "400" and body["title"], (endpoint, name, body)
             # the genuine token still works

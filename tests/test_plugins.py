@@ -110,7 +110,7 @@ def test_builtins_register_through_the_manager() -> None:
     for name in plugins.BUILTIN_PLUGINS:
         assert pm.has_plugin(name)
     assert set(plugins.entries("stores")) >= {"sqlite", "postgresql", "postgres"}
-    assert set(plugins.entries("formats")) == {"canonical", "openai_batch", "openai_http_log", "litellm"}
+    assert set(plugins.entries("formats")) == {"canonical", "openai_batch", "openai_http_log", "litellm", "otlp"}
     assert list(plugins.entries("detectors")) == ["first_tier", "keyword", "embedding", "judge", "encoder", "cascade"]
     assert set(plugins.entries("sinks")) == {"webhook", "outbox", "memory"}
     assert set(plugins.entries("exporters")) == {"stix", "misp-feed"}

@@ -274,7 +274,12 @@ def _check_queue(result: AnalysisResult, budget: int) -> list[Judgement]:
     review = [j for j in result.judgements if j.level == "review" and not j.exempt]
     assert len(queue) == len(review) and len(queue) >= 5, "every review account is ranked, none dropped"
     assert [j.review_rank for j in queue] == list(range(1, len(queue) + 1))
-    assert [(-j.risk, j.account_id) for j in queue] == sorted((-j.risk, j.account_id) for j in queue)
+
+    # ordered by the account model's calibrated probability (risk without a model; issue 12 item 1)
+    def score(j: Judgement) -> float:
+        return float(j.explanation.get("account_model", {}).get("probability", j.risk))
+
+    assert [(-score(j), j.account_id) for j in queue] == sorted((-score(j), j.account_id) for j in queue)
     assert [j.within_budget for j in queue] == [r <= budget for r in range(1, len(queue) + 1)]
     assert all(j.level == "review" for j in queue)
     assert all(j.review_rank is None and j.within_budget is None for j in result.judgements if j.level != "review")

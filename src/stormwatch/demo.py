@@ -218,6 +218,19 @@ def demo_command(out: Path, seed: int, accounts: int, days: int, policies: Path,
 
         steps.run("export shareable intelligence (STIX 2.1, TLP 2.0)", do_share)
         steps.output("STIX 2.1 bundle for partners", out / "intel-export.stix.json")
+
+        def do_report() -> str:
+            from stormwatch.report.build import build_report
+            from stormwatch.report.period import covering
+            from stormwatch.report.render import write_report
+
+            period = covering(state["sim"].start, state["sim"].end)
+            doc = build_report(store, period, k=10)
+            write_report(doc, "html", out / "report.html")
+            return f"{period.label}: {len(doc['case_studies'])} case studies, every count below k = 10 suppressed"
+
+        steps.run("write the transparency report (HTML)", do_report)
+        steps.output("transparency report", out / "report.html")
     finally:
         store.close()
 
@@ -229,4 +242,9 @@ def demo_command(out: Path, seed: int, accounts: int, days: int, policies: Path,
     click.echo(
         f"Explore: export STORMWATCH_DB=sqlite:///{db_path}; stormwatch clusters list; "
         "stormwatch accounts show ACCOUNT; stormwatch cases list; stormwatch serve"
+    )
+    click.echo(
+        f"Console: stormwatch --db sqlite:///{db_path} token create --name you --role analyst; "
+        f"stormwatch --db sqlite:///{db_path} serve; then open http://127.0.0.1:8000/console "
+        "and sign in with the token (docs/console.md)"
     )

@@ -95,7 +95,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "stormwatch.intel.plugin",
     "stormwatch.analyze.plugin",
     "stormwatch.disrupt.plugin",
+    "stormwatch.report.plugin",
     "stormwatch.api.plugin",
+    "stormwatch.watch.plugin",
 )
 
 #: entry-point groups from before the one manager: each entry is one ``name = "module:attr"`` of one kind

@@ -128,7 +128,11 @@ def attribute(
     sets: dict[str, IntrusionSet],
     hits: dict[str, list[tuple[int, float]]],
     beh: AccountBehaviour,
+    *,
+    keep: Arr | None = None,
 ) -> Attribution:
+    """Attribute every link component (only those holding ``keep`` accounts when given: the others
+    are left unattributed; propagation and direct evidence are computed over the whole graph)."""
     n = len(link.labels)
     (ga, gb, gw), src = _graph(link, n, n_val)
     prop: dict[str, Arr] = {}
@@ -166,6 +170,8 @@ def attribute(
         if members.size == 0:  # no accounts at all
             continue
         label = int(link.labels[members[0]])
+        if keep is not None and not keep[members[0]]:
+            continue
         with_intel = [r for r in prop if prop[r][members].max() > 0]
         malicious = float(beh.content[members].max()) >= 0.8
         if not with_intel and not malicious:

@@ -1,4 +1,9 @@
-"""``stormwatch analyze``, ``stormwatch accounts`` and ``stormwatch clusters``."""
+"""``stormwatch analyze``, ``stormwatch accounts`` and ``stormwatch clusters``.
+
+Why this module is long: it holds every ``analyze`` subcommand's options and output (run, eval,
+train, run-graph, engine options), which share option definitions and the JSON/human rendering; the
+work itself lives in the modules it calls.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import orjson
 
 from stormwatch.analyze.attribution import BELOW_LOW as _BELOW_LOW
 from stormwatch.analyze.attribution import public_attribution
+from stormwatch.analyze.engines.options import engine_options
 from stormwatch.analyze.params import CONFIDENCE_LABELS
 from stormwatch.clitools import echo_json, json_items, json_option, open_ctx_store, output_option
 from stormwatch.errors import InputError
@@ -51,10 +57,24 @@ def _exemptions_option(fn: Any) -> Any:
     )(fn)
 
 
-def _settings(config: Path | None, review_budget: Any, exemption_paths: tuple[Path, ...]) -> Any:
+def _account_model_option(fn: Any) -> Any:
+    return click.option(
+        "--account-model",
+        "account_model",
+        metavar="VERSION|DIR|off",
+        default=None,
+        help="The account model that orders the review queue: a shipped version, a model folder"
+        " (`analyze train`), or off (order by risk). Default: [analyze] account_model in stormwatch.toml,"
+        " else $STORMWATCH_ACCOUNT_MODEL, else the newest shipped one.",
+    )(fn)
+
+
+def _settings(
+    config: Path | None, review_budget: Any, exemption_paths: tuple[Path, ...], account_model: str | None = None
+) -> Any:
     from stormwatch.analyze.settings import load_settings
 
-    return load_settings(config, review_budget=review_budget, exemptions=exemption_paths)
+    return load_settings(config, review_budget=review_budget, exemptions=exemption_paths, account_model=account_model)
 
 
 @click.group("analyze", invoke_without_command=True)
@@ -69,9 +89,11 @@ def _settings(config: Path | None, review_budget: Any, exemption_paths: tuple[Pa
 )
 @_budget_option
 @_exemptions_option
+@_account_model_option
 @click.option(
     "--config", "config", type=click.Path(path_type=Path, dir_okay=False), default=None, help="stormwatch.toml path."
 )
+@engine_options
 @click.pass_context
 def analyze_group(
     ctx: click.Context,
@@ -81,23 +103,34 @@ def analyze_group(
     no_score: bool,
     review_budget: Any,
     exemption_paths: tuple[Path, ...],
+    account_model: str | None,
     config: Path | None,
+    engine: str = "local",
+    master: str | None = None,
+    events: str | None = None,
+    partitions: int | None = None,
 ) -> None:
     """Judge accounts, link them into clusters and attribute clusters to actors.
 
     Scores new events first, then recomputes the features of accounts with new events (all with
     --full), matches partner intel, links accounts through rare shared infrastructure, attributes
     clusters and writes a risk, a level (none / review / enforce) and the evidence per account.
-    Accounts at review are ranked by risk into the review queue; the first --review-budget of them
-    are within the budget. Exempt accounts (--exemptions) are never enforced.
+    Accounts at review are ranked into the review queue by the account model's calibrated
+    probability (--account-model; by risk without one); the first --review-budget of them are
+    within the budget. Exempt accounts (--exemptions) are never enforced.
     """
     if ctx.invoked_subcommand is not None:
         return
     from stormwatch.analyze.pipeline import analyze
 
-    settings = _settings(config, review_budget, exemption_paths)
+    settings = _settings(config, review_budget, exemption_paths, account_model)
     with open_ctx_store(ctx) as store:
-        s = analyze(store, full=full, progress=not (quiet or as_json), score=not no_score, settings=settings)
+        if engine != "local":  # the spark engine (docs/scale.md)
+            from stormwatch.analyze.engines import run_engine
+
+            s = run_engine(engine, store, settings=settings, master=master, events=events, partitions=partitions)
+        else:
+            s = analyze(store, full=full, progress=not (quiet or as_json), score=not no_score, settings=settings)
     if as_json:
         echo_json(s.to_dict())
         return
@@ -138,6 +171,7 @@ def analyze_graph_command(ctx: click.Context, output: Path | None) -> None:
 @click.option("--model-version", default="graph", show_default=True, help="Recorded as the result's model version.")
 @_budget_option
 @_exemptions_option
+@_account_model_option
 @click.option(
     "--config", "config", type=click.Path(path_type=Path, dir_okay=False), default=None, help="stormwatch.toml path."
 )
@@ -147,6 +181,7 @@ def analyze_run_graph(
     model_version: str,
     review_budget: Any,
     exemption_paths: tuple[Path, ...],
+    account_model: str | None,
     config: Path | None,
 ) -> None:
     """Link, attribute and judge the accounts of an account-graph file; print or write the analysis result.
@@ -157,7 +192,7 @@ def analyze_run_graph(
     from stormwatch.analyze.judge import analyze_graph
     from stormwatch.result import AccountGraph
 
-    settings = _settings(config, review_budget, exemption_paths)
+    settings = _settings(config, review_budget, exemption_paths, account_model)
     exemptions = load_exemptions(settings.exemptions)
 
     try:
@@ -165,13 +200,126 @@ def analyze_run_graph(
     except orjson.JSONDecodeError as exc:
         raise InputError(f"{graph}: not JSON: {exc}") from exc
     result = analyze_graph(
-        AccountGraph.from_dict(doc), model_version, review_budget=settings.review_budget, exemptions=exemptions
+        AccountGraph.from_dict(doc),
+        model_version,
+        review_budget=settings.review_budget,
+        exemptions=exemptions,
+        account_model=settings.account_model,
+        account_model_shadow=settings.account_model_shadow,
     )
     data = orjson.dumps(result.to_dict(), option=orjson.OPT_SORT_KEYS)
     if output is None:
         click.echo(data.decode())
     else:
         output.write_bytes(data + b"\n")
+
+
+@analyze_group.command("train")
+@click.option(
+    "--model", "which", type=click.Choice(["account"]), default="account", show_default=True, help="Which model."
+)
+@click.option(
+    "--runs", default=12, show_default=True, type=click.IntRange(2, 200), help="Simulated training platforms."
+)
+@click.option(
+    "--accounts",
+    default=3000,
+    show_default=True,
+    type=click.IntRange(100, 200_000),
+    help="Mean accounts per platform (each run draws 0.5x-1.5x).",
+)
+@click.option("--seed", default=1000, show_default=True, type=int, help="First training seed.")
+@click.option(
+    "--held-out-runs", default=3, show_default=True, type=click.IntRange(0, 50), help="Held-out randomised platforms."
+)
+@click.option(
+    "--preset",
+    "presets",
+    multiple=True,
+    help="Held-out simulator presets (repeatable). Default: every preset; `--preset none` for none.",
+)
+@click.option("--rounds", default=250, show_default=True, type=click.IntRange(10, 5000), help="Boosting rounds.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("account-models"),
+    show_default=True,
+    help="Folder for account-VERSION/ and VERSION.report.json (the package's data/model ships it and"
+    " makes it the default).",
+)
+@click.option(
+    "--work",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Keep the simulated platforms here (default: a temporary folder).",
+)
+@click.option(
+    "--reuse", is_flag=True, help="With --work: analyze platforms already built there again instead of simulating."
+)
+@click.option(
+    "--drop",
+    "drop",
+    multiple=True,
+    metavar="FEATURE",
+    help="Leave a feature out (repeatable). Default: the recipe's list (model card); `--drop none` keeps all.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def analyze_train(
+    which: str,
+    runs: int,
+    accounts: int,
+    seed: int,
+    held_out_runs: int,
+    presets: tuple[str, ...],
+    rounds: int,
+    out: Path,
+    work: Path | None,
+    reuse: bool,
+    drop: tuple[str, ...],
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Train the account model: simulate --runs platforms with randomised settings, analyze each
+    (first-tier scores, rule-based risk), fit boosted trees on the accounts at review or enforce,
+    calibrate on out-of-fold logits, and evaluate on held-out seeds and simulator presets.
+
+    Needs the train extra (LightGBM). Writes account-VERSION/ (model.json, manifest.json with its
+    sha256) and VERSION.report.json. See docs/model-card-account.md.
+    """
+    from stormwatch.analyze.account_train import DROP, train
+
+    del which  # one model today
+    chosen: list[str] | None = None if not presets else [p for p in presets if p.lower() != "none"]
+
+    def say(msg: str) -> None:
+        if not quiet:
+            click.echo(msg, err=True)
+
+    report = train(
+        out,
+        runs=runs,
+        accounts=accounts,
+        seed=seed,
+        held_out_runs=held_out_runs,
+        held_out_presets=chosen,
+        rounds=rounds,
+        work=work,
+        reuse=reuse,
+        drop=DROP if not drop else tuple(d for d in drop if d.lower() != "none"),
+        say=say,
+    )
+    if as_json:
+        echo_json(report)
+        return
+    click.echo(f"account model {report['version']} -> {report['folder']} ({report['seconds']:.0f} s)")
+    for name, res in report["held_out"].items():
+        m, r = res["model"], res["risk"]
+        click.echo(
+            f"  {name:28} AP {m['ap']} (risk {r['ap']})  budget recall {m['budget_recall']} (risk {r['budget_recall']})"
+            f"  enforce precision {m['enforce_precision']}"
+        )
 
 
 @analyze_group.command("eval")
@@ -196,6 +344,8 @@ def analyze_eval(ctx: click.Context, truth: Path, as_json: bool) -> None:
     for k, v in res.items():
         if isinstance(v, list):
             v = f"{len(v)}" + (f": {', '.join(v[:10])}" if v else "")
+        elif isinstance(v, dict):
+            v = ", ".join(f"{name} {n}" for name, n in v.items()) or "-"
         click.echo(f"{k:40} {v}")
 
 
@@ -212,7 +362,8 @@ def accounts_group() -> None:
 def accounts_export(ctx: click.Context, output: Path, flagged_only: bool, level: str | None) -> None:
     """Write one JSON line per account: account_id, risk, flagged, level, cluster_id, actor, actor_ref,
     confidence, confidence_label, ttps, evidence, review_rank (1 = first in the review queue),
-    within_budget, exempt and exemption (who, reason, granted_by, expires)."""
+    within_budget, exempt and exemption (who, reason, granted_by, expires), and account_model (version,
+    calibrated probability, logit and top per-feature contributions; null when no model scored it)."""
     from stormwatch.analyze.report import export_rows
 
     store = open_ctx_store(ctx)
@@ -237,6 +388,12 @@ def _show_account(d: dict[str, Any]) -> None:
         budget = f" (budget {q['budget']:,})" if q.get("budget") is not None else ""
         where = "within the review budget" if d["within_budget"] else "outside the review budget"
         click.echo(f"review queue: rank {d['review_rank']:,}{of}, {where}{budget}")
+    am = d.get("explanation", {}).get("account_model") or {}
+    if am.get("version"):
+        top = ", ".join(
+            f"{c['feature']}={c['value']:g} ({c['contribution']:+.2f})" for c in am["top_contributions"][:4]
+        )
+        click.echo(f"account model {am['version']}: probability {am['probability']:.3f}; most weight: {top or '-'}")
     ex = d.get("exemption")
     if ex:
         click.echo(

@@ -8,6 +8,14 @@ crowded IP (VPN exits, NATs: shared by >= 50 accounts), attribution accuracy (fl
 accounts named with the right actor; and over all actor accounts), and cluster purity (share of a
 cluster's members that belong to its majority operation, benign counted as one group), for
 clusters holding an actor account or a flagged account.
+
+Ranking: ``ranking_ap`` is the average precision of actor accounts over every account ordered by
+level (enforce, review, none), then by the account model's calibrated probability
+(``explanation.account_model.probability``; risk where an account has none), ties by account id;
+``ranking_ap_risk`` orders by risk instead, and ``ranking_ap_shadow`` gives each shadow model's AP
+(``explanation.account_model.shadow``). ``false_positives_by_persona`` counts benign accounts
+enforced or within the review budget, per persona (the hard ones: security professionals,
+penetration-testing firms, red-teamers, CTF students); ``exempt_enforced`` must stay 0.
 """
 
 from __future__ import annotations
@@ -29,19 +37,53 @@ def _ratio(a: int, b: int) -> float | None:
     return round(a / b, 4) if b else None
 
 
+HARD_PERSONAS = ("security_pro", "pentest_firm", "red_teamer", "ctf_student")
+_LEVEL = {"enforce": 2, "review": 1}
+
+
+def average_precision(ranked: list[bool]) -> float | None:
+    """AP of a ranked list of labels (True = relevant); None without any relevant item."""
+    hits, total = 0, 0.0
+    for rank, rel in enumerate(ranked, start=1):
+        if rel:
+            hits += 1
+            total += hits / rank
+    return round(total / hits, 4) if hits else None
+
+
+def _ranking_ap(j: dict[str, dict[str, Any]], actors: set[str], score: str, shadow: str | None = None) -> float | None:
+    def key(a: str) -> tuple[int, float, str]:
+        x = j[a]
+        s = x["risk"] if score == "risk" else (x["shadow"].get(shadow, x["risk"]) if shadow else x["probability"])
+        return (-_LEVEL.get(x["level"], 0), -float(s), a)
+
+    ranked = sorted(j, key=key)
+    missing = len(actors - set(j))  # actor accounts analysis never judged rank last
+    return average_precision([a in actors for a in ranked] + [True] * missing)
+
+
 def evaluate(store: Store, truth_path: Path) -> dict[str, Any]:
     truth = orjson.loads(truth_path.read_bytes())
     accounts: dict[str, dict[str, Any]] = truth["accounts"]
-    j: dict[str, dict[str, Any]] = {
-        x.account_id: {
-            "flagged": x.flagged,
-            "level": x.level,
-            "actor": x.actor,
-            "cluster": x.cluster_id,
-            "within_budget": bool(x.within_budget),
+    j: dict[str, dict[str, Any]] = {}
+    models: Counter[str] = Counter()
+    for jm in store.analysis.judgements():
+        am = (jm.explanation or {}).get("account_model") or {}
+        prob = am.get("probability")
+        if am.get("version"):
+            models[str(am["version"])] += 1
+        j[jm.account_id] = {
+            "flagged": jm.flagged,
+            "level": jm.level,
+            "actor": jm.actor,
+            "cluster": jm.cluster_id,
+            "within_budget": bool(jm.within_budget),
+            "risk": float(jm.risk),
+            "probability": float(prob) if isinstance(prob, (int, float)) else float(jm.risk),
+            "shadow": {str(k): float(v) for k, v in (am.get("shadow") or {}).items()},
+            "exempt": jm.exemption is not None,
         }
-        for x in store.analysis.judgements()
-    }
+    shadows = sorted({v for x in j.values() for v in x["shadow"]})
     actors = {a for a, t in accounts.items() if t.get("is_actor")}
     named = {a for a in actors if accounts[a].get("named_in_intel")}
     unnamed = actors - named
@@ -56,6 +98,9 @@ def evaluate(store: Store, truth_path: Path) -> dict[str, Any]:
         for attr in store.analysis.attributes(kinds=["ip"], ordered=False):
             if attr.value in crowd_ips and attr.account_id not in actors:
                 crowd.add(attr.account_id)
+    benign_caught = (flagged | in_budget) - actors
+    by_persona = Counter(str(accounts.get(a, {}).get("persona") or "unknown") for a in benign_caught)
+    exempt_enforced = sum(1 for a in flagged if j[a]["exempt"])
     right = {a for a in tp if j[a]["actor"] == accounts[a].get("actor")}
     right_all = {a for a in actors if a in j and j[a]["actor"] == accounts[a].get("actor")}
     wrong_actor = {a for a in flagged if j[a]["actor"] and j[a]["actor"] != accounts.get(a, {}).get("actor")}
@@ -84,6 +129,17 @@ def evaluate(store: Store, truth_path: Path) -> dict[str, Any]:
         "recall_review_or_enforce": _ratio(len(review & actors), len(actors)),
         "review_within_budget": len(in_budget),
         "recall_enforce_or_within_budget": _ratio(len((flagged | in_budget) & actors), len(actors)),
+        "enforce_precision": _ratio(len(tp), len(flagged)),
+        "enforce_recall": _ratio(len(tp), len(actors)),
+        "review_budget_recall": _ratio(len((flagged | in_budget) & actors), len(actors)),
+        "ranked_by": ", ".join(f"account model {v}" for v in sorted(models)) or "risk",
+        "ranking_ap": _ranking_ap(j, actors, "model"),
+        "ranking_ap_risk": _ranking_ap(j, actors, "risk"),
+        "ranking_ap_shadow": {v: _ranking_ap(j, actors, "shadow", v) for v in shadows},
+        "actor_accounts_at_none": len(actors - review),
+        "false_positives_by_persona": {p: by_persona.get(p, 0) for p in HARD_PERSONAS}
+        | {p: n for p, n in sorted(by_persona.items()) if p not in HARD_PERSONAS},
+        "exempt_enforced": exempt_enforced,
         "false_positives": sorted(flagged - actors),
         "security_pros": len(sec),
         "security_pros_flagged": len(flagged & sec),

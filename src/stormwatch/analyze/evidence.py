@@ -69,6 +69,14 @@ class EvidenceBuilder:
         self.pairs: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
         for p, v, _fam, w in link.pair_parts:
             self.pairs[(int(link.pair_a[p]), int(link.pair_b[p]))].append((v, w))
+        self._star_kinds: dict[int, list[str]] | None = None  # account -> kinds of its strong values
+
+    def _kinds_of(self, a: int) -> list[str]:
+        if self._star_kinds is None:
+            self._star_kinds = defaultdict(list)
+            for acc, v in zip(self.link.star_acc.tolist(), self.link.star_val.tolist(), strict=True):
+                self._star_kinds[acc].append(self.g.values[v][0])
+        return self._star_kinds.get(a, [])
 
     def _value(self, v: int) -> tuple[str, str]:
         kind, value = self.g.values[v]
@@ -161,10 +169,9 @@ class EvidenceBuilder:
 
     def cluster(self, label: int, members: list[int]) -> dict[str, Any]:
         kinds: dict[str, int] = defaultdict(int)
-        idx = set(members)
-        for a, v in zip(self.link.star_acc.tolist(), self.link.star_val.tolist(), strict=True):
-            if a in idx:
-                kinds[self.g.values[v][0]] += 1
+        for a in sorted(set(members)):  # star edges in stored order within each member: same counts
+            for kind in self._kinds_of(a):
+                kinds[kind] += 1
         hits = [h for m in members for h in self.hits.get(self.g.accounts[m], [])]
         fit = self.att.cluster_fit.get(label)
         return {

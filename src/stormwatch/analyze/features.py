@@ -22,6 +22,7 @@ __all__ = ["AccountFeatures", "compute_features", "iso"]
 
 Arr = np.ndarray[Any, Any]
 OFFSETS = np.arange(-24, 29) / 2.0  # candidate UTC offsets, half-hour steps, -12 .. +14
+SCORE_LEVELS = (0.3, 0.5, 0.7, 0.9)  # content.at_or_above: events scoring at least each level
 
 
 @dataclass(slots=True)
@@ -116,6 +117,10 @@ def compute_features(cols: Columns) -> tuple[list[AccountFeatures], list[tuple[s
     np.maximum.at(last, acc, t)
     high = score >= P.HIGH_SCORE
     n_high = np.bincount(acc, weights=high, minlength=n_acc).astype(np.int64)
+    # events at or above several score levels (the account model reads the distribution)
+    n_ge = {
+        f"{thr:g}": np.bincount(acc, weights=score >= thr, minlength=n_acc).astype(np.int64) for thr in SCORE_LEVELS
+    }
     refusals = np.bincount(acc, weights=a["refused"], minlength=n_acc).astype(np.int64)
     # top scores per account
     order = np.lexsort((-score, acc))
@@ -181,6 +186,7 @@ def compute_features(cols: Columns) -> tuple[list[AccountFeatures], list[tuple[s
                 "high_events": int(n_high[i]),
                 "high_share": round(float(n_high[i]) / float(n_ev[i]), 4),
                 "score": round(float(content[i]), 4),
+                "at_or_above": {k: int(v[i]) for k, v in n_ge.items()},
             },
             "ttp_mass": {c: round(float(v), 3) for c, v in zip(P.LLMT, ttp[i], strict=True) if v >= 0.05},
             "hours_utc": [int(x) for x in hist_all[i]],

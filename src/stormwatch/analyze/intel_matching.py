@@ -100,12 +100,21 @@ def load_indicators(store: Store) -> list[Indicator]:
 def load_observations(store: Store) -> Observations:
     """What every account was seen with: its attributes and its account record (``store.intel``)."""
     obs = Observations()
+    ips: dict[str, str] = {}  # raw -> normalised address (many accounts share one)
+    by_kind = obs.by_kind
     for o in store.intel.attribute_observations():
-        value = _norm_ip(o.value) if o.kind == "ip" else o.value
-        obs.add(o.kind, value, o.account_id, o.n, o.first_ts, o.last_ts)
+        value = o.value
+        if o.kind == "ip":
+            value = ips.get(value) or ips.setdefault(value, _norm_ip(value))
+        per = by_kind[o.kind].setdefault(value, {})
+        if o.account_id in per:  # two raw spellings of one address: merge
+            obs.add(o.kind, value, o.account_id, o.n, o.first_ts, o.last_ts)
+        else:
+            per[o.account_id] = Obs(o.n, o.first_ts, o.last_ts)
     for a in store.intel.account_observations():
         if a.signup_ip:
-            obs.add("ip", _norm_ip(a.signup_ip), a.account_id, 1, a.created_at, a.created_at)
+            ip = ips.get(a.signup_ip) or ips.setdefault(a.signup_ip, _norm_ip(a.signup_ip))
+            obs.add("ip", ip, a.account_id, 1, a.created_at, a.created_at)
         if a.email_domain:
             obs.add("domain", a.email_domain.lower(), a.account_id, 1, None, None)
         if a.email:
@@ -116,10 +125,15 @@ def load_observations(store: Store) -> Observations:
 
 
 def _norm_ip(value: str) -> str:
+    if _PLAIN_V4.fullmatch(value):  # already canonical (no leading zeros): skip the parse
+        return value
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
         return value
+
+
+_PLAIN_V4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
 
 
 def _atom_values(atom: Atom, obs: Observations, cache: dict[str, Any]) -> Iterable[str]:

@@ -5,16 +5,22 @@
 another engine. :func:`judge_all` loads the graph from the store, runs it and writes the result
 (``store.analysis``).
 
-Linking, attribution and risk rerun over all accounts each time (they take seconds); only the
-per-account features are incremental. Last, exemptions (``analyze.exemptions``) keep their accounts
+Linking runs over the whole graph each time (vectorised); ``analyze_graph(keep=...)`` attributes,
+judges and returns only the link components an incremental run needs (``analyze.incremental``),
+each exactly as the whole run would. Last, exemptions (``analyze.exemptions``) keep their accounts
 out of ``enforce`` and the accounts at ``review`` are ranked into the review queue against the review
 budget (``analyze.review``).
+
+Why this module is long: it is the one place where linking, attribution, the risk rules, exemptions
+and the review queue meet to produce the analysis result; each step is a short function, and
+splitting them would scatter the order in which they must run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -23,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from stormwatch.analyze import params as P
+from stormwatch.analyze.account_model import AccountModelInputs, load_model, resolve_model, score_accounts
 from stormwatch.analyze.attribution import AccountBehaviour, Attribution, IntrusionSet, attribute, confidence_label
 from stormwatch.analyze.exemptions import Exemption, match_exemption
 from stormwatch.analyze.linking import LinkInput, LinkResult, link_accounts
@@ -41,7 +48,16 @@ from stormwatch.result import (
 )
 from stormwatch.store import Store
 
-__all__ = ["Graph", "JudgeSummary", "LevelSettings", "analyze_graph", "build_graph", "judge_all", "load_graph"]
+__all__ = [
+    "Graph",
+    "JudgeSummary",
+    "LevelSettings",
+    "analyze_graph",
+    "build_graph",
+    "judge_all",
+    "link_graph",
+    "load_graph",
+]
 
 Arr = np.ndarray[Any, Any]
 _ACCOUNT_KINDS = (
@@ -84,6 +100,10 @@ class LevelSettings:
 
     review_budget: ReviewBudget = DEFAULT_BUDGET
     exemptions: tuple[Exemption, ...] = ()
+    #: the account model that orders the review queue: a version or folder, "off" (order by risk),
+    #: None (``$STORMWATCH_ACCOUNT_MODEL``, else the newest shipped); and models scored in shadow
+    account_model: str | None = None
+    account_model_shadow: tuple[str, ...] = ()
 
 
 def _epoch(values: list[str | None]) -> Arr:
@@ -108,23 +128,22 @@ def build_graph(inp: AccountGraph) -> Graph:
     first: list[str | None] = []
     last: list[str | None] = []
 
-    def add(a: str, kind: str, value: str, f: str | None, la: str | None) -> None:
-        v = vid.setdefault((kind, value), len(vid))
-        acc.append(index[a])
-        val.append(v)
-        first.append(f)
-        last.append(la)
-
-    for o in inp.observations:
-        if o.kind in ("ip", "api_key"):
-            add(o.account_id, o.kind, o.value, o.first_ts, o.last_ts)
+    linking = [o for o in inp.observations if o.kind in ("ip", "api_key")]  # the hot loop, inlined
+    setdefault = vid.setdefault
+    val.extend([setdefault((o.kind, o.value), len(vid)) for o in linking])
+    acc.extend([index[o.account_id] for o in linking])
+    first.extend([o.first_ts for o in linking])
+    last.extend([o.last_ts for o in linking])
     for rec in inp.accounts:
-        a, created = rec.account_id, rec.created_at
+        ai, created = index[rec.account_id], rec.created_at
         for field_name, kind in _ACCOUNT_KINDS:
             value = getattr(rec, field_name)
             if value:
                 at = created if kind == "ip" else None
-                add(a, kind, str(value).lower() if kind == "email_domain" else str(value), at, at)
+                val.append(setdefault((kind, str(value).lower() if kind == "email_domain" else str(value)), len(vid)))
+                acc.append(ai)
+                first.append(at)
+                last.append(at)
     values = list(vid)
     base = np.array([0.0 if (k == "email_domain" and v in P.WEBMAIL) else P.LINK_KINDS[k][0] for k, v in values])
     family = np.array([FAMILIES[P.LINK_KINDS[k][1]] for k, _ in values], dtype=np.int64)
@@ -200,29 +219,54 @@ def _ttp_shares(mass: dict[str, float]) -> dict[str, float]:
     return {k: round(v / total, 3) for k, v in sorted(mass.items(), key=lambda kv: -kv[1]) if v / total >= 0.05}
 
 
-def _coordinated(link: LinkResult, att: Attribution, feats: list[dict[str, Any]]) -> set[int]:
-    """Cluster labels whose malicious members are coordinated and fit an actor profile."""
+def _coordinated(
+    link: LinkResult, att: Attribution, feats: list[dict[str, Any]], orgs: Sequence[str | None]
+) -> tuple[set[int], set[int]]:
+    """(cluster labels whose malicious members are coordinated and fit an actor profile, labels that
+    would be but at least half of whose malicious members belong to one organisation of the platform).
+
+    An organisation's accounts (one ``org_id``: a customer with its own billing and members) asking
+    offensive questions together is the signature of a security firm or an in-house red team as much
+    as of an operation: without intel it is not corroboration enough to enforce, so those clusters
+    stay at ``review`` (with the reason) until an analyst exempts the firm or intel names it."""
     out: set[int] = set()
+    org_held: set[int] = set()
     for label, (_ref, _conf, fit) in att.cluster_fit.items():
         if fit is None or fit.score < P.COORDINATED_FIT or link.cluster_size[label] < P.COORDINATED_MIN_SIZE:
             continue
         members = np.flatnonzero(link.labels == label)
-        bad = sum(
-            float(feats[m].get("content", {}).get("score", 0.0)) >= P.COORDINATED_MEMBER_CONTENT
+        bad_members = [
+            int(m)
             for m in members
-            if feats[m]
-        )
+            if feats[m] and float(feats[m].get("content", {}).get("score", 0.0)) >= P.COORDINATED_MEMBER_CONTENT
+        ]
+        bad = len(bad_members)
         if bad >= P.COORDINATED_MIN_SIZE and bad >= 0.5 * len(members):
-            out.add(label)
-    return out
+            top_org = Counter(orgs[m] for m in bad_members if orgs[m]).most_common(1)
+            if top_org and top_org[0][1] >= 0.5 * bad:
+                org_held.add(label)
+            else:
+                out.add(label)
+    return out, org_held
 
 
-def _queue(judged: list[dict[str, Any]], budget: ReviewBudget, summary: JudgeSummary) -> list[Judgement]:
-    """Rank the accounts at review that no exemption holds (by risk; the calibrated probability once
-    it replaces risk) and mark the first ``budget`` of them within the budget."""
+def _queue(
+    judged: list[dict[str, Any]], settings: LevelSettings, summary: JudgeSummary, inputs: AccountModelInputs
+) -> list[Judgement]:
+    """Rank the accounts at review that no exemption holds by the account model's calibrated
+    probability (by risk when there is no model) and mark the first ``budget`` of them within the budget."""
+    budget = settings.review_budget
+    model = resolve_model(settings.account_model)
+    shadow = [load_model(v) for v in settings.account_model_shadow]
+    prob = score_accounts(judged, inputs, model, shadow)
+    ordered_by = f"account model {model.version} probability" if model is not None else "risk"
     summary.review_budget = budget.size(summary.active_accounts)
     places = rank_review_queue(
-        ((j["account_id"], float(j["risk"])) for j in judged if j["level"] == "review" and j["exemption"] is None),
+        (
+            (j["account_id"], prob.get(j["account_id"], float(j["risk"])))
+            for j in judged
+            if j["level"] == "review" and j["exemption"] is None
+        ),
         summary.review_budget,
     )
     out: list[Judgement] = []
@@ -237,10 +281,16 @@ def _queue(judged: list[dict[str, Any]], budget: ReviewBudget, summary: JudgeSum
                 "budget": summary.review_budget,
                 "budget_rule": budget.describe(),
                 "within_budget": place.within_budget,
-                "ordered_by": "risk",
+                "ordered_by": ordered_by,
             }
         out.append(Judgement(**j))
     return out
+
+
+def link_graph(inp: AccountGraph) -> tuple[Graph, LinkResult]:
+    """Number the accounts and values of ``inp`` and link them (what ``analyze_graph`` starts with)."""
+    g = build_graph(inp)
+    return g, link_accounts(g.link_input)
 
 
 def cluster_id(first_member: str) -> str:
@@ -267,14 +317,23 @@ def analyze_graph(
     now: str | None = None,
     review_budget: ReviewBudget | None = None,
     exemptions: Sequence[Exemption] = (),
+    account_model: str | None = None,
+    account_model_shadow: Sequence[str] = (),
+    link: LinkResult | None = None,
+    graph: Graph | None = None,
+    keep: Arr | None = None,
 ) -> AnalysisResult:
     """Link, attribute and judge every account of ``inp``: pure, the same graph (and settings) give
     the same result. ``review_budget`` defaults to ``params.REVIEW_BUDGET`` of active accounts;
-    ``exemptions`` apply while active at ``now``."""
+    ``exemptions`` apply while active at ``now``; ``account_model`` orders the review queue
+    (``analyze.account_model.resolve_model``), ``account_model_shadow`` score in shadow."""
     from stormwatch.analyze.evidence import EvidenceBuilder
 
-    g = build_graph(inp)
-    link = link_accounts(g.link_input)
+    # ``graph``: ``inp`` already numbered (build_graph); ``keep`` (a mask over its accounts, whole link
+    # components): judge, rank and return only those accounts and their clusters, each exactly as the
+    # whole run would (incremental analysis, analyze.incremental)
+    g = graph if graph is not None else build_graph(inp)
+    link = link if link is not None else link_accounts(g.link_input)  # ``link``: another engine's linking
     sets = _intrusion_sets(inp.intrusion_sets)
     beh, feats, breadth, rephr, escal = _behaviour(inp.states, g)
     hits_rows = list(inp.hits)
@@ -295,12 +354,16 @@ def analyze_graph(
             kinds.setdefault(h.account_id, set()).add(str(h.kind))
             inds.setdefault(h.account_id, set()).add(str(h.indicator_id))
     own_intel = {g.index[a] for a in kinds if a in g.index and (kinds[a] & P.IDENTITY_HIT_KINDS or len(inds[a]) >= 2)}
-    att = attribute(link, len(g.values), sets, hits, beh)
+    att = attribute(link, len(g.values), sets, hits, beh, keep=keep)
     ev = EvidenceBuilder(g, link, att, sets, hits_rows, inp.indicator_names)
-    levels = LevelSettings(review_budget or DEFAULT_BUDGET, tuple(exemptions))
+    levels = LevelSettings(
+        review_budget or DEFAULT_BUDGET, tuple(exemptions), account_model, tuple(account_model_shadow)
+    )
     facts = {a.account_id: a for a in inp.accounts}
     active = int(np.count_nonzero(beh.n_events > 0))
-    return _result(g, link, att, sets, ev, feats, breadth, rephr, escal, version, own_intel, now, levels, facts, active)
+    return _result(
+        g, link, att, sets, ev, feats, breadth, rephr, escal, version, own_intel, now, levels, facts, active, keep
+    )
 
 
 def _result(
@@ -319,6 +382,7 @@ def _result(
     settings: LevelSettings,
     facts: Mapping[str, Any],
     active: int,
+    keep: Arr | None = None,
 ) -> AnalysisResult:
     if now is None:
         from datetime import UTC, datetime
@@ -331,7 +395,19 @@ def _result(
     for k in np.flatnonzero(multi):
         first_member.setdefault(int(link.labels[k]), g.accounts[k])
     cid = {lab: cluster_id(a) for lab, a in first_member.items()}
-    coordinated = _coordinated(link, att, feats)
+    if keep is not None:  # only the kept components' clusters (and edges) are built
+        kept = set(np.unique(link.labels[keep]).tolist())
+        cid = {lab: c for lab, c in cid.items() if lab in kept}
+    orgs = [getattr(facts.get(a), "org_id", None) or None for a in g.accounts]
+    # clusters (of >= 2 accounts) holding at least one member with malicious content of its own: a
+    # quiet account's profile fit corroborates its attribution only inside such a cluster or with
+    # content of its own (an ordinary user on a recycled actor IP fits the actor's hours too)
+    hot = Counter(
+        int(link.labels[m])
+        for m in range(len(g.accounts))
+        if multi[m] and feats[m] and float(feats[m].get("content", {}).get("score", 0.0)) >= P.CORROBORATE_CONTENT
+    )
+    coordinated, org_held = _coordinated(link, att, feats, orgs)
     identity = {
         int(a)
         for a, v in zip(link.star_acc.tolist(), link.star_val.tolist(), strict=True)
@@ -342,6 +418,9 @@ def _result(
     judged: list[dict[str, Any]] = []
     levels: list[str] = []
     for i, account in enumerate(g.accounts):
+        if keep is not None and not keep[i]:
+            levels.append("")
+            continue
         ref = att.actor_ref[i]
         conf = float(att.confidence[i]) if ref else 0.0
         content_i = float(feats[i].get("content", {}).get("score", 0.0)) if feats[i] else 0.0
@@ -359,13 +438,23 @@ def _result(
                 coordinated=int(link.labels[i]) in coordinated,
                 corroborated=(
                     content_i >= P.CORROBORATE_CONTENT
-                    or (fit_i is not None and fit_i.score >= P.CORROBORATE_FIT)
+                    or (
+                        fit_i is not None
+                        and fit_i.score >= P.CORROBORATE_FIT
+                        and (content_i >= P.CORROBORATE_FIT_MIN_CONTENT or hot[int(link.labels[i])] > 0)
+                    )
                     or i in identity
                     or i in own_intel
                 ),
             )
         )
         level, explanation = res.level, dict(res.explanation)
+        if int(link.labels[i]) in org_held and multi[i]:
+            explanation["organisation_cluster"] = (
+                "linked with accounts of its own organisation that ask malicious-looking questions together:"
+                " a security firm's or red team's signature as much as an operation's, so not enforced"
+                " without intel (exempt the firm, or confirm it)"
+            )
         exemption = match_exemption(settings.exemptions, account, facts.get(account), today)
         held: dict[str, Any] | None = None
         if exemption is not None:
@@ -404,12 +493,16 @@ def _result(
                 exemption=held,
             )
         )
-    judgements = _queue(judged, settings.review_budget, summary)
+    inputs = AccountModelInputs(g.index, feats, link.labels, link.cluster_size, att, coordinated, identity,
+                                own_intel, facts, g.link_input)  # fmt: skip
+    judgements = _queue(judged, settings, summary, inputs)
     members: dict[int, list[int]] = {}
     for m in np.flatnonzero(multi).tolist():
         members.setdefault(int(link.labels[m]), []).append(int(m))
     clusters: list[Cluster] = []
     for lab, idx in members.items():
+        if lab not in cid:
+            continue
         fit = att.cluster_fit.get(lab)
         ref = fit[0] if fit else None
         cconf = float(fit[1]) if fit else None

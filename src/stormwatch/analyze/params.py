@@ -83,6 +83,10 @@ RISK_BEHAVIOUR_W = 0.4
 ENFORCE_CONFIDENCE = 0.5  # attributed at "medium" or better -> enforce
 CORROBORATE_CONTENT = 0.8  # own content that corroborates an attribution ...
 CORROBORATE_FIT = 0.25  # ... or own behaviour fit to the actor's profile ...
+# ... but a fit (working hours, language, client) corroborates only together with some malicious content
+# of its own or inside a linked cluster with a malicious member: an ordinary user in the actor's time
+# zone who once used a recycled IP fits too
+CORROBORATE_FIT_MIN_CONTENT = 0.5
 IDENTITY_KINDS = frozenset({"device", "payment", "phone", "api_key"})  # ... or a shared identity value
 IDENTITY_HIT_KINDS = frozenset({"domain", "email", "url"})  # ... or its own non-IP indicator hit
 # without intel: a cluster of >= COORDINATED_MIN_SIZE linked accounts, >= that many and >= half of

@@ -32,7 +32,8 @@ EXPORT_FIELDS = (
 def export_rows(store: Store, *, flagged_only: bool = False, level: str | None = None) -> Iterator[dict[str, Any]]:
     for j in store.analysis.judgements(flagged=True if flagged_only else None, level=level or None):
         d = j.to_dict()
-        yield {k: d[k] for k in EXPORT_FIELDS}
+        # the account model's probability and top contributions (None when no model scored it)
+        yield {**{k: d[k] for k in EXPORT_FIELDS}, "account_model": (d.get("explanation") or {}).get("account_model")}
 
 
 def account_detail(store: Store, account_id: str, top: int = 10) -> dict[str, Any] | None:

@@ -13,12 +13,14 @@ an actor is named, where
 
 Levels: ``enforce`` when an actor is named with confidence >= 0.5 (medium or high) *and* the
 account's own activity corroborates it (content >= 0.8, its own behaviour fits the actor's profile
-with score >= 0.25, it shares a device, card, phone or API key with the cluster, or it has its own
-indicator hit on a domain / e-mail / URL or hits from two different indicators; an IP overlap
-alone gives ``review``: cloud and proxy addresses get reused), or, without
+with score >= 0.25 together with content >= 0.5, it shares a device, card, phone or API key with
+the cluster, or it has its own indicator hit on a domain / e-mail / URL or hits from two different
+indicators; an IP overlap alone gives ``review``: cloud and proxy addresses get reused), or, without
 intel, for a *coordinated* account: its own content >= 0.5 and it sits in a cluster of at least
 3 linked accounts of which at least 3 and at least half have content >= 0.8, and the cluster's
-behaviour fits an actor profile with score >= 0.5. ``review`` when risk >= 0.5, any direct intel
+behaviour fits an actor profile with score >= 0.5, unless at least half of those members belong to
+one organisation of the platform (a security firm's signature as much as an operation's: held at
+``review``, see ``judge._coordinated``). ``review`` when risk >= 0.5, any direct intel
 hit, a low-confidence attribution or content >= 0.8; otherwise ``none``. Content and evasive
 retries alone never enforce: security researchers produce both. ``flagged`` = 1 only for
 ``enforce``.

@@ -8,10 +8,13 @@ interned to integer codes so aggregation runs in numpy.
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -20,6 +23,8 @@ from stormwatch.analyze.params import LLMT, TTP_MIN_SCORE
 from stormwatch.store import Store
 
 __all__ = ["Columns", "Interner", "scan_events"]
+
+T = TypeVar("T")
 
 LANGS = ("und", "en", "ru", "uk", "zh", "ja", "ko", "fa", "ar", "he", "other")
 _LANG_CODE = {name: i for i, name in enumerate(LANGS)}
@@ -115,6 +120,16 @@ def _lang(tail: str, attrs: str | None) -> int:
     return _LANG_CODE["en"] if tail else 0
 
 
+def _cached_lang(cache: dict[tuple[str, bool], int], tail: str, attrs: str) -> int:
+    """``_lang`` of an ASCII (or empty) text: it depends only on the attributes (the browser's
+    Accept-Language) and on whether there is text, and many events share their attributes."""
+    key = (attrs, bool(tail))
+    code = cache.get(key)
+    if code is None:
+        code = cache[key] = _lang(tail, attrs)
+    return code
+
+
 def _text_observables(row: int, tail: str, out: list[tuple[int, str, str]]) -> None:
     if "://" in tail:
         for m in _URL.finditer(tail):
@@ -131,19 +146,63 @@ def _text_observables(row: int, tail: str, out: list[tuple[int, str, str]]) -> N
             out.append((row, "domain", email.rsplit("@", 1)[1]))
 
 
+def _prefetch(chunks: Iterator[T]) -> Iterator[T]:
+    """``chunks``, read one ahead in a thread: the database fetches the next chunk (the SQLite and
+    PostgreSQL drivers release the GIL while they wait) while this thread turns the last one into
+    columns. The connection is used by that thread only until the iteration ends."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for c in chunks:
+                if stop.is_set():
+                    return
+                while not stop.is_set():
+                    try:
+                        q.put(("chunk", c), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="analyze-scan", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # a producer blocked on a full queue sees ``stop`` within 0.1 s
+            with contextlib.suppress(queue.Empty):
+                q.get_nowait()
+            thread.join(0.05)
+
+
 def scan_events(
     store: Store,
     model_version: str,
     account_ids: Sequence[str] | None = None,
     *,
-    chunk: int = 100_000,
+    chunk: int = 40_000,  # up to three chunks are in memory at once (one read ahead)
     on_rows: Any = None,
 ) -> Columns:
     """Read all events (or those of ``account_ids``) with their scores into :class:`Columns`."""
     cols = Columns()
     n_cats = len(LLMT)
     lang_en, lang_und = _LANG_CODE["en"], _LANG_CODE["und"]
-    for part in store.analysis.scan(model_version, account_ids, chunk=chunk):
+    lookups: list[dict[str | None, int]] = [{None: -1} for _ in range(5)]
+    lang_cache: dict[tuple[str, bool], int] = {}  # (attributes, has text) -> language, for ASCII text
+    for part in _prefetch(store.analysis.scan(model_version, account_ids, chunk=chunk)):
         if not len(part):
             continue
         base = len(cols.acc)
@@ -159,26 +218,29 @@ def scan_events(
         cols.max_seq = max(cols.max_seq, max(int(x) for x in seq))
         cols.event_ids.extend(eid)
         cols.ts.extend(ts)
-        for interner, values, out in (
-            (cols.accounts, account, cols.acc),
-            (cols.ips, ip, cols.ip),
-            (cols.uas, ua, cols.ua),
-            (cols.keys, key, cols.key),
-            (cols.convs, conv, cols.conv),
+        for interner, values, out, lookup in (
+            (cols.accounts, account, cols.acc, lookups[0]),
+            (cols.ips, ip, cols.ip, lookups[1]),
+            (cols.uas, ua, cols.ua, lookups[2]),
+            (cols.keys, key, cols.key, lookups[3]),
+            (cols.convs, conv, cols.conv, lookups[4]),
         ):
             codes, vals = interner.codes, interner.values
             for v in dict.fromkeys(values):  # first-seen order: the same codes whatever PYTHONHASHSEED
                 if v is not None and v not in codes:
-                    codes[v] = len(vals)
+                    codes[v] = lookup[v] = len(vals)
                     vals.append(v)
-            get = codes.get
-            out.extend([-1 if v is None else get(v, -1) for v in values])
+            out.extend(map(lookup.__getitem__, values))  # ``lookup``: the codes, and None -> -1
         cols.refused.extend([1 if r else 0 for r in refused])
+        if len(lang_cache) > 200_000:
+            lang_cache.clear()
         cols.lang.extend(
             [
                 _lang(t, a)
-                if ((t and not t.isascii()) or (a and "accept_language" in a))
-                else (lang_en if t else lang_und)
+                if (t and not t.isascii())
+                else (
+                    _cached_lang(lang_cache, t, a) if (a and "accept_language" in a) else (lang_en if t else lang_und)
+                )
                 for t, a in zip(tails, attrs, strict=True)
             ]
         )

@@ -6,6 +6,9 @@ path given) < explicit CLI options (``analyze --review-budget``, ``--exemptions`
     [analyze]
     review_budget = 0.005                       # a fraction of active accounts (0.5 %), "0.5%", or a count: 200
     exemptions = ["policies/exemptions.yaml"]   # files or folders; relative to this file's folder
+    account_model = "off"                       # order the review queue by risk (default: the newest
+                                                # shipped account model; a version or a folder)
+    account_model_shadow = ["account-1.0+..."]  # account models scored in shadow (analyze eval compares)
 
 The default budget is ``params.REVIEW_BUDGET`` (0.5 % of active accounts); no exemptions by default.
 """
@@ -28,6 +31,8 @@ __all__ = ["AnalyzeSettings", "load_settings"]
 class AnalyzeSettings:
     review_budget: ReviewBudget = DEFAULT_BUDGET
     exemptions: tuple[Path, ...] = ()  # exemptions files or folders
+    account_model: str | None = None  # a version or folder; "off": rank by risk; None: the newest shipped
+    account_model_shadow: tuple[str, ...] = ()  # models scored in shadow
 
 
 def load_settings(
@@ -35,6 +40,7 @@ def load_settings(
     *,
     review_budget: object | None = None,
     exemptions: Sequence[str | Path] | None = None,
+    account_model: str | None = None,
 ) -> AnalyzeSettings:
     """Merge the settings sources (see module doc); a bad setting in the file is a ConfigError naming it."""
     file = Path(path) if path is not None else Path("stormwatch.toml")
@@ -47,9 +53,10 @@ def load_settings(
                 section = dict(tomllib.load(fh).get("analyze", {}))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not TOML: {exc}") from exc
-    unknown = sorted(set(section) - {"review_budget", "exemptions"})
+    known = {"review_budget", "exemptions", "account_model", "account_model_shadow"}
+    unknown = sorted(set(section) - known)
     if unknown:
-        raise ConfigError(f"{file}: [analyze] {unknown[0]}: unknown setting; expected review_budget, exemptions")
+        raise ConfigError(f"{file}: [analyze] {unknown[0]}: unknown setting; expected {', '.join(sorted(known))}")
     budget = DEFAULT_BUDGET
     if review_budget is not None:
         budget = ReviewBudget.parse(review_budget)
@@ -67,4 +74,11 @@ def load_settings(
         if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
             raise ConfigError(f"{file}: [analyze] exemptions: expected a path or a list of paths")
         paths = tuple(p if p.is_absolute() else file.parent / p for p in map(Path, listed))
-    return AnalyzeSettings(budget, paths)
+    model = account_model if account_model is not None else section.get("account_model")
+    if model is not None and not isinstance(model, str):
+        raise ConfigError(f'{file}: [analyze] account_model: expected a version, a folder or "off"')
+    shadow = section.get("account_model_shadow", [])
+    shadow = [shadow] if isinstance(shadow, str) else shadow
+    if not isinstance(shadow, list) or not all(isinstance(v, str) for v in shadow):
+        raise ConfigError(f"{file}: [analyze] account_model_shadow: expected a version or a list of versions")
+    return AnalyzeSettings(budget, paths, model, tuple(shadow))

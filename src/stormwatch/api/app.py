@@ -22,6 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stormwatch import __version__
 from stormwatch.api.auth import Principal, Requires, authenticate_request, requires
+from stormwatch.api.console import install as install_console
+from stormwatch.api.console import is_console_route
 from stormwatch.api.deps import StorePool
 from stormwatch.api.errors import install_error_handlers
 from stormwatch.api.extensions import API_PREFIX, Install, load_extensions
@@ -241,12 +243,18 @@ def create_app(
     # The guard wraps every route and mounted app: token checked before any body byte is read,
     # bodies capped while they stream, failed authentications throttled per address. The access
     # log goes outside it, so its 401, 413 and 429 answers are logged too.
+    # The console (/console) signs in with a token once and then uses its own session cookie, so
+    # the guard leaves its mount alone; its body limit and sign-in throttle are its own.
     app.add_middleware(
-        GuardMiddleware, routes=lambda: app.router.routes, store_pool=pool, limits=limits or RequestLimits()
+        GuardMiddleware,
+        routes=lambda: [r for r in app.router.routes if not is_console_route(r)],
+        store_pool=pool,
+        limits=limits or RequestLimits(),
     )
     app.add_middleware(AccessLogMiddleware)
     for _name, install in [*load_extensions(entry_point_plugins=entry_point_plugins), *extensions]:
         install(app)
+    install_console(app)
     _install_openapi_route(app)
     permissions = _check_routes(app)
     _document_permissions(app, permissions)

@@ -23,8 +23,9 @@ from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
-from stormwatch.api.deps import get_pool, get_store
+from stormwatch.api.deps import get_pool
 from stormwatch.api.errors import AuthenticationError, PermissionDenied
 from stormwatch.api.roles import Role, known_permissions, role_allows
 from stormwatch.api.tokens import InvalidTokenError, TokenInfo, verify_token
@@ -122,21 +123,19 @@ def authenticate_request(request: Request) -> None:
         pool.release(store)
 
 
-def authenticate(
-    request: Request,
-    store: Store = Depends(get_store),
-    _scheme: Any = Depends(bearer_scheme),
-) -> Principal:
+async def authenticate(request: Request, _scheme: Any = Depends(bearer_scheme)) -> Principal:
     """FastAPI dependency: the caller, or 401. Also stored on ``request.state.principal`` for the log.
 
     The app's guard (:mod:`stormwatch.api.guard`) has usually checked the token already, before
-    the body was read; its principal is used then.
+    the body was read; its principal is used then, on the event loop (no worker thread, no
+    database connection: this runs on every request). Otherwise the token is checked on a worker
+    thread.
     """
     checked = getattr(request.state, "principal", None)
     if isinstance(checked, Principal):
         return checked
-    principal = principal_from_authorization(store, request.headers.get("authorization"))
-    request.state.principal = principal
+    await run_in_threadpool(authenticate_request, request)
+    principal: Principal = request.state.principal
     return principal
 
 
@@ -159,6 +158,15 @@ class Requires:
         return f"Requires({self.permission!r})"
 
 
+class _RequiresOnTheLoop(Requires):
+    """:class:`Requires` as a coroutine, so FastAPI runs the check on the event loop instead of a
+    worker thread (it runs on every request; it only compares sets). Calling :class:`Requires`
+    directly stays synchronous."""
+
+    async def __call__(self, principal: Principal = Depends(authenticate)) -> Principal:  # type: ignore[override]
+        return Requires.__call__(self, principal)
+
+
 def requires(permission: str) -> Any:
     """``Depends(Requires(permission))``: put it in a route's ``dependencies`` or as a parameter default."""
-    return Depends(Requires(permission))
+    return Depends(_RequiresOnTheLoop(permission))

@@ -83,6 +83,13 @@ def _configure_logging(level: str) -> None:
     help="Failed authentications allowed per client address per minute before 429 (0: no limit).",
 )
 @click.option(
+    "--screening-policy",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="STORMWATCH_SCREENING_POLICY",
+    metavar="FILE",
+    help="kind: screening policy of the LiteLLM guardrail route (default: warn only; docs/online.md).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -103,6 +110,7 @@ def serve_command(
     outbox: str | None,
     max_body_mb: int,
     auth_failure_limit: int,
+    screening_policy: str | None,
     log_level: str,
 ) -> None:
     """Run the HTTP API (OpenAPI document at /api/v1/openapi.json).
@@ -130,6 +138,10 @@ def serve_command(
     url = db_url or (ctx.obj.get("db_url") if ctx.obj else None)
     limits = RequestLimits(max_body_bytes=max_body_mb * 1024 * 1024, auth_failure_limit=auth_failure_limit)
     app = create_app(url, pool_size=pool_size, action_sink=action_sink, limits=limits)
+    if screening_policy is not None:
+        from stormwatch.api.screening import load_screening_policy
+
+        app.state.screening_policy = load_screening_policy(screening_policy)
     # Open (and migrate) the database now, so a bad URL fails before the server starts.
     pool = app.state.store_pool
     pool.release(pool.acquire())

@@ -76,6 +76,8 @@ class PathRule:
     max_body_bytes: int
     allow_basic: bool = False
     style: str = "api"  # "api": {ok, error, errors, status}; "taxii": a TAXII error resource
+    #: accept ``x-api-key: <token>`` when there is no ``Authorization`` header (LiteLLM's guardrail)
+    api_key_header: bool = False
 
     def covers(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix.rstrip("/") + "/")
@@ -90,7 +92,13 @@ class RequestLimits:
     auth_failure_window_s: float = 60.0
     max_tracked_addresses: int = 10_000
     rules: tuple[PathRule, ...] = field(
-        default=(PathRule("/taxii2", TAXII_MAX_BODY_BYTES, allow_basic=True, style="taxii"),)
+        default=(
+            PathRule("/taxii2", TAXII_MAX_BODY_BYTES, allow_basic=True, style="taxii"),
+            # LiteLLM's Generic Guardrail API authenticates with x-api-key; the Langfuse SDK with
+            # HTTP Basic (public key : secret key, the secret being a stormwatch token)
+            PathRule("/beta/litellm_basic_guardrail_api", DEFAULT_MAX_BODY_BYTES, api_key_header=True),
+            PathRule("/api/public/otel", DEFAULT_MAX_BODY_BYTES, allow_basic=True),
+        )
     )
 
     def __post_init__(self) -> None:
@@ -253,10 +261,13 @@ class GuardMiddleware:
                     {"Retry-After": str(wait)},
                 )
                 return
+            authorization = _header(scope, b"authorization")
+            if authorization is None and rule.api_key_header:
+                # LiteLLM's Generic Guardrail API sends its api_key as ``x-api-key: <token>``
+                api_key = _header(scope, b"x-api-key")
+                authorization = f"Bearer {api_key.strip()}" if api_key else None
             try:
-                state["principal"] = await run_in_threadpool(
-                    self._authenticate, _header(scope, b"authorization"), rule.allow_basic
-                )
+                state["principal"] = await run_in_threadpool(self._authenticate, authorization, rule.allow_basic)
             except AuthenticationError as exc:
                 self.limiter.failed(address)
                 await self._answer(send, rule, exc.status, str(exc), dict(exc.headers or {}))

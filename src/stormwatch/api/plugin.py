@@ -18,6 +18,8 @@ API_EXTENSIONS: dict[str, str] = {
     "appeals": "stormwatch.api.routes.appeals:install",
     "audit": "stormwatch.api.routes.audit:install",
     "moderations": "stormwatch.api.routes.moderations:install",
+    "guardrail": "stormwatch.api.routes.guardrail:install",
+    "otlp": "stormwatch.api.routes.otlp:install",
     "taxii": "stormwatch.api.taxii:install",
 }
 

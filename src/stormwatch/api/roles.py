@@ -15,6 +15,7 @@ permission          read-only  analyst  admin
 ``tokens:manage``   -          -        yes
 ``events:text``     -          yes      yes
 ``screen``          -          yes      yes
+``ingest``          -          yes      yes
 ==================  =========  =======  =====
 
 Reading the text of usage events (user content) is kept from read-only tokens; every read is
@@ -46,12 +47,23 @@ APPEALS_DECIDE = "appeals:decide"
 ACTIONS_RETRY = "actions:retry"
 TOKENS_MANAGE = "tokens:manage"
 EVENTS_TEXT = "events:text"
-SCREEN = "screen"  # POST /v1/moderations: score text
+SCREEN = "screen"  # POST /v1/moderations, the LiteLLM guardrail: score text
+INGEST = "ingest"  # POST /v1/traces (OTLP): store usage events
 
 ROLE_PERMISSIONS: dict[Role, set[str]] = {
     Role.READ_ONLY: {READ},
-    Role.ANALYST: {READ, CASES_WRITE, APPEALS_FILE, EVENTS_TEXT, SCREEN},
-    Role.ADMIN: {READ, CASES_WRITE, APPEALS_FILE, APPEALS_DECIDE, ACTIONS_RETRY, TOKENS_MANAGE, EVENTS_TEXT, SCREEN},
+    Role.ANALYST: {READ, CASES_WRITE, APPEALS_FILE, EVENTS_TEXT, SCREEN, INGEST},
+    Role.ADMIN: {
+        READ,
+        CASES_WRITE,
+        APPEALS_FILE,
+        APPEALS_DECIDE,
+        ACTIONS_RETRY,
+        TOKENS_MANAGE,
+        EVENTS_TEXT,
+        SCREEN,
+        INGEST,
+    },
 }
 
 

@@ -50,6 +50,14 @@ from stormwatch.errors import EXIT_QUARANTINED
     default=None,
     help="Processes parsing canonical JSONL (default: cores, at most 2; 1 = no extra process).",
 )
+@click.option(
+    "--parquet",
+    "parquet_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write the events to this Parquet dataset (partitioned by day, zstd) instead of the store's events"
+    " table; quarantine and the run record still go to the store.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
@@ -63,6 +71,7 @@ def ingest_command(
     batch_size: int,
     max_record_bytes: int,
     workers: int | None,
+    parquet_dir: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -75,6 +84,11 @@ def ingest_command(
     from stormwatch.ingest.runner import batch_time, ingest
 
     extra = {} if batch_ts is None else {"batch_ts": batch_time(batch_ts)}
+    if parquet_dir is not None:
+        from stormwatch.ingest.parquet import ingest_parquet_command
+
+        ingest_parquet_command(ctx, files, accounts, parquet_dir, format_name, default_account, extra, as_json)
+        return
     with open_ctx_store(ctx) as store:
         summary = ingest(
             store,

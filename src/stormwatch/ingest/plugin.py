@@ -1,4 +1,4 @@
-"""Ingest's built-in plugin: the four built-in formats and ``stormwatch ingest`` / ``quarantine``."""
+"""Ingest's built-in plugin: the five built-in formats and ``stormwatch ingest`` / ``quarantine``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ FORMATS: dict[str, str] = {
     "openai_batch": "stormwatch.ingest.formats.openai_batch:OpenAIBatchFormat",
     "openai_http_log": "stormwatch.ingest.formats.openai_http:OpenAIHttpLogFormat",
     "litellm": "stormwatch.ingest.formats.litellm:LiteLLMFormat",
+    "otlp": "stormwatch.ingest.formats.otlp:OtlpJsonFormat",
 }
 
 
@@ -27,4 +28,7 @@ def stormwatch_cli_commands() -> Mapping[str, Command]:
             "stormwatch.ingest.cli:ingest_command", "Load usage logs into the store, in any supported format."
         ),
         "quarantine": Command("stormwatch.ingest.cli:quarantine_group", "Inspect records that could not be loaded."),
+        "export": Command(
+            "stormwatch.ingest.parquet:export_command", "Export stored events as Parquet (partitioned by day)."
+        ),
     }

@@ -17,6 +17,7 @@ from stormwatch.simulate.engine import EventStream
 from stormwatch.simulate.intel import build_intel
 from stormwatch.simulate.pools import load_pools
 from stormwatch.simulate.population import ACTORS, DAY, Population, build_population, sha
+from stormwatch.simulate.settings import SimSettings
 
 GENERATOR_VERSION = "1.0.0"
 DEFAULT_START = datetime(2024, 1, 8, tzinfo=UTC)  # a Monday; fixed so runs are reproducible
@@ -46,6 +47,9 @@ class SimSummary:
     actors: dict[str, int] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+    settings_family: str = "default"
+    styles: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,8 +98,14 @@ def simulate(
     start: datetime | None = None,
     target_events: int | None = None,
     progress: bool = True,
+    settings: SimSettings | None = None,
 ) -> SimSummary:
-    """Simulate ``accounts`` accounts for ``days`` days; write the output files into ``out_dir``."""
+    """Simulate ``accounts`` accounts for ``days`` days; write the output files into ``out_dir``.
+
+    ``settings`` (default ``SimSettings()``, today's generator) sets the generator's knobs; see
+    :mod:`stormwatch.simulate.settings`.
+    """
+    settings = settings or SimSettings()
     if accounts < 20:
         raise ValueError("accounts must be at least 20")
     if days < 1:
@@ -107,7 +117,7 @@ def simulate(
     t0 = st.timestamp()
     t1 = t0 + days * DAY
     pools = load_pools()
-    pop = build_population(random.Random(f"{seed}:population"), accounts, t0, days)
+    pop = build_population(random.Random(f"{seed}:population"), accounts, t0, days, settings)
     factor = _scale_volume(pop, t0, days, target_events) if target_events else 1.0
     intel = build_intel(pop, random.Random(f"{seed}:intel"), t0, seed)
 
@@ -173,6 +183,11 @@ def simulate(
     persona_counts = Counter(a.persona for a in pop.accounts if a.actor is None)
     actor_counts = Counter(a.actor for a in pop.accounts if a.actor)
     actor_named = sum(1 for a in pop.accounts if a.actor and named[a.idx])
+    style_counts = Counter(a.style for a in pop.accounts if a.actor)
+    firms: dict[str, list[str]] = {}
+    for a in pop.accounts:
+        if a.firm:
+            firms.setdefault(a.firm, []).append(a.account_id)
     (out_dir / "platform.json").write_bytes(
         orjson.dumps(
             {
@@ -205,6 +220,9 @@ def simulate(
     truth: dict[str, Any] = {
         "generator": {"name": "stormwatch.simulate", "version": GENERATOR_VERSION},
         "seed": seed,
+        "settings": settings.to_dict(),
+        "settings_family": settings.family(),
+        "settings_outside_training": settings.outside_training(),
         "params": {
             "accounts": accounts,
             "days": days,
@@ -241,6 +259,7 @@ def simulate(
             "malicious_by_ttp": dict(sorted(stats.by_ttp.items())),
             "personas": dict(sorted(persona_counts.items())),
             "actors": dict(sorted(actor_counts.items())),
+            "actor_styles": dict(sorted(style_counts.items())),
         },
         "actors": {
             s.name: {
@@ -256,6 +275,7 @@ def simulate(
             {
                 "operation": op.op_id,
                 "actor": op.actor.name,
+                "style": op.style,
                 "accounts": [pop.accounts[i].account_id for i in op.accounts],
                 "infrastructure": {
                     "exposed_ips": op.exposed_ips,
@@ -270,6 +290,11 @@ def simulate(
             }
             for op in pop.operations
         ],
+        "pentest_firms": [
+            {"org_id": oid, "domain": pop.orgs[oid], "accounts": ids, "infrastructure": pop.firm_infra[oid]}
+            for oid, ids in sorted(firms.items())
+        ],
+        "ctf_weekends": [{"start": _iso(a), "end": _iso(b)} for a, b in pop.ctf_weekends],
         "intel": {"file": "intel.stix.json", "indicators": intel.indicator_count, "noise": intel.notes},
         "accounts": {
             a.account_id: {
@@ -277,9 +302,12 @@ def simulate(
                 "is_actor": a.actor is not None,
                 "actor": a.actor,
                 "operation": a.operation,
+                "style": a.style if a.actor else None,
+                "firm": a.firm,
                 "cluster": a.operation or None,
                 "named_in_intel": named[a.idx],
                 "infra_hidden": a.hidden if a.actor else None,
+                "infra_isolated": a.isolated if a.actor else None,
                 "active_from": _iso(a.active_from),
                 "active_until": _iso(a.active_until),
             }
@@ -307,4 +335,7 @@ def simulate(
         actors=dict(sorted(actor_counts.items())),
         files=files,
         wall_s=round(time.perf_counter() - t_wall, 3),
+        settings=settings.to_dict(),
+        settings_family=settings.family(),
+        styles=dict(sorted(style_counts.items())),
     )

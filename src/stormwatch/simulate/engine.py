@@ -21,7 +21,7 @@ import orjson
 from stormwatch.simulate import templates as T
 from stormwatch.simulate.pools import Pools
 from stormwatch.simulate.population import DAY, Account, Population
-from stormwatch.simulate.sessions import SessionMaker, Turn
+from stormwatch.simulate.sessions import HARD_PERSONAS, SessionMaker, Turn
 
 MAX_CONTEXT = 8  # earlier messages kept in a request (clients truncate long threads)
 
@@ -75,7 +75,7 @@ class EventStream:
 
     def __init__(self, pop: Population, pools: Pools, seed: int, start: float, days: int, named_ips: set[str]) -> None:
         self.pop = pop
-        self.maker = SessionMaker(pools)
+        self.maker = SessionMaker(pools, pop.settings)
         self.seed = seed
         self.start = start
         self.days = days
@@ -85,7 +85,8 @@ class EventStream:
         self.fmt = TsFormatter()
         self._seq = 0
         mrng = random.Random(f"{seed}:mundane")
-        self.mundane = {a.idx: mrng.uniform(0.5, 0.7) for a in pop.accounts if a.actor}
+        lo, hi = pop.settings.actor_mundane_min, pop.settings.actor_mundane_max
+        self.mundane = {a.idx: mrng.uniform(lo, hi) for a in pop.accounts if a.actor}
         self.batch = [e for e in pools.get("assistant") + pools.get("general") if len(e[1]) < 400]
 
     # ---- planning ------------------------------------------------------------------------
@@ -99,6 +100,10 @@ class EventStream:
                 continue
             local_wd = datetime.fromtimestamp(d0 + 43200 + acc.tz * 3600, UTC).weekday()
             lam = acc.sessions_per_day * (acc.weekend_factor if local_wd >= 5 else 1.0)
+            if acc.bursts:  # CTF weekends
+                for b0, b1, x in acc.bursts:
+                    if b0 < d1 and d0 < b1:
+                        lam *= x
             n = poisson(rng, lam)
             if not n:
                 continue
@@ -116,6 +121,8 @@ class EventStream:
     def _session_items(self, rng: random.Random, acc: Account, t: float) -> Iterator[Item]:
         if acc.actor:
             turns = self.maker.actor_session(rng, acc, self.mundane[acc.idx])
+        elif acc.persona in HARD_PERSONAS:
+            turns = self.maker.hard_session(rng, acc, t)
         elif acc.persona == "heavy_api" and rng.random() < 0.85:
             yield from self._batch_items(rng, acc, t)
             return

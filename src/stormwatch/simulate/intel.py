@@ -139,9 +139,14 @@ def build_intel(pop: Population, rng: random.Random, start: float, seed: int) ->
         )
         intel.indicator_count += 1
 
+    st = pop.settings
+    # which operations the partner knows about: its own stream, so full coverage draws nothing
+    crng = random.Random(f"{seed}:intel-coverage")
     for op in pop.operations:
+        if st.intel_op_coverage < 1.0 and crng.random() >= st.intel_op_coverage:
+            continue
         iset = sets[op.actor.name]
-        share = rng.uniform(0.3, 0.6)
+        share = rng.uniform(st.intel_named_min, st.intel_named_max)
         named = [ip for ip in op.exposed_ips if rng.random() < share] or [rng.choice(op.exposed_ips)]
         cidr, block = op.cidrs[0]
         if rng.random() < 0.5 and any(ip in block for ip in named):
@@ -167,7 +172,7 @@ def build_intel(pop: Population, rng: random.Random, start: float, seed: int) ->
                 rng.choice([60, 75, 85]),
             )
             intel.ips.add(ip)
-        if rng.random() < 0.6:
+        if rng.random() < st.intel_domain_p:
             indicator(
                 f"{op.op_id}:{op.rare_domain}",
                 f"[domain-name:value = '{op.rare_domain}']",

@@ -210,11 +210,14 @@ def create_moderation(request: Request, body: Any = Body(...)) -> dict[str, Any]
     scorer = _scorer(request)
     scores, cats, decisions = scorer.score(texts)
     has_text = [bool(t.strip()) for t in texts] if parts else [True] * len(texts)
-    return {
-        "id": f"modr-{secrets.token_hex(12)}",
-        "model": scorer.version,
-        "results": moderation_results(scores, cats, scorer, has_text=has_text, decisions=decisions),
-    }
+    results = moderation_results(scores, cats, scorer, has_text=has_text, decisions=decisions)
+    modr_id = f"modr-{secrets.token_hex(12)}"
+    # the call is a usage event too, committed before the answer (stormwatch.api.online)
+    from stormwatch.api.online import MODERATIONS_RUN_ID, moderation_event, writer_for
+
+    event = moderation_event(request, body, texts, results, modr_id, scorer.version)
+    writer_for(request.app.state).write_blocking([event], [], run_id=MODERATIONS_RUN_ID)
+    return {"id": modr_id, "model": scorer.version, "results": results}
 
 
 def install(app: FastAPI) -> None:

@@ -2,9 +2,12 @@
 
 Tables (migration 0003; 0009 adds the review queue and exemption columns of ``account_judgements``):
 ``account_judgements``, ``clusters``, ``cluster_members``, ``link_edges``
-(the result, replaced as a whole by :meth:`AnalysisRepo.write`), ``account_features`` and
+(the result, replaced as a whole by :meth:`AnalysisRepo.write`, or in part by
+:meth:`AnalysisRepo.write_changes` after an incremental run), ``account_features`` and
 ``account_attributes`` (per-account features, rewritten incrementally), ``intel_hits`` (indicator
-matches, rewritten each run).
+matches, rewritten each run); migration 0010 adds ``analysis_inputs`` (per account: the fingerprint
+of what its judgement was computed from) and ``analysis_state`` (run state: the global fingerprint).
+:meth:`AnalysisRepo.lock` serialises analyze runs.
 
 Reads return :mod:`stormwatch.result` records; list reads take filters and a keyset ``after`` (the
 sort key of the last item of the previous page). Writes do not commit: analyze commits the result,
@@ -14,7 +17,7 @@ A few reads serve the result's readers and touch the event log (an account's tim
 requests, the activity window and end users of flagged accounts): they live here so that readers
 of the analysis need no other SQL.
 
-Why this module is long: it is every statement on seven tables plus the row <-> record mapping,
+Why this module is long: it is every statement on nine tables plus the row <-> record mapping,
 kept together so that adding a column touches this file and :mod:`stormwatch.result` only.
 """
 
@@ -50,6 +53,7 @@ __all__ = [
     "EndUserStats",
     "FeatureRecord",
     "FeatureState",
+    "FlaggedRequest",
     "ScanChunk",
     "TopRequest",
 ]
@@ -67,6 +71,7 @@ _C_COLS = "cluster_id, size, actor, actor_ref, confidence, confidence_label, fla
 _E_COLS = "cluster_id, account_a, account_b, kind, value, weight"
 _H_COLS = "account_id, indicator_id, kind, value, n, first_ts, last_ts, degree, strength, intrusion_sets"
 _TABLES = ("account_judgements", "clusters", "cluster_members", "link_edges")
+_ANALYZE_LOCK = 0x5357_414E  # PostgreSQL advisory lock key of analyze runs
 
 
 class FeatureRecord(Protocol):
@@ -138,6 +143,19 @@ class TopRequest:
 class EndUserStats:
     distinct: dict[str, int]  # account -> distinct end users
     flagged: dict[str, dict[str, int]]  # account -> end user -> flagged events
+
+
+@dataclass(frozen=True, slots=True)
+class FlaggedRequest:
+    """A flagged event with its user-side fields, for aggregate readers (transparency reports)."""
+
+    event_id: str
+    account_id: str
+    ts: str
+    top_ttp: str | None
+    refused: bool
+    prompt: str | None
+    messages: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +311,142 @@ class AnalysisRepo(Repository):
             f"INSERT INTO link_edges ({_E_COLS}) VALUES ({marks(6)})",
             [(e.cluster_id, e.account_a, e.account_b, e.kind, e.value, e.weight) for e in result.links],
         )
+
+    def write_changes(
+        self,
+        judgements: Sequence[Judgement],
+        clusters: Sequence[Cluster],
+        links: Sequence[LinkEdge],
+        *,
+        remove_accounts: Sequence[str] = (),
+        remove_clusters: Sequence[str] = (),
+    ) -> None:
+        """Upsert part of the result (incremental analysis): the judgements of ``judgements`` and
+        ``remove_accounts`` are deleted, then ``judgements`` inserted; the clusters (with members and
+        edges) named in ``remove_clusters`` or in ``clusters`` are deleted, then ``clusters`` and
+        ``links`` inserted. Does not commit."""
+        now = now_iso()
+        gone = sorted({j.account_id for j in judgements} | set(remove_accounts))
+        for part in _chunks(gone):
+            self._x(f"DELETE FROM account_judgements WHERE account_id IN ({marks(len(part))})", part)
+        cids = sorted({c.cluster_id for c in clusters} | set(remove_clusters))
+        for table in ("link_edges", "cluster_members", "clusters"):
+            for part in _chunks(cids):
+                self._x(f"DELETE FROM {table} WHERE cluster_id IN ({marks(len(part))})", part)
+        self._xm(
+            f"INSERT INTO account_judgements ({_J_COLS}) VALUES ({marks(_J_N)})",
+            [self._judgement_row(j, now) for j in judgements],
+        )
+        self._xm(f"INSERT INTO clusters ({_C_COLS}) VALUES ({marks(9)})", [self._cluster_row(c, now) for c in clusters])
+        self._xm(
+            "INSERT INTO cluster_members (cluster_id, account_id) VALUES (?, ?)",
+            [(c.cluster_id, m) for c in clusters for m in c.members],
+        )
+        self._xm(
+            f"INSERT INTO link_edges ({_E_COLS}) VALUES ({marks(6)})",
+            [(e.cluster_id, e.account_a, e.account_b, e.kind, e.value, e.weight) for e in links],
+        )
+
+    def judgement_count(self) -> int:
+        return int(self._q("SELECT COUNT(*) FROM account_judgements")[0][0])
+
+    def judgements_at(self, levels: Sequence[str]) -> list[str]:
+        """The accounts whose stored judgement is at one of ``levels``."""
+        return [
+            str(r[0])
+            for r in self._q(f"SELECT account_id FROM account_judgements WHERE level IN ({marks(len(levels))})", levels)
+        ]
+
+    def cluster_ids_of(self, account_ids: Sequence[str]) -> set[str]:
+        """The stored clusters holding any of ``account_ids``."""
+        out: set[str] = set()
+        for part in _chunks(sorted(set(account_ids))):
+            out |= {
+                str(r[0])
+                for r in self._q(
+                    f"SELECT DISTINCT cluster_id FROM cluster_members WHERE account_id IN ({marks(len(part))})", part
+                )
+            }
+        return out
+
+    def result_counts(self) -> dict[str, int]:
+        """Counts over the stored result: accounts, clusters, enforce, review, attributed, exempt,
+        exempt_held_back, review_within_budget."""
+        out = {"accounts": 0, "enforce": 0, "review": 0, "attributed": 0, "exempt": 0, "review_within_budget": 0}
+        for level, named, exempt, within, n in self._q(
+            "SELECT level, actor IS NOT NULL, exemption IS NOT NULL, within_budget, COUNT(*) FROM account_judgements"
+            " GROUP BY level, actor IS NOT NULL, exemption IS NOT NULL, within_budget"
+        ):
+            n = int(n)
+            out["accounts"] += n
+            if level in ("enforce", "review"):
+                out[str(level)] += n
+            out["attributed"] += n if named else 0
+            out["exempt"] += n if exempt else 0
+            out["review_within_budget"] += n if within else 0
+        out["exempt_held_back"] = sum(
+            bool((_loads(r[0], "exemption") or {}).get("held_back"))
+            for r in self._q("SELECT exemption FROM account_judgements WHERE exemption IS NOT NULL")
+        )
+        out["clusters"] = int(self._q("SELECT COUNT(*) FROM clusters")[0][0])
+        return out
+
+    # -- incremental analysis: per-account input fingerprints, run state, the analysis lock ---------------
+    def fingerprints(self) -> dict[str, str]:
+        """account -> fingerprint of what its stored judgement was computed from."""
+        return {str(a): str(f) for a, f in self._q("SELECT account_id, fingerprint FROM analysis_inputs")}
+
+    def put_fingerprints(self, rows: Mapping[str, str], *, remove: Sequence[str] = (), replace: bool = False) -> None:
+        """Upsert ``account -> fingerprint`` (all rows replaced when ``replace``); drop ``remove``. Does not commit."""
+        if replace:
+            self._x("DELETE FROM analysis_inputs")
+        else:
+            for part in _chunks(sorted(set(rows) | set(remove))):
+                self._x(f"DELETE FROM analysis_inputs WHERE account_id IN ({marks(len(part))})", part)
+        items = sorted(rows.items())
+        for i in range(0, len(items), 50_000):
+            self._xm("INSERT INTO analysis_inputs (account_id, fingerprint) VALUES (?, ?)", items[i : i + 50_000])
+
+    def state(self, key: str) -> str | None:
+        rows = self._q("SELECT value FROM analysis_state WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_state(self, key: str, value: str) -> None:
+        """Upsert one run-state value. Does not commit."""
+        self._x(
+            "INSERT INTO analysis_state (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def lock(self, timeout_s: float = 900.0) -> None:
+        """Serialise analyze runs: take the database's write lock (SQLite ``BEGIN IMMEDIATE``) or a
+        transaction-scoped advisory lock (PostgreSQL), waiting up to ``timeout_s``. Held until the
+        caller commits or rolls back; read the stage cursor *after* taking it, so a run that waited
+        sees what the other one did. Raises :class:`StoreError` when the wait runs out."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        if self._db.dialect == "postgres":
+            self._x(f"SET LOCAL lock_timeout = '{int(timeout_s * 1000)}ms'")
+            try:
+                self._q("SELECT pg_advisory_xact_lock(?)", (_ANALYZE_LOCK,))
+            except StoreError as exc:
+                raise StoreError(f"another analyze run holds the analysis lock ({exc})") from exc
+            return
+        self._db._commit()  # BEGIN IMMEDIATE needs no transaction open
+        while True:
+            try:
+                self._db._execute("BEGIN IMMEDIATE")
+                return
+            except StoreError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"another analyze run (or a writer) held the database for over {timeout_s:.0f} s"
+                    ) from exc
+                time.sleep(0.2)
 
     def put_judgement(self, j: Judgement) -> None:
         """Insert or replace one account's judgement (seeding, corrections). Does not commit."""
@@ -728,6 +882,18 @@ class AnalysisRepo(Repository):
                 (account_id, limit),
             )
         ]
+
+    def flagged_requests(
+        self, model_version: str, *, since: str | None = None, until: str | None = None
+    ) -> list[FlaggedRequest]:
+        """Events flagged under ``model_version`` with ``since <= ts < until`` (ISO strings), in time order."""
+        rows = self._q(
+            "SELECT d.event_id, d.account_id, d.ts, d.top_ttp, e.refused, e.prompt, e.messages FROM detections d"
+            " JOIN events e ON e.event_id = d.event_id WHERE d.model_version = ? AND d.flagged = 1"
+            " AND d.ts >= ? AND d.ts < ? ORDER BY d.ts, d.event_id",
+            (model_version, since or "", until or "\uffff"),
+        )
+        return [FlaggedRequest(str(r[0]), str(r[1]), str(r[2]), r[3], bool(r[4]), r[5], r[6]) for r in rows]
 
     def account_facts(self, account_ids: Sequence[str] | None = None) -> dict[str, AccountFacts]:
         """The account records (among ``account_ids``): linking fields and status, in stored order."""

@@ -1,0 +1,225 @@
+"""Issue 12, item 1: the learned account model (analyze/account_model.py, analyze/account_train.py).
+
+Real components throughout: small simulated platforms are simulated, ingested, scored with the
+shipped first tier and analyzed; the model is trained with LightGBM and served by the numpy evaluator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from stormwatch.analyze import account_model as am
+from stormwatch.analyze.account_model import NAMES, AccountModel, load_folder
+from stormwatch.analyze.account_train import DROP_WHY, Platform, build_platform, platform_metrics, train
+from stormwatch.analyze.evaluate import average_precision
+from stormwatch.cli import main
+from stormwatch.errors import InputError
+
+pytest.importorskip("lightgbm")
+
+
+def _platform(work: Path, name: str) -> Platform:
+    seed, n, days, setting = orjson.loads((work / name / "built.json").read_bytes())
+    return build_platform(work, name, seed, n, days, setting, reuse=True)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The recipe on two small training platforms and one held out (randomised settings)."""
+    work = tmp_path_factory.mktemp("account-model")
+    report = train(
+        work / "models", runs=2, accounts=500, seed=300, held_out_runs=1, held_out_presets=[], rounds=60, work=work
+    )
+    folder = Path(report["folder"])
+    plats = [_platform(work, "train-0"), _platform(work, "train-1")]
+    yield {
+        "work": work,
+        "train": plats,
+        "held": _platform(work, "heldout-0"),
+        "model": load_folder(folder),
+        "info": report["training"],
+        "folder": folder,
+        "report": report,
+    }
+
+
+def test_probabilities_are_calibrated_on_held_out_data(trained: dict[str, Any]) -> None:
+    model: AccountModel = trained["model"]
+    held: Platform = trained["held"]
+    assert len(held.y) >= 20 and 0 < held.y.sum() < len(held.y)
+    p = model.probability(held.X)
+    assert np.all((p >= 0) & (p <= 1))
+    # reliability: the mean probability matches the actor rate, overall and in the top and bottom halves
+    assert abs(float(p.mean()) - float(held.y.mean())) <= 0.12, (p.mean(), held.y.mean())
+    order = np.argsort(p)
+    low, high = order[: len(order) // 2], order[len(order) // 2 :]
+    assert abs(float(p[low].mean()) - float(held.y[low].mean())) <= 0.15
+    assert abs(float(p[high].mean()) - float(held.y[high].mean())) <= 0.2
+    # the calibration is strictly monotone in the logit: it never reorders the model's ranking
+    grid = np.linspace(-12, 12, 201)
+    assert np.all(np.diff(model.calibrate(grid)) > 0)
+    # out-of-fold reliability recorded for the model card
+    assert trained["info"]["out_of_fold_reliability"]
+
+
+def test_contributions_sum_to_the_logit_and_match_lightgbm(trained: dict[str, Any]) -> None:
+    model: AccountModel = trained["model"]
+    X = np.vstack([p.X for p in trained["train"]])
+    raw, contrib = model.contributions(X)
+    assert contrib.shape == (len(X), len(model.features)) and set(model.features) <= set(NAMES)
+    assert np.allclose(model.bias + contrib.sum(axis=1), raw, atol=1e-9)
+    assert np.allclose(raw, model.logit(X))
+    assert trained["info"]["numpy_vs_lightgbm_max_abs_diff"] < 1e-9
+
+
+def test_serialisation_round_trip_and_tamper_check(trained: dict[str, Any], tmp_path: Path) -> None:
+    model: AccountModel = trained["model"]
+    folder: Path = trained["folder"]
+    again = load_folder(folder)
+    X = trained["held"].X
+    assert again.version == model.version and np.array_equal(again.probability(X), model.probability(X))
+    manifest = orjson.loads((folder / "manifest.json").read_bytes())
+    assert manifest["model_sha256"] and [f["name"] for f in manifest["features"]] == list(model.features)
+    assert b"pickle" not in (folder / "model.json").read_bytes()
+    # one changed threshold: the sha256 no longer matches and the model is refused
+    bad = tmp_path / model.version
+    bad.mkdir()
+    (bad / "manifest.json").write_bytes((folder / "manifest.json").read_bytes())
+    doc = orjson.loads((folder / "model.json").read_bytes())
+    doc["trees"][0]["threshold"][0] += 1.0
+    (bad / "model.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS) + b"\n")
+    with pytest.raises(InputError, match="sha256"):
+        load_folder(bad)
+    # a well-formed file naming a feature that does not exist is refused too
+    doc = orjson.loads((folder / "model.json").read_bytes())
+    doc["trees"][0]["feature"][0] = len(NAMES) + 3
+    with pytest.raises(InputError, match="does not exist"):
+        AccountModel.from_dict(doc)
+
+
+def test_model_ranks_no_intel_actors_above_security_professionals(trained: dict[str, Any]) -> None:
+    """On a held-out platform the model's review queue puts actors without intel before the hard benign
+    personas more often than risk does, and the ranking AP does not fall."""
+    model: AccountModel = trained["model"]
+    held: Platform = trained["held"]
+    prob = model.probability(held.X)
+    review = [k for k, lv in enumerate(held.levels) if lv == "review"]
+    actors = [k for k in review if held.y[k] and held.X[k, NAMES.index("direct_intel")] == 0]
+    pros = [k for k in review if not held.y[k]]
+    assert actors and pros
+
+    def wins(score: np.ndarray[Any, Any]) -> float:
+        return float(np.mean([score[a] > score[b] for a in actors for b in pros]))
+
+    assert wins(prob) >= 0.9, wins(prob)
+    assert wins(prob) > wins(held.risk)
+    by_model, by_risk = platform_metrics(held, prob), platform_metrics(held, None)
+    assert by_model["ap"] >= by_risk["ap"] and by_model["enforce_precision"] == 1.0
+
+
+def test_judge_orders_the_queue_by_the_model_and_falls_back_to_risk(trained: dict[str, Any]) -> None:
+    from stormwatch.analyze.judge import analyze_graph
+    from stormwatch.store import open_store
+
+    db = trained["work"] / "heldout-0" / "platform.db"
+    store = open_store(f"sqlite:///{db}")
+    try:
+        graph = store.analysis.load_graph()
+    finally:
+        store.close()
+    now = "2024-03-01T00:00:00.000000Z"
+    res = analyze_graph(graph, "m", now=now, account_model=str(trained["folder"]))
+    queue = sorted((j for j in res.judgements if j.review_rank), key=lambda j: j.review_rank or 0)
+    assert queue and queue[0].explanation["review_queue"]["ordered_by"].startswith("account model")
+    probs = [j.explanation["account_model"]["probability"] for j in queue]
+    assert probs == sorted(probs, reverse=True)
+    top = queue[0].explanation["account_model"]
+    assert top["version"] == trained["model"].version and top["top_contributions"]
+    assert math.isclose(
+        top["bias"] + sum(c["contribution"] for c in top["top_contributions"]), top["logit"], abs_tol=2.0
+    )
+    # levels never change with the model
+    off = analyze_graph(graph, "m", now=now, account_model="off")
+    assert {j.account_id: j.level for j in off.judgements} == {j.account_id: j.level for j in res.judgements}
+    ranked = sorted((j for j in off.judgements if j.review_rank), key=lambda j: j.review_rank or 0)
+    assert ranked[0].explanation["review_queue"]["ordered_by"] == "risk"
+    assert all("account_model" not in j.explanation for j in off.judgements)
+    assert [(-j.risk, j.account_id) for j in ranked] == sorted((-j.risk, j.account_id) for j in ranked)
+
+
+def test_no_shipped_model_means_risk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(am, "model_root", lambda: tmp_path)
+    monkeypatch.delenv(am.ENV, raising=False)
+    assert am.shipped_versions() == [] and am.resolve_model(None) is None
+    assert am.resolve_model("off") is None
+    with pytest.raises(InputError, match="no account model"):
+        am.resolve_model("account-9.9+nothere")
+
+
+def test_average_precision() -> None:
+    assert average_precision([True, False, True]) == round((1 + 2 / 3) / 2, 4)
+    assert average_precision([False, False]) is None
+
+
+def test_eval_reports_ap_and_persona_false_positives(
+    trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = trained["work"] / "heldout-0"
+    db = ["--db", f"sqlite:///{base / 'platform.db'}"]
+    config = tmp_path / "stormwatch.toml"  # the active model from the option, the same one in shadow from the file
+    config.write_text(f'[analyze]\naccount_model = "off"\naccount_model_shadow = ["{trained["folder"]}"]\n')
+    folder = str(trained["folder"])
+    assert main([*db, "analyze", "--no-score", "--quiet", "--config", str(config), "--account-model", folder]) == 0
+    capsys.readouterr()
+    assert main([*db, "analyze", "eval", "--truth", str(base / "truth.json"), "--json"]) == 0
+    res = orjson.loads(capsys.readouterr().out)
+    assert res["ranked_by"] == f"account model {trained['model'].version}"
+    assert 0 < res["ranking_ap"] <= 1 and 0 < res["ranking_ap_risk"] <= 1
+    assert res["enforce_precision"] == 1.0 and res["exempt_enforced"] == 0
+    assert set(res["false_positives_by_persona"]) >= {"security_pro", "pentest_firm", "red_teamer", "ctf_student"}
+    assert res["review_budget_recall"] == res["recall_enforce_or_within_budget"]
+    assert res["ranking_ap_shadow"] == {trained["model"].version: res["ranking_ap"]}
+
+
+def test_train_command_writes_a_loadable_artifact(
+    trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`analyze train` on the platforms the fixture built (--reuse: analyzed again, not simulated)."""
+    out = tmp_path / "models"
+    args = ["analyze", "train", "--runs", "2", "--accounts", "500", "--seed", "300", "--held-out-runs", "1"]
+    args += ["--preset", "none", "--rounds", "60", "--work", str(trained["work"]), "--reuse"]
+    assert main([*args, "--out", str(out), "--quiet", "--json"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    folder = Path(report["folder"])
+    assert folder.parent == out and load_folder(folder).version == report["version"]
+    # the same data and recipe give the same model, byte for byte
+    assert report["version"] == trained["report"]["version"]
+    assert (folder / "model.json").read_bytes() == (trained["folder"] / "model.json").read_bytes()
+    held = next(iter(report["held_out"].values()))
+    assert {"ap", "budget_recall", "enforce_precision", "fp_in_budget_by_persona"} <= set(held["model"])
+    assert (out / f"{report['version']}.report.json").is_file()
+    assert report["training"]["features_dropped"] == {"distinct_user_agents": DROP_WHY["distinct_user_agents"]}
+    assert "distinct_user_agents" not in load_folder(folder).features
+
+
+def test_the_shipped_default_is_named_by_the_pointer_file(
+    trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import shutil
+
+    for name in ("account-1.0+aaaa", "account-1.0+zzzz"):
+        shutil.copytree(trained["folder"], tmp_path / name)
+    monkeypatch.setattr(am, "model_root", lambda: tmp_path)
+    monkeypatch.delenv(am.ENV, raising=False)
+    assert am.default_version() == "account-1.0+zzzz"  # no pointer: the newest by series, then name
+    am.set_default(tmp_path / "account-1.0+aaaa")
+    assert am.default_version() == "account-1.0+aaaa"
+    model = am.resolve_model(None)
+    assert model is not None and model.folder == (tmp_path / "account-1.0+aaaa").resolve()
