@@ -398,3 +398,18 @@ def test_failed_sign_ins_are_throttled(tmp_path: Path, monkeypatch: pytest.Monke
         csrf = CSRF.findall(c.get("/console/login").text)[0]
         r = c.post("/console/login", data={"token": "sw_bad", "csrf": csrf})
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+
+
+def test_the_account_page_shows_the_account_models_contributions(app: Any, demo: Demo) -> None:
+    store = open_store(demo.db)
+    try:
+        judged = store.analysis.judgement(demo.review)
+    finally:
+        store.close()
+    model = (judged.explanation.get("account_model") or {}) if judged is not None else {}
+    with client(app) as c:
+        sign_in(c, demo.tokens["read-only"])
+        page = c.get(f"/console/accounts/{demo.review}").text
+    assert model.get("top_contributions"), "the shipped account model explains every account at review"
+    assert "Feature contributions" in page
+    assert all(tc["feature"] in page for tc in model["top_contributions"])

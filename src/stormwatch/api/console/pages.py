@@ -122,7 +122,13 @@ def account(con: Console, ctx: Ctx) -> Response:
     # only with the text itself, after the audited read (event_text)
     timeline = [dataclasses.replace(r, explanation=_redact(r.explanation)) for r in timeline]
     features = ctx.store.analysis.features(account_id) or {}
-    contributions = (j.explanation.get("top_contributions") if j is not None else None) or []
+    # the account model's per-feature contributions (explanation.account_model, issue 12)
+    model_part = (j.explanation.get("account_model") if j is not None else None) or {}
+    contributions = (
+        (j.explanation.get("top_contributions") if j is not None else None)
+        or (model_part.get("top_contributions") if isinstance(model_part, dict) else None)
+        or []
+    )
     explanation = {k: v for k, v in (j.explanation.items() if j is not None else ()) if k != "top_contributions"}
     cases = service.list_cases(ctx.store, account_id=account_id, limit=100)
     return con.page(
