@@ -30,15 +30,13 @@ BOM = b"\xef\xbb\xbf"
 
 
 def iter_json_lines(path: Path, options: FormatOptions) -> Iterator[tuple[int, bytes]]:
-    """:func:`base.iter_lines` with a UTF-8 byte-order mark at the start of the file dropped."""
-    first = True
+    """:func:`base.iter_lines` with a UTF-8 byte-order mark at the start of the file dropped (only
+    there: a BOM on a later line, after blank lines, is data and is quarantined like any bad line)."""
     for lineno, raw in iter_lines(path, options):
-        if first:
-            first = False
-            if raw.startswith(BOM):
-                raw = raw[len(BOM) :]
-                if not raw.strip():
-                    continue
+        if lineno == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM) :]
+            if not raw.strip():
+                continue
         yield lineno, raw
 
 
