@@ -18,22 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
-pd = pytest.importorskip("pandas")
+if shutil.which("java") is None:  # .ci/run installs openjdk-17-jre-headless; never skipped silently
+    pytest.fail("the spark engine's tests need Java 17+: `apt-get install -y openjdk-17-jre-headless`", pytrace=False)
 
-pytest.importorskip("pyspark")
-pytest.importorskip("pyarrow")
-if shutil.which("java") is None:  # .ci/run installs openjdk-17-jre-headless
-    pytest.skip("the spark engine needs Java 17+ (java is not on the PATH)", allow_module_level=True)
-
-from stormwatch.analyze import params as P  # noqa: E402
-from stormwatch.analyze.engines.spark import FAIL_ENV, analyze_spark, spark_session  # noqa: E402
-from stormwatch.analyze.engines.spark_link import spark_link  # noqa: E402
-from stormwatch.analyze.linking import LinkInput, link_accounts  # noqa: E402
-from stormwatch.cli import main as cli_main  # noqa: E402
-from stormwatch.result import AnalysisResult  # noqa: E402
-from stormwatch.store import open_store  # noqa: E402
+from stormwatch.analyze import params as P
+from stormwatch.analyze.engines.spark import FAIL_ENV, analyze_spark, spark_session
+from stormwatch.analyze.engines.spark_link import spark_link
+from stormwatch.analyze.linking import LinkInput, link_accounts
+from stormwatch.cli import main as cli_main
+from stormwatch.result import AnalysisResult
+from stormwatch.store import open_store
 
 
 def _run(args: list[str], env: dict[str, str]) -> str:
