@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from stormwatch.errors import InputError
-from stormwatch.events import Event
+from stormwatch.events import EVENT_COLUMNS, Event
 
 __all__ = [
     "EVENT_FIELDS",
@@ -35,27 +35,9 @@ __all__ = [
     "write_events",
 ]
 
-#: column order of the layout (``day`` last: it is the partition key)
-EVENT_FIELDS = (
-    "seq",
-    "event_id",
-    "ts",
-    "account_id",
-    "org_id",
-    "end_user_id",
-    "api_key_id",
-    "ip",
-    "user_agent",
-    "model",
-    "conversation_id",
-    "refused",
-    "messages",
-    "prompt",
-    "response",
-    "attributes",
-    "source",
-    "day",
-)
+#: column order of the layout: the canonical event's columns (:data:`stormwatch.events.EVENT_COLUMNS`),
+#: with the store's ``seq`` first and ``day`` last (it is the partition key)
+EVENT_FIELDS = ("seq", *EVENT_COLUMNS, "day")
 _STR = ("org_id", "end_user_id", "api_key_id", "ip", "user_agent", "model", "conversation_id", "prompt", "response")
 ROW_GROUP = 100_000
 
@@ -74,21 +56,11 @@ def event_schema() -> Any:
     """The Arrow schema of the canonical event (``pyarrow.Schema``)."""
     pa = require_pyarrow()
     string = pa.string()
+    types = dict.fromkeys(EVENT_FIELDS, string)  # the rest is text; messages and attributes as their JSON
+    types.update(seq=pa.int64(), ts=pa.timestamp("us", tz="UTC"), refused=pa.bool_())
+    required = {"event_id", "ts", "account_id", "day"}
     return pa.schema(
-        [
-            pa.field("seq", pa.int64()),
-            pa.field("event_id", string, nullable=False),
-            pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
-            pa.field("account_id", string, nullable=False),
-            *(pa.field(name, string) for name in _STR[:7]),
-            pa.field("refused", pa.bool_()),
-            pa.field("messages", string),  # JSON text of the messages array
-            pa.field("prompt", string),
-            pa.field("response", string),
-            pa.field("attributes", string),  # JSON text of the attributes object
-            pa.field("source", string),
-            pa.field("day", string, nullable=False),
-        ],
+        [pa.field(name, types[name], nullable=name not in required) for name in EVENT_FIELDS],
         metadata={b"stormwatch.schema": b"stormwatch.usage-event/1"},
     )
 

@@ -17,25 +17,29 @@ from stormwatch.errors import RecordError
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 MAX_ID_LEN = 256
-KNOWN_FIELDS = frozenset(
-    {
-        "event_id",
-        "ts",
-        "account_id",
-        "org_id",
-        "end_user_id",
-        "api_key_id",
-        "ip",
-        "user_agent",
-        "model",
-        "messages",
-        "prompt",
-        "response",
-        "conversation_id",
-        "refused",
-        "attributes",
-    }
+#: the canonical event's columns, in the one order every tabular layout uses: the store's
+#: ``events`` table (``stormwatch.store.sql.EVENT_COLUMNS`` adds ``run_id``) and the Arrow/Parquet
+#: layout (``stormwatch.columnar.EVENT_FIELDS`` adds ``seq`` first and ``day`` last)
+EVENT_COLUMNS = (
+    "event_id",
+    "ts",
+    "account_id",
+    "org_id",
+    "end_user_id",
+    "api_key_id",
+    "ip",
+    "user_agent",
+    "model",
+    "conversation_id",
+    "refused",
+    "messages",
+    "prompt",
+    "response",
+    "attributes",
+    "source",
 )
+#: the fields a canonical record may carry (``source`` is passed to :func:`validate_event`; others go to attributes)
+KNOWN_FIELDS = frozenset(EVENT_COLUMNS) - {"source"}
 OPTIONAL_STR = (
     "org_id",
     "end_user_id",

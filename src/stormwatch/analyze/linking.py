@@ -22,6 +22,7 @@ Rule (constants in :mod:`stormwatch.analyze.params`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from scipy.sparse.csgraph import connected_components
 
 from stormwatch.analyze import params as P
 
-__all__ = ["LinkInput", "LinkResult", "link_accounts", "rarity"]
+__all__ = ["Components", "LinkInput", "LinkResult", "cluster_links", "link_accounts", "rarity"]
 
 Arr = np.ndarray[Any, Any]
 
@@ -172,15 +173,29 @@ def _reindex_parts(parts: list[tuple[int, int, int, float]], keep: Arr) -> list[
     return [(int(new[p]), v, f, w) for p, v, f, w in parts if keep[p]]
 
 
-def link_accounts(inp: LinkInput) -> LinkResult:
-    n, n_val = inp.n_accounts, len(inp.value_base)
-    degree = np.bincount(inp.val, minlength=n_val)
-    w_val = inp.value_base * rarity(degree)
-    w_e = _edge_weights(inp, degree, w_val)
-    strong = np.flatnonzero(w_e >= P.LINK_THRESHOLD)
-    pa, pb, pw, parts = _weak_pairs(inp, w_e, degree)
-    s_acc, s_val, s_w = inp.acc[strong], inp.val[strong], w_e[strong]
-    labels_all = _components(n + n_val, s_acc, n + s_val, pa, pb)
+#: ``components(star_acc, star_val, pair_a, pair_b, big)``: the component label of each of the
+#: ``n_accounts + n_values`` nodes (accounts, then value nodes) linked by the given strong edges
+#: and pairs. ``big`` is None on the first call; after it, the mask of the nodes whose component was
+#: oversized (the only labels that can change).
+Components = Callable[[Arr, Arr, Arr, Arr, Arr | None], Arr]
+
+
+def cluster_links(
+    n_accounts: int,
+    degree: Arr,
+    value_weight: Arr,
+    star: tuple[Arr, Arr, Arr],
+    pairs: tuple[Arr, Arr, Arr],
+    parts: list[tuple[int, int, int, float]],
+    components: Components,
+) -> LinkResult:
+    """Steps 5 and 6 of the rule, shared by :func:`link_accounts` and the Spark engine: cluster the
+    strong links (``star``: account, value, weight; ``pairs``: a, b, combined weight; ``parts``
+    their evidence) with ``components``, split the oversized clusters by ``SPLIT_THRESHOLDS``."""
+    n = n_accounts
+    s_acc, s_val, s_w = star
+    pa, pb, pw = pairs
+    labels_all = components(s_acc, s_val, pa, pb, None)
     for tighter in P.SPLIT_THRESHOLDS:
         # chains of weak-ish links can glue thousands of strangers together: inside oversized
         # components keep only the stronger links and recompute
@@ -193,14 +208,14 @@ def link_accounts(inp: LinkInput) -> LinkResult:
         s_acc, s_val, s_w = s_acc[keep_s], s_val[keep_s], s_w[keep_s]
         pa, pb, pw = pa[keep_p], pb[keep_p], pw[keep_p]
         parts = _reindex_parts(parts, keep_p)
-        labels_all = _components(n + n_val, s_acc, n + s_val, pa, pb)
+        labels_all = components(s_acc, s_val, pa, pb, big)
     labels = labels_all[:n]
     size = np.bincount(labels, minlength=int(labels_all.max()) + 1 if labels_all.size else 0)
     return LinkResult(
         labels=labels,
         cluster_size=size,
         degree=degree,
-        value_weight=w_val,
+        value_weight=value_weight,
         star_acc=s_acc,
         star_val=s_val,
         star_w=s_w,
@@ -209,3 +224,18 @@ def link_accounts(inp: LinkInput) -> LinkResult:
         pair_w=pw,
         pair_parts=parts,
     )
+
+
+def link_accounts(inp: LinkInput) -> LinkResult:
+    n, n_val = inp.n_accounts, len(inp.value_base)
+    degree = np.bincount(inp.val, minlength=n_val)
+    w_val = inp.value_base * rarity(degree)
+    w_e = _edge_weights(inp, degree, w_val)
+    strong = np.flatnonzero(w_e >= P.LINK_THRESHOLD)
+    pa, pb, pw, parts = _weak_pairs(inp, w_e, degree)
+
+    def components(s_acc: Arr, s_val: Arr, pa: Arr, pb: Arr, big: Arr | None) -> Arr:
+        return _components(n + n_val, s_acc, n + s_val, pa, pb)
+
+    star = (inp.acc[strong], inp.val[strong], w_e[strong])
+    return cluster_links(n, degree, w_val, star, (pa, pb, pw), parts, components)

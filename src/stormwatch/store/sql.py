@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Self
 import orjson
 
 from stormwatch.errors import StoreError
+from stormwatch.events import EVENT_COLUMNS as CANONICAL_EVENT_COLUMNS
 from stormwatch.events import Account, Event, Rejected
 from stormwatch.store.base import QuarantineRow, RunRow
 from stormwatch.store.records import now_iso
@@ -31,25 +32,8 @@ if TYPE_CHECKING:
     from stormwatch.store.repos.tokens import TokensRepo
 from stormwatch.store.migrations import LATEST, MIGRATIONS
 
-EVENT_COLUMNS = (
-    "event_id",
-    "ts",
-    "account_id",
-    "org_id",
-    "end_user_id",
-    "api_key_id",
-    "ip",
-    "user_agent",
-    "model",
-    "conversation_id",
-    "refused",
-    "messages",
-    "prompt",
-    "response",
-    "attributes",
-    "source",
-    "run_id",
-)
+#: the ``events`` table: the canonical event's columns, then the ingest run that stored it
+EVENT_COLUMNS = (*CANONICAL_EVENT_COLUMNS, "run_id")
 ACCOUNT_COLUMNS = (
     "account_id",
     "created_at",

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from stormwatch.analyze import params as P
-from stormwatch.analyze.linking import LinkInput, LinkResult
+from stormwatch.analyze.linking import LinkInput, LinkResult, cluster_links
 
 __all__ = ["connected_components_star", "spark_link"]
 
@@ -234,43 +234,17 @@ def spark_link(spark: Any, inp: LinkInput, stats: dict[str, Any] | None = None) 
     pa, pb, pw, parts = _pairs(ew)
     rounds: list[int] = []
     raw = np.arange(n + n_val, dtype=np.int64)
-    rounds.append(_raw_labels(spark, raw, np.concatenate([s_acc, pa]), np.concatenate([n + s_val, pb])))
-    labels_all = _dense(raw)
-    for tighter in P.SPLIT_THRESHOLDS:
-        size_all = np.bincount(labels_all[:n], minlength=int(labels_all.max()) + 1 if labels_all.size else 0)
-        big = size_all[labels_all] > P.MAX_CLUSTER
-        if not big.any():
-            break
-        keep_s = ~big[s_acc] | (s_w >= tighter)
-        keep_p = ~big[pa] | (pw >= tighter)
-        s_acc, s_val, s_w = s_acc[keep_s], s_val[keep_s], s_w[keep_s]
-        pa, pb, pw = pa[keep_p], pb[keep_p], pw[keep_p]
-        new = np.cumsum(keep_p) - 1
-        parts = [(int(new[p]), v, f, w) for p, v, f, w in parts if keep_p[p]]
-        # only the oversized components are recomputed, from the links they keep
-        raw[big] = np.flatnonzero(big)
-        in_s, in_p = big[s_acc], big[pa]
-        rounds.append(
-            _raw_labels(
-                spark, raw, np.concatenate([s_acc[in_s], pa[in_p]]), np.concatenate([n + s_val[in_s], pb[in_p]])
-            )
-        )
-        labels_all = _dense(raw)
-    labels = labels_all[:n]
-    size = np.bincount(labels, minlength=int(labels_all.max()) + 1 if labels_all.size else 0)
+
+    def components(s_acc: Arr, s_val: Arr, pa: Arr, pb: Arr, big: Arr | None) -> Arr:
+        if big is not None:  # only the oversized components are recomputed, from the links they keep
+            raw[big] = np.flatnonzero(big)
+            in_s, in_p = big[s_acc], big[pa]
+            s_acc, s_val, pa, pb = s_acc[in_s], s_val[in_s], pa[in_p], pb[in_p]
+        rounds.append(_raw_labels(spark, raw, np.concatenate([s_acc, pa]), np.concatenate([n + s_val, pb])))
+        return _dense(raw)
+
+    result = cluster_links(n, degree, w_val, (s_acc, s_val, s_w), (pa, pb, pw), parts, components)
     if stats is not None:
-        stats.update(star_rounds=rounds, strong_edges=len(s_acc), strong_pairs=len(pa))
-    assert not any(math.isnan(x) for x in s_w.tolist())
-    return LinkResult(
-        labels=labels,
-        cluster_size=size,
-        degree=degree,
-        value_weight=w_val,
-        star_acc=s_acc,
-        star_val=s_val,
-        star_w=s_w,
-        pair_a=pa,
-        pair_b=pb,
-        pair_w=pw,
-        pair_parts=parts,
-    )
+        stats.update(star_rounds=rounds, strong_edges=len(result.star_acc), strong_pairs=len(result.pair_a))
+    assert not any(math.isnan(x) for x in result.star_w.tolist())
+    return result
