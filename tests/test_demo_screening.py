@@ -3,6 +3,8 @@ a screen-scoped token; the calls become usage events in the demo's store."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,6 @@ import pytest
 from stormwatch.cli import main
 from stormwatch.demo import SCREEN_PROMPTS
 from stormwatch.errors import EXIT_OK
-from stormwatch.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,12 +33,9 @@ def test_demo_screens_live_with_the_openai_sdk(
     assert phishing.startswith("FLAGGED"), phishing
     assert any(ln.startswith("model first_tier-") for ln in lines), lines
     assert "2 prompts screened on http://127.0.0.1:" in captured.out
-    store = open_store(f"sqlite:///{out / 'stormwatch.db'}")
-    try:
-        rows = store.query("SELECT prompt, account_id FROM events WHERE source = 'moderations'")
-        token_names = [r[0] for r in store.query("SELECT name FROM api_tokens")]
-    finally:
-        store.close()
+    with closing(sqlite3.connect(out / "stormwatch.db")) as db:
+        rows = db.execute("SELECT prompt, account_id FROM events WHERE source = 'moderations'").fetchall()
+        token_names = [r[0] for r in db.execute("SELECT name FROM api_tokens")]
     assert [r[0] for r in rows] == ["\n".join(SCREEN_PROMPTS)]  # one call, both inputs
     assert rows[0][1] == "token:demo-screening"
     assert "demo-screening" in token_names
