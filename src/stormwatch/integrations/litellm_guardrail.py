@@ -46,6 +46,11 @@ def guardrail_class() -> type:
     class StormwatchGuardrail(GenericGuardrailAPI):
         """LiteLLM's Generic Guardrail API client, pointed at stormwatch (see the module docstring)."""
 
+        # The proxy runs a guardrail's apply_guardrail (its unified pre/post-call hooks) only when the name
+        # is in the class's own __dict__ (LiteLLM 1.110.2 checks type(callback).__dict__, not the MRO); an
+        # inherited one leaves the no-op CustomGuardrail hooks, and the proxy never calls stormwatch.
+        apply_guardrail = GenericGuardrailAPI.apply_guardrail
+
         def __init__(
             self,
             api_base: str | None = None,
