@@ -53,7 +53,7 @@ __all__ = [
     "training_rows",
 ]
 
-RECIPE = "encoder-recipe-3"
+RECIPE = "encoder-recipe-4"
 
 
 def _hard_negative_sources() -> frozenset[str]:
@@ -75,7 +75,7 @@ class TrainConfig:
     warmup: float = 0.06
     max_len: int = 128
     cap_per_source: int = 500
-    authored_weight: int = 4
+    authored_weight: int = 3
     calib_share: float = 0.12
     seed: int = 13
     threads: int = 2
