@@ -17,6 +17,7 @@ before and after each phase is recorded beside its numbers.
 
     python benchmarks/bench_online.py                  # 500 req/s for 60 s, saturation 15 s, OTLP 60 s
     python benchmarks/bench_online.py --short          # CI: a few seconds per phase, no PostgreSQL
+    python benchmarks/bench_online.py --workers 2      # stormwatch serve --workers 2 (recorded as "workers")
     python benchmarks/bench_online.py --pg postgresql://postgres@127.0.0.1:5432/test \
         --out benchmarks/results/online.json
 """
@@ -50,17 +51,41 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``serve --workers N``: the supervisor and its worker processes)."""
+    pids = [pid]
+    for p in pids:
+        try:
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        pids.extend(int(c) for c in children)
+    return pids
+
+
 def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+    """Resident memory of the server, its worker processes included."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
+    return round(total / 1024, 1)
 
 
 def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) the process has used: what a request costs, whatever else runs."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) the server has used, its worker processes included: what a
+    request costs, whatever else runs. (A worker that exited takes its seconds with it.)"""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _load() -> list[float]:
@@ -68,7 +93,7 @@ def _load() -> list[float]:
 
 
 class Server:
-    def __init__(self, db: str, workdir: Path) -> None:
+    def __init__(self, db: str, workdir: Path, workers: int = 1) -> None:
         store = open_store(db)
         try:
             self.token = create_token(store, name=f"bench-{uuid.uuid4().hex[:6]}", role="analyst")[0]
@@ -90,6 +115,8 @@ class Server:
                 str(self.port),
                 "--log-level",
                 "warning",
+                "--workers",
+                str(workers),
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -385,6 +412,7 @@ def main() -> None:
     ap.add_argument("--otlp-seconds", type=float, default=60.0)
     ap.add_argument("--otlp-clients", type=int, default=4)
     ap.add_argument("--spans-per-export", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=1, help="stormwatch serve --workers (server processes)")
     ap.add_argument("--pg", default=None, help="PostgreSQL URL for the OTLP phase (left out: SQLite only)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -396,9 +424,10 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "detectors": os.environ.get("STORMWATCH_DETECTORS", "first_tier"),
         "short": args.short,
+        "workers": args.workers,
         "load_at_start": _load(),
     }
-    server = Server(f"sqlite:///{workdir / 'online.db'}", workdir)
+    server = Server(f"sqlite:///{workdir / 'online.db'}", workdir, args.workers)
     try:
         for route in ("moderations", "guardrail"):
             pid = server.proc.pid
@@ -418,7 +447,7 @@ def main() -> None:
     finally:
         server.stop()
     if args.pg and not args.short:
-        pg = Server(args.pg, workdir)
+        pg = Server(args.pg, workdir, args.workers)
         try:
             results["otlp_postgres"] = asyncio.run(
                 otlp_load(pg, args.otlp_seconds, args.otlp_clients, args.spans_per_export)

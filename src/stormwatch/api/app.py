@@ -17,7 +17,7 @@ import fastapi.routing
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stormwatch import __version__
@@ -27,7 +27,7 @@ from stormwatch.api.console import is_console_route
 from stormwatch.api.deps import StorePool
 from stormwatch.api.errors import install_error_handlers
 from stormwatch.api.extensions import API_PREFIX, Install, load_extensions
-from stormwatch.api.guard import GuardMiddleware, RequestLimits
+from stormwatch.api.guard import GuardMiddleware, RequestLimits, TokenCache
 from stormwatch.api.responses import JsonResponse
 from stormwatch.api.roles import READ
 from stormwatch.store import Store
@@ -199,6 +199,48 @@ def _document_permissions(app: FastAPI, permissions: dict[tuple[str, str], str])
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+class _GuardedRoutes:
+    """The routes the guard matches (every route but the console's), computed once.
+
+    The list is made again only if the router's route list changes (an extension adding a route
+    after :func:`create_app`), so a request costs no listing. :meth:`exact` gives the
+    ``(method, path)`` of every API route without path parameters, so the guard matches those
+    with one set lookup instead of scanning the routes in order.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._key: tuple[int, int] | None = None
+        self._routes: list[BaseRoute] = []
+        self._exact: frozenset[tuple[str, str]] = frozenset()
+
+    def _refresh(self) -> None:
+        routes = self.app.router.routes
+        key = (id(routes), len(routes))
+        if key == self._key:
+            return
+        guarded = [r for r in routes if not is_console_route(r)]
+        exact: set[tuple[str, str]] = set()
+        iter_contexts = getattr(fastapi.routing, "iter_route_contexts", None)  # FastAPI >= 0.16x
+        try:
+            contexts: Iterable[Any] = iter_contexts(guarded) if iter_contexts is not None else guarded
+            for ctx in contexts:
+                original = getattr(ctx, "original_route", ctx)
+                if isinstance(original, APIRoute) and not getattr(ctx, "param_convertors", True):
+                    exact.update((method, ctx.path_format) for method in ctx.methods or ())
+        except Exception:  # pragma: no cover - an unknown route shape: scan every route instead
+            exact = set()
+        self._routes, self._exact, self._key = guarded, frozenset(exact), key
+
+    def __call__(self) -> list[BaseRoute]:
+        self._refresh()
+        return self._routes
+
+    def exact(self) -> frozenset[tuple[str, str]]:
+        self._refresh()
+        return self._exact
+
+
 def create_app(
     db_url: str | None = None,
     *,
@@ -245,11 +287,18 @@ def create_app(
     # log goes outside it, so its 401, 413 and 429 answers are logged too.
     # The console (/console) signs in with a token once and then uses its own session cookie, so
     # the guard leaves its mount alone; its body limit and sign-in throttle are its own.
+    limits = limits or RequestLimits()
+    # tokens verified on the screening routes, kept a few seconds (guard.TokenCache); the revoke
+    # route forgets a token it revokes
+    app.state.token_cache = TokenCache(limits.token_cache_ttl_s, limits.token_cache_size)
+    guarded_routes = _GuardedRoutes(app)
     app.add_middleware(
         GuardMiddleware,
-        routes=lambda: [r for r in app.router.routes if not is_console_route(r)],
+        routes=guarded_routes,
+        exact_routes=guarded_routes.exact,
         store_pool=pool,
-        limits=limits or RequestLimits(),
+        limits=limits,
+        token_cache=app.state.token_cache,
     )
     app.add_middleware(AccessLogMiddleware)
     for _name, install in [*load_extensions(entry_point_plugins=entry_point_plugins), *extensions]:

@@ -83,7 +83,8 @@ class Principal:
         }
 
 
-def _bearer_token(header: str | None, *, allow_basic: bool) -> str:
+def bearer_token(header: str | None, *, allow_basic: bool = False) -> str:
+    """The token of an ``Authorization`` header value (Bearer, or Basic's password); 401 otherwise."""
     if not header:
         raise AuthenticationError("missing API token: send Authorization: Bearer <token>")
     scheme, _, value = header.strip().partition(" ")
@@ -102,7 +103,7 @@ def _bearer_token(header: str | None, *, allow_basic: bool) -> str:
 
 def principal_from_authorization(store: Store, header: str | None, *, allow_basic: bool = False) -> Principal:
     """Authenticate an ``Authorization`` header value against the token table (401 if it fails)."""
-    token = _bearer_token(header, allow_basic=allow_basic)
+    token = bearer_token(header, allow_basic=allow_basic)
     try:
         return Principal.from_token(verify_token(store, token))
     except InvalidTokenError as exc:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import getpass
 import ipaddress
+import json
 import logging
+import os
 import sys
 from datetime import timedelta
+from typing import Any
 
 import click
 
@@ -90,6 +93,23 @@ def _configure_logging(level: str) -> None:
     help="kind: screening policy of the LiteLLM guardrail route (default: warn only; docs/online.md).",
 )
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes sharing the port (uvicorn workers), each with its own connections and "
+    "event writer. More than 1 uses more cores: see docs/online.md.",
+)
+@click.option(
+    "--token-cache-s",
+    "token_cache_s",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0, 300),
+    help="Seconds a token verified on the screening routes (/v1/moderations, the LiteLLM guardrail) "
+    "is trusted without the database; a revocation takes effect there within this time (0: never cached).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -111,6 +131,8 @@ def serve_command(
     max_body_mb: int,
     auth_failure_limit: int,
     screening_policy: str | None,
+    workers: int,
+    token_cache_s: float,
     log_level: str,
 ) -> None:
     """Run the HTTP API (OpenAPI document at /api/v1/openapi.json).
@@ -127,35 +149,88 @@ def serve_command(
         )
     import uvicorn
 
+    config = {
+        "url": db_url or (ctx.obj.get("db_url") if ctx.obj else None),
+        "pool_size": pool_size,
+        "sink": sink,
+        "webhook_url": webhook_url,
+        "webhook_secret_env": webhook_secret_env,
+        "outbox": outbox,
+        "max_body_mb": max_body_mb,
+        "auth_failure_limit": auth_failure_limit,
+        "token_cache_s": token_cache_s,
+        "screening_policy": screening_policy,
+        "log_level": log_level,
+    }
+    # Build the app here even with --workers, so a bad URL, sink or policy fails before the server
+    # starts; this also opens (and migrates) the database once, before any worker opens it.
+    app = _build_app(config)
+    _configure_logging(log_level)
+    click.echo(
+        f"stormwatch API on http://{host}:{port}/api/v1"
+        + (f" ({workers} worker processes)" if workers > 1 else "")
+        + " (Ctrl-C to stop)",
+        err=True,
+    )
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "access_log": False,  # our access log names the token id and never the query string or headers
+        "log_level": log_level,
+        "server_header": False,
+        "proxy_headers": False,
+    }
+    if workers == 1:
+        uvicorn.run(app, **options)
+        return
+    app.state.store_pool.close()
+    # Each worker process builds its own app from this configuration (worker_app): its own store
+    # pool, its own event writer (durable before it answers, as with one process), its own token
+    # cache and failed-login throttle. SQLite in WAL mode with a busy timeout lets their writers
+    # take turns.
+    os.environ[_WORKER_CONFIG_ENV] = json.dumps(config)
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+
+
+_WORKER_CONFIG_ENV = "STORMWATCH_SERVE_WORKER_CONFIG"
+
+
+def _build_app(config: dict[str, Any]) -> Any:
+    """The app of ``stormwatch serve``, from its options (the database opened and migrated)."""
     from stormwatch.api.app import create_app
     from stormwatch.api.guard import RequestLimits
 
     action_sink = None
-    if sink is not None:
+    if config["sink"] is not None:
         from stormwatch.disrupt.sinks import make_sink
 
-        action_sink = make_sink(sink, webhook_url=webhook_url, secret_env=webhook_secret_env, outbox=outbox)
-    url = db_url or (ctx.obj.get("db_url") if ctx.obj else None)
-    limits = RequestLimits(max_body_bytes=max_body_mb * 1024 * 1024, auth_failure_limit=auth_failure_limit)
-    app = create_app(url, pool_size=pool_size, action_sink=action_sink, limits=limits)
-    if screening_policy is not None:
+        action_sink = make_sink(
+            config["sink"],
+            webhook_url=config["webhook_url"],
+            secret_env=config["webhook_secret_env"],
+            outbox=config["outbox"],
+        )
+    limits = RequestLimits(
+        max_body_bytes=config["max_body_mb"] * 1024 * 1024,
+        auth_failure_limit=config["auth_failure_limit"],
+        token_cache_ttl_s=config["token_cache_s"],
+    )
+    app = create_app(config["url"], pool_size=config["pool_size"], action_sink=action_sink, limits=limits)
+    if config["screening_policy"] is not None:
         from stormwatch.api.screening import load_screening_policy
 
-        app.state.screening_policy = load_screening_policy(screening_policy)
+        app.state.screening_policy = load_screening_policy(config["screening_policy"])
     # Open (and migrate) the database now, so a bad URL fails before the server starts.
     pool = app.state.store_pool
     pool.release(pool.acquire())
-    _configure_logging(log_level)
-    click.echo(f"stormwatch API on http://{host}:{port}/api/v1 (Ctrl-C to stop)", err=True)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        access_log=False,  # our access log names the token id and never the query string or headers
-        log_level=log_level,
-        server_header=False,
-        proxy_headers=False,
-    )
+    return app
+
+
+def worker_app() -> Any:
+    """The app of one ``stormwatch serve --workers N`` worker process (uvicorn calls it)."""
+    config = json.loads(os.environ[_WORKER_CONFIG_ENV])
+    _configure_logging(config["log_level"])
+    return _build_app(config)
 
 
 @click.group("token")
@@ -235,7 +310,12 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("token_id")
 @click.pass_context
 def token_revoke(ctx: click.Context, token_id: str) -> None:
-    """Revoke the token TOKEN_ID (its first 8 characters after sw_). Takes effect on the next request."""
+    """Revoke the token TOKEN_ID (its first 8 characters after sw_).
+
+    A running server refuses it on the next request, except on the screening routes
+    (/v1/moderations, the LiteLLM guardrail), which trust a verified token for `serve
+    --token-cache-s` seconds (5 by default): there it is refused within that time.
+    """
     from stormwatch.api.tokens import revoke_token
 
     with open_ctx_store(ctx) as store:

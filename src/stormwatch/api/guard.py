@@ -20,6 +20,15 @@ authentication (no handler reads its body; its body is still capped). Paths unde
 :class:`PathRule` prefix (``/taxii2``) get that rule's body limit, accept HTTP Basic with the
 token as the password, and get their errors as TAXII error resources.
 
+On the online screening routes (``RequestLimits.token_cache_paths``: ``POST /v1/moderations`` and
+the LiteLLM guardrail, called once per LLM request) a verified token is remembered for
+``token_cache_ttl_s`` seconds (:class:`TokenCache`, keyed by the token's SHA-256, never the token;
+at most ``token_cache_size`` entries), so those requests are authenticated on the event loop
+without a database round trip. A token revoked with ``stormwatch token revoke`` (another process)
+is refused there within that many seconds; one revoked through ``POST /api/v1/tokens/{id}/revoke``
+is forgotten at once by the process that revoked it; an expiring token is never remembered past its
+expiry. Every other route checks the token table on every request.
+
 The failure table is bounded: at most ``max_tracked_addresses`` addresses, least recently failed
 dropped first. Addresses are the TCP peer's (``stormwatch serve`` ignores ``X-Forwarded-For``), so
 behind a reverse proxy every client shares the proxy's address: limit there, or raise the limit.
@@ -27,11 +36,14 @@ behind a reverse proxy every client shares the proxy's address: limit there, or 
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -50,6 +62,7 @@ __all__ = [
     "GuardMiddleware",
     "PathRule",
     "RequestLimits",
+    "TokenCache",
 ]
 
 MiB = 1024 * 1024
@@ -58,6 +71,8 @@ DEFAULT_MAX_BODY_BYTES = 8 * MiB
 #: TAXII envelopes: the default ``max_content_length`` of an API root (stormwatch.intel.taxii.server)
 TAXII_MAX_BODY_BYTES = 64 * MiB
 TAXII_MEDIA_TYPE = "application/taxii+json;version=2.1"
+#: the online screening routes, called once per LLM request: their tokens are cached (TokenCache)
+SCREENING_PATHS = ("/v1/moderations", "/beta/litellm_basic_guardrail_api")
 
 
 class BodyTooLarge(HTTPException):
@@ -100,12 +115,18 @@ class RequestLimits:
             PathRule("/api/public/otel", DEFAULT_MAX_BODY_BYTES, allow_basic=True),
         )
     )
+    #: seconds a verified token is trusted without the database on ``token_cache_paths`` (0: never)
+    token_cache_ttl_s: float = 5.0
+    token_cache_size: int = 1024
+    token_cache_paths: tuple[str, ...] = SCREENING_PATHS
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1 or any(r.max_body_bytes < 1 for r in self.rules):
             raise ValueError("a body limit must be at least 1 byte")
         if self.auth_failure_limit < 0 or self.auth_failure_window_s <= 0 or self.max_tracked_addresses < 1:
             raise ValueError("auth_failure_limit >= 0, auth_failure_window_s > 0, max_tracked_addresses >= 1")
+        if self.token_cache_ttl_s < 0 or self.token_cache_size < 1:
+            raise ValueError("token_cache_ttl_s >= 0, token_cache_size >= 1")
 
     def rule_for(self, path: str) -> PathRule:
         for rule in self.rules:
@@ -165,6 +186,74 @@ class FailureLimiter:
             self._failures.popitem(last=False)
 
 
+class TokenCache:
+    """Tokens verified in the last ``ttl_s`` seconds: SHA-256 of the token -> (principal, deadline).
+
+    Bounded (``max_entries``, least recently used dropped first); an entry never outlives the
+    token's ``expires_at``. The key is the token's digest, so the token itself is never kept.
+    Thread-safe (the guard uses it from the event loop; the revoke route from a worker thread).
+    ``ttl_s = 0`` keeps nothing. ``clock`` is injectable for tests.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
+        if ttl_s < 0 or max_entries < 1:
+            raise ValueError("ttl_s >= 0 and max_entries >= 1")
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[bytes, tuple[Any, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def key(token: str) -> bytes:
+        return hashlib.sha256(token.encode("utf-8")).digest()
+
+    def get(self, key: bytes) -> Any:
+        """The principal remembered for ``key``, or ``None`` (unknown, or older than the TTL)."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                return None
+            if found[1] <= self.clock():
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return found[0]
+
+    def put(self, key: bytes, principal: Any, expires_at: str | None = None) -> None:
+        """Remember ``principal`` for ``ttl_s`` seconds, or until ``expires_at`` (ISO 8601) if sooner."""
+        if self.ttl_s <= 0:
+            return
+        now = self.clock()
+        deadline = now + self.ttl_s
+        if expires_at is not None:
+            try:
+                left = (datetime.fromisoformat(expires_at.replace("Z", "+00:00")) - datetime.now(UTC)).total_seconds()
+            except ValueError:
+                return
+            if left <= 0:
+                return
+            deadline = min(deadline, now + left)
+        with self._lock:
+            self._entries[key] = (principal, deadline)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def forget(self, token_id: str) -> None:
+        """Drop every entry of this token id (it was just revoked in this process)."""
+        with self._lock:
+            for key in [k for k, (p, _) in self._entries.items() if getattr(p, "token_id", None) == token_id]:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
 async def _no_body() -> Message:
     return {"type": "http.disconnect"}
 
@@ -182,7 +271,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class GuardMiddleware:
-    """See the module docstring. ``routes`` gives the app's routes (to tell 404/405 apart)."""
+    """See the module docstring. ``routes`` gives the app's routes (to tell 404/405 apart).
+
+    ``exact_routes``, if given, gives the ``(method, path)`` pairs of routes without path
+    parameters: a request with one of them matches a route without scanning them all (any other
+    request is matched against ``routes()`` as before). ``token_cache``: see :class:`TokenCache`
+    (default: one from ``limits``).
+    """
 
     def __init__(
         self,
@@ -192,16 +287,25 @@ class GuardMiddleware:
         store_pool: Any,
         limits: RequestLimits,
         limiter: FailureLimiter | None = None,
+        exact_routes: Callable[[], frozenset[tuple[str, str]]] | None = None,
+        token_cache: TokenCache | None = None,
     ) -> None:
         self.app = app
         self.routes = routes
+        self.exact_routes = exact_routes
         self.pool = store_pool
         self.limits = limits
         self.limiter = limiter or FailureLimiter(
             limits.auth_failure_limit, limits.auth_failure_window_s, limits.max_tracked_addresses
         )
+        self.token_cache = (
+            token_cache if token_cache is not None else TokenCache(limits.token_cache_ttl_s, limits.token_cache_size)
+        )
+        self._cached_paths = frozenset(limits.token_cache_paths) if self.token_cache.ttl_s > 0 else frozenset()
 
-    def _matches_a_route(self, scope: Scope) -> bool:
+    def _matches_a_route(self, scope: Scope, path: str) -> bool:
+        if self.exact_routes is not None and (scope["method"], path) in self.exact_routes():
+            return True
         for route in self.routes():
             match, _ = route.matches(scope)
             if match is Match.FULL:
@@ -216,6 +320,33 @@ class GuardMiddleware:
             return principal_from_authorization(store, header, allow_basic=allow_basic)
         finally:
             self.pool.release(store)
+
+    def _verify(self, token: str) -> tuple[Any, str | None]:
+        """The token's principal and expiry, from the token table (on a worker thread)."""
+        from stormwatch.api.auth import Principal
+        from stormwatch.api.tokens import InvalidTokenError, verify_token
+
+        store = self.pool.acquire()
+        try:
+            info = verify_token(store, token)
+        except InvalidTokenError as exc:
+            raise AuthenticationError(str(exc), invalid_token=True) from None
+        finally:
+            self.pool.release(store)
+        return Principal.from_token(info), info.expires_at
+
+    async def _principal(self, path: str, authorization: str | None, allow_basic: bool) -> Any:
+        if path not in self._cached_paths:
+            return await run_in_threadpool(self._authenticate, authorization, allow_basic)
+        from stormwatch.api.auth import bearer_token
+
+        token = bearer_token(authorization, allow_basic=allow_basic)  # 401 for a missing/odd header
+        key = self.token_cache.key(token)
+        principal = self.token_cache.get(key)
+        if principal is None:
+            principal, expires_at = await run_in_threadpool(self._verify, token)
+            self.token_cache.put(key, principal, expires_at)
+        return principal
 
     async def _answer(
         self, send: Send, rule: PathRule, status: int, message: str, headers: dict[str, str] | None = None
@@ -249,7 +380,7 @@ class GuardMiddleware:
             path = path[len(root_path) :] or "/"
         rule = self.limits.rule_for(path)
         state: dict[str, Any] = scope.setdefault("state", {})
-        if self._matches_a_route(scope):
+        if self._matches_a_route(scope, path):
             address = _client_address(scope)
             wait = self.limiter.retry_after(address)
             if wait is not None:
@@ -267,7 +398,7 @@ class GuardMiddleware:
                 api_key = _header(scope, b"x-api-key")
                 authorization = f"Bearer {api_key.strip()}" if api_key else None
             try:
-                state["principal"] = await run_in_threadpool(self._authenticate, authorization, rule.allow_basic)
+                state["principal"] = await self._principal(path, authorization, rule.allow_basic)
             except AuthenticationError as exc:
                 self.limiter.failed(address)
                 await self._answer(send, rule, exc.status, str(exc), dict(exc.headers or {}))

@@ -40,7 +40,7 @@ from stormwatch.api.auth import Principal, requires
 from stormwatch.api.errors import BadRequest
 from stormwatch.api.online import gate_for, writer_for
 from stormwatch.api.roles import INGEST, SCREEN
-from stormwatch.api.routes.moderations import _scorer, moderation_results
+from stormwatch.api.routes.moderations import score
 from stormwatch.api.screening import ScreeningPolicy, screening_policy_for
 from stormwatch.errors import RecordError
 from stormwatch.events import ROLES, Event, Rejected
@@ -212,13 +212,6 @@ def decide(
     return answer, verdict
 
 
-def _score(request: Request, texts: list[str]) -> tuple[Any, list[dict[str, Any]]]:
-    scorer = _scorer(request)
-    scores, cats, decisions = scorer.score(texts)
-    has_text = [bool(t.strip()) for t in texts]
-    return scorer, moderation_results(scores, cats, scorer, has_text=has_text, decisions=decisions)
-
-
 @router.post(
     PATH,
     summary="LiteLLM Generic Guardrail API: screen a request or response (analyst, admin; scope 'screen')",
@@ -234,7 +227,8 @@ async def litellm_guardrail(request: Request, principal: Principal = requires(SC
     results: list[dict[str, Any]] = []
     scorer = None
     if any(t.strip() for t in texts):
-        scorer, results = await run_in_threadpool(_score, request, texts)  # one hop: loading and scoring
+        # on the loop for short texts and the first tier, else one hop (moderations.score)
+        scorer, results = await score(request, texts, parts=True)
     answer, verdict = decide(
         policy, texts, input_type, results or [_empty() for _ in texts], scorer.threshold if scorer else 1.0
     )

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Body, FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 
 from stormwatch.api.auth import requires
 from stormwatch.api.errors import ApiError, BadRequest
@@ -41,7 +42,15 @@ from stormwatch.api.roles import SCREEN
 from stormwatch.errors import InputError
 from stormwatch.vocab import LLMT_IDS
 
-__all__ = ["MAX_INPUTS", "OPENAI_CATEGORIES", "DetectorUnavailable", "install", "moderation_results"]
+__all__ = [
+    "INLINE_CHARS",
+    "MAX_INPUTS",
+    "OPENAI_CATEGORIES",
+    "DetectorUnavailable",
+    "install",
+    "moderation_results",
+    "score",
+]
 
 router = APIRouter(tags=["moderations"])
 log = logging.getLogger(__name__)
@@ -66,6 +75,8 @@ OPENAI_CATEGORIES = (
 LLMT_CATEGORY = "illicit"
 #: most inputs in one request (a list of strings gives one result each)
 MAX_INPUTS = 2048
+#: texts of at most this many characters in all are scored on the event loop by the first tier
+INLINE_CHARS = 4096
 
 
 class DetectorUnavailable(ApiError):
@@ -81,6 +92,8 @@ class _Scorer:
     version: str
     threshold: float
     category_thresholds: dict[str, float]
+    #: the first tier alone: a short text costs ~10 us, less than a worker-thread hop (~80 us CPU)
+    inline: bool = False
 
     def score(self, texts: list[str]) -> tuple[list[float], list[list[float]], list[dict[str, Any] | None]]:
         """(scores, LLMT category scores, the cascade's decision or None) per text."""
@@ -118,7 +131,9 @@ def _scorer(request: Request) -> _Scorer:
                 ) from exc
             thr = settings.resolved_threshold(model.thresholds)
             cats = {c: settings.category_thresholds.get(c, thr) for c in LLMT_IDS}
-            found = _Scorer(model, str(model.version), thr, cats)
+            from stormwatch.detect.model import FirstTierModel
+
+            found = _Scorer(model, str(model.version), thr, cats, inline=isinstance(model, FirstTierModel))
             state.moderation_scorer = found
     return found
 
@@ -205,19 +220,38 @@ def moderation_results(
     summary="Screen text, OpenAI moderations wire format (analyst, admin; scope 'screen')",
     dependencies=[requires(SCREEN)],
 )
-def create_moderation(request: Request, body: Any = Body(...)) -> dict[str, Any]:
+async def create_moderation(request: Request, body: Any = Body(...)) -> dict[str, Any]:
+    # On the event loop but for one worker-thread hop (loading and scoring); the write is awaited
+    # without holding a thread, and the answer is serialised on the loop.
     texts, parts = _texts(body)
-    scorer = _scorer(request)
-    scores, cats, decisions = scorer.score(texts)
-    has_text = [bool(t.strip()) for t in texts] if parts else [True] * len(texts)
-    results = moderation_results(scores, cats, scorer, has_text=has_text, decisions=decisions)
+    scorer, results = await score(request, texts, parts=parts)
     modr_id = f"modr-{secrets.token_hex(12)}"
     # the call is a usage event too, committed before the answer (stormwatch.api.online)
     from stormwatch.api.online import MODERATIONS_RUN_ID, moderation_event, writer_for
 
     event = moderation_event(request, body, texts, results, modr_id, scorer.version)
-    writer_for(request.app.state).write_blocking([event], [], run_id=MODERATIONS_RUN_ID)
+    await writer_for(request.app.state).write([event], [], run_id=MODERATIONS_RUN_ID)
     return {"id": modr_id, "model": scorer.version, "results": results}
+
+
+def _score(request: Request, texts: list[str], parts: bool) -> tuple[_Scorer, list[dict[str, Any]]]:
+    scorer = _scorer(request)
+    scores, cats, decisions = scorer.score(texts)
+    has_text = [bool(t.strip()) for t in texts] if parts else [True] * len(texts)
+    return scorer, moderation_results(scores, cats, scorer, has_text=has_text, decisions=decisions)
+
+
+async def score(request: Request, texts: list[str], *, parts: bool) -> tuple[_Scorer, list[dict[str, Any]]]:
+    """The detectors' results for ``texts`` (``parts``: an empty text is not flagged).
+
+    Scored on the event loop when that is cheaper than a worker thread: the detectors are loaded
+    and are the first tier alone, and the texts are short (at most :data:`INLINE_CHARS` in all).
+    Otherwise on a worker thread: loading the detectors, the encoder, long or many texts.
+    """
+    loaded: _Scorer | None = getattr(request.app.state, "moderation_scorer", None)
+    if loaded is not None and loaded.inline and sum(map(len, texts)) <= INLINE_CHARS:
+        return _score(request, texts, parts)
+    return await run_in_threadpool(_score, request, texts, parts)
 
 
 def install(app: FastAPI) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from stormwatch.api.auth import Principal, requires
@@ -50,9 +50,16 @@ def post_token(
 
 @router.post("/{token_id}/revoke", summary="Revoke a token")
 def post_revoke(
-    token_id: str, store: Store = Depends(get_store), principal: Principal = requires(TOKENS_MANAGE)
+    request: Request,
+    token_id: str,
+    store: Store = Depends(get_store),
+    principal: Principal = requires(TOKENS_MANAGE),
 ) -> dict[str, Any]:
-    return revoke_token(store, token_id, by=principal.actor).to_dict()
+    revoked = revoke_token(store, token_id, by=principal.actor).to_dict()
+    cache = getattr(request.app.state, "token_cache", None)
+    if cache is not None:  # this process trusts it no longer (stormwatch.api.guard.TokenCache)
+        cache.forget(token_id)
+    return revoked
 
 
 def install(app: FastAPI) -> None:
