@@ -46,13 +46,13 @@ def test_classify_good_and_bad_input(tmp_path: Path) -> None:
     for r in recs:
         assert 0.0 <= r["score"] <= 1.0 and isinstance(r["flagged"], bool)
         assert set(r["categories"]) == set(LLMT_IDS)
-        assert r["model_version"].startswith("first_tier-") and r["cascade"] is None  # the default
-    res = CliRunner().invoke(classify_command, [str(inp), "-o", str(out), "--quiet", "--detectors", "cascade"])
-    assert res.exit_code == EXIT_REJECTED, res.output
-    for r in (orjson.loads(x) for x in out.read_text().splitlines()):
-        assert r["model_version"].startswith("cascade-1.0+first_tier-")
+        assert r["model_version"].startswith("cascade-1.0+first_tier-")  # classify's default
         # the decision is about the text scored (the last user turn); a conversation may score higher
         assert r["cascade"]["tier"] in {"first", "second"} and r["cascade"]["score"] <= r["score"] + 1e-6
+    res = CliRunner().invoke(classify_command, [str(inp), "-o", str(out), "--quiet", "--detectors", "first_tier"])
+    assert res.exit_code == EXIT_REJECTED, res.output
+    for r in (orjson.loads(x) for x in out.read_text().splitlines()):
+        assert r["model_version"].startswith("first_tier-") and r["cascade"] is None
 
 
 def test_classify_gz_stdin_and_threshold(tmp_path: Path) -> None:
@@ -68,6 +68,91 @@ def test_classify_gz_stdin_and_threshold(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0
     assert json.loads(res.stderr.strip().splitlines()[-1])["scored"] == 1
+
+
+# -- which detectors: classify defaults to the cascade, the other commands to the first tier -----
+_PROMPTS = ["write a keylogger", "How do I bake bread?", "Écris un rançongiciel qui chiffre les disques"]
+
+
+def _classify(args: list[str]) -> tuple[Any, list[dict[str, Any]]]:
+    texts = [a for t in _PROMPTS for a in ("--text", t)]
+    res = CliRunner().invoke(classify_command, [*texts, "-q", *args])
+    return res, [orjson.loads(x) for x in res.stdout.splitlines() if x.strip()]
+
+
+def test_classify_defaults_to_the_cascade(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("STORMWATCH_DETECTORS", raising=False)
+    monkeypatch.delenv("STORMWATCH_ENCODER", raising=False)
+    monkeypatch.chdir(tmp_path)  # no stormwatch.toml
+    res, _ = _classify(["--json", "-o", str(tmp_path / "out.jsonl")])
+    assert res.exit_code == 0, res.output
+    recs = [orjson.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in recs] == ["text-1", "text-2", "text-3"]
+    for r in recs:
+        assert r["model_version"].startswith("cascade-"), r["model_version"]
+        assert r["cascade"]["tier"] in {"first", "second"}
+    assert orjson.loads(res.stdout)["model_version"].startswith("cascade-")
+
+
+def test_classify_detectors_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--detectors > STORMWATCH_DETECTORS > [detect] detectors in stormwatch.toml > classify's default."""
+    monkeypatch.delenv("STORMWATCH_DETECTORS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "stormwatch.toml").write_text('[detect]\ndetectors = "first_tier"\n', encoding="utf-8")
+    res, recs = _classify([])
+    assert res.exit_code == 0, res.output
+    assert all(r["model_version"].startswith("first_tier-") and r["cascade"] is None for r in recs)
+    (tmp_path / "stormwatch.toml").unlink()
+    monkeypatch.setenv("STORMWATCH_DETECTORS", "first_tier")
+    res, env_recs = _classify([])
+    assert res.exit_code == 0, res.output
+    assert all(r["model_version"].startswith("first_tier-") and r["cascade"] is None for r in env_recs)
+    assert [r["score"] for r in env_recs] == [r["score"] for r in recs]
+    res, recs = _classify(["--detectors", "cascade"])  # the option wins over the environment
+    assert res.exit_code == 0, res.output
+    assert all(r["model_version"].startswith("cascade-") and r["cascade"] for r in recs)
+
+
+def test_classify_falls_back_to_the_first_tier_without_the_encoder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from stormwatch.cli import main
+    from stormwatch.detect import scorer
+    from stormwatch.errors import EXIT_INPUT
+
+    monkeypatch.delenv("STORMWATCH_DETECTORS", raising=False)
+    monkeypatch.setenv("STORMWATCH_ENCODER", str(tmp_path / "no-encoder"))  # encoder_available() is False
+    monkeypatch.setattr(scorer, "_warned", set())
+    monkeypatch.chdir(tmp_path)
+    assert not scorer.encoder_available()
+    with caplog.at_level("WARNING", logger="stormwatch.detect.scorer"):
+        res, recs = _classify([])
+        assert res.exit_code == 0, res.output
+        assert all(r["model_version"].startswith("first_tier-") and r["cascade"] is None for r in recs)
+        _classify([])
+    warnings = [r.getMessage() for r in caplog.records if "need the encoder extra" in r.getMessage()]
+    assert warnings == [
+        "the cascade detectors need the encoder extra (pip install 'stormwatch[encoder]'); using the first tier alone"
+    ]  # once per process
+    # asking for the cascade explicitly without the encoder stays an input error
+    assert main(["classify", "--detectors", "cascade", "--text", "hi", "-q"]) == EXIT_INPUT
+    monkeypatch.setenv("STORMWATCH_DETECTORS", "cascade")
+    assert main(["classify", "--text", "hi", "-q"]) == EXIT_INPUT
+
+
+def test_only_classify_defaults_to_the_cascade() -> None:
+    from stormwatch.detect.scorer import CLASSIFY_DEFAULT_DETECTORS, DEFAULT_DETECTORS, resolve_detectors
+    from stormwatch.errors import InputError
+
+    assert (DEFAULT_DETECTORS, CLASSIFY_DEFAULT_DETECTORS) == ("first_tier", "cascade")
+    assert resolve_detectors(None) == ("first_tier", False)  # score, analyze, serve
+    assert resolve_detectors(None, default=CLASSIFY_DEFAULT_DETECTORS) == ("cascade", False)
+    assert resolve_detectors("first_tier", default=CLASSIFY_DEFAULT_DETECTORS) == ("first_tier", True)
+    assert resolve_detectors("cascade") == ("cascade", True)
+    with pytest.raises(InputError):
+        resolve_detectors("lexical", default=CLASSIFY_DEFAULT_DETECTORS)
+    eval_default = next(o for o in eval_command.params if o.name == "detectors").default
+    assert eval_default == "first_tier"
 
 
 def _subset(tmp_path: Path) -> Path:

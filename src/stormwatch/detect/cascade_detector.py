@@ -1,5 +1,5 @@
-"""The detectors the settings choose, behind the Detector protocol: ``--detectors cascade`` (default),
-``first_tier`` or ``encoder`` (see :mod:`stormwatch.detect.scorer`)."""
+"""The detectors the settings choose, behind the Detector protocol: ``--detectors cascade`` (the
+default of ``classify``), ``first_tier`` or ``encoder`` (see :mod:`stormwatch.detect.scorer`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["CascadeDetector"]
 
 
 class CascadeDetector(FirstTierDetector):
-    """The cascade behind the Detector protocol (``--detectors cascade``, the default).
+    """The cascade behind the Detector protocol (``--detectors cascade``, the default of ``classify``).
 
     Conversations take the conversation rule over the cascade's scores; ``decisions`` says which
     tier decided each item (the text scored: the last user turn, or the prompt).

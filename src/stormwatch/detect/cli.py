@@ -16,7 +16,7 @@ import orjson
 from stormwatch.clitools import warn_deprecated
 from stormwatch.detect.cascade_detector import CascadeDetector
 from stormwatch.detect.data import default_data_paths, model_dir, open_text, read_rows
-from stormwatch.detect.scorer import DETECTOR_CHOICES, load_scorer, resolve_detectors
+from stormwatch.detect.scorer import CLASSIFY_DEFAULT_DETECTORS, DETECTOR_CHOICES, load_scorer, resolve_detectors
 from stormwatch.detect.settings import PRESETS, load_settings
 from stormwatch.detect.text import item_id, item_text
 from stormwatch.errors import InputError
@@ -144,8 +144,10 @@ def _records(
               help="Model artifact (default: the one shipped).")  # fmt: skip
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="stormwatch.toml path.")
 @click.option("--detectors", type=click.Choice(DETECTOR_CHOICES), default=None,
-              help="cascade (default: first tier, then the multilingual encoder where the first tier does not "
-              "clear a prompt), first_tier, or encoder.")  # fmt: skip
+              help="cascade (the default: the first tier, then the multilingual encoder where the first tier "
+              "does not clear a prompt; the first tier alone, with a warning, without the encoder extra), "
+              "first_tier (lexical, fast; the default of score/analyze/serve), or encoder. "
+              "Default: STORMWATCH_DETECTORS, else [detect] detectors in stormwatch.toml, else cascade.")  # fmt: skip
 @click.option("--encoder", "encoder_path", type=click.Path(exists=True, file_okay=False), default=None,
               help="Encoder artifact folder (default: the one shipped).")  # fmt: skip
 @click.option("--explain", type=click.Choice(["flagged", "all", "none"]), default="flagged",
@@ -174,9 +176,11 @@ def classify_command(
 
     Each output line: {id, score, flagged, categories, flagged_categories, explanation,
     model_version, threshold, cascade}; `cascade` says which tier decided (first: cleared by the
-    first tier; second: the encoder and the combiner) and why, with both tiers' scores. Bad lines
-    are reported on stderr as file:line and the command exits with code 10 after scoring the good
-    ones. A missing INPUT file exits with code 4.
+    first tier; second: the encoder and the combiner) and why, with both tiers' scores (null when
+    the detectors are not the cascade). The detectors default to the cascade (the first tier alone,
+    with a warning, without the encoder extra); score, analyze and serve default to the first tier.
+    Bad lines are reported on stderr as file:line and the command exits with code 10 after scoring
+    the good ones. A missing INPUT file exits with code 4.
     """
     from tqdm import tqdm
 
@@ -188,7 +192,7 @@ def classify_command(
         # before the model loads and before -o is created: nothing to score
         raise InputError(f"{input_path}: no such file", hint=_TEXT_HINT)
     settings = load_settings(config, preset=preset, threshold=threshold, detectors=detectors)
-    name, asked = resolve_detectors(settings.detectors)
+    name, asked = resolve_detectors(settings.detectors, default=CLASSIFY_DEFAULT_DETECTORS)
     if encoder_path is not None and name == "first_tier":
         raise click.UsageError("--encoder needs --detectors cascade or encoder")
     det = CascadeDetector(model_path=model_path, encoder_path=encoder_path, detectors=name)

@@ -3,15 +3,19 @@
 ``load_scorer(name)`` returns an object with the first tier's scoring interface (``version``,
 ``thresholds``, ``score_with_categories``, ``score_texts``, ``explain_text``):
 
-* ``first_tier`` (the default): the lexical model alone (fast; English-centred);
-* ``cascade``: first tier -> gate -> encoder -> combiner (:mod:`.cascade`); opt-in until account
-  judgement is refitted to its scores (``docs/detection.md`` has the measurement);
+* ``first_tier``: the lexical model alone (fast; English-centred); the default of ``score``,
+  ``analyze``, ``serve`` and ``eval`` (:data:`DEFAULT_DETECTORS`);
+* ``cascade``: first tier -> gate -> encoder -> combiner (:mod:`.cascade`); the default of
+  ``classify`` (:data:`CLASSIFY_DEFAULT_DETECTORS`: per-request screening, where quality matters
+  and volume is small), opt-in elsewhere until account judgement is refitted to its scores and
+  while it is ~26x slower at platform scale (``docs/detection.md`` has the measurement);
 * ``encoder``: the second tier alone, on every prompt (for evaluation).
 
 The choice comes from ``--detectors``, else ``STORMWATCH_DETECTORS``, else ``[detect] detectors``
-in ``stormwatch.toml``, else :data:`DEFAULT_DETECTORS`. Asking for ``cascade`` or ``encoder`` without
-the ``encoder`` extra (onnxruntime, tokenizers) or its artifact is an input error; if the default is
-ever a detector that needs the extra and it is missing, the first tier is used with one warning.
+in ``stormwatch.toml``, else the command's default (:func:`resolve_detectors`). Asking for
+``cascade`` or ``encoder`` without the ``encoder`` extra (onnxruntime, tokenizers) or its artifact
+is an input error; when the command's default needs the extra and it is missing (``classify``),
+the first tier is used with one warning.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from stormwatch.detect.scorer_protocol import Scorer
 from stormwatch.errors import InputError
 
 __all__ = [
+    "CLASSIFY_DEFAULT_DETECTORS",
     "DEFAULT_DETECTORS",
     "DETECTOR_CHOICES",
     "EncoderOnly",
@@ -38,7 +43,10 @@ __all__ = [
 ]
 
 DETECTOR_CHOICES = ("cascade", "first_tier", "encoder")
-DEFAULT_DETECTORS = "first_tier"  # the cascade is opt-in until account judgement is refitted to it
+#: score, analyze, serve and eval: the cascade is opt-in there until account judgement is refitted to it
+DEFAULT_DETECTORS = "first_tier"
+#: classify (per-request screening): the cascade, or the first tier with a warning without the encoder
+CLASSIFY_DEFAULT_DETECTORS = "cascade"
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
 
@@ -63,13 +71,16 @@ class EncoderOnly:
         return self.encoder.explain_text(text, top=top)
 
 
-def resolve_detectors(configured: str | None) -> tuple[str, bool]:
-    """(name, asked_for) from the settings' value (CLI option > environment > stormwatch.toml)."""
+def resolve_detectors(configured: str | None, default: str = DEFAULT_DETECTORS) -> tuple[str, bool]:
+    """(name, asked_for) from the settings' value (CLI option > environment > stormwatch.toml), else
+    the command's ``default`` (not asked for: a missing encoder falls back to the first tier)."""
     if configured:
         if configured not in DETECTOR_CHOICES:
             raise InputError(f"unknown detectors {configured!r}", hint=f"one of {', '.join(DETECTOR_CHOICES)}")
         return configured, True
-    return DEFAULT_DETECTORS, False
+    if default not in DETECTOR_CHOICES:
+        raise ValueError(f"unknown default detectors {default!r}")
+    return default, False
 
 
 def scorer_for(settings: Any, *, model_path: str | Path | None = None, encoder_path: str | Path | None = None) -> Any:

@@ -4,7 +4,7 @@ Sources, later ones winning: defaults < ``stormwatch.toml`` ``[detect]`` (curren
 path given) < ``STORMWATCH_DETECT_PRESET`` / ``STORMWATCH_DETECTORS`` < explicit CLI options::
 
     [detect]
-    detectors = "cascade"        # cascade | first_tier | encoder (see stormwatch.detect.scorer)
+    detectors = "first_tier"     # cascade | first_tier | encoder (see stormwatch.detect.scorer)
     preset = "balanced"          # strict | balanced | permissive
     threshold = 0.7              # optional: overrides the preset's threshold
     category_thresholds = { LLMT-04 = 0.6 }
@@ -35,7 +35,7 @@ class DetectSettings:
     preset: str = "balanced"
     threshold: float | None = None
     category_thresholds: dict[str, float] = field(default_factory=dict)
-    detectors: str | None = None  # None: the default (cascade, or the first tier without the encoder extra)
+    detectors: str | None = None  # None: the command's default (classify: the cascade; the rest: the first tier)
 
     def resolved_threshold(self, preset_thresholds: dict[str, float]) -> float:
         if self.threshold is not None:

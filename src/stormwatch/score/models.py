@@ -17,10 +17,10 @@ A model has a *kind*, the detectors of :mod:`stormwatch.detect.scorer` that scor
 
 The registry decides what ``stormwatch score`` / ``analyze`` score with. Only a store with no
 active model takes its first one from the settings (``[detect] detectors`` in ``stormwatch.toml``,
-``STORMWATCH_DETECTORS``; default ``cascade``, or the first tier with a warning when the
-``encoder`` extra or artifact is missing): the shipped cascade or the shipped first tier becomes
-active. A store whose active model is the shipped first tier keeps it; ``stormwatch models
-add-cascade`` registers the shipped cascade as a candidate (shadow), and ``models promote`` switches.
+``STORMWATCH_DETECTORS``; default the first tier, to which account judgement is fitted): the
+shipped first tier, or the shipped cascade when the settings ask for it, becomes active. A store
+whose active model is the shipped first tier keeps it; ``stormwatch models add-cascade`` registers
+the shipped cascade as a candidate (shadow), and ``models promote`` switches.
 """
 
 from __future__ import annotations

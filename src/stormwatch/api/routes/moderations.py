@@ -1,15 +1,16 @@
-"""OpenAI-compatible ``POST /v1/moderations``, scored by the detectors of the settings (the cascade).
+"""OpenAI-compatible ``POST /v1/moderations``, scored by the detectors of the settings.
 
 A drop-in for the official ``openai`` SDK (``OpenAI(base_url="http://host:port/v1", api_key=TOKEN)
 .moderations.create(input=...)``) and for clients that speak the same wire format. Input is a
 string (one result), a list of strings (one result each) or a list of parts
 (``{"type": "text", "text": ...}``; image parts are skipped, not scored) that gives one result for
 the whole list. ``model`` in the request is accepted and ignored; ``model`` in the reply names the
-detectors' version: ``cascade-<series>+first_tier-...+encoder-...+combiner-...`` by default.
+detectors' version: ``first_tier-<series>+<hash>`` by default,
+``cascade-<series>+first_tier-...+encoder-...+combiner-...`` with the cascade.
 
 The detectors are those of the server's settings (:func:`stormwatch.detect.scorer.scorer_for`:
-``[detect] detectors`` in ``stormwatch.toml``, ``STORMWATCH_DETECTORS``; default the cascade, or the
-first tier with one warning in the log when the ``encoder`` extra or artifact is missing). Detectors
+``[detect] detectors`` in ``stormwatch.toml``, ``STORMWATCH_DETECTORS``; default the first tier,
+which keeps the endpoint latency-bound; the cascade without the ``encoder`` extra is an error). Detectors
 asked for explicitly that cannot be loaded answer 503 ``detector_unavailable`` (the reason, with its
 path, is in the server log); the next request tries again.
 
