@@ -7,8 +7,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from stormwatch import columnar, events
 from stormwatch.store import open_store
 from stormwatch.store import sql as store_sql
@@ -43,7 +41,6 @@ def test_the_store_table_has_the_event_columns(tmp_path: Path) -> None:
 
 
 def test_the_arrow_schema_is_seq_then_the_event_columns_then_day() -> None:
-    pytest.importorskip("pyarrow")
     names = columnar.event_schema().names
     assert names == list(columnar.EVENT_FIELDS)
     assert names[0] == "seq" and names[-1] == "day"
