@@ -79,10 +79,12 @@ def test_otel_sdk_protobuf_exporter(live: Live, gzip: bool) -> None:
             "gen_ai.output.messages", json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "no"}]}])
         )
         ids = span.get_span_context()
-    with tracer.start_as_current_span("GET /health"):  # not GenAI: skipped, not quarantined
-        pass
+    with tracer.start_as_current_span("GET /health") as health:  # not GenAI: skipped, not quarantined
+        other = health.get_span_context()
     provider.shutdown()
     event = _event(live, f"{ids.trace_id:032x}:{ids.span_id:016x}")
+    assert _event(live, f"{other.trace_id:032x}:{other.span_id:016x}") is None
+    assert not [q for q in _quarantine(live) if f"span={other.span_id:016x}" in q.source]
     assert event is not None, "the span was not stored"
     assert event.account_id == "support-bot"  # no account.id / user.id: the service is the account
     assert (event.org_id, event.end_user_id, event.ip, event.conversation_id) == (
