@@ -415,8 +415,28 @@ def cmd_challenge(ns: argparse.Namespace) -> dict[str, Any]:
             sign = ">=" if kind == "min" else "<="
             det["checks"][check] = {"pct": value, "n": int(m.sum()), "target": f"{sign} {target:g}%", "pass": ok}
         out[name] = det
+    out["cascade_presets"] = _preset_table(rows, y, scores, cascade.thresholds)
     out["command"] = _command(ns)
     out["machine"] = _machine()
+    return out
+
+
+def _preset_table(
+    rows: list[dict[str, Any]], y: np.ndarray[Any, Any], s: np.ndarray[Any, Any], thresholds: dict[str, float]
+) -> dict[str, Any]:
+    """The cascade's checks at every preset, and at the line that flags 2 % of defenders' questions
+    (what the ranking alone allows, whatever the presets' calibration)."""
+    lines = {k: float(v) for k, v in sorted(thresholds.items(), key=lambda kv: kv[1])}
+    defenders = s[_select(rows, "set:defender_questions") & (y == 0)]
+    if len(defenders):
+        lines["defenders_2pct"] = float(np.quantile(defenders, 0.98, method="higher")) + 1e-9
+    out: dict[str, Any] = {}
+    for name, thr in lines.items():
+        row: dict[str, Any] = {"threshold": round(thr, 6)}
+        for check, spec, label, _kind, _target in CHECKS:
+            m = _select(rows, spec) & (y == label)
+            row[check] = round(100 * float((s[m] >= thr).mean()), 2) if m.any() else None
+        out[name] = row
     return out
 
 
@@ -457,6 +477,14 @@ def markdown(res: dict[str, Any]) -> str:
             c = res[d]["checks"][check]
             cells.append("–" if c["pct"] is None else f"{c['pct']:.1f}% {'✓' if c['pass'] else '✗'} (n={c['n']})")
         lines.append(f"| {check} | {res['cascade']['checks'][check]['target']} | " + " | ".join(cells) + " |")
+    presets = res.get("cascade_presets") or {}
+    if presets:
+        checks = [c for c, *_ in CHECKS]
+        lines += ["", "Cascade at each preset (% flagged):", "", "| line | threshold | " + " | ".join(checks) + " |"]
+        lines.append("|---|---|" + "---|" * len(checks))
+        for name, row in presets.items():
+            pcts = " | ".join(_pct(row[c]) for c in checks)
+            lines.append(f"| {name} | {row['threshold']:.3f} | {pcts} |")
     return "\n".join(lines)
 
 

@@ -142,7 +142,16 @@ def test_challenge(tmp_path: Path) -> None:
         pct = body["by_set"]["terse_operator"]["flagged_malicious_pct"]
         assert checks["terse_asks_flagged"]["pct"] == pct
     assert 0 <= res["cascade_routed_share_by_set"]["lang_ru"] <= 1
+    presets = res["cascade_presets"]
+    assert {"strict", "balanced", "permissive", "defenders_2pct"} <= set(presets)
+    assert presets["balanced"]["terse_asks_flagged"] == res["cascade"]["checks"]["terse_asks_flagged"]["pct"]
+    # the line at 2 % of defenders' questions flags at most that share of them (one question here: none)
+    assert presets["defenders_2pct"]["defender_questions_flagged"] == 0.0
+    ordered = sorted(presets.values(), key=lambda r: r["threshold"])
+    flagged = [r["terse_asks_flagged"] for r in ordered]
+    assert flagged == sorted(flagged, reverse=True)  # a higher line never flags more
     md = _run(*args, "--markdown").stdout
+    assert "| defenders_2pct | " in md
     assert "| set | n (mal/ben) | cascade | first_tier | encoder |" in md
     assert "| lang_ru | 2 (1/1) |" in md
     assert "| terse_asks_flagged | >= 90% |" in md
