@@ -26,6 +26,11 @@ _DETECTION_COLUMNS = (
 _MODEL_COLUMNS = "name, version, kind, status, metadata, created_at, updated_at"
 
 
+#: a detection in column order: (event_id, model_version, account_id, conversation_id, ts, score,
+#: flagged 0/1, top_ttp, categories JSON, explanation JSON or None, scored_at)
+DetectionRow = tuple[str, str, str, str | None, str, float, int, str | None, str, str | None, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Detection:
     """One event's score by one model version."""
@@ -98,14 +103,7 @@ class DetectionsRepo(Repository):
     # -- detections ----------------------------------------------------------------------------
     def insert(self, rows: Sequence[Detection]) -> int:
         """Store detections not stored yet (by event and model version); does not commit."""
-        if not rows:
-            return 0
-        sql = self._db._sql(
-            f"INSERT INTO detections ({_DETECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (event_id, model_version) DO NOTHING"
-        )
-        return self._db._executemany(
-            sql,
+        return self.insert_rows(
             [
                 (
                     d.event_id,
@@ -121,8 +119,19 @@ class DetectionsRepo(Repository):
                     d.scored_at,
                 )
                 for d in rows
-            ],
+            ]
         )
+
+    def insert_rows(self, rows: Sequence[DetectionRow]) -> int:
+        """:meth:`insert` for rows already in column order (``DetectionRow``; the scoring stage's
+        bulk path, which skips building a record per event); does not commit."""
+        if not rows:
+            return 0
+        sql = self._db._sql(
+            f"INSERT INTO detections ({_DETECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (event_id, model_version) DO NOTHING"
+        )
+        return self._db._executemany(sql, rows)
 
     def get(self, event_id: str, model_version: str) -> Detection | None:
         rows = self._q(

@@ -48,16 +48,7 @@ class EventsRepo(Repository):
 
     def scoring_batches(self, after: int, batch: int) -> Iterator[list[ScoringInput]]:
         """Events after ``after`` in seq order, ``batch`` at a time."""
-        if batch < 1:
-            raise StoreError(f"batch must be at least 1, got {batch}")
-        sql = (
-            "SELECT seq, event_id, account_id, conversation_id, ts, messages, prompt, refused FROM events "
-            "WHERE seq > ? ORDER BY seq LIMIT ?"
-        )
-        while True:
-            rows = self._q(sql, (after, batch))
-            if not rows:
-                return
+        for rows in self.scoring_rows(after, batch):
             yield [
                 ScoringInput(
                     int(r[0]),
@@ -71,4 +62,20 @@ class EventsRepo(Repository):
                 )
                 for r in rows
             ]
+
+    def scoring_rows(self, after: int, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+        """:meth:`scoring_batches` as the stored rows: ``(seq, event_id, account_id, conversation_id,
+        ts, messages JSON text, prompt, refused 0/1/None)`` (the scoring stage decodes the messages in
+        its worker processes)."""
+        if batch < 1:
+            raise StoreError(f"batch must be at least 1, got {batch}")
+        sql = (
+            "SELECT seq, event_id, account_id, conversation_id, ts, messages, prompt, refused FROM events "
+            "WHERE seq > ? ORDER BY seq LIMIT ?"
+        )
+        while True:
+            rows = self._q(sql, (after, batch))
+            if not rows:
+                return
+            yield rows
             after = int(rows[-1][0])
