@@ -430,3 +430,71 @@ def test_a_stored_result_changed_behind_its_back_gets_a_full_run(platform: Path,
     s = _run(url, score=False)
     assert (s.mode, s.full_reason, s.accounts) == ("full", "stored result changed", 160)
     assert _run(url, score=False).mode == "incremental"
+
+
+def _features(url: str) -> tuple[list[Any], list[Any]]:
+    store = open_store(url)
+    try:
+        q = store._query  # type: ignore[attr-defined]
+        feats = sorted(
+            q(
+                "SELECT account_id, n_events, first_ts, last_ts, n_high, max_score, content_score, ttp_breadth,"
+                " home_utc_offset, refusals, rephrases, features FROM account_features"
+            )
+        )
+        attrs = sorted(q("SELECT account_id, kind, value, n, first_ts, last_ts FROM account_attributes"))
+    finally:
+        store.close()
+    return feats, attrs
+
+
+def test_features_in_worker_processes_equal_one_process(
+    platform: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    """Features computed by several worker processes (each a share of the accounts, its own
+    connection, on each backend) are the rows one process computes, on the full and on the
+    incremental path, and the judgements that follow are the same."""
+    from stormwatch.analyze import stages
+
+    parallel_runs: list[int] = []
+    real = stages._features_parallel
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        parallel_runs.append(args[3])  # the worker count
+        return real(*args, **kw)
+
+    monkeypatch.setattr(stages, "_features_parallel", counted)
+    batches = _split(platform / "events.jsonl", tmp_path, [0.97])
+    urls = {}
+    for workers in ("1", "3"):
+        monkeypatch.setenv("STORMWATCH_ANALYZE_WORKERS", workers)
+        monkeypatch.setattr(stages, "PARALLEL_MIN_EVENTS", 0)
+        # the worker processes open the store by its URL: SQLite and the real PostgreSQL
+        url = urls[workers] = f"sqlite:///{tmp_path / 'w1.db'}" if workers == "1" else db_url
+        for k, batch in enumerate(batches):
+            args = ["--db", url, "ingest", str(batch), "-q"]
+            assert main(args + (["--accounts", str(platform / "accounts.jsonl")] if k == 0 else [])) == 0
+            s = _run(url)
+            assert s.mode == ("full" if k == 0 else "incremental")
+            assert s.accounts_recomputed > 0 and s.events_scanned > 0
+    assert parallel_runs == [3, 3]  # workers=1 stays in this process; workers=3: both runs in workers
+    assert _features(urls["1"]) == _features(urls["3"])
+    _assert_same(_snapshot(urls["3"]), _snapshot(urls["1"]))
+
+
+def test_feature_workers_stay_in_process_for_memory_stores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stormwatch.analyze import stages
+
+    monkeypatch.setenv("STORMWATCH_ANALYZE_WORKERS", "4")
+    store = open_store("sqlite:///:memory:")
+    try:
+        assert stages.feature_workers(store, None, 10**7, 1) == 1  # another process cannot open it
+    finally:
+        store.close()
+    monkeypatch.setenv("STORMWATCH_ANALYZE_WORKERS", "lots")
+    monkeypatch.setattr(stages, "PARALLEL_MIN_EVENTS", 0)
+
+    class _Url:
+        url = "sqlite:////tmp/x.db"
+
+    assert stages.feature_workers(_Url(), None, 10, 1) >= 1  # type: ignore[arg-type]  # a bad value: the default

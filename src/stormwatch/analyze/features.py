@@ -70,17 +70,21 @@ def _conversation_signals(a: dict[str, Arr], n_acc: int) -> tuple[Arr, Arr, list
     follow &= np.maximum(s[:-1], s[1:]) >= P.REPHRASE_MIN_SCORE
     idx = np.flatnonzero(follow)
     np.add.at(rephr, acc[idx + 1], 1)
-    for i in idx[:5000]:
-        if len(r_rows[acc[i + 1]]) < 6:
-            r_rows[acc[i + 1]] += [int(order[i]), int(order[i + 1])]
+    # evidence rows: the first three pairs of each account (a per-account cap, so the rows do not
+    # depend on which other accounts were scanned with it)
+    for i in idx.tolist():
+        rows = r_rows[acc[i + 1]]
+        if len(rows) < 6:
+            rows += [int(order[i]), int(order[i + 1])]
     starts, ends = _group_bounds(conv)
     long = (ends - starts) >= 2
     st, en = starts[long], ends[long] - 1
     up = (s[en] - s[st] >= P.ESCALATION_DELTA) & (s[en] >= P.ESCALATION_MIN)
     np.add.at(escal, acc[st[up]], 1)
-    for i, j in zip(st[up][:5000], en[up][:5000], strict=True):
-        if len(e_rows[acc[i]]) < 6:
-            e_rows[acc[i]] += [int(order[i]), int(order[j])]
+    for i, j in zip(st[up].tolist(), en[up].tolist(), strict=True):
+        rows = e_rows[acc[i]]
+        if len(rows) < 6:
+            rows += [int(order[i]), int(order[j])]
     return rephr, escal, r_rows, e_rows
 
 

@@ -92,13 +92,20 @@ def profile_for(name: str | None, aliases: list[str], attack_ids: list[str]) -> 
     return None
 
 
-def _office_share(hours48: Arr, offset: float) -> float:
+@cache
+def _office_window(shift: int) -> Arr:
+    """The office-hours window (48 half-hour UTC bins) of a UTC offset of ``shift`` half hours."""
     lo, hi = int(OFFICE_HOURS[0] * 2), int(OFFICE_HOURS[1] * 2)
     window = np.zeros(48)
     window[lo:hi] = 1.0
-    shifted = np.roll(window, -round(offset * 2))
+    shifted: Arr = np.roll(window, -shift)
+    shifted.flags.writeable = False  # shared by every call
+    return shifted
+
+
+def _office_share(hours48: Arr, offset: float) -> float:
     total = float(hours48.sum())
-    return float(hours48 @ shifted) / total if total else 0.0
+    return float(hours48 @ _office_window(round(offset * 2))) / total if total else 0.0
 
 
 def fit_behaviour(

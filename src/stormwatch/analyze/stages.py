@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from stormwatch.analyze import params as P
@@ -17,6 +18,8 @@ __all__ = ["hit_strength", "match_intel", "model_version", "score_first", "updat
 log = logging.getLogger(__name__)
 STAGE = "analyze"
 FULL_RESCAN_SHARE = 0.3  # more accounts than this share changed: one sequential scan is cheaper
+PARALLEL_MIN_EVENTS = 100_000  # fewer events to scan: features in this process
+PARTS_PER_WORKER = 4  # account shares per worker process (balances the load, shows progress)
 
 
 def score_first(store: Store, progress: bool) -> dict[str, Any] | None:
@@ -62,6 +65,12 @@ def update_features(store: Store, version: str, *, full: bool, progress: bool) -
         changed = repo.accounts_with_events_after(cursor)
         if len(changed) <= FULL_RESCAN_SHARE * max(state.known, 1):
             accounts = sorted(changed)
+    workers = feature_workers(store, accounts, max_seq, state.known)
+    if workers > 1:
+        scanned, seen_seq, feats, attrs = _features_parallel(store, version, accounts, workers, progress)
+        repo.replace_features(feats, attrs, version, accounts=accounts)
+        store.stages.set(STAGE, max(max_seq, seen_seq))
+        return scanned, len(feats)
     bar: Any = None
     if progress:
         from tqdm import tqdm
@@ -77,6 +86,80 @@ def update_features(store: Store, version: str, *, full: bool, progress: bool) -
     repo.replace_features(feats, attrs, version, accounts=None if accounts is None else cols.accounts.values)
     store.stages.set(STAGE, max(max_seq, cols.max_seq))
     return len(cols), len(feats)
+
+
+def feature_workers(store: Store, accounts: list[str] | None, max_seq: int, known: int) -> int:
+    """How many processes compute features: one for small scans (a fork costs more than it saves)
+    and for stores another process cannot open (in-memory SQLite); else ``STORMWATCH_ANALYZE_WORKERS``
+    or up to 4 (the cores there are). Features are per account, so any split gives the same rows."""
+    url = str(getattr(store, "url", "") or "")
+    if not url or ":memory:" in url or url.rstrip("/").endswith("sqlite:"):
+        return 1
+    events = max_seq if accounts is None else max_seq * len(accounts) / max(known, 1)
+    if events < PARALLEL_MIN_EVENTS:
+        return 1
+    env = os.environ.get("STORMWATCH_ANALYZE_WORKERS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            log.warning("STORMWATCH_ANALYZE_WORKERS=%r is not a number: using the default", env)
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _features_part(url: str, version: str, accounts: list[str]) -> tuple[int, int, list[Any], list[Any]]:
+    """One worker's share: scan these accounts' events and compute their features (own connection)."""
+    from stormwatch.store import open_store
+
+    store = open_store(url, migrate=False)
+    try:
+        cols = scan_events(store, version, accounts)
+    finally:
+        store.close()
+    feats, attrs = compute_features(cols)
+    return len(cols), cols.max_seq, feats, attrs
+
+
+def _features_parallel(
+    store: Store, version: str, accounts: list[str] | None, workers: int, progress: bool
+) -> tuple[int, int, list[Any], list[Any]]:
+    """Features of ``accounts`` (all when None) in ``workers`` processes, each scanning a contiguous
+    share of the sorted account list; results are joined in account order."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ids = sorted(accounts) if accounts is not None else store.events.accounts_after(0)
+    n_parts = max(1, min(len(ids), workers * PARTS_PER_WORKER))
+    size = -(-len(ids) // n_parts) if ids else 1
+    parts = [ids[i : i + size] for i in range(0, len(ids), size)]
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    bar: Any = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(ids), unit="acct", desc="analyze: features", leave=False)
+    out: list[tuple[int, int, list[Any], list[Any]] | None] = [None] * len(parts)
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(parts)), mp_context=ctx) as pool:
+            futures = {pool.submit(_features_part, store.url, version, part): i for i, part in enumerate(parts)}
+            for fut in as_completed(futures):
+                i = futures[fut]
+                out[i] = fut.result()
+                if bar is not None:
+                    bar.update(len(parts[i]))
+    finally:
+        if bar is not None:
+            bar.close()
+    scanned = seen = 0
+    feats: list[Any] = []
+    attrs: list[Any] = []
+    for res in out:
+        assert res is not None
+        scanned += res[0]
+        seen = max(seen, res[1])
+        feats += res[2]
+        attrs += res[3]
+    return scanned, seen, feats, attrs
 
 
 def hit_strength(ind: Indicator, degree: int) -> float:
