@@ -207,6 +207,9 @@ def _request_for(route: str, token: str, n: int) -> tuple[bytes, bytes]:
     return _head("/beta/litellm_basic_guardrail_api", token, len(body), "application/json", "x-api-key"), body
 
 
+_LEAD_S = 0.02  # a fixed-rate request's task is made this long before its send time
+
+
 async def fixed_rate(
     port: int, token: str, route: str, rate: float, seconds: float, conns: int, pid: int
 ) -> dict[str, Any]:
@@ -238,13 +241,17 @@ async def fixed_rate(
 
     load_before = _load()
     cpu_before = _cpu_s(pid)
-    tasks = []
-    for i in range(total):  # schedule in slices so the task list stays small
-        tasks.append(asyncio.create_task(one(i)))
-        if len(tasks) >= 2000:
-            await asyncio.gather(*tasks)
-            tasks = []
-    await asyncio.gather(*tasks)
+    # each request's task is made shortly before it is due: making them thousands at a time stalled
+    # this client's loop for tens of milliseconds, and the requests due then counted it as latency
+    running: set[asyncio.Task[None]] = set()
+    for i in range(total):
+        lead = start + i / rate - time.perf_counter() - _LEAD_S
+        if lead > 0:
+            await asyncio.sleep(lead)
+        task = asyncio.create_task(one(i))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    await asyncio.gather(*running)
     wall = time.perf_counter() - start
     return {
         "rate_per_s": rate,

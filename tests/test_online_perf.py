@@ -357,3 +357,103 @@ def test_bench_online_takes_workers_and_records_them() -> None:
     assert "--workers" in out
     source = (root / "benchmarks" / "bench_online.py").read_text()
     assert '"workers": args.workers' in source
+
+
+def test_a_servers_pool_checkpoints_the_wal_in_its_own_thread(tmp_path: Path) -> None:
+    """The API's store pool runs passive checkpoints from one thread and lets its connections
+    checkpoint in their commits only after a small WAL (2,000 pages: what is left is copied, the WAL
+    restarts); closing the pool stops the thread after a last checkpoint, and a pool without the
+    option leaves the store's default (20,000 pages)."""
+    from stormwatch.store.pool import StorePool
+    from stormwatch.store.sqlite import BackgroundCheckpointer
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    pool = StorePool(url, size=2, background_checkpoints=True)
+    store = pool.acquire()
+    try:
+        assert store._query("PRAGMA wal_autocheckpoint") == [(2000,)]  # type: ignore[attr-defined]
+        assert isinstance(pool.checkpointer, BackgroundCheckpointer)
+        checkpointer = pool.checkpointer
+        checkpointer.interval_s = 0.05
+        store._execute("CREATE TABLE t (x TEXT)")  # type: ignore[attr-defined]
+        for i in range(200):
+            store._execute("INSERT INTO t VALUES (?)", (f"row {i} " * 50,))  # type: ignore[attr-defined]
+            store.commit()
+        second = pool.acquire()  # another connection of the pool: one checkpointer for the file
+        assert pool.checkpointer is checkpointer
+        assert second._query("PRAGMA wal_autocheckpoint") == [(2000,)]  # type: ignore[attr-defined]
+        pool.release(second)
+    finally:
+        pool.release(store)
+    deadline = time.monotonic() + 10
+    while checkpointer.checkpoints < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert checkpointer.checkpoints >= 2
+    pool.close()
+    assert pool.checkpointer is None and not checkpointer._thread.is_alive()
+    # after the last checkpoint every frame of the WAL is in the database file
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "w.db")
+    try:
+        busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames == done
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (200,)
+    finally:
+        conn.close()
+    plain = StorePool(url, size=1)
+    other = plain.acquire()
+    try:
+        assert other._query("PRAGMA wal_autocheckpoint") == [(20000,)]  # type: ignore[attr-defined]
+        assert plain.checkpointer is None
+    finally:
+        plain.release(other)
+        plain.close()
+
+
+def test_the_gil_switch_interval_of_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stormwatch.api import cli as api_cli
+    from stormwatch.errors import ConfigError
+
+    before = sys.getswitchinterval()
+    try:
+        monkeypatch.delenv("STORMWATCH_SWITCH_INTERVAL_MS", raising=False)
+        api_cli._set_switch_interval()
+        assert sys.getswitchinterval() == pytest.approx(api_cli.SWITCH_INTERVAL_MS / 1000)
+        monkeypatch.setenv("STORMWATCH_SWITCH_INTERVAL_MS", "2")
+        api_cli._set_switch_interval()
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+        for bad in ("fast", "0", "1000"):
+            monkeypatch.setenv("STORMWATCH_SWITCH_INTERVAL_MS", bad)
+            with pytest.raises(ConfigError, match="STORMWATCH_SWITCH_INTERVAL_MS"):
+                api_cli._set_switch_interval()
+    finally:
+        sys.setswitchinterval(before)
+
+
+def test_the_checkpoint_thread_ends_with_its_pool_or_its_file(tmp_path: Path) -> None:
+    """Servers close their pool; one that is dropped without closing (an app in a test) or whose
+    file was deleted does not leave a thread polling behind."""
+    import gc
+
+    from stormwatch.store.pool import StorePool
+
+    pool = StorePool(f"sqlite:///{tmp_path / 'a.db'}", size=1, background_checkpoints=True)
+    pool.release(pool.acquire())
+    checkpointer = pool.checkpointer
+    checkpointer.interval_s = 0.02
+    del pool
+    gc.collect()
+    checkpointer._thread.join(5)
+    assert not checkpointer._thread.is_alive()
+
+    kept = StorePool(f"sqlite:///{tmp_path / 'b.db'}", size=1, background_checkpoints=True)
+    store = kept.acquire()
+    other = kept.checkpointer
+    other.interval_s = 0.02
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"b.db{suffix}").unlink(missing_ok=True)
+    other._thread.join(5)
+    assert not other._thread.is_alive()
+    kept.release(store)
+    kept.close()

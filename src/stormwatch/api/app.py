@@ -260,7 +260,8 @@ def create_app(
     (:class:`~stormwatch.api.guard.RequestLimits`; default: 8 MiB, 64 MiB under ``/taxii2``,
     20 failures a minute per address).
     """
-    pool = StorePool(db_url, size=pool_size, factory=store_factory)
+    # the server answers after its commits: WAL checkpoints run in a thread of their own (pool.py)
+    pool = StorePool(db_url, size=pool_size, factory=store_factory, background_checkpoints=True)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
