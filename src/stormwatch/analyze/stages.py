@@ -153,12 +153,13 @@ def _features_parallel(
     scanned = seen = 0
     feats: list[Any] = []
     attrs: list[Any] = []
-    for res in out:
-        assert res is not None
-        scanned += res[0]
-        seen = max(seen, res[1])
-        feats += res[2]
-        attrs += res[3]
+    for part_result in out:
+        assert part_result is not None
+        n_events, max_seq, part_feats, part_attrs = part_result
+        scanned += n_events
+        seen = max(seen, max_seq)
+        feats += part_feats
+        attrs += part_attrs
     return scanned, seen, feats, attrs
 
 

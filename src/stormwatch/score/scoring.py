@@ -40,7 +40,7 @@ from stormwatch.detect.settings import DetectSettings, load_settings
 from stormwatch.score.models import ModelEntry, scoring_models
 from stormwatch.store.base import Store
 from stormwatch.store.records import now_iso
-from stormwatch.store.repos.events import ScoringInput
+from stormwatch.store.repos.events import ScoringColumns, ScoringInput
 from stormwatch.vocab import LLMT_IDS
 
 STAGE = "score"
@@ -235,24 +235,25 @@ def score_model(
     pool = _executor(entry, model, workers)
     bar = tqdm(total=total, unit="ev", desc=f"score {entry.version[:28]}", disable=not progress, mininterval=0.5)
     try:
-        pending: list[tuple[int, list[tuple[Any, ...]], Any]] = []
+        pending: list[tuple[int, ScoringColumns, Any]] = []
         since = {"rows": 0, "t": time.monotonic()}
 
         def flush(
             last_seq: int,
-            items: list[tuple[Any, ...]],
+            items: ScoringColumns,
             scored: tuple[Sequence[tuple[float, int, str | None, str, str | None]], int],
         ) -> None:
             results, conversations = scored
             stamp = now_iso()
             version = entry.version
-            # items: the stored rows (seq, event_id, account_id, conversation_id, ts, ...)
             store.detections.insert_rows(
                 [
-                    (it[1], version, it[2], it[3], it[4], score, flagged, top_ttp, categories, explanation, stamp)
-                    for it, (score, flagged, top_ttp, categories, explanation) in zip(items, results, strict=True)
+                    (event_id, version, account_id, conversation_id, ts, score, flagged, top_ttp, categories,
+                     explanation, stamp)
+                    for event_id, account_id, conversation_id, ts, (score, flagged, top_ttp, categories, explanation)
+                    in zip(items.event_id, items.account_id, items.conversation_id, items.ts, results, strict=True)
                 ]
-            )
+            )  # fmt: skip
             store.stages.set(STAGE, last_seq, key=entry.version)  # same transaction as the scores
             since["rows"] += len(items)
             if since["rows"] >= COMMIT_ROWS or time.monotonic() - since["t"] >= COMMIT_SECONDS:
@@ -263,12 +264,13 @@ def score_model(
             run.conversations += conversations
             bar.update(len(items))
 
-        for rows in store.events.scoring_rows(after, batch):
-            payload = [(r[5], r[6], r[7]) for r in rows]  # text JSON is decoded in the worker
+        for cols in store.events.scoring_columns(after, batch):
+            payload = list(zip(cols.messages, cols.prompt, cols.refused, strict=True))  # decoded in the worker
+            last_seq = int(cols.seq[-1])
             if pool is None:
-                flush(int(rows[-1][0]), rows, _score_rows(payload, threshold, cat_thr))
+                flush(last_seq, cols, _score_rows(payload, threshold, cat_thr))
                 continue
-            pending.append((int(rows[-1][0]), rows, pool.submit(_score_rows, payload, threshold, cat_thr)))
+            pending.append((last_seq, cols, pool.submit(_score_rows, payload, threshold, cat_thr)))
             while len(pending) > workers:  # keep every worker busy, memory bounded
                 last, its, fut = pending.pop(0)
                 flush(last, its, fut.result())

@@ -37,6 +37,7 @@ import orjson
 from stormwatch.errors import StoreError
 from stormwatch.store.database import Repository, marks
 from stormwatch.store.records import Record
+from stormwatch.store.repos._claims import claim_due
 
 __all__ = ["Action", "Appeal", "Case", "CaseNote", "Decision", "DisruptRepo", "LabelEvent"]
 
@@ -365,36 +366,20 @@ class DisruptRepo(Repository):
         claimed by one of ``take_over`` (claims of runs known to be dead). Returns the claimed actions
         oldest first. On an error the transaction is rolled back.
         """
-        if limit < 1:
-            raise StoreError(f"claim limit must be >= 1, got {limit}")
-        free = "claimed_by IS NULL OR lease_until IS NULL OR lease_until <= ?"
-        if take_over:
-            free += f" OR claimed_by IN ({marks(len(take_over))})"
-        due = f"status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?) AND ({free})"
-        due_params = [now, now, *take_over]
-        pick = f"SELECT action_id FROM disrupt_actions WHERE {due} ORDER BY created_at, action_id LIMIT ?"
-        set_claim = "UPDATE disrupt_actions SET claimed_by = ?, lease_until = ? WHERE action_id IN "
-        returning = f" AND {due} RETURNING {_ACTION_COLS}"
-        if self._db.dialect == "postgres":
-            # A materialised CTE, so the pick runs once. As a plain ``IN (subquery)`` PostgreSQL may
-            # rescan the subquery while it updates, each rescan skipping the rows just claimed, and one
-            # statement then claimed every due action instead of ``limit``. SKIP LOCKED lets concurrent
-            # claimers pass each other's rows instead of waiting on them.
-            sql = (
-                f"WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) {set_claim}(SELECT action_id FROM picked)"
-            )
-            params = [*due_params, limit, claimer, lease_until]
-        else:  # SQLite: one writer at a time; the uncorrelated subquery is evaluated once
-            sql = f"{set_claim}({pick})"
-            params = [claimer, lease_until, *due_params, limit]
-        sql += returning
-        params += due_params
-        try:
-            rows = self._q(sql, params)
-            self._db._commit()
-        except BaseException:
-            self._db._rollback()
-            raise
+        rows = claim_due(
+            self,
+            table="disrupt_actions",
+            key=("action_id",),
+            condition="status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
+            params=[now],
+            order="created_at, action_id",
+            columns=_ACTION_COLS,
+            claimer=claimer,
+            now=now,
+            lease_until=lease_until,
+            limit=limit,
+            take_over=take_over,
+        )
         return sorted((_action(r) for r in rows), key=lambda a: (a.created_at, a.action_id))
 
     def renew_claims(self, claimer: str, action_ids: Sequence[str], *, lease_until: str) -> set[str]:

@@ -33,6 +33,23 @@ class ScoringInput:
     refused: bool | None
 
 
+@dataclass(frozen=True, slots=True)
+class ScoringColumns:
+    """What the scoring stage reads of a batch of events, one tuple per column (in ``seq`` order)."""
+
+    seq: tuple[int, ...]
+    event_id: tuple[str, ...]
+    account_id: tuple[str, ...]
+    conversation_id: tuple[str | None, ...]
+    ts: tuple[str, ...]
+    messages: tuple[str | None, ...]  # the stored JSON text
+    prompt: tuple[str | None, ...]
+    refused: tuple[int | None, ...]
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+
 class EventsRepo(Repository):
     def max_seq(self) -> int:
         """The last event's seq (0 for an empty log)."""
@@ -48,25 +65,21 @@ class EventsRepo(Repository):
 
     def scoring_batches(self, after: int, batch: int) -> Iterator[list[ScoringInput]]:
         """Events after ``after`` in seq order, ``batch`` at a time."""
-        for rows in self.scoring_rows(after, batch):
+        for c in self.scoring_columns(after, batch):
             yield [
                 ScoringInput(
-                    int(r[0]),
-                    r[1],
-                    r[2],
-                    r[3],
-                    r[4],
-                    None if r[5] is None else orjson.loads(r[5]),
-                    r[6],
-                    None if r[7] is None else bool(r[7]),
+                    int(seq), eid, acc, conv, ts, None if msgs is None else orjson.loads(msgs), prompt,
+                    None if refused is None else bool(refused),
                 )
-                for r in rows
-            ]
+                for seq, eid, acc, conv, ts, msgs, prompt, refused in zip(
+                    c.seq, c.event_id, c.account_id, c.conversation_id, c.ts, c.messages, c.prompt, c.refused,
+                    strict=True,
+                )
+            ]  # fmt: skip
 
-    def scoring_rows(self, after: int, batch: int) -> Iterator[list[tuple[Any, ...]]]:
-        """:meth:`scoring_batches` as the stored rows: ``(seq, event_id, account_id, conversation_id,
-        ts, messages JSON text, prompt, refused 0/1/None)`` (the scoring stage decodes the messages in
-        its worker processes)."""
+    def scoring_columns(self, after: int, batch: int) -> Iterator[ScoringColumns]:
+        """:meth:`scoring_batches` column by column, the messages as stored (JSON text): the scoring
+        stage decodes them in its worker processes, and builds no record per event."""
         if batch < 1:
             raise StoreError(f"batch must be at least 1, got {batch}")
         sql = (
@@ -77,5 +90,6 @@ class EventsRepo(Repository):
             rows = self._q(sql, (after, batch))
             if not rows:
                 return
-            yield rows
-            after = int(rows[-1][0])
+            cols = ScoringColumns(*zip(*rows, strict=True))
+            yield cols
+            after = int(cols.seq[-1])

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 from stormwatch.errors import StoreError
 from stormwatch.store.database import Database, Repository, marks
 from stormwatch.store.records import Record
+from stormwatch.store.repos._claims import claim_due
 
 if TYPE_CHECKING:
     from stormwatch.store.base import Store
@@ -199,33 +200,20 @@ class WatchRepo(Repository):
         self, channel: str, claimer: str, *, now: str, lease_until: str, limit: int, take_over: Sequence[str] = ()
     ) -> list[Notification]:
         """Claim up to ``limit`` due pending notifications of ``channel`` in one statement, and commit."""
-        if limit < 1:
-            raise StoreError(f"claim limit must be >= 1, got {limit}")
-        free = "claimed_by IS NULL OR lease_until IS NULL OR lease_until <= ?"
-        if take_over:
-            free += f" OR claimed_by IN ({marks(len(take_over))})"
-        due = f"channel = ? AND status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?) AND ({free})"
-        due_params = [channel, now, now, *take_over]
-        pick = (
-            "SELECT account_id, level FROM watch_notifications WHERE "
-            f"{due} ORDER BY created_at, account_id, level LIMIT ?"
+        rows = claim_due(
+            self,
+            table="watch_notifications",
+            key=("account_id", "level"),
+            condition="channel = ? AND status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
+            params=[channel, now],
+            order="created_at, account_id, level",
+            columns=_N_COLS,
+            claimer=claimer,
+            now=now,
+            lease_until=lease_until,
+            limit=limit,
+            take_over=take_over,
         )
-        set_claim = "UPDATE watch_notifications SET claimed_by = ?, lease_until = ? WHERE (account_id, level) IN "
-        returning = f" AND {due} RETURNING {_N_COLS}"
-        if self._db.dialect == "postgres":  # a materialised pick that skips rows another claimer locked
-            sql = f"WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) {set_claim}(SELECT * FROM picked)"
-            params = [*due_params, limit, claimer, lease_until]
-        else:  # SQLite: one writer at a time
-            sql = f"{set_claim}({pick})"
-            params = [claimer, lease_until, *due_params, limit]
-        sql += returning
-        params += due_params
-        try:
-            rows = self._q(sql, params)
-            self._db._commit()
-        except BaseException:
-            self._db._rollback()
-            raise
         return sorted((_notification(r) for r in rows), key=lambda n: (n.created_at, n.account_id, n.level))
 
     def _ids_clause(self, ids: Sequence[str]) -> str:
