@@ -71,10 +71,10 @@ def test_artifact_without_a_category_head_scores_that_category_zero(artifact: di
     [
         (b"plain bytes, not gzip", "Not a gzipped file"),
         (None, "Compressed file ended"),  # truncated gzip
-        (gzip.compress(b"[1, 2]"), "artifact is not a JSON object"),
-        (gzip.compress(b"{not json"), "not a first-tier model artifact"),
-        (gzip.compress(b'{"format": "other/9"}'), "unsupported artifact format 'other/9'"),
-        (gzip.compress(b'{"format": "stormwatch.first_tier/2"}'), "missing field 'version'"),
+        (gzip.compress(b"[1, 2]", mtime=0), "artifact is not a JSON object"),
+        (gzip.compress(b"{not json", mtime=0), "not a first-tier model artifact"),
+        (gzip.compress(b'{"format": "other/9"}', mtime=0), "unsupported artifact format 'other/9'"),
+        (gzip.compress(b'{"format": "stormwatch.first_tier/2"}', mtime=0), "missing field 'version'"),
     ],
 )
 def test_unusable_model_file_is_an_input_error_naming_it(tmp_path: Path, content: bytes | None, reason: str) -> None:
