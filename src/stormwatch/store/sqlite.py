@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -10,6 +11,8 @@ from typing import Any
 
 from stormwatch.errors import StoreError
 from stormwatch.store.sql import SqlStore
+
+log = logging.getLogger(__name__)
 
 
 def _create_private(path: str) -> None:
@@ -120,7 +123,6 @@ class BackgroundCheckpointer:
         self._thread.start()
 
     def _run(self) -> None:
-        import logging
         from urllib.parse import quote
 
         try:  # mode=rw: never create the file (it may have been deleted since the pool opened it)
@@ -128,7 +130,7 @@ class BackgroundCheckpointer:
                 f"file:{quote(self.path)}?mode=rw", uri=True, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            logging.getLogger(__name__).debug("WAL checkpoints: cannot open %s: %s", self.path, exc)
+            log.debug("WAL checkpoints: cannot open %s: %s", self.path, exc)
             return
         try:
             conn.execute("PRAGMA busy_timeout=1000")
@@ -145,9 +147,7 @@ class BackgroundCheckpointer:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self.checkpoints += 1
         except sqlite3.Error as exc:  # busy or locked: the next round tries again
-            import logging
-
-            logging.getLogger(__name__).debug("WAL checkpoint of %s skipped: %s", self.path, exc)
+            log.debug("WAL checkpoint of %s skipped: %s", self.path, exc)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

@@ -370,8 +370,6 @@ class DisruptRepo(Repository):
             self,
             table="disrupt_actions",
             key=("action_id",),
-            condition="status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
-            params=[now],
             order="created_at, action_id",
             columns=_ACTION_COLS,
             claimer=claimer,
