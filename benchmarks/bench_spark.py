@@ -139,16 +139,60 @@ def check(url_a: str, url_b: str) -> dict[str, Any]:
     }
 
 
-def run_size(n: int, work: Path, env: dict[str, str], do_check: bool) -> dict[str, Any]:
+def run_size(
+    n: int, work: Path, env: dict[str, str], do_check: bool, reuse_store: bool = False, spark_conf: tuple[str, ...] = ()
+) -> dict[str, Any]:
     sim = work / f"sim{n}"
     accounts = max(200, n // 50)
+    db_local, db_spark = work / f"local{n}.db", work / f"spark{n}.db"
+    if reuse_store and db_spark.exists():
+        # the ingested, not yet analysed copy an earlier run left when its spark step failed
+        # (a failed spark job writes no judgement): measure the engines again without re-ingesting
+        db_local.unlink(missing_ok=True)
+        shutil.copy(db_spark, db_local)
+        sim_s = ingest_s = None
+    else:
+        sim_s, ingest_s = _simulate_and_ingest(n, accounts, sim, db_local, db_spark, env)
+    env_l = {**env, "STORMWATCH_DB": f"sqlite:///{db_local}"}
+    env_s = {**env, "STORMWATCH_DB": f"sqlite:///{db_spark}"}
+    local = measure(_sw("analyze", "--json", "-q"), env_l)
+    summary = _json_tail(local.pop("stdout"))
+    events = work / f"events{n}"
+    shutil.rmtree(events, ignore_errors=True)
+    export = measure(_sw("export", "--parquet", str(events), "--json"), env_s)
+    exp = _json_tail(export.pop("stdout"))
+    conf = [x for c in spark_conf for x in ("--spark-conf", c)]
+    spark = measure(
+        _sw("analyze", "--engine", "spark", "--master", "local[2]", "--events", str(events), "--json", *conf), env_s
+    )
+    ssum = _json_tail(spark.pop("stdout"))
+    row: dict[str, Any] = {
+        "events": exp["events"],
+        "accounts": summary["accounts"],
+        "simulate_s": None if sim_s is None else round(sim_s, 1),
+        "ingest_s": None if ingest_s is None else round(ingest_s, 1),
+        "local": {**local, "stages_s": summary.get("seconds")},
+        "export": {**export, "parquet_bytes": exp["bytes"], "days": len(exp["days"])},
+        "spark": {**spark, "stages_s": ssum.get("seconds"), "link": (ssum.get("scoring") or {}).get("link")},
+        "spark_conf": list(spark_conf),
+        "parquet_bytes_per_event": round(exp["bytes"] / max(1, exp["events"]), 1),
+        "jsonl_bytes": (sim / "events.jsonl").stat().st_size if (sim / "events.jsonl").exists() else None,
+    }
+    if do_check:
+        row["check"] = check(env_l["STORMWATCH_DB"], env_s["STORMWATCH_DB"])
+    print(json.dumps({k: v for k, v in row.items()}, default=str), flush=True)
+    return row
+
+
+def _simulate_and_ingest(
+    n: int, accounts: int, sim: Path, db_local: Path, db_spark: Path, env: dict[str, str]
+) -> tuple[float, float]:
     t = time.perf_counter()
     if not (sim / "events.jsonl").exists():
         subprocess.run(
             _sw("simulate", "--out", str(sim), "--seed", "1", "--accounts", str(accounts), "--days", "30",
                 "--events", str(n), "-q"), env=env, check=True)  # fmt: skip
     sim_s = time.perf_counter() - t
-    db_local, db_spark = work / f"local{n}.db", work / f"spark{n}.db"
     for db in (db_local, db_spark):
         db.unlink(missing_ok=True)
     env_l = {**env, "STORMWATCH_DB": f"sqlite:///{db_local}"}
@@ -158,35 +202,10 @@ def run_size(n: int, work: Path, env: dict[str, str], do_check: bool) -> dict[st
     subprocess.run(_sw("intel", "import", str(sim / "intel.stix.json")), env=env_l, check=True, capture_output=True)
     ingest_s = time.perf_counter() - t
     shutil.copy(db_local, db_spark)
-    env_s = {**env, "STORMWATCH_DB": f"sqlite:///{db_spark}"}
-    local = measure(_sw("analyze", "--json", "-q"), env_l)
-    summary = _json_tail(local.pop("stdout"))
-    events = work / f"events{n}"
-    shutil.rmtree(events, ignore_errors=True)
-    export = measure(_sw("export", "--parquet", str(events), "--json"), env_s)
-    exp = _json_tail(export.pop("stdout"))
-    spark = measure(
-        _sw("analyze", "--engine", "spark", "--master", "local[2]", "--events", str(events), "--json"), env_s
-    )
-    ssum = _json_tail(spark.pop("stdout"))
-    row: dict[str, Any] = {
-        "events": exp["events"],
-        "accounts": summary["accounts"],
-        "simulate_s": round(sim_s, 1),
-        "ingest_s": round(ingest_s, 1),
-        "local": {**local, "stages_s": summary.get("seconds")},
-        "export": {**export, "parquet_bytes": exp["bytes"], "days": len(exp["days"])},
-        "spark": {**spark, "stages_s": ssum.get("seconds"), "link": (ssum.get("scoring") or {}).get("link")},
-        "parquet_bytes_per_event": round(exp["bytes"] / max(1, exp["events"]), 1),
-        "jsonl_bytes": (sim / "events.jsonl").stat().st_size,
-    }
-    if do_check:
-        row["check"] = check(env_l["STORMWATCH_DB"], env_s["STORMWATCH_DB"])
-    print(json.dumps({k: v for k, v in row.items()}, default=str), flush=True)
-    return row
+    return sim_s, ingest_s
 
 
-def link_alone(accounts: int, env: dict[str, str]) -> dict[str, Any]:
+def link_alone(accounts: int, env: dict[str, str], engines: tuple[str, ...] = ("local", "spark")) -> dict[str, Any]:
     """The in-memory linker vs spark_link on the same synthetic graph (benchmarks/bench_linking.py)."""
     code = f"""
 import json, sys, time, resource
@@ -215,12 +234,17 @@ print(json.dumps({{"edges": int(len(inp.acc)), "values": int(len(inp.value_base)
     "labels_sha": __import__("hashlib").sha256(res.labels.tobytes()).hexdigest()[:16]}}))
 """
     out: dict[str, Any] = {"accounts": accounts}
-    for which in ("local", "spark"):
+    for which in engines:
         m = measure([sys.executable, "-c", code, which], env)
         out[which] = {**m, **_json_tail(m.pop("stdout"))}
-    out["same_labels"] = out["local"]["labels_sha"] == out["spark"]["labels_sha"]
+    if len(engines) == 2:
+        out["same_labels"] = out["local"]["labels_sha"] == out["spark"]["labels_sha"]
     print(json.dumps(out), flush=True)
     return out
+
+
+def _link_key(row: dict[str, Any]) -> tuple[int, tuple[str, ...]]:
+    return row["accounts"], tuple(k for k in ("local", "spark") if k in row)
 
 
 def fit(rows: list[dict[str, Any]], engine: str, key: str) -> tuple[float, float]:
@@ -236,16 +260,49 @@ def fit(rows: list[dict[str, Any]], engine: str, key: str) -> tuple[float, float
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    ap.add_argument("--events", type=int, nargs="*", default=[100_000, 300_000, 1_000_000])
     ap.add_argument("--link-accounts", type=int, nargs="*", default=[100_000])
+    ap.add_argument(
+        "--link-local-accounts",
+        type=int,
+        nargs="*",
+        default=[],
+        help="linking alone with the in-memory linker only (graphs too big for Spark here)",
+    )
     ap.add_argument("--work", type=Path, default=Path("/tmp/stormwatch-bench-spark"))
     ap.add_argument("--check", action="store_true", help="compare the two engines' judgements at each size")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "spark.json")
+    ap.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to the spark engine (e.g. spark.driver.memory=8g for 10M events)",
+    )
+    ap.add_argument(
+        "--reuse-store",
+        action="store_true",
+        help="reuse the ingested copy (spark<N>.db) an earlier run left when its spark step failed",
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the sizes and graphs of an existing --out that this run does not measure again",
+    )
     args = ap.parse_args(argv)
+    if not args.events and not (args.merge and args.out.exists()):
+        ap.error("no sizes to measure or keep: pass --events, or --merge with an existing --out")
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(ROOT / "src")}
     args.work.mkdir(parents=True, exist_ok=True)
     links = [link_alone(a, env) for a in args.link_accounts]
-    rows = [run_size(n, args.work, env, args.check) for n in args.events]
+    links += [link_alone(a, env, ("local",)) for a in args.link_local_accounts]
+    rows = [run_size(n, args.work, env, args.check, args.reuse_store, tuple(args.spark_conf)) for n in args.events]
+    if args.merge and args.out.exists():
+        old = json.loads(args.out.read_text())
+        again = {max(200, n // 50) for n in args.events}  # a size is its account count (events vary a little)
+        rows = sorted([r for r in old["sizes"] if r["accounts"] not in again] + rows, key=lambda r: r["events"])
+        measured = {_link_key(g) for g in links}
+        links = [g for g in old["link_alone"] if _link_key(g) not in measured] + links
     fits = {}
     for engine in ("local", "spark"):
         a_w, b_w = fit(rows, engine, "wall_s")

@@ -105,7 +105,8 @@ def test_spark_engine_agrees_with_local_and_a_failed_run_rerun_writes_each_judge
     # the rerun, as `stormwatch analyze --engine spark --master local[2]` (in-process: the active
     # session is reused)
     monkeypatch.setenv("STORMWATCH_DB", platform["spark"])
-    assert cli_main(["analyze", "--engine", "spark", "--master", "local[2]", "--json"]) == 0
+    assert cli_main(["analyze", "--engine", "spark", "--master", "local[2]", "--json",
+                     "--spark-conf", "spark.driver.memory=2g"]) == 0  # fmt: skip
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     local, remote = _result(platform["local"]), _result(platform["spark"])
     ids = [j.account_id for j in remote.judgements]
@@ -198,6 +199,12 @@ def test_spark_linking_gives_the_in_memory_linkers_clusters_and_weights(spark: A
     assert [(p, f, round(w, 9)) for p, _v, f, w in got.pair_parts] == [
         (p, f, round(w, 9)) for p, _v, f, w in want.pair_parts
     ]
+
+
+@pytest.mark.parametrize("bad", ["driver.memory=8g", "spark.driver.memory", "spark.driver.memory="])
+def test_a_spark_setting_is_key_equals_value(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["analyze", "--engine", "spark", "--spark-conf", bad]) == 2
+    assert "expected spark.KEY=VALUE" in capsys.readouterr().err
 
 
 def test_the_engine_reports_a_missing_dataset(spark: Any, platform: dict[str, str], tmp_path: Path) -> None:

@@ -109,6 +109,7 @@ def analyze_group(
     master: str | None = None,
     events: str | None = None,
     partitions: int | None = None,
+    spark_conf: dict[str, str] | None = None,
 ) -> None:
     """Judge accounts, link them into clusters and attribute clusters to actors.
 
@@ -128,7 +129,9 @@ def analyze_group(
         if engine != "local":  # the spark engine (docs/scale.md)
             from stormwatch.analyze.engines import run_engine
 
-            s = run_engine(engine, store, settings=settings, master=master, events=events, partitions=partitions)
+            s = run_engine(
+                engine, store, settings=settings, master=master, events=events, partitions=partitions, conf=spark_conf
+            )
         else:
             s = analyze(store, full=full, progress=not (quiet or as_json), score=not no_score, settings=settings)
     if as_json:

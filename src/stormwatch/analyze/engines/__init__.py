@@ -27,8 +27,11 @@ def run_engine(
     master: str | None = None,
     events: str | Path | None = None,
     partitions: int | None = None,
+    conf: dict[str, str] | None = None,
 ) -> Any:
-    """Run ``stormwatch analyze`` with ``engine``; returns its ``AnalyzeSummary``."""
+    """Run ``stormwatch analyze`` with ``engine``; returns its ``AnalyzeSummary``.
+
+    ``conf``: Spark settings for the session the spark engine starts (``--spark-conf``)."""
     if engine == "local":
         from stormwatch.analyze.engines.local import analyze_local
 
@@ -37,6 +40,6 @@ def run_engine(
         from stormwatch.analyze.engines.spark import analyze_spark
 
         return analyze_spark(
-            store, master=master, events=events, partitions=partitions, settings=settings, progress=progress
+            store, master=master, events=events, partitions=partitions, settings=settings, progress=progress, conf=conf
         )
     raise InputError(f"unknown engine {engine!r}", hint=f"one of: {', '.join(ENGINES)}")

@@ -9,7 +9,27 @@ import click
 __all__ = ["engine_options"]
 
 
+def _spark_conf(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
+    conf: dict[str, str] = {}
+    for item in value:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip().startswith("spark.") or not val.strip():
+            raise click.BadParameter(f"{item!r}: expected spark.KEY=VALUE, e.g. spark.driver.memory=8g", ctx, param)
+        conf[key.strip()] = val.strip()
+    return conf
+
+
 def engine_options(fn: Any) -> Any:
+    fn = click.option(
+        "--spark-conf",
+        "spark_conf",
+        metavar="KEY=VALUE",
+        multiple=True,
+        callback=_spark_conf,
+        help="spark: a Spark setting for the session this command starts (repeatable), e.g."
+        " spark.driver.memory=8g; in local mode the driver JVM holds the executors too, so its"
+        " memory is the one that matters (1g by default).",
+    )(fn)
     fn = click.option(
         "--partitions",
         type=click.IntRange(min=1),
