@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -143,11 +144,15 @@ def run_size(
     n: int, work: Path, env: dict[str, str], do_check: bool, reuse_store: bool = False, spark_conf: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     sim = work / f"sim{n}"
-    accounts = max(200, n // 50)
+    accounts = _accounts(n)
     db_local, db_spark = work / f"local{n}.db", work / f"spark{n}.db"
     if reuse_store and db_spark.exists():
         # the ingested, not yet analysed copy an earlier run left when its spark step failed
         # (a failed spark job writes no judgement): measure the engines again without re-ingesting
+        with sqlite3.connect(f"file:{db_spark}?mode=ro", uri=True) as con:
+            judged = con.execute("SELECT count(*) FROM account_judgements").fetchone()[0]
+        if judged:
+            raise SystemExit(f"--reuse-store: {db_spark} holds {judged} judgements (analysed), not a fresh store")
         db_local.unlink(missing_ok=True)
         shutil.copy(db_spark, db_local)
         sim_s = ingest_s = None
@@ -182,6 +187,11 @@ def run_size(
         row["check"] = check(env_l["STORMWATCH_DB"], env_s["STORMWATCH_DB"])
     print(json.dumps({k: v for k, v in row.items()}, default=str), flush=True)
     return row
+
+
+def _accounts(n: int) -> int:
+    """The platform size of ``n`` events: about 50 events per account (a size is keyed by it)."""
+    return max(200, n // 50)
 
 
 def _simulate_and_ingest(
@@ -299,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [run_size(n, args.work, env, args.check, args.reuse_store, tuple(args.spark_conf)) for n in args.events]
     if args.merge and args.out.exists():
         old = json.loads(args.out.read_text())
-        again = {max(200, n // 50) for n in args.events}  # a size is its account count (events vary a little)
+        again = {_accounts(n) for n in args.events}  # events vary a little with the seed; accounts do not
         rows = sorted([r for r in old["sizes"] if r["accounts"] not in again] + rows, key=lambda r: r["events"])
         measured = {_link_key(g) for g in links}
         links = [g for g in old["link_alone"] if _link_key(g) not in measured] + links

@@ -86,7 +86,11 @@ def _plain(result: AnalysisResult) -> dict[str, dict[str, Any]]:
 
 
 def test_spark_engine_agrees_with_local_and_a_failed_run_rerun_writes_each_judgement_once(
-    spark: Any, platform: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    spark: Any,
+    platform: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = open_store(platform["spark"])
     try:
@@ -105,8 +109,11 @@ def test_spark_engine_agrees_with_local_and_a_failed_run_rerun_writes_each_judge
     # the rerun, as `stormwatch analyze --engine spark --master local[2]` (in-process: the active
     # session is reused)
     monkeypatch.setenv("STORMWATCH_DB", platform["spark"])
-    assert cli_main(["analyze", "--engine", "spark", "--master", "local[2]", "--json",
-                     "--spark-conf", "spark.driver.memory=2g"]) == 0  # fmt: skip
+    with caplog.at_level("WARNING", logger="stormwatch.analyze.engines.spark"):
+        assert cli_main(["analyze", "--engine", "spark", "--master", "local[2]", "--json",
+                         "--spark-conf", "spark.driver.memory=2g"]) == 0  # fmt: skip
+    # the session is already running, so the setting cannot apply: said, not silently dropped
+    assert "spark.driver.memory ignored: a Spark session is already running" in caplog.text
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     local, remote = _result(platform["local"]), _result(platform["spark"])
     ids = [j.account_id for j in remote.judgements]

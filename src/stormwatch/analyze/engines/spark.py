@@ -27,6 +27,7 @@ The driver holds account-level data (features, observables, the link graph), nev
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -43,6 +44,8 @@ from stormwatch.errors import InputError
 from stormwatch.store import Store
 
 __all__ = ["FAIL_ENV", "analyze_spark", "spark_session"]
+
+log = logging.getLogger(__name__)
 
 STAGE = "analyze"
 #: test hook: ``features`` fails a Spark task of the feature stage, ``commit`` fails just before commit
@@ -410,6 +413,12 @@ def analyze_spark(
     t0 = time.perf_counter()
     spark = spark or SparkSession.getActiveSession()
     own = spark is None
+    if conf and not own:
+        log.warning(
+            "Spark settings %s ignored: a Spark session is already running (set them where it is started,"
+            " e.g. spark-submit --conf)",
+            ", ".join(sorted(conf)),
+        )
     tmp: tempfile.TemporaryDirectory[str] | None = None
     try:
         if events is None:
