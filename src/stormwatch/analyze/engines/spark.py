@@ -413,12 +413,8 @@ def analyze_spark(
     t0 = time.perf_counter()
     spark = spark or SparkSession.getActiveSession()
     own = spark is None
-    if conf and not own:
-        log.warning(
-            "Spark settings %s ignored: a Spark session is already running (set them where it is started,"
-            " e.g. spark-submit --conf)",
-            ", ".join(sorted(conf)),
-        )
+    if conf and not own:  # the JVM is up: pass such settings where the session starts (spark-submit --conf)
+        log.warning("Spark settings %s ignored: a Spark session is already running", ", ".join(sorted(conf)))
     tmp: tempfile.TemporaryDirectory[str] | None = None
     try:
         if events is None:
