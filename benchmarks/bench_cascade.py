@@ -219,7 +219,7 @@ def _simulate(out: Path, ns: argparse.Namespace) -> float:
 
 
 def cmd_traffic(ns: argparse.Namespace) -> dict[str, Any]:
-    from stormwatch.detect.cascade import gate_reason, load_cascade
+    from stormwatch.detect.cascade import CLEAR, gate_reason, load_cascade
 
     with tempfile.TemporaryDirectory(prefix="bench-cascade-") as tmp:
         sim_s = _simulate(Path(tmp), ns)
@@ -271,16 +271,24 @@ def cmd_traffic(ns: argparse.Namespace) -> dict[str, Any]:
         for r in model.route(b, np.asarray(s, dtype=np.float64))
     )
     n = len(texts)
-    # what other clear lines would send on (the gate as shipped): the lever on this benchmark
+    # what the first tier's clear lines would send on without the topic gate (series 1.0 routing)
     first_all = np.concatenate(first_scores) if first_scores else np.zeros(0)
     gated = np.array([gate_reason(t) is not None for t in texts], dtype=bool)
     by_clear: dict[str, dict[str, float | int]] = {}
-    for c in sorted({model.clear, *CLEAR_LINES}):
+    for c in sorted({CLEAR, *CLEAR_LINES}):
         sent = (first_all >= c) | gated
         by_clear[f"{c:g}"] = {
             "routed_share": round(float(sent.mean()), 4) if n else 0.0,
             "unique_routed_texts": len({t for t, k in zip(texts, sent.tolist(), strict=True) if k}),
         }
+    # the simulator draws prompts from the same public sets the models were trained on: the routed
+    # share among prompts that are in no training file is the honest one
+    from stormwatch.detect.data import authored_data_paths, default_data_paths, more_data_paths, read_rows
+
+    trained = {r.text for r in read_rows([*default_data_paths(), *more_data_paths(), *authored_data_paths()])}
+    shipped = np.array([r is not None for b, s in zip(batches, first_scores, strict=True)
+                        for r in model.route(b, np.asarray(s, dtype=np.float64))], dtype=bool)  # fmt: skip
+    unseen = np.array([t not in trained for t in texts], dtype=bool)
     cascade_rate = _rate(n, cascade_cpu)
     first_rate = _rate(n, first_cpu)
     return {
@@ -305,7 +313,10 @@ def cmd_traffic(ns: argparse.Namespace) -> dict[str, Any]:
         "routed_share": round(counts["routed"] / n, 4) if n else 0.0,
         "route_reasons": dict(sorted(reasons.items())),
         "clear": model.clear,
-        "routed_by_clear_line": by_clear,
+        "gate": None if model.gate is None else {"version": model.gate.version, "line": model.gate.line},
+        "unseen_text_share": round(float(unseen.mean()), 4) if n else 0.0,
+        "routed_share_unseen_texts": round(float(shipped[unseen].mean()), 4) if unseen.any() else None,
+        "routed_by_clear_line_without_gate": by_clear,
         "encoder_cache_hits": counts["cache_hits"],
         "encoder_forward_texts": counts["forward_texts"],
         "encoder_in_batch_duplicates": counts["routed"] - counts["cache_hits"] - counts["forward_texts"],

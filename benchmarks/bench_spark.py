@@ -215,8 +215,15 @@ def _simulate_and_ingest(
     return sim_s, ingest_s
 
 
-def link_alone(accounts: int, env: dict[str, str], engines: tuple[str, ...] = ("local", "spark")) -> dict[str, Any]:
+def link_alone(
+    accounts: int,
+    env: dict[str, str],
+    engines: tuple[str, ...] = ("local", "spark"),
+    conf: tuple[str, ...] = (),
+    partitions: int = 4,
+) -> dict[str, Any]:
     """The in-memory linker vs spark_link on the same synthetic graph (benchmarks/bench_linking.py)."""
+    settings = dict(kv.split("=", 1) for kv in conf)
     code = f"""
 import json, sys, time, resource
 sys.path.insert(0, {str(ROOT / "benchmarks")!r})
@@ -231,7 +238,7 @@ if which == "local":
 else:
     from stormwatch.analyze.engines.spark import spark_session
     from stormwatch.analyze.engines.spark_link import spark_link
-    spark = spark_session("local[2]", partitions=4)
+    spark = spark_session("local[2]", partitions={partitions}, conf={settings!r})
     t = time.perf_counter()
     st = {{}}
     res = spark_link(spark, inp, st)
@@ -244,6 +251,8 @@ print(json.dumps({{"edges": int(len(inp.acc)), "values": int(len(inp.value_base)
     "labels_sha": __import__("hashlib").sha256(res.labels.tobytes()).hexdigest()[:16]}}))
 """
     out: dict[str, Any] = {"accounts": accounts}
+    if "spark" in engines:
+        out["spark_settings"] = {"partitions": partitions, **settings}
     for which in engines:
         m = measure([sys.executable, "-c", code, which], env)
         out[which] = {**m, **_json_tail(m.pop("stdout"))}
@@ -279,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="linking alone with the in-memory linker only (graphs too big for Spark here)",
     )
+    ap.add_argument("--link-partitions", type=int, default=4, help="shuffle partitions of the linking-alone spark run")
     ap.add_argument("--work", type=Path, default=Path("/tmp/stormwatch-bench-spark"))
     ap.add_argument("--check", action="store_true", help="compare the two engines' judgements at each size")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "spark.json")
@@ -304,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("no sizes to measure or keep: pass --events, or --merge with an existing --out")
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(ROOT / "src")}
     args.work.mkdir(parents=True, exist_ok=True)
-    links = [link_alone(a, env) for a in args.link_accounts]
+    conf = tuple(args.spark_conf)
+    links = [link_alone(a, env, conf=conf, partitions=args.link_partitions) for a in args.link_accounts]
     links += [link_alone(a, env, ("local",)) for a in args.link_local_accounts]
     rows = [run_size(n, args.work, env, args.check, args.reuse_store, tuple(args.spark_conf)) for n in args.events]
     if args.merge and args.out.exists():

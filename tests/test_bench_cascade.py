@@ -75,9 +75,11 @@ def test_traffic_merges_into_existing_results(tmp_path: Path) -> None:
     assert res["ratio_vs_first_tier"] == pytest.approx(ratio, rel=1e-3, abs=1e-5)
     assert res["cascade_version"].startswith("cascade-")
     assert res["simulate"]["accounts"] == 20
-    at_clear = res["routed_by_clear_line"][f"{res['clear']:g}"]
-    assert at_clear["routed_share"] == res["routed_share"]  # the shipped clear line, counted two ways
-    shares = [v["routed_share"] for _, v in sorted(res["routed_by_clear_line"].items(), key=lambda kv: float(kv[0]))]
+    assert res["gate"]["version"].startswith("gate-") and res["cascade_version"].endswith(res["gate"]["version"])
+    assert 0 <= res["unseen_text_share"] <= 1
+    assert res["routed_share_unseen_texts"] is None or 0 <= res["routed_share_unseen_texts"] <= 1
+    by_line = res["routed_by_clear_line_without_gate"]
+    shares = [v["routed_share"] for _, v in sorted(by_line.items(), key=lambda kv: float(kv[0]))]
     assert shares == sorted(shares, reverse=True)
 
 

@@ -214,6 +214,9 @@ def _expected_tier(cascade: CascadeModel, text: str) -> tuple[str, str]:
     first = float(cascade.first.score_texts([text])[0])
     if first >= cascade.clear:
         return "second", "first-tier"
+    assert cascade.gate is not None
+    if cascade.gate.margins([text])[0] >= cascade.gate.line:
+        return "second", "topic-gate"
     reason = gate_reason(text)
     return ("second", reason) if reason else ("first", "cleared")
 

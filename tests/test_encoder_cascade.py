@@ -200,9 +200,10 @@ def test_the_shipped_artifact_names_its_parts_and_licenses() -> None:
     assert (folder / "LICENSES.md").is_file() and "MIT" in (folder / "LICENSES.md").read_text()
     assert set(meta["thresholds"]) == {"strict", "balanced", "permissive"}
     cascade = load_cascade()
-    assert (
-        cascade.version == f"cascade-1.0+{cascade.first.version}+{cascade.encoder.version}+{cascade.combiner.version}"
-    )
+    assert cascade.gate is not None  # the shipped encoder carries its topic gate (series 1.1)
+    parts = f"{cascade.first.version}+{cascade.encoder.version}+{cascade.combiner.version}"
+    assert cascade.version == f"cascade-1.1+{parts}+{cascade.gate.version}"
+    assert cascade.parts["gate"] == cascade.gate.version
     assert load_combiner(None, folder).fitted_for["encoder"] == meta["version"]
 
 
@@ -236,7 +237,7 @@ def test_every_actor_language_reaches_the_second_tier(text: str, script: str) ->
     cascade = load_cascade()
     (decision,) = cascade.decisions([text])
     assert decision.tier == "second" and decision.encoder is not None
-    assert decision.reason in {f"script:{script}", "first-tier"}
+    assert decision.reason in {f"script:{script}", "first-tier", "topic-gate"}
 
 
 def test_a_plain_everyday_prompt_is_cleared_by_the_first_tier_and_keeps_its_score() -> None:
@@ -244,8 +245,9 @@ def test_a_plain_everyday_prompt_is_cleared_by_the_first_tier_and_keeps_its_scor
     text = "What is a good recipe for banana bread?"
     (decision,) = cascade.decisions([text])
     first = float(cascade.first.score_texts([text])[0])
-    if first < cascade.clear:
-        assert decision.tier == "first" and decision.reason == "cleared" and decision.score == pytest.approx(first)
+    assert cascade.reason(text) is None  # neither the first tier, the topic gate, the script nor the lexicon
+    assert decision.tier == "first" and decision.reason == "cleared" and decision.score == pytest.approx(first)
+    assert decision.score < min(cascade.thresholds.values())
     assert gate_reason(text) is None
     assert gate_reason("dump lsass quietly") == "security-lexicon"
 

@@ -28,9 +28,11 @@ def test_train_encoder_builds_a_loadable_cascade(tmp_path: Path) -> None:
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["version"] == folder.name and meta["recipe"].startswith("encoder-recipe-")
     assert (folder / "combiner.json").is_file() and (folder / "LICENSES.md").is_file()
+    assert (folder / "gate.json.gz").is_file()  # the topic gate is fitted last
     from stormwatch.detect.cascade import load_cascade
 
     cascade = load_cascade(encoder=folder)
     scores = cascade.score_texts(["write ransomware", "写一个键盘记录器", "bake bread"])
     assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
     assert cascade.encoder.version == folder.name
+    assert cascade.gate is not None and cascade.version.endswith(cascade.gate.version)

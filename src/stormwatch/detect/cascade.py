@@ -1,13 +1,21 @@
 """The detection cascade, in one place: lexical first tier -> gate -> encoder second tier -> combiner.
 
 Every prompt is scored by the first tier (word n-grams, ~10^5 prompts/s). A prompt goes on to the
-second tier (:mod:`stormwatch.detect.encoder`, a fine-tuned multilingual transformer, ~130
-prompts/s per core) unless the first tier *clears* it: first-tier score below ``clear`` **and**
-the cheap gate (:func:`gate_reason`) does not fire. ``clear`` is chosen with the combiner, on its
-held-out rows: the highest line from a fixed ladder that clears at most 1 % of the malicious rows
-(see :func:`stormwatch.detect.encoder_train.choose_clear`). The gate fires on text outside the Latin
-script (the first tier was trained almost only on English) and on any word of a small multilingual
-security lexicon (malware, exploit, phishing, 漏洞, эксплойт, 피싱, بدافزار, ...). A prompt that
+second tier (:mod:`stormwatch.detect.encoder`, a fine-tuned multilingual transformer, ~140
+prompts/s per core) when any of these holds (:meth:`CascadeModel.reason` says which):
+
+* ``first-tier``: the first tier scores it at or above ``first_line`` (its ``strict`` preset, never
+  above the cascade's lowest preset, so a prompt that stays behind is below every preset);
+* ``topic-gate``: the topic gate (:mod:`stormwatch.detect.gate`, a lexical model of "is this about
+  security at all?") puts it at or above its line, chosen so that the whole rule lets through all but
+  at most 1 % of held-out malicious rows;
+* ``script:<code>``: it is written outside the Latin script (the first tier was trained almost only
+  on English);
+* ``security-lexicon``: it has a word of a small multilingual security lexicon (malware, exploit,
+  phishing, 漏洞, эксплойт, 피싱, بدافزار, ...).
+
+An encoder folder without a gate (series 1.0) routes as before: first tier at or above the
+combiner's ``clear`` line (0.05 ... 0.5, chosen the same way), script, lexicon. A prompt that
 reaches the second tier gets the combiner's probability (:mod:`stormwatch.detect.combiner`, a
 logistic model over both tiers' logits, calibrated); a cleared prompt keeps its first-tier score,
 which is below every preset threshold.
@@ -16,7 +24,7 @@ which is below every preset threshold.
 ``score_with_categories``, ``score_texts``, ``explain_text``), so the conversation rule, the
 scoring stage, ``classify`` and the online endpoints use it unchanged; ``decisions`` says, per
 prompt, which tier decided and why. Its version names every part:
-``cascade-<series>+<first-tier version>+<encoder version>+<combiner hash>``.
+``cascade-<series>+<first-tier version>+<encoder version>+<combiner hash>[+<gate hash>]``.
 
 Per-text results of the second tier are cached (LRU, 200k texts; platform traffic repeats itself),
 which is why the cascade's throughput on real traffic is far above the encoder's.
@@ -37,14 +45,16 @@ import numpy.typing as npt
 
 from stormwatch.detect.combiner import Combiner, load_combiner
 from stormwatch.detect.encoder import EncoderModel, load_encoder
+from stormwatch.detect.gate import TopicGate, load_gate
 from stormwatch.detect.model import FirstTierModel, load_model
 from stormwatch.detect.text import FUNCTION_WORDS
 from stormwatch.vocab import LLMT_IDS
 
-__all__ = ["CLEAR", "CascadeModel", "gate_reason", "load_cascade", "script_of"]
+__all__ = ["CLEAR", "CascadeModel", "gate_reason", "gated_first_line", "load_cascade", "script_of"]
 
 F64 = npt.NDArray[np.float64]
-SERIES = "1.0"
+SERIES = "1.0"  # routing by the first tier's clear line
+GATED_SERIES = "1.1"  # routing by the topic gate (an encoder folder with gate.json.gz)
 CLEAR = 0.05  # the lowest line of the ladder (the combiner file holds the one chosen)
 CLEAR_LADDER = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 
@@ -107,6 +117,13 @@ def gate_reason(text: str) -> str | None:
     return None
 
 
+def gated_first_line(first: FirstTierModel, thresholds: dict[str, float]) -> float:
+    """With a topic gate, the first-tier score at or above which a prompt goes on regardless: the
+    first tier's ``strict`` preset, never above the cascade's lowest preset (``thresholds``)."""
+    lowest = min(thresholds.values(), default=1.0)
+    return min(first.thresholds.get("strict", lowest), lowest)
+
+
 @dataclass(frozen=True)
 class Decision:
     tier: str  # "first" (cleared by the first tier) or "second"
@@ -127,25 +144,46 @@ class CascadeModel:
     """First tier + gate + encoder + combiner, with the first tier's scoring interface."""
 
     def __init__(
-        self, first: FirstTierModel, encoder: EncoderModel, combiner: Combiner, *, clear: float | None = None
+        self,
+        first: FirstTierModel,
+        encoder: EncoderModel,
+        combiner: Combiner,
+        *,
+        clear: float | None = None,
+        gate: TopicGate | None = None,
     ) -> None:
         self.first = first
         self.encoder = encoder
         self.combiner = combiner
-        self.clear = combiner.clear if clear is None else clear
-        self.version = f"cascade-{SERIES}+{first.version}+{encoder.version}+{combiner.version}"
+        self.gate = gate
         self.thresholds: dict[str, float] = dict(combiner.thresholds)
         self.parts = {"first_tier": first.version, "encoder": encoder.version, "combiner": combiner.version}
+        if gate is None:
+            self.clear = combiner.clear if clear is None else clear
+            self.version = f"cascade-{SERIES}+{first.version}+{encoder.version}+{combiner.version}"
+        else:
+            self.clear = gated_first_line(first, self.thresholds) if clear is None else clear
+            self.version = f"cascade-{GATED_SERIES}+{first.version}+{encoder.version}+{combiner.version}+{gate.version}"
+            self.parts["gate"] = gate.version
 
     def route(self, texts: Sequence[str], first_scores: F64) -> list[str | None]:
         """Per text: the reason it goes to the second tier, or None when the first tier clears it."""
+        topic = self.gate.on_topic(texts) if self.gate is not None else None
         out: list[str | None] = []
-        for t, s in zip(texts, first_scores.tolist(), strict=True):
+        for i, (t, s) in enumerate(zip(texts, first_scores.tolist(), strict=True)):
             if s >= self.clear:
                 out.append("first-tier")
+            elif topic is not None and topic[i]:
+                out.append("topic-gate")
             else:
                 out.append(gate_reason(t))
         return out
+
+    def reason(self, text: str, first_score: float | None = None) -> str | None:
+        """Why ``text`` goes to the second tier, or None when the first tier clears it."""
+        if first_score is None:
+            first_score = float(self.first.score_texts([text])[0])
+        return self.route([text], np.array([first_score], dtype=np.float64))[0]
 
     def score_full(self, texts: Sequence[str]) -> tuple[F64, F64, list[Decision]]:
         first, first_cats = self.first.score_with_categories(texts)
@@ -192,8 +230,7 @@ class CascadeModel:
         """Spans from the second tier (when the prompt reached it), then first-tier n-grams that
         are not only function words; each entry names its ``tier``."""
         out: list[dict[str, Any]] = []
-        first_score = float(self.first.score_texts([text])[0])
-        if first_score >= self.clear or gate_reason(text) is not None:
+        if self.reason(text) is not None:
             out.extend(self.encoder.explain_text(text, top=top))
         for ev in self.first.explain_text(text, top=top * 2):
             feature = str(ev.get("feature", ""))
@@ -211,7 +248,7 @@ class CascadeModel:
 @lru_cache(maxsize=4)
 def _load(first: str | None, encoder: str | None, combiner: str | None) -> CascadeModel:
     enc = load_encoder(encoder)
-    return CascadeModel(load_model(first), enc, load_combiner(combiner, enc.folder))
+    return CascadeModel(load_model(first), enc, load_combiner(combiner, enc.folder), gate=load_gate(enc.folder))
 
 
 def load_cascade(

@@ -274,10 +274,11 @@ def classify_command(
               "replace the packaged one.")  # fmt: skip
 @click.option("--vendor-from", type=click.Path(exists=True, file_okay=False), default=None,
               help="First re-vendor training data from this datasets folder (maintainers).")  # fmt: skip
-@click.option("--model", "which", type=click.Choice(["first_tier", "encoder"]), default="first_tier",
+@click.option("--model", "which", type=click.Choice(["first_tier", "encoder", "gate"]), default="first_tier",
               show_default=True,
-              help="Which model to build: the lexical first tier, or the second tier (the multilingual encoder "
-              "and the cascade's combiner; needs the train-encoder extra, ~30 min on 2 cores).")  # fmt: skip
+              help="Which model to build: the lexical first tier, the second tier (the multilingual encoder, "
+              "the cascade's combiner and topic gate; needs the train-encoder extra, ~30 min on 2 cores), or "
+              "the topic gate alone (~1 min; --out names the encoder folder it is written into).")  # fmt: skip
 @click.option("--epochs", type=click.FloatRange(0.01, 20), default=3.0, show_default=True,
               help="Encoder only: passes over the training rows.")  # fmt: skip
 @click.option("--max-rows", type=click.IntRange(16), default=None,
@@ -311,6 +312,9 @@ def train_command(
             progress(f"vendored {p}")
     if which == "encoder":
         _train_encoder(data, add, output, out, epochs, max_rows, progress)
+        return
+    if which == "gate":
+        _train_gate(data, add, output, out, progress)
         return
     paths = ([Path(d) for d in data] or default_data_paths()) + [Path(a) for a in add]
     rows = read_rows(paths)
@@ -360,6 +364,31 @@ def _train_encoder(
 
             shutil.rmtree(p)
     click.echo(f"{final.name} -> {final}")
+
+
+def _train_gate(
+    data: tuple[str, ...], add: tuple[str, ...], output: str | None, out: str | None, progress: Any
+) -> None:
+    from stormwatch.detect.data import authored_data_paths, more_data_paths
+    from stormwatch.detect.encoder import default_encoder_path
+    from stormwatch.detect.encoder_artifact import fit_cascade_gate
+    from stormwatch.detect.gate import GATE_FILE
+
+    if output is not None:
+        raise click.UsageError(
+            "the gate is written into an encoder folder: give --out ENCODER_DIR (default: the packaged one)"
+        )
+    folder = Path(out) if out is not None else default_encoder_path()
+    if not (folder / "meta.json").is_file() or not (folder / "combiner.json").is_file():
+        raise click.UsageError(f"{folder}: not an encoder folder with a combiner (meta.json, combiner.json)")
+    paths = ([Path(d) for d in data] or [*default_data_paths(), *more_data_paths(), *authored_data_paths()]) + [
+        Path(a) for a in add
+    ]
+    info = fit_cascade_gate(folder, read_rows(paths), progress=progress)
+    click.echo(
+        f"{info['version']} -> {folder / GATE_FILE} (line {info['line']:.4f}; "
+        f"{info['calibration_missed']:.2%} of {info['calibration_malicious']} held-out malicious rows not sent on)"
+    )
 
 
 @click.command("eval")

@@ -1,5 +1,5 @@
 """The second tier's artifact: calibration of the quantised model, presets, the gate's ``clear``
-line, the cascade's combiner, licenses (recipe steps 4-5 of :mod:`stormwatch.detect.encoder_train`).
+line, the cascade's combiner and topic gate, licenses (recipe steps 4-5 of :mod:`stormwatch.detect.encoder_train`).
 
 Extra ``train-encoder``. ``build_encoder_artifact`` is what ``stormwatch train --model encoder`` runs.
 """
@@ -30,6 +30,7 @@ __all__ = [
     "choose_clear",
     "finalize_artifact",
     "fit_cascade_combiner",
+    "fit_cascade_gate",
     "recalibrate",
 ]
 
@@ -173,6 +174,45 @@ def fit_cascade_combiner(
     return out
 
 
+def fit_cascade_gate(
+    folder: Path,
+    rows: Sequence[Row],
+    cfg: TrainConfig | None = None,
+    first_tier_path: Path | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Fit the topic gate (:mod:`stormwatch.detect.gate`) for the encoder and combiner in ``folder``
+    and write ``gate.json.gz`` there; ``cfg`` defaults to the encoder's own (its ``meta.json``), so the
+    gate's line is chosen on that encoder's calibration split."""
+    from stormwatch.detect.cascade import gate_reason
+    from stormwatch.detect.combiner import load_combiner
+    from stormwatch.detect.gate import fit_topic_gate, write_gate
+    from stormwatch.detect.model import load_model
+
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    if cfg is None:
+        conf = dict(meta["config"])
+        conf["holdout_sources"] = tuple(conf.get("holdout_sources", ()))
+        cfg = TrainConfig(**conf)
+    first = load_model(first_tier_path)
+    comb = load_combiner(None, folder)
+
+    def route_other(texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        # script and lexicon only: the first tier's catches are not counted (it fitted many of these
+        # rows), so the line holds with or without it
+        return np.array([gate_reason(t) is not None for t in texts], dtype=bool)
+
+    gate = fit_topic_gate(
+        rows,
+        cfg,
+        route_other,
+        fitted_for={"encoder": str(meta["version"]), "first_tier": first.version, "combiner": comb.version},
+        progress=progress,
+    )
+    write_gate(gate, folder)
+    return {"version": gate.version, "line": gate.line, **gate.info}
+
+
 LICENSES_MD = """# Licenses of the encoder artifact
 
 - Model weights: derived from **intfloat/multilingual-e5-small** (MIT License, Copyright (c) Microsoft
@@ -210,4 +250,8 @@ def build_encoder_artifact(
     (final / "LICENSES.md").write_text(LICENSES_MD, encoding="utf-8")
     comb = fit_cascade_combiner(final, rows, cfg, first_tier_path)
     progress(f"{final.name}: combiner {comb['version']} on {comb['rows']['total']} held-out rows")
+    gate = fit_cascade_gate(final, rows, cfg, first_tier_path, progress)
+    progress(
+        f"{final.name}: topic gate {gate['version']} (line {gate['line']:.3f}, {gate['calibration_missed']:.2%} missed)"
+    )
     return final
