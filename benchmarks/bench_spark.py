@@ -221,6 +221,7 @@ def link_alone(
     engines: tuple[str, ...] = ("local", "spark"),
     conf: tuple[str, ...] = (),
     partitions: int = 4,
+    lean: bool = False,
 ) -> dict[str, Any]:
     """The in-memory linker vs spark_link on the same synthetic graph (benchmarks/bench_linking.py)."""
     settings = dict(kv.split("=", 1) for kv in conf)
@@ -228,7 +229,7 @@ def link_alone(
 import json, sys, time, resource
 sys.path.insert(0, {str(ROOT / "benchmarks")!r})
 from bench_linking import build
-inp, _ = build({accounts})
+inp, _ = build({accounts}, lean={lean!r})
 which = sys.argv[1]
 t = time.perf_counter(); c = time.process_time()
 if which == "local":
@@ -251,6 +252,8 @@ print(json.dumps({{"edges": int(len(inp.acc)), "values": int(len(inp.value_base)
     "labels_sha": __import__("hashlib").sha256(res.labels.tobytes()).hexdigest()[:16]}}))
 """
     out: dict[str, Any] = {"accounts": accounts}
+    if lean:
+        out["graph"] = "lean (no phones, no API keys)"
     if "spark" in engines:
         out["spark_settings"] = {"partitions": partitions, **settings}
     for which in engines:
@@ -262,8 +265,8 @@ print(json.dumps({{"edges": int(len(inp.acc)), "values": int(len(inp.value_base)
     return out
 
 
-def _link_key(row: dict[str, Any]) -> tuple[int, tuple[str, ...]]:
-    return row["accounts"], tuple(k for k in ("local", "spark") if k in row)
+def _link_key(row: dict[str, Any]) -> tuple[int, str, tuple[str, ...]]:
+    return row["accounts"], str(row.get("graph", "")), tuple(k for k in ("local", "spark") if k in row)
 
 
 def fit(rows: list[dict[str, Any]], engine: str, key: str) -> tuple[float, float]:
@@ -289,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         help="linking alone with the in-memory linker only (graphs too big for Spark here)",
     )
     ap.add_argument("--link-partitions", type=int, default=4, help="shuffle partitions of the linking-alone spark run")
+    ap.add_argument(
+        "--link-lean",
+        action="store_true",
+        help="linking alone on the lean graph (no phones or API keys: ~5.2 edges per account)",
+    )
     ap.add_argument("--work", type=Path, default=Path("/tmp/stormwatch-bench-spark"))
     ap.add_argument("--check", action="store_true", help="compare the two engines' judgements at each size")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "spark.json")
@@ -315,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(ROOT / "src")}
     args.work.mkdir(parents=True, exist_ok=True)
     conf = tuple(args.spark_conf)
-    links = [link_alone(a, env, conf=conf, partitions=args.link_partitions) for a in args.link_accounts]
-    links += [link_alone(a, env, ("local",)) for a in args.link_local_accounts]
+    lean = args.link_lean
+    links = [link_alone(a, env, conf=conf, partitions=args.link_partitions, lean=lean) for a in args.link_accounts]
+    links += [link_alone(a, env, ("local",), lean=lean) for a in args.link_local_accounts]
     rows = [run_size(n, args.work, env, args.check, args.reuse_store, tuple(args.spark_conf)) for n in args.events]
     if args.merge and args.out.exists():
         old = json.loads(args.out.read_text())

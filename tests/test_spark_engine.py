@@ -263,19 +263,19 @@ def test_the_executor_stages_in_process_give_the_local_features(platform: dict[s
 
 
 def test_bench_linking_alone_passes_partitions_and_settings_and_the_engines_agree(tmp_path: Path) -> None:
-    """`bench_spark.py --link-accounts N --link-partitions P --spark-conf K=V` (the docs/scale.md run at
-    50M edges, here at 20,000 accounts): both engines on one synthetic graph, the same labels."""
+    """`bench_spark.py --link-accounts N --link-lean --link-partitions P --spark-conf K=V` (the docs/scale.md
+    run at 10M accounts / 52M edges, here at 20,000 accounts): both engines on one synthetic graph, the same labels."""
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "spark.json"
     shutil.copy(root / "benchmarks" / "results" / "spark.json", out)
     cmd = [sys.executable, str(root / "benchmarks" / "bench_spark.py"), "--events", "--merge", "--out", str(out),
-           "--work", str(tmp_path / "w"), "--link-accounts", "20000", "--link-partitions", "2",
+           "--work", str(tmp_path / "w"), "--link-accounts", "20000", "--link-lean", "--link-partitions", "2",
            "--spark-conf", "spark.driver.memory=1g"]  # fmt: skip
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
     got = json.loads(out.read_text())
-    (row,) = [g for g in got["link_alone"] if g["accounts"] == 20000]
-    assert row["spark_settings"] == {"partitions": 2, "spark.driver.memory": "1g"}
+    (row,) = [g for g in got["link_alone"] if g["accounts"] == 20000 and g.get("graph")]
+    assert row["graph"].startswith("lean") and row["spark_settings"] == {"partitions": 2, "spark.driver.memory": "1g"}
     assert row["same_labels"] is True and row["local"]["labels_sha"] == row["spark"]["labels_sha"]
     assert row["spark"]["edges"] == row["local"]["edges"] > 0 and row["spark"]["rounds"]
     kept = {
