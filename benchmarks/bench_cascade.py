@@ -265,11 +265,10 @@ def cmd_traffic(ns: argparse.Namespace) -> dict[str, Any]:
         cascade_cpu, cascade_wall = _timed(lambda: [model.score_with_categories(b) for b in batches])
     finally:
         del enc.logits, enc.prep.prepare
-    reasons = Counter(
-        r or "cleared"
-        for b, s in zip(batches, first_scores, strict=True)
-        for r in model.route(b, np.asarray(s, dtype=np.float64))
-    )
+    routes = [
+        r for b, s in zip(batches, first_scores, strict=True) for r in model.route(b, np.asarray(s, dtype=np.float64))
+    ]
+    reasons = Counter(r or "cleared" for r in routes)
     n = len(texts)
     # what the first tier's clear lines would send on without the topic gate (series 1.0 routing)
     first_all = np.concatenate(first_scores) if first_scores else np.zeros(0)
@@ -286,8 +285,7 @@ def cmd_traffic(ns: argparse.Namespace) -> dict[str, Any]:
     from stormwatch.detect.data import authored_data_paths, default_data_paths, more_data_paths, read_rows
 
     trained = {r.text for r in read_rows([*default_data_paths(), *more_data_paths(), *authored_data_paths()])}
-    shipped = np.array([r is not None for b, s in zip(batches, first_scores, strict=True)
-                        for r in model.route(b, np.asarray(s, dtype=np.float64))], dtype=bool)  # fmt: skip
+    shipped = np.array([r is not None for r in routes], dtype=bool)
     unseen = np.array([t not in trained for t in texts], dtype=bool)
     cascade_rate = _rate(n, cascade_cpu)
     first_rate = _rate(n, first_cpu)

@@ -335,6 +335,14 @@ def train_command(
     click.echo(f"{version} -> {target} ({len(blob)} bytes)")
 
 
+def _second_tier_paths(data: tuple[str, ...], add: tuple[str, ...]) -> list[Path]:
+    """The encoder's and the gate's training files: ``--data`` or every vendored and authored file, plus ``--add``."""
+    from stormwatch.detect.data import authored_data_paths, more_data_paths
+
+    base = [Path(d) for d in data] or [*default_data_paths(), *more_data_paths(), *authored_data_paths()]
+    return base + [Path(a) for a in add]
+
+
 def _train_encoder(
     data: tuple[str, ...],
     add: tuple[str, ...],
@@ -344,16 +352,12 @@ def _train_encoder(
     max_rows: int | None,
     progress: Any,
 ) -> None:
-    from stormwatch.detect.data import authored_data_paths, more_data_paths
     from stormwatch.detect.encoder_artifact import build_encoder_artifact
     from stormwatch.detect.encoder_train import TrainConfig
 
     if output is not None:
         raise click.UsageError("the encoder is a folder: give --out DIR (default: replace the packaged one)")
-    paths = ([Path(d) for d in data] or [*default_data_paths(), *more_data_paths(), *authored_data_paths()]) + [
-        Path(a) for a in add
-    ]
-    rows = read_rows(paths)
+    rows = read_rows(_second_tier_paths(data, add))
     parent = Path(out) if out is not None else model_dir()
     parent.mkdir(parents=True, exist_ok=True)
     old = sorted(p for p in parent.glob("encoder-*") if p.is_dir()) if out is None else []
@@ -369,7 +373,6 @@ def _train_encoder(
 def _train_gate(
     data: tuple[str, ...], add: tuple[str, ...], output: str | None, out: str | None, progress: Any
 ) -> None:
-    from stormwatch.detect.data import authored_data_paths, more_data_paths
     from stormwatch.detect.encoder import default_encoder_path
     from stormwatch.detect.encoder_artifact import fit_cascade_gate
     from stormwatch.detect.gate import GATE_FILE
@@ -381,10 +384,7 @@ def _train_gate(
     folder = Path(out) if out is not None else default_encoder_path()
     if not (folder / "meta.json").is_file() or not (folder / "combiner.json").is_file():
         raise click.UsageError(f"{folder}: not an encoder folder with a combiner (meta.json, combiner.json)")
-    paths = ([Path(d) for d in data] or [*default_data_paths(), *more_data_paths(), *authored_data_paths()]) + [
-        Path(a) for a in add
-    ]
-    info = fit_cascade_gate(folder, read_rows(paths), progress=progress)
+    info = fit_cascade_gate(folder, read_rows(_second_tier_paths(data, add)), progress=progress)
     click.echo(
         f"{info['version']} -> {folder / GATE_FILE} (line {info['line']:.4f}; "
         f"{info['calibration_missed']:.2%} of {info['calibration_malicious']} held-out malicious rows not sent on)"
