@@ -5,8 +5,10 @@ preset: families ``SimSettings.randomized`` never draws) a platform is simulated
 with the shipped first tier and analyzed; the review queue is then ordered by the account model and,
 for comparison, by risk. Reported per setting: ranking AP (level, then probability / risk), enforce
 precision and recall (the model never changes a level), review-budget recall (actor accounts
-enforced or within the 0.5 % budget), actor accounts missed, false positives in the budget per
-persona, and exempt accounts enforced (0: the simulator grants no exemptions, the rules hold them).
+enforced or within the 0.5 % budget; also over the actor accounts that sent at least one request,
+``budget_recall_with_requests``: the simulator opens actor accounts that never do), actor accounts
+missed, false positives in the budget per persona, and exempt accounts enforced (0: the simulator
+grants no exemptions, the rules hold them).
 
     python benchmarks/bench_account_model.py [--model VERSION|DIR] [--accounts 3000] [--seeds 3]
         [--presets all|none|NAME,...] [--large 60000] [--workdir /tmp/bench_account_model]
@@ -72,7 +74,8 @@ def main() -> None:
         }
         m, r = results[label]["model"], results[label]["risk"]
         print(
-            f"{label:40} AP {m['ap']} (risk {r['ap']})  budget recall {m['budget_recall']} (risk {r['budget_recall']})"
+            f"{label:40} AP {m['ap']} (risk {r['ap']})  budget recall {m['budget_recall']} (risk {r['budget_recall']};"
+            f" of actor accounts with requests {m['budget_recall_with_requests']})"
             f"  enforce P {m['enforce_precision']} R {m['enforce_recall']}  fp {m['fp_in_budget_by_persona']}",
             flush=True,
         )

@@ -122,6 +122,10 @@ def test_model_ranks_no_intel_actors_above_security_professionals(trained: dict[
     assert wins(prob) > wins(held.risk)
     by_model, by_risk = platform_metrics(held, prob), platform_metrics(held, None)
     assert by_model["ap"] >= by_risk["ap"] and by_model["enforce_precision"] == 1.0
+    # the actor accounts that never sent a request are counted apart (nothing request-based sees them)
+    speaking = by_model["actors_with_requests"]
+    assert speaking == held.actors - len(held.silent_actors) and 0 < speaking <= held.actors
+    assert 0.0 <= by_model["budget_recall_with_requests"] <= 1.0
 
 
 def test_judge_orders_the_queue_by_the_model_and_falls_back_to_risk(trained: dict[str, Any]) -> None:
@@ -185,6 +189,16 @@ def test_eval_reports_ap_and_persona_false_positives(
     assert res["enforce_precision"] == 1.0 and res["exempt_enforced"] == 0
     assert set(res["false_positives_by_persona"]) >= {"security_pro", "pentest_firm", "red_teamer", "ctf_student"}
     assert res["review_budget_recall"] == res["recall_enforce_or_within_budget"]
+    from stormwatch.store import open_store
+
+    truth = orjson.loads((base / "truth.json").read_bytes())["accounts"]
+    store = open_store(f"sqlite:///{base / 'platform.db'}")
+    try:
+        with_requests = {a for a in store.analysis.accounts_with_events_after(0) if truth[a].get("is_actor")}
+    finally:
+        store.close()
+    assert res["actor_accounts_with_requests"] == len(with_requests) > 0
+    assert 0 <= res["review_budget_recall_with_requests"] <= 1
     assert res["ranking_ap_shadow"] == {trained["model"].version: res["ranking_ap"]}
 
 

@@ -300,17 +300,23 @@ def _incremental_vs_full(g1: Any, g2: Any, queued_too: bool = True) -> set[str]:
     whose fingerprint did not change) and in full; assert both agree. Returns the accounts judged again."""
     from datetime import date
 
+    from stormwatch.analyze.cohorts import find_cohorts, judgement_labels, top_scores
     from stormwatch.analyze.incremental import account_fingerprints, plan_keep
     from stormwatch.analyze.judge import analyze_graph, link_graph
+
+    def units(g: Any, gr: Any, link: Any) -> Any:  # as analyze.pipeline.judge_step: components joined by cohorts
+        top = top_scores(g.states, gr.index, len(gr.accounts))
+        return judgement_labels(link.labels, find_cohorts(g, gr.index, top))
 
     now, today = "2025-03-01T00:00:00.000000Z", date(2025, 3, 1)
     gr1, l1 = link_graph(g1)
     first = analyze_graph(g1, "v", now=now, graph=gr1, link=l1)
-    stored = dict(zip(gr1.accounts, account_fingerprints(g1, gr1, l1, (), today), strict=True))
+    stored = dict(zip(gr1.accounts, account_fingerprints(g1, gr1, l1, (), today, units(g1, gr1, l1)), strict=True))
     gr2, l2 = link_graph(g2)
-    fps = account_fingerprints(g2, gr2, l2, (), today)
+    u2 = units(g2, gr2, l2)
+    fps = account_fingerprints(g2, gr2, l2, (), today, u2)
     queued = [j.account_id for j in first.judgements if j.level in ("review", "enforce")] if queued_too else []
-    keep = plan_keep(gr2.accounts, l2.labels, fps, stored, queued)
+    keep = plan_keep(gr2.accounts, u2, fps, stored, queued)
     part = analyze_graph(g2, "v", now=now, graph=gr2, link=l2, keep=keep)
     full = analyze_graph(g2, "v", now=now, graph=gr2, link=l2)
     kept = {a for a, k in zip(gr2.accounts, keep.tolist(), strict=True) if k}

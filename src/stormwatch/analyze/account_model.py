@@ -121,7 +121,9 @@ FEATURES: dict[str, str] = {
     "own_intel": "own non-IP indicator hit or hits from two indicators",
     "identity_link": "shares a device, card, phone or API key with linked accounts",
     "coordinated": "member of a coordinated cluster (risk rules)",
-    "corroboration": "how many corroboration kinds the risk rules found (0-3)",
+    "corroboration": "how many corroboration kinds the risk rules found (0-4)",
+    "cohort": "member of a cohort of new short-lived accounts (analyze.cohorts; 0.5: one an organisation holds)",
+    "cohort_size": "log1p(accounts of its cohort; 0 when none)",
     "cluster_size": "log1p(size of its cluster; 1 alone)",
     "cluster_malicious_share": "share of its cluster's members with content >= 0.8",
     "account_age_days": "days from sign-up to the end of the data (-1 unknown)",
@@ -154,6 +156,7 @@ class AccountModelInputs:
     own_intel: set[int]
     facts: Mapping[str, Any]  # account_id -> AccountFacts
     link_input: Any  # analyze.linking.LinkInput (first/last use of each value)
+    cohorts: Any = None  # analyze.cohorts.Cohorts (None: no cohorts)
     _activity: tuple[Arr, Arr] | None = field(default=None, repr=False)
     _malicious: Arr | None = field(default=None, repr=False)
 
@@ -238,6 +241,7 @@ def _row(i: int, j: Mapping[str, Any], x: AccountModelInputs, data_end: float) -
     detail = ex.get("behaviour_detail", {}) or {}
     own = x.att.fit[i]
     label = int(x.labels[i])
+    cohort = x.cohorts.member(i) if x.cohorts is not None else None
     first, last = x.activity()
     created = _epoch(getattr(x.facts.get(j["account_id"]), "created_at", None))
     day = 86400.0
@@ -287,6 +291,8 @@ def _row(i: int, j: Mapping[str, Any], x: AccountModelInputs, data_end: float) -
         "own_intel": float(i in x.own_intel),
         "identity_link": float(i in x.identity),
         "coordinated": float(label in x.coordinated),
+        "cohort": 0.0 if cohort is None else 0.5 if cohort.held else 1.0,
+        "cohort_size": math.log1p(len(cohort.members)) if cohort is not None else 0.0,
         "corroboration": float(len(ex.get("corroboration", []) or [])),
         "cluster_size": _log1p(x.cluster_size[label]),
         "cluster_malicious_share": float(x.malicious_share()[label]),

@@ -82,6 +82,7 @@ class Platform:
     personas: dict[str, str]
     active: int
     actors: int
+    silent_actors: frozenset[str] = frozenset()  # actor accounts that never sent a request
 
 
 def _sim_settings(kind: str, seed: int) -> Any:
@@ -187,6 +188,7 @@ def build_platform(
         personas={a: str(t.get("persona")) for a, t in truth.items()},
         active=int(result.stats.get("active_accounts", 0)),
         actors=sum(actor.values()),
+        silent_actors=frozenset(a for a, y in actor.items() if y) - {s.account_id for s in graph.states if s.n_events},
     )
 
 
@@ -247,6 +249,8 @@ def platform_metrics(p: Platform, prob: Arr | None, budget_share: float = 0.005)
     within = set(rev[:budget])
     tp = sum(int(p.y[k]) for k in enf)
     caught = tp + sum(int(p.y[k]) for k in within)
+    silent_caught = sum(int(p.y[k]) for k in [*enf, *within] if p.ids[k] in p.silent_actors)
+    speaking = p.actors - len(p.silent_actors)
     keys = [(_LEVEL_RANK[p.levels[k]], float(score[k])) for k in range(len(p.ids))]
     keys += [(_LEVEL_RANK[lv], r) for _a, lv, r, _y in p.others]
     labels = [int(v) for v in p.y] + [y for *_x, y in p.others]
@@ -266,6 +270,9 @@ def platform_metrics(p: Platform, prob: Arr | None, budget_share: float = 0.005)
         "enforce_precision": round(tp / len(enf), 4) if enf else None,
         "enforce_recall": round(tp / p.actors, 4) if p.actors else None,
         "budget_recall": round(caught / p.actors, 4) if p.actors else None,
+        # actor accounts with at least one request: what request-based judgement can see at all
+        "actors_with_requests": speaking,
+        "budget_recall_with_requests": round((caught - silent_caught) / speaking, 4) if speaking else None,
         "actors_missed": p.actors - caught,
         "actors_at_none": sum(y for _a, lv, _r, y in p.others if lv == "none"),
         "actors_at_review": sum(int(p.y[k]) for k in rev),

@@ -3,11 +3,13 @@
 Reported: account precision and recall of ``flagged`` (enforce), recall split into actor
 accounts the partner intel names directly and those reachable only by links or behaviour, the
 review-level recall, the review-budget recall (actor accounts enforced or ranked within the review
-budget), false positives among security professionals and among accounts that used a
-crowded IP (VPN exits, NATs: shared by >= 50 accounts), attribution accuracy (flagged actor
-accounts named with the right actor; and over all actor accounts), and cluster purity (share of a
-cluster's members that belong to its majority operation, benign counted as one group), for
-clusters holding an actor account or a flagged account.
+budget; ``review_budget_recall_with_requests`` counts only actor accounts that sent at least one
+request: a simulator opens some that never do, and nothing request-based can see those), false
+positives among security professionals and among accounts that used a crowded IP (VPN exits,
+NATs: shared by >= 50 accounts), attribution accuracy (flagged actor accounts named with the right
+actor; and over all actor accounts), and cluster purity (share of a cluster's members that belong
+to its majority operation, benign counted as one group), for clusters holding an actor account or
+a flagged account.
 
 Ranking: ``ranking_ap`` is the average precision of actor accounts over every account ordered by
 level (enforce, review, none), then by the account model's calibrated probability
@@ -91,6 +93,8 @@ def evaluate(store: Store, truth_path: Path) -> dict[str, Any]:
     review = {a for a, x in j.items() if x["level"] in ("review", "enforce")}
     in_budget = {a for a, x in j.items() if x["within_budget"]}
     tp = flagged & actors
+    # actor accounts that sent at least one request: what request-based judgement can see at all
+    speaking = actors & set(store.analysis.accounts_with_events_after(0))
     sec = {a for a, t in accounts.items() if t.get("persona") == "security_pro"}
     crowd_ips = store.analysis.crowded_values("ip", CROWD_DEGREE)
     crowd: set[str] = set()
@@ -132,6 +136,8 @@ def evaluate(store: Store, truth_path: Path) -> dict[str, Any]:
         "enforce_precision": _ratio(len(tp), len(flagged)),
         "enforce_recall": _ratio(len(tp), len(actors)),
         "review_budget_recall": _ratio(len((flagged | in_budget) & actors), len(actors)),
+        "actor_accounts_with_requests": len(speaking),
+        "review_budget_recall_with_requests": _ratio(len((flagged | in_budget) & speaking), len(speaking)),
         "ranked_by": ", ".join(f"account model {v}" for v in sorted(models)) or "risk",
         "ranking_ap": _ranking_ap(j, actors, "model"),
         "ranking_ap_risk": _ranking_ap(j, actors, "risk"),

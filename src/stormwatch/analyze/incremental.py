@@ -1,7 +1,9 @@
 """Incremental analysis: judge again only the link components whose inputs changed.
 
 Every account's judgement is a function of its link component (after the split of oversized
-components) and of a few global inputs. So after linking the whole graph (vectorised, cheap), each
+components), of the cohort it belongs to (``analyze.cohorts``: link components joined through
+cohorts form one unit, ``cohorts.judgement_labels``) and of a few global inputs. So after linking
+the whole graph (vectorised, cheap), each
 component gets a fingerprint of everything its judgements are computed from:
 
 * per member: its features (the ``account_features`` row), its indicator hits (with the hit's
@@ -10,7 +12,9 @@ component gets a fingerprint of everything its judgements are computed from:
 * the component's strong links: star values (kind, value, edge weight, the value's rarity weight -
   which moves with the value's degree, so an account that joins or leaves an IP changes the
   fingerprint of every component linked through it), strong pairs with their contributing values;
-* the member list (so a component that gains, loses or splits members changes).
+* per member: its sign-up time (cohorts read it);
+* the member list (so a component that gains, loses or splits members changes, and so does one
+  that joins a cohort or leaves it).
 
 A component whose fingerprint equals the stored one (``analysis_inputs``) keeps its stored
 judgements and cluster; the others are attributed and judged again (``analyze_graph(keep=...)``,
@@ -46,7 +50,7 @@ __all__ = ["ALGORITHM", "GLOBAL_KEY", "account_fingerprints", "global_fingerprin
 
 Arr = np.ndarray[Any, Any]
 #: bump when linking, attribution, risk or evidence change in a way the fingerprints cannot see
-ALGORITHM = "incremental/2"  # 2: organisation ids take part in the judgement
+ALGORITHM = "incremental/3"  # 2: organisation ids take part in the judgement; 3: cohorts
 GLOBAL_KEY = "global_fingerprint"
 _OPT = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -96,9 +100,15 @@ def global_fingerprint(inp: AccountGraph, g: Graph, version: str) -> str:
 
 
 def account_fingerprints(
-    inp: AccountGraph, g: Graph, link: LinkResult, exemptions: Sequence[Exemption], today: date
+    inp: AccountGraph,
+    g: Graph,
+    link: LinkResult,
+    exemptions: Sequence[Exemption],
+    today: date,
+    labels: Arr | None = None,
 ) -> list[str]:
-    """One fingerprint per account (in ``g.accounts`` order): its link component's, shared by all members."""
+    """One fingerprint per account (in ``g.accounts`` order): its unit's, shared by all members
+    (``labels``: the judgement units, ``cohorts.judgement_labels``; default the link components)."""
     n = len(g.accounts)
     parts: list[list[bytes]] = [[] for _ in range(n)]
     for st in inp.states:
@@ -118,6 +128,9 @@ def account_fingerprints(
         org = getattr(facts.get(a), "org_id", None)
         if org:
             parts[i].append(b"o" + str(org).encode())
+        created = getattr(facts.get(a), "created_at", None)
+        if created:
+            parts[i].append(b"c" + str(created).encode())
     if exemptions:
         for i, a in enumerate(g.accounts):
             ex = match_exemption(exemptions, a, facts.get(a), today)
@@ -137,7 +150,7 @@ def account_fingerprints(
         parts[a].append(f"q|{accounts[b]}|{kind}|{value}|{fam}|{w!r}".encode())
         parts[b].append(f"q|{accounts[a]}|{kind}|{value}|{fam}|{w!r}".encode())
     own = [accounts[i].encode() + b"\x00" + b"\x01".join(sorted(parts[i])) for i in range(n)]
-    labels = link.labels
+    labels = link.labels if labels is None else labels
     order = np.argsort(labels, kind="stable")  # members in account order within each component
     out = [""] * n
     if n == 0:

@@ -31,6 +31,7 @@ import numpy as np
 from stormwatch.analyze import params as P
 from stormwatch.analyze.account_model import AccountModelInputs, load_model, resolve_model, score_accounts
 from stormwatch.analyze.attribution import AccountBehaviour, Attribution, IntrusionSet, attribute, confidence_label
+from stormwatch.analyze.cohorts import Cohorts, find_cohorts, top_scores
 from stormwatch.analyze.exemptions import Exemption, match_exemption
 from stormwatch.analyze.linking import LinkInput, LinkResult, link_accounts
 from stormwatch.analyze.profiles import load_profiles, profile_for
@@ -322,6 +323,7 @@ def analyze_graph(
     link: LinkResult | None = None,
     graph: Graph | None = None,
     keep: Arr | None = None,
+    cohorts: Cohorts | None = None,
 ) -> AnalysisResult:
     """Link, attribute and judge every account of ``inp``: pure, the same graph (and settings) give
     the same result. ``review_budget`` defaults to ``params.REVIEW_BUDGET`` of active accounts;
@@ -331,7 +333,7 @@ def analyze_graph(
 
     # ``graph``: ``inp`` already numbered (build_graph); ``keep`` (a mask over its accounts, whole link
     # components): judge, rank and return only those accounts and their clusters, each exactly as the
-    # whole run would (incremental analysis, analyze.incremental)
+    # whole run would (incremental analysis, analyze.incremental; ``cohorts``: find_cohorts of the same graph)
     g = graph if graph is not None else build_graph(inp)
     link = link if link is not None else link_accounts(g.link_input)  # ``link``: another engine's linking
     sets = _intrusion_sets(inp.intrusion_sets)
@@ -361,9 +363,13 @@ def analyze_graph(
     )
     facts = {a.account_id: a for a in inp.accounts}
     active = int(np.count_nonzero(beh.n_events > 0))
+    top = top_scores(inp.states, g.index, len(g.accounts))
+    if cohorts is None:
+        cohorts = find_cohorts(inp, g.index, top)
     return _result(
-        g, link, att, sets, ev, feats, breadth, rephr, escal, version, own_intel, now, levels, facts, active, keep
-    )
+        g, link, att, sets, ev, feats, breadth, rephr, escal, version, own_intel, now, levels, facts, active, keep,
+        (cohorts, top),
+    )  # fmt: skip
 
 
 def _result(
@@ -383,6 +389,7 @@ def _result(
     facts: Mapping[str, Any],
     active: int,
     keep: Arr | None = None,
+    cohort_of: tuple[Cohorts, Arr] | None = None,
 ) -> AnalysisResult:
     if now is None:
         from datetime import UTC, datetime
@@ -415,6 +422,8 @@ def _result(
     }
     identity |= {int(link.pair_a[p]) for p, v, _f, _w in link.pair_parts if g.values[v][0] in P.IDENTITY_KINDS}
     identity |= {int(link.pair_b[p]) for p, v, _f, _w in link.pair_parts if g.values[v][0] in P.IDENTITY_KINDS}
+    n_acc = len(g.accounts)
+    cohorts, top = cohort_of if cohort_of is not None else (Cohorts(np.full(n_acc, -1)), np.zeros(n_acc))
     judged: list[dict[str, Any]] = []
     levels: list[str] = []
     for i, account in enumerate(g.accounts):
@@ -425,6 +434,7 @@ def _result(
         conf = float(att.confidence[i]) if ref else 0.0
         content_i = float(feats[i].get("content", {}).get("score", 0.0)) if feats[i] else 0.0
         fit_i = att.fit[i]
+        cohort = cohorts.member(i)
         res = judge(
             RiskInputs(
                 content=content_i,
@@ -446,9 +456,14 @@ def _result(
                     or i in identity
                     or i in own_intel
                 ),
+                cohort=cohort is not None,
+                cohort_held=cohort is not None and cohort.held,
+                top_score=float(top[i]),
             )
         )
         level, explanation = res.level, dict(res.explanation)
+        if cohort is not None:
+            explanation["cohort"] = cohort.describe(g.accounts, top, orgs)
         if int(link.labels[i]) in org_held and multi[i]:
             explanation["organisation_cluster"] = (
                 "linked with accounts of its own organisation that ask malicious-looking questions together:"
@@ -494,7 +509,7 @@ def _result(
             )
         )
     inputs = AccountModelInputs(g.index, feats, link.labels, link.cluster_size, att, coordinated, identity,
-                                own_intel, facts, g.link_input)  # fmt: skip
+                                own_intel, facts, g.link_input, cohorts)  # fmt: skip
     judgements = _queue(judged, settings, summary, inputs)
     members: dict[int, list[int]] = {}
     for m in np.flatnonzero(multi).tolist():

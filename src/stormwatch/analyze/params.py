@@ -96,6 +96,22 @@ COORDINATED_MEMBER_CONTENT = 0.8
 COORDINATED_FIT = 0.5
 COORDINATED_MIN_CONTENT = 0.5
 REVIEW_RISK = 0.5
+# without intel or links: a cohort (analyze.cohorts) of >= COHORT_MIN_SIZE accounts, each first used
+# within COHORT_FRESH_DAYS of sign-up, active at most COHORT_SPAN_DAYS, with a request >=
+# COHORT_MEMBER_SCORE, arriving on one provider-sized network at most COHORT_GAP_DAYS apart, at least
+# COHORT_MIN_STRONG with a request >= COHORT_STRONG_SCORE: one operation's throwaway accounts
+COHORT_FRESH_DAYS = 3.0
+COHORT_SPAN_DAYS = 7.0
+COHORT_GAP_DAYS = 14.0
+COHORT_IDLE_DAYS = 2.0  # ... and stopped: the last request this long before the end of the data
+COHORT_MEMBER_SCORE = 0.3
+COHORT_STRONG_SCORE = 0.8
+COHORT_MIN_STRONG = 2
+COHORT_MIN_SIZE = 3
+COHORT_ENFORCE_SCORE = 0.5  # a member whose own top request reaches this is enforced; the others reach review
+COHORT_V4_PREFIX = 16  # a hosting provider's or ISP's range, not one address
+COHORT_V6_PREFIX = 32
+COHORT_EVIDENCE_MEMBERS = 20  # members listed in an account's evidence
 
 # --- review queue ----------------------------------------------------------------------------
 #: default review budget: this share of active accounts (accounts with events) is within the budget;

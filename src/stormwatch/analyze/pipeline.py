@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from stormwatch.analyze.cohorts import find_cohorts, judgement_labels, top_scores
 from stormwatch.analyze.exemptions import load_exemptions
 from stormwatch.analyze.incremental import GLOBAL_KEY, account_fingerprints, global_fingerprint, hit_refs, plan_keep
 from stormwatch.analyze.judge import analyze_graph, link_graph
@@ -67,9 +68,12 @@ def judge_step(store: Store, out: AnalyzeSummary, *, full: bool, judge_kw: dict[
     repo = store.analysis
     inp = repo.load_graph()
     g, link = link_graph(inp)
+    cohorts = find_cohorts(inp, g.index, top_scores(inp.states, g.index, len(g.accounts)))
+    units = judgement_labels(link.labels, cohorts)  # link components joined through cohorts
+    judge_kw = {**judge_kw, "cohorts": cohorts}
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     gfp = global_fingerprint(inp, g, out.model_version)
-    fps = account_fingerprints(inp, g, link, judge_kw.get("exemptions", ()), date.fromisoformat(now[:10]))
+    fps = account_fingerprints(inp, g, link, judge_kw.get("exemptions", ()), date.fromisoformat(now[:10]), units)
     stored_g = repo.state(GLOBAL_KEY)
     stored = {} if full or stored_g != gfp else repo.fingerprints()
     if stored and len(stored) != repo.judgement_count():  # the stored result was changed behind our back
@@ -86,11 +90,11 @@ def judge_step(store: Store, out: AnalyzeSummary, *, full: bool, judge_kw: dict[
         repo.put_fingerprints(dict(zip(g.accounts, fps, strict=True)), replace=True)
         repo.set_state(GLOBAL_KEY, gfp)
         out.accounts_judged = len(g.accounts)
-        out.components_judged = int(np.unique(link.labels).size)
+        out.components_judged = int(np.unique(units).size)
         return result.counts()
     out.mode = "incremental"
     queued = repo.judgements_at(("review", "enforce"))
-    keep = plan_keep(g.accounts, link.labels, fps, stored, queued)
+    keep = plan_keep(g.accounts, units, fps, stored, queued)
     gone = sorted(set(stored) - set(g.index))
     part = analyze_graph(inp, out.model_version, now=now, graph=g, link=link, keep=keep, **judge_kw)
     judged = [a for a, k in zip(g.accounts, keep.tolist(), strict=True) if k]
@@ -100,7 +104,7 @@ def judge_step(store: Store, out: AnalyzeSummary, *, full: bool, judge_kw: dict[
     )  # fmt: skip
     repo.put_fingerprints({a: fps[g.index[a]] for a in judged}, remove=gone)
     out.accounts_judged = len(judged)
-    out.components_judged = int(np.unique(link.labels[keep]).size)
+    out.components_judged = int(np.unique(units[keep]).size)
     counts = repo.result_counts()
     sets = hit_refs(inp, g.index)
     counts["intel_hit_accounts"] = len(

@@ -20,14 +20,17 @@ intel, for a *coordinated* account: its own content >= 0.5 and it sits in a clus
 3 linked accounts of which at least 3 and at least half have content >= 0.8, and the cluster's
 behaviour fits an actor profile with score >= 0.5, unless at least half of those members belong to
 one organisation of the platform (a security firm's signature as much as an operation's: held at
-``review``, see ``judge._coordinated``). ``review`` when risk >= 0.5, any direct intel
-hit, a low-confidence attribution or content >= 0.8; otherwise ``none``. Content and evasive
+``review``, see ``judge._coordinated``), or, without intel or links, for a member of a *cohort*
+(``analyze.cohorts``: a burst of new, short-lived accounts on one network asking malicious
+questions, the trace of an operation that uses one account per task) whose own top request scores
+>= 0.5. ``review`` when risk >= 0.5, any direct intel hit, a low-confidence attribution, content
+>= 0.8 or membership of a cohort (also one an organisation holds); otherwise ``none``. Content and evasive
 retries alone never enforce: security researchers produce both. ``flagged`` = 1 only for
 ``enforce``.
 
 Precision first, whatever the score: ``enforce`` always needs *corroboration* beyond the account's
 own content and behaviour - an intel hit of its own, intel reaching it over strong links, or
-membership of a coordinated cluster. An account without any of them is capped at ``review``
+membership of a coordinated cluster or of a cohort. An account without any of them is capped at ``review``
 (``explanation["corroboration"]`` lists what it has), so a better score (the calibrated
 probability that replaces ``risk`` later) can reorder the review queue but never enforce alone.
 """
@@ -42,7 +45,9 @@ from stormwatch.analyze import params as P
 
 __all__ = ["NO_CORROBORATION", "RiskInputs", "RiskResult", "corroboration", "judge"]
 
-NO_CORROBORATION = "no corroboration (no intel hit, no intel over strong links, no coordinated cluster): at most review"
+NO_CORROBORATION = (
+    "no corroboration (no intel hit, no intel over strong links, no coordinated cluster or cohort): at most review"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,9 @@ class RiskInputs:
     behaviour_only: bool
     coordinated: bool = False  # member of a cluster of malicious accounts on an actor's profile
     corroborated: bool = True  # own content, own behaviour fit or an identity link backs the attribution
+    cohort: bool = False  # member of a cohort of new, short-lived accounts (analyze.cohorts) ...
+    cohort_held: bool = False  # ... that one organisation's accounts make up (never corroboration)
+    top_score: float = 0.0  # the account's top request score
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,7 @@ def corroboration(x: RiskInputs) -> list[str]:
             ("intel hit", x.direct_intel > 0),
             ("intel over strong links", x.link_intel > 0),
             ("coordinated cluster", x.coordinated),
+            ("cohort of new accounts", x.cohort and not x.cohort_held),
         )
         if on
     ]
@@ -103,7 +112,13 @@ def judge(x: RiskInputs) -> RiskResult:
         reasons.append(
             "member of a linked cluster of malicious accounts whose behaviour fits an actor profile (no intel)"
         )
-    elif risk >= P.REVIEW_RISK or x.direct_intel > 0 or x.confidence > 0 or x.content >= 0.8:
+    elif x.cohort and not x.cohort_held and x.top_score >= P.COHORT_ENFORCE_SCORE:
+        level = "enforce"
+        reasons.append(
+            "one of a burst of new, short-lived accounts on one network asking malicious questions (a cohort;"
+            " no intel, no links)"
+        )
+    elif risk >= P.REVIEW_RISK or x.direct_intel > 0 or x.confidence > 0 or x.content >= 0.8 or x.cohort:
         level = "review"
         reasons.append(
             "needs an analyst: "
@@ -114,6 +129,7 @@ def judge(x: RiskInputs) -> RiskResult:
                     ("an indicator hit", x.direct_intel > 0),
                     ("a low-confidence attribution", 0 < x.confidence < P.ENFORCE_CONFIDENCE),
                     ("high-scoring content", x.content >= 0.8),
+                    ("a cohort of new accounts", x.cohort),
                 )
                 if on
             )
