@@ -51,7 +51,7 @@ class AnalyzeSummary:
     mode: str = ""  # "full" or "incremental" (the judgement step)
     full_reason: str = ""  # why the judgement step ran in full
     accounts_judged: int = 0  # accounts attributed and judged again
-    components_judged: int = 0  # ... in this many link components
+    components_judged: int = 0  # ... in this many link components (those a cohort joins count once)
     seconds: dict[str, float] = field(default_factory=dict)
     #: CPU seconds of this process per stage (all its threads; the scoring workers not included):
     #: comparable across runs on a busy machine, where wall seconds are not
