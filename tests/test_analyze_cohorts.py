@@ -182,7 +182,7 @@ def test_the_risk_rule() -> None:
 
 
 @pytest.mark.slow
-def test_on_a_simulated_platform_one_account_per_task_operations_are_found(tmp_path: Any) -> None:
+def test_on_a_simulated_platform_one_account_per_task_operations_are_found(tmp_path: Any, capsys: Any) -> None:
     """The simulator's `account-per-task` preset (operations that open a short-lived account per task):
     cohorts enforce some of those accounts (nothing else would: no intel, no links) and hold no benign one."""
     import orjson
@@ -205,3 +205,12 @@ def test_on_a_simulated_platform_one_account_per_task_operations_are_found(tmp_p
     by_cohort = [j for j in in_cohort if j.level == "enforce" and j.explanation["corroboration"] == only]
     assert len(by_cohort) >= 5, len(by_cohort)
     assert all(truth[j.account_id]["style"] == "account_per_task" for j in by_cohort)
+    # the analyst sees the cohort in `accounts show`
+    from stormwatch.cli import main
+
+    db = ["--db", f"sqlite:///{tmp_path / 'p' / 'platform.db'}"]
+    assert main([*db, "analyze", "--no-score", "--quiet", "--account-model", "off"]) == 0
+    capsys.readouterr()
+    assert main([*db, "accounts", "show", by_cohort[0].account_id]) == 0
+    out = capsys.readouterr().out
+    assert "cohort: " in out and "new, short-lived accounts on" in out and "why: one of a burst" in out

@@ -418,6 +418,13 @@ def _show_account(d: dict[str, Any]) -> None:
     click.echo("evidence:")
     for e in d["evidence"]:
         click.echo(f"  [{e['kind']}] {e['text']}")
+    co = d["explanation"].get("cohort")
+    if co:
+        click.echo(
+            f"cohort: {co['size']} new, short-lived accounts on {', '.join(co['networks']) or '-'} from"
+            f" {co['window'][0]} to {co['window'][1]}, {co['strong_members']} with a request >= 0.8"
+            + ("; one organisation's accounts: held at review" if co.get("held_by_organisation") else "")
+        )
     for reason in d["explanation"].get("reasons", []):
         click.echo(f"why: {reason}")
 
