@@ -51,7 +51,7 @@ import numpy as np
 from stormwatch.analyze import params as P
 from stormwatch.result import AccountGraph
 
-__all__ = ["Cohorts", "find_cohorts", "judgement_labels", "network_key", "top_scores"]
+__all__ = ["Cohorts", "epoch_seconds", "find_cohorts", "judgement_labels", "network_key", "top_scores"]
 
 Arr = np.ndarray[Any, Any]
 DAY = 86400.0
@@ -127,7 +127,8 @@ def top_scores(states: Sequence[Any], index: Mapping[str, int], n: int) -> Arr:
     return top
 
 
-def _epochs(values: list[str | None]) -> Arr:
+def epoch_seconds(values: list[str | None]) -> Arr:
+    """ISO-8601 UTC timestamps as epoch seconds (NaN for missing ones), vectorised."""
     arr = np.array([v[:-1] if v and v.endswith("Z") else (v or "NaT") for v in values], dtype="datetime64[us]")
     out = arr.astype(np.int64).astype(np.float64) / 1e6
     out[np.isnat(arr)] = np.nan
@@ -148,12 +149,12 @@ def find_cohorts(inp: AccountGraph, index: Mapping[str, int], top: Arr) -> Cohor
         created_s[i], orgs[i] = rec.created_at, rec.org_id or None
         if rec.signup_ip:
             signup.append((i, rec.signup_ip))
-    created = _epochs(created_s)
+    created = epoch_seconds(created_s)
     obs = [o for o in inp.observations if o.kind in ("ip", "api_key") and o.account_id in index]
     if not obs or not np.isfinite(created).any():
         return Cohorts(of)
     acc = np.fromiter((index[o.account_id] for o in obs), np.int64, len(obs))
-    f, la = _epochs([o.first_ts for o in obs]), _epochs([o.last_ts for o in obs])
+    f, la = epoch_seconds([o.first_ts for o in obs]), epoch_seconds([o.last_ts for o in obs])
     first, last = np.full(n, np.inf), np.full(n, -np.inf)
     np.fmin.at(first, acc, np.where(np.isnan(f), np.inf, f))
     np.fmax.at(last, acc, np.where(np.isnan(la), -np.inf, la))

@@ -31,7 +31,7 @@ import numpy as np
 from stormwatch.analyze import params as P
 from stormwatch.analyze.account_model import AccountModelInputs, load_model, resolve_model, score_accounts
 from stormwatch.analyze.attribution import AccountBehaviour, Attribution, IntrusionSet, attribute, confidence_label
-from stormwatch.analyze.cohorts import Cohorts, find_cohorts, top_scores
+from stormwatch.analyze.cohorts import Cohorts, epoch_seconds, find_cohorts, top_scores
 from stormwatch.analyze.exemptions import Exemption, match_exemption
 from stormwatch.analyze.linking import LinkInput, LinkResult, link_accounts
 from stormwatch.analyze.profiles import load_profiles, profile_for
@@ -107,13 +107,6 @@ class LevelSettings:
     account_model_shadow: tuple[str, ...] = ()
 
 
-def _epoch(values: list[str | None]) -> Arr:
-    arr = np.array([v[:-1] if v and v.endswith("Z") else (v or "NaT") for v in values], dtype="datetime64[us]")
-    out = arr.astype(np.int64).astype(np.float64) / 1e6
-    out[np.isnat(arr)] = np.nan
-    return out
-
-
 def load_graph(store: Store) -> Graph:
     """The linking graph of the accounts in the store."""
     return build_graph(store.analysis.load_graph())
@@ -150,7 +143,7 @@ def build_graph(inp: AccountGraph) -> Graph:
     family = np.array([FAMILIES[P.LINK_KINDS[k][1]] for k, _ in values], dtype=np.int64)
     timed = np.array([k == "ip" for k, _ in values], dtype=bool)
     a_arr, v_arr = np.asarray(acc, dtype=np.int64), np.asarray(val, dtype=np.int64)
-    f_arr, l_arr = _epoch(first), _epoch(last)
+    f_arr, l_arr = epoch_seconds(first), epoch_seconds(last)
     # one edge per (account, value): earliest first use, latest last use
     key = a_arr * max(len(values), 1) + v_arr
     uniq, inv = np.unique(key, return_inverse=True)
