@@ -41,6 +41,9 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_account_model"))
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--reuse", action="store_true", help="analyze platforms already built in --workdir again")
+    ap.add_argument(
+        "--detectors", default="first_tier", choices=("first_tier", "cascade"), help="what scores the requests"
+    )
     args = ap.parse_args()
     model = resolve_model(args.model)
     if model is None:
@@ -61,7 +64,9 @@ def main() -> None:
     for label, seed, n, setting, events in plan:
         t = time.perf_counter()
         name = label.replace(" ", "_").replace(",", "")
-        p = build_platform(args.workdir, name, seed, n, 30, setting, reuse=args.reuse, events=events or None)
+        p = build_platform(
+            args.workdir, name, seed, n, 30, setting, reuse=args.reuse, events=events or None, detectors=args.detectors
+        )
         prob = model.probability(p.X) if len(p.X) else np.zeros(0)
         probs.append(prob)
         ys.append(p.y)

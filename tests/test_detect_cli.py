@@ -46,7 +46,7 @@ def test_classify_good_and_bad_input(tmp_path: Path) -> None:
     for r in recs:
         assert 0.0 <= r["score"] <= 1.0 and isinstance(r["flagged"], bool)
         assert set(r["categories"]) == set(LLMT_IDS)
-        assert r["model_version"].startswith("cascade-1.1+first_tier-")  # classify's default
+        assert r["model_version"].startswith("cascade-1.2+first_tier-")  # classify's default
         # the decision is about the text scored (the last user turn); a conversation may score higher
         assert r["cascade"]["tier"] in {"first", "second"} and r["cascade"]["score"] <= r["score"] + 1e-6
     res = CliRunner().invoke(classify_command, [str(inp), "-o", str(out), "--quiet", "--detectors", "first_tier"])

@@ -327,3 +327,30 @@ def test_docs_list_every_knob_and_preset() -> None:
         assert row in doc, f"docs/simulator.md knob table is out of date for {name}"
     for name in PRESETS:
         assert f"| `{name}` |" in doc
+
+
+# ---- other prompts ---------------------------------------------------------------------------------
+def test_with_prompts_draws_every_operational_request_from_them(tmp_path: Path) -> None:
+    """``Pools.with_prompts`` (bench_account_prompts.py): operations ask only the given malicious
+    prompts (no templates), security workers the given questions; the vendored pools are untouched."""
+    from stormwatch.simulate.pools import load_pools
+    from stormwatch.vocab import LLMT_IDS
+
+    base = load_pools()
+    mal = [(f"m{i}", f"operator ask number {i} for {ttp}", ttp) for i, ttp in enumerate(LLMT_IDS * 2)]
+    sec = [(f"s{i}", f"defender question number {i}") for i in range(30)]
+    pools = base.with_prompts(mal, sec)
+    assert base.dataset_share == 0.35 and pools.dataset_share == 1.0 and base.get("sec_frr") != pools.get("sec_frr")
+    assert {t for _, t in pools.get("sec_frr") + pools.get("sec_malware") + pools.get("sec_ti")} == {t for _, t in sec}
+    simulate(tmp_path / "p", seed=5, accounts=300, days=6, progress=False, pools=pools)
+    with gzip.open(tmp_path / "p" / "truth_events.jsonl.gz") as fh:
+        tev = {t["event_id"]: t for t in map(orjson.loads, fh)}
+    texts = {}
+    for e in _lines(tmp_path / "p" / "events.jsonl"):
+        msgs = e.get("messages") or []
+        texts[e["event_id"]] = msgs[-1]["content"] if msgs else e.get("prompt")
+    asks = [texts[k] for k, t in tev.items() if t["kind"] == "op_request"]
+    assert asks and all(a in {t for _, t, _ in mal} for a in asks)
+    assert all(t["source"].startswith("m") for t in tev.values() if t["kind"] == "op_request")
+    with pytest.raises(ValueError, match="both"):
+        base.with_prompts([], sec)

@@ -115,12 +115,16 @@ def build_platform(
     *,
     reuse: bool = False,
     events: int | None = None,
+    detectors: str = "first_tier",
+    pools: Any = None,
 ) -> Platform:
     """Simulate (``setting``: ``random``, ``default`` or a preset name), ingest, score, analyze.
 
     ``reuse``: a platform already built in ``work/name`` (``platform.db`` and ``truth.json``) is only
     analyzed again (the features change, the simulated platform does not). ``events``: the target
-    event count (``simulate --events``; default the generator's volume)."""
+    event count (``simulate --events``; default the generator's volume). ``detectors``: what scores
+    the requests (``first_tier``, the default, or ``cascade``; ``analyze.scale`` maps other scores
+    onto the first tier's scale). ``pools``: the simulator's prompt pools (default the vendored ones)."""
     from stormwatch.analyze.account_model import AccountModelInputs
     from stormwatch.analyze.judge import analyze_graph
     from stormwatch.analyze.stages import match_intel, model_version, update_features
@@ -134,7 +138,8 @@ def build_platform(
     out.mkdir(parents=True, exist_ok=True)
     db = out / "platform.db"
     done = out / "built.json"
-    if reuse and done.is_file() and orjson.loads(done.read_bytes()) == [seed, accounts, days, setting]:
+    key: list[Any] = [seed, accounts, days, setting] + ([] if detectors == "first_tier" else [detectors])
+    if reuse and done.is_file() and orjson.loads(done.read_bytes()) == key:
         store = open_store(f"sqlite:///{db}")
         try:
             version = model_version(store, active=False)
@@ -147,6 +152,8 @@ def build_platform(
         kwargs: dict[str, Any] = {"settings": settings} if settings is not None else {}
         if events:
             kwargs["target_events"] = events
+        if pools is not None:
+            kwargs["pools"] = pools
         simulate(out, seed=seed, accounts=accounts, days=days, progress=False, **kwargs)
         if db.exists():
             db.unlink()
@@ -155,7 +162,7 @@ def build_platform(
             ingest(store, [out / "events.jsonl"], accounts_paths=[out / "accounts.jsonl"], progress=False)
             store.commit()
             _import_intel(db, out / "intel.stix.json")
-            score_new_events(store, progress=False, settings=DetectSettings(detectors="first_tier"))
+            score_new_events(store, progress=False, settings=DetectSettings(detectors=detectors))
             version = model_version(store, active=True)
             update_features(store, version, full=True, progress=False)
             match_intel(store)
@@ -163,7 +170,7 @@ def build_platform(
             graph = store.analysis.load_graph()
         finally:
             store.close()
-        done.write_bytes(orjson.dumps([seed, accounts, days, setting]))
+        done.write_bytes(orjson.dumps(key))
     captured: list[tuple[list[dict[str, Any]], AccountModelInputs]] = []
     with capture(captured):
         result = analyze_graph(graph, version, account_model="off")

@@ -14,6 +14,10 @@ LLMT: tuple[str, ...] = LLMT_IDS  # the taxonomy's ids in order (stormwatch.voca
 # --- content ---------------------------------------------------------------------------------
 HIGH_SCORE = 0.5  # an event is "high" when its calibrated P(malicious) reaches this
 TTP_MIN_SCORE = 0.3  # events at or above this contribute their category mass to the TTP profile
+#: The scale every threshold here is on: the presets of the shipped first tier (first_tier-2.1), which
+#: flag 5 % / 2 % / 0.5 % of benign security questions. Other detectors' scores are mapped onto it
+#: through their own presets before analysis (``analyze.scale``).
+REFERENCE_PRESETS: dict[str, float] = {"strict": 0.412949, "balanced": 0.482175, "permissive": 0.556063}
 TOP_K = 3  # content score = noisy-OR of the account's top-K event scores ...
 CONTENT_SUPPORT = 3  # ... shrunk while the account has fewer than this many high events
 BREADTH_MIN_MASS = 1.0  # a TTP counts towards breadth with at least one event's worth of mass

@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 
 from stormwatch.analyze.params import LLMT, TTP_MIN_SCORE
+from stormwatch.analyze.scale import ScoreScale
 from stormwatch.store import Store
 
 __all__ = ["Columns", "Interner", "scan_events"]
@@ -195,8 +196,12 @@ def scan_events(
     *,
     chunk: int = 40_000,  # up to three chunks are in memory at once (one read ahead)
     on_rows: Any = None,
+    scale: ScoreScale | None = None,
 ) -> Columns:
-    """Read all events (or those of ``account_ids``) with their scores into :class:`Columns`."""
+    """Read all events (or those of ``account_ids``) with their scores into :class:`Columns`.
+
+    ``scale``: the map of this model's scores onto the reference scale (``analyze.scale``; None: as
+    they are); category probabilities are scaled with their request's score."""
     cols = Columns()
     n_cats = len(LLMT)
     lang_en, lang_und = _LANG_CODE["en"], _LANG_CODE["und"]
@@ -245,12 +250,18 @@ def scan_events(
             ]
         )
         sc = [0.0 if x is None else float(x) for x in score]
+        factor: list[float] | None = None
+        if scale is not None:
+            raw = sc
+            sc = scale.apply(np.asarray(raw, dtype=np.float64)).tolist()
+            factor = [m / r if r > 0 else 0.0 for m, r in zip(sc, raw, strict=True)]
         cols.score.extend(sc)
         for j, (sv, cj) in enumerate(zip(sc, cats, strict=True)):
             if sv >= TTP_MIN_SCORE and cj:
                 parsed = orjson.loads(cj)
                 cols.cat_rows.append(base + j)
-                cols.cat_vals.append([float(parsed.get(c, 0.0)) for c in LLMT][:n_cats])
+                f = 1.0 if factor is None else factor[j]
+                cols.cat_vals.append([min(1.0, f * float(parsed.get(c, 0.0))) for c in LLMT][:n_cats])
         for j, t in enumerate(tails):
             if t and ("://" in t or "@" in t):
                 _text_observables(base + j, t, cols.text_obs)

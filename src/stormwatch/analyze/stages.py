@@ -9,6 +9,7 @@ from typing import Any
 from stormwatch.analyze import params as P
 from stormwatch.analyze.features import compute_features
 from stormwatch.analyze.intel_matching import Hit, Indicator, load_indicators, load_observations, match_indicators
+from stormwatch.analyze.scale import ScoreScale, scale_for
 from stormwatch.analyze.scan import scan_events
 from stormwatch.result import IntelHit
 from stormwatch.store import Store
@@ -66,8 +67,11 @@ def update_features(store: Store, version: str, *, full: bool, progress: bool) -
         if len(changed) <= FULL_RESCAN_SHARE * max(state.known, 1):
             accounts = sorted(changed)
     workers = feature_workers(store, accounts, max_seq, state.known)
+    scale = scale_for(store, version)
+    if scale is not None:
+        log.info("analyze: %s scores mapped onto the reference scale through its presets %s", version, scale.model)
     if workers > 1:
-        scanned, seen_seq, feats, attrs = _features_parallel(store, version, accounts, workers, progress)
+        scanned, seen_seq, feats, attrs = _features_parallel(store, version, accounts, workers, progress, scale)
         repo.replace_features(feats, attrs, version, accounts=accounts)
         store.stages.set(STAGE, max(max_seq, seen_seq))
         return scanned, len(feats)
@@ -78,7 +82,7 @@ def update_features(store: Store, version: str, *, full: bool, progress: bool) -
         total = None if accounts is not None else max_seq
         bar = tqdm(total=total, unit="ev", desc="analyze: features", leave=False)
     try:
-        cols = scan_events(store, version, accounts, on_rows=bar.update if bar else None)
+        cols = scan_events(store, version, accounts, on_rows=bar.update if bar else None, scale=scale)
     finally:
         if bar is not None:
             bar.close()
@@ -107,13 +111,15 @@ def feature_workers(store: Store, accounts: list[str] | None, max_seq: int, know
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _features_part(url: str, version: str, accounts: list[str]) -> tuple[int, int, list[Any], list[Any]]:
+def _features_part(
+    url: str, version: str, accounts: list[str], scale: ScoreScale | None = None
+) -> tuple[int, int, list[Any], list[Any]]:
     """One worker's share: scan these accounts' events and compute their features (own connection)."""
     from stormwatch.store import open_store
 
     store = open_store(url, migrate=False)
     try:
-        cols = scan_events(store, version, accounts)
+        cols = scan_events(store, version, accounts, scale=scale)
     finally:
         store.close()
     feats, attrs = compute_features(cols)
@@ -121,7 +127,12 @@ def _features_part(url: str, version: str, accounts: list[str]) -> tuple[int, in
 
 
 def _features_parallel(
-    store: Store, version: str, accounts: list[str] | None, workers: int, progress: bool
+    store: Store,
+    version: str,
+    accounts: list[str] | None,
+    workers: int,
+    progress: bool,
+    scale: ScoreScale | None = None,
 ) -> tuple[int, int, list[Any], list[Any]]:
     """Features of ``accounts`` (all when None) in ``workers`` processes, each scanning a contiguous
     share of the sorted account list; results are joined in account order."""
@@ -141,7 +152,7 @@ def _features_parallel(
     out: list[tuple[int, int, list[Any], list[Any]] | None] = [None] * len(parts)
     try:
         with ProcessPoolExecutor(max_workers=min(workers, len(parts)), mp_context=ctx) as pool:
-            futures = {pool.submit(_features_part, store.url, version, part): i for i, part in enumerate(parts)}
+            futures = {pool.submit(_features_part, store.url, version, part, scale): i for i, part in enumerate(parts)}
             for fut in as_completed(futures):
                 i = futures[fut]
                 out[i] = fut.result()

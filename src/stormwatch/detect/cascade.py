@@ -18,7 +18,11 @@ An encoder folder without a gate (series 1.0) routes as before: first tier at or
 combiner's ``clear`` line (0.05 ... 0.5, chosen the same way), script, lexicon. A prompt that
 reaches the second tier gets the combiner's probability (:mod:`stormwatch.detect.combiner`, a
 logistic model over both tiers' logits, calibrated); a cleared prompt keeps its first-tier score,
-which is below every preset threshold.
+which is below every preset threshold. Category probabilities of a routed prompt are its score times
+P(category | misuse) from the first tier where the first tier recognised the prompt itself (at or
+above its ``strict`` preset), else the larger of the two tiers' (series 1.0 and 1.1 took the larger
+everywhere: the encoder's heads, trained on weak labels, spread mass over more categories, which
+blurred the TTP mix account judgement compares with actor profiles).
 
 :class:`CascadeModel` offers the first tier's scoring interface (``version``, ``thresholds``,
 ``score_with_categories``, ``score_texts``, ``explain_text``), so the conversation rule, the
@@ -53,8 +57,8 @@ from stormwatch.vocab import LLMT_IDS
 __all__ = ["CLEAR", "CascadeModel", "gate_reason", "gated_first_line", "load_cascade", "script_of"]
 
 F64 = npt.NDArray[np.float64]
-SERIES = "1.0"  # routing by the first tier's clear line
-GATED_SERIES = "1.1"  # routing by the topic gate (an encoder folder with gate.json.gz)
+SERIES = "1.0.1"  # routing by the first tier's clear line (1.0: categories as the larger of both tiers')
+GATED_SERIES = "1.2"  # routing by the topic gate (an encoder folder with gate.json.gz; 1.1: categories as above)
 CLEAR = 0.05  # the lowest line of the ladder (the combiner file holds the one chosen)
 CLEAR_LADDER = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 
@@ -200,7 +204,13 @@ class CascadeModel:
             p_enc = self.encoder.calibrated(logit)
             cond_enc = 1.0 / (1.0 + np.exp(-np.clip(cat_logits.astype(np.float64), -40, 40)))
             cond_first = np.clip(cats[routed] / np.maximum(first[routed, None], 1e-6), 0.0, 1.0)
-            cats[routed] = combined[:, None] * np.maximum(cond_first, cond_enc)
+            # Which TTPs: the first tier's where it recognised the request itself (at or above its own
+            # strict preset: its category heads are sharp and account judgement's actor profiles were
+            # fitted on them); elsewhere the larger of both tiers' (the encoder reads what the first
+            # tier cannot; its heads, trained on weak labels, spread mass over more categories).
+            own = first[routed] >= float(self.first.thresholds.get("strict", 1.0))
+            cond = np.where(own[:, None], cond_first, np.maximum(cond_first, cond_enc))
+            cats[routed] = combined[:, None] * cond
             scores[routed] = combined
             enc_p = {i: float(p) for i, p in zip(routed, p_enc.tolist(), strict=True)}
         decisions = [

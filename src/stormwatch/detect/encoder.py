@@ -122,6 +122,10 @@ class EncoderModel:
         self.folder = folder
         self._cache: OrderedDict[str, tuple[float, F32]] = OrderedDict()
         self._cache_size = cache_size
+        # Per window, by a digest of its piece ids: a window's logits depend on its ids alone (one
+        # window per ONNX run), so a hit is exact. Conversations are scored on their joined user
+        # turns, which grow by one turn per event: their earlier windows are the previous event's.
+        self._windows: OrderedDict[bytes, F32] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- raw forward ------------------------------------------------------------------------------
@@ -143,6 +147,31 @@ class EncoderModel:
             out[part] = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
         return out
 
+    def _run_cached(self, windows: Sequence[Sequence[int]]) -> F32:
+        """:meth:`_run` of the windows not in the window cache (each distinct window once)."""
+        keys = [hashlib.blake2b(np.asarray(w, dtype=np.int32).tobytes(), digest_size=16).digest() for w in windows]
+        out = np.zeros((len(windows), 1 + len(LLMT_IDS)), dtype=np.float32)
+        missing: dict[bytes, int] = {}
+        with self._lock:
+            for j, k in enumerate(keys):
+                hit = self._windows.get(k)
+                if hit is not None:
+                    out[j] = hit
+                elif k not in missing:
+                    missing[k] = j
+        if missing:
+            raw = self._run([windows[j] for j in missing.values()])
+            fresh = dict(zip(missing, raw, strict=True))
+            with self._lock:
+                for k, row in fresh.items():
+                    self._windows[k] = row
+                    if len(self._windows) > self._cache_size:
+                        self._windows.popitem(last=False)
+            for j, k in enumerate(keys):
+                if k in fresh:
+                    out[j] = fresh[k]
+        return out
+
     def logits(self, texts: Sequence[str]) -> tuple[F64, F32]:
         """(misuse logit, category logits[n, 14]) per text: the maximum over its windows."""
         n = len(texts)
@@ -159,7 +188,7 @@ class EncoderModel:
         if todo:
             uniq = list(dict.fromkeys(texts[i] for i in todo))
             prep = self.prep.prepare(uniq)
-            raw = self._run(prep.ids)
+            raw = self._run_cached(prep.ids)
             best = np.full(len(uniq), -np.inf)
             best_c = np.full((len(uniq), len(LLMT_IDS)), -np.inf, dtype=np.float32)
             for w, owner in enumerate(prep.owner):

@@ -205,6 +205,7 @@ def register_detectors(
         metadata["parts"] = dict(scorer.parts) if kind == "cascade" else {"encoder": scorer.version}
         shipped = shipped and _inside(folder, here)
     metadata["shipped"] = shipped
+    metadata["presets"] = {k: float(v) for k, v in scorer.thresholds.items()}  # analyze.scale reads them
     known = get_model(store, scorer.version)
     if known is not None and known.status == "active" and status != "active":
         return known  # registering it as a candidate would demote the active model
@@ -266,7 +267,7 @@ def register_artifact(store: Store, path: Path, status: str = "candidate") -> Mo
         version=model.version,
         kind="first_tier",
         status=status,
-        metadata={"path": str(path.resolve())},
+        metadata={"path": str(path.resolve()), "presets": {k: float(v) for k, v in model.thresholds.items()}},
     )
 
 

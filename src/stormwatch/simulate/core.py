@@ -15,7 +15,7 @@ import orjson
 
 from stormwatch.simulate.engine import EventStream
 from stormwatch.simulate.intel import build_intel
-from stormwatch.simulate.pools import load_pools
+from stormwatch.simulate.pools import Pools, load_pools
 from stormwatch.simulate.population import ACTORS, DAY, Population, build_population, sha
 from stormwatch.simulate.settings import SimSettings
 
@@ -99,11 +99,13 @@ def simulate(
     target_events: int | None = None,
     progress: bool = True,
     settings: SimSettings | None = None,
+    pools: Pools | None = None,
 ) -> SimSummary:
     """Simulate ``accounts`` accounts for ``days`` days; write the output files into ``out_dir``.
 
     ``settings`` (default ``SimSettings()``, today's generator) sets the generator's knobs; see
-    :mod:`stormwatch.simulate.settings`.
+    :mod:`stormwatch.simulate.settings`. ``pools``: the prompt pools (default the vendored ones;
+    :meth:`~stormwatch.simulate.pools.Pools.with_prompts` swaps in other prompts).
     """
     settings = settings or SimSettings()
     if accounts < 20:
@@ -116,7 +118,7 @@ def simulate(
     st = (start or DEFAULT_START).astimezone(UTC)
     t0 = st.timestamp()
     t1 = t0 + days * DAY
-    pools = load_pools()
+    pools = pools or load_pools()
     pop = build_population(random.Random(f"{seed}:population"), accounts, t0, days, settings)
     factor = _scale_volume(pop, t0, days, target_events) if target_events else 1.0
     intel = build_intel(pop, random.Random(f"{seed}:intel"), t0, seed)

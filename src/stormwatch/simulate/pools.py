@@ -28,9 +28,27 @@ class Pools:
     mal_by_ttp: dict[str, list[Entry]]
     foreign_by_lang: dict[str, list[Entry]]
     sources: dict[str, int] = field(default_factory=dict)
+    #: share of an operation's requests drawn from ``mal_by_ttp`` (the rest are filled templates)
+    dataset_share: float = 0.35
 
     def get(self, name: str) -> list[Entry]:
         return self.by_pool.get(name, [])
+
+    def with_prompts(self, malicious: list[tuple[str, str, str]], security: list[Entry]) -> Pools:
+        """These pools with the operations' requests and the security workers' questions replaced:
+        ``malicious`` as ``(id, text, LLMT id)``, every operational request drawn from it (no
+        templates); ``security`` shared out over the three hard-negative pools. For evaluating
+        account judgement on prompts no detector was trained on (``benchmarks/bench_account_prompts.py``)."""
+        if not malicious or not security:
+            raise ValueError("with_prompts: both the malicious and the security prompts are needed")
+        mal: dict[str, list[Entry]] = {}
+        for sid, text, ttp in malicious:
+            mal.setdefault(ttp, []).append((sid, text))
+        by_pool = dict(self.by_pool)
+        by_pool["mal_cyber"] = [(sid, text) for sid, text, _ in malicious]
+        for k, name in enumerate(("sec_frr", "sec_malware", "sec_ti")):
+            by_pool[name] = security[k::3] or security
+        return Pools(by_pool, mal, self.foreign_by_lang, dict(self.sources), dataset_share=1.0)
 
 
 def data_dir() -> Path:

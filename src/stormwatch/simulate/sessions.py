@@ -284,7 +284,7 @@ class SessionMaker:
         self, rng: random.Random, ttp: str, slots: dict[str, list[str]], imitate: bool = False
     ) -> list[Turn]:
         pool = self.p.mal_by_ttp.get(ttp, [])
-        if pool and rng.random() < 0.35:
+        if pool and rng.random() < self.p.dataset_share:
             sid, text = rng.choice(pool)
             refuse_p, content = DATASET_REFUSE_P, "malicious"
         else:

@@ -208,7 +208,7 @@ class _Chunks:
         yield self._part
 
 
-def _featurizer(version: str, fail: str) -> Any:
+def _featurizer(version: str, fail: str, scale: Any = None) -> Any:
     def features(pdf: Any) -> Any:
         import pandas as pd
 
@@ -226,7 +226,7 @@ def _featurizer(version: str, fail: str) -> Any:
             tuple(_obj(pdf["refused"])), tuple(_obj(pdf["attributes"])), tuple(_obj(pdf["tail"])),
             tuple(float(x) for x in pdf["score"]), tuple(_obj(pdf["categories"])),
         )  # fmt: skip
-        cols = scan_events(_Chunks(part), version)  # type: ignore[arg-type]
+        cols = scan_events(_Chunks(part), version, scale=scale)  # type: ignore[arg-type]
         feats, attrs = compute_features(cols)
         # order keys: the store's scan numbers accounts and values by first appearance (seq)
         first_seq: dict[str, int] = {}
@@ -440,7 +440,11 @@ def analyze_spark(
         scored = ev.mapInPandas(_scorer(model_bc, threshold, cat_thr, fail), _SCORED_SCHEMA)
         n_buckets = buckets or n_part * 2
         bucketed = scored.withColumn("bucket", F.pmod(F.xxhash64("account_id"), F.lit(n_buckets)))
-        rows = bucketed.groupBy("bucket").applyInPandas(_featurizer(version, fail), _FEATURE_SCHEMA)
+        from stormwatch.analyze.scale import scale_for
+
+        rows = bucketed.groupBy("bucket").applyInPandas(
+            _featurizer(version, fail, scale_for(store, version)), _FEATURE_SCHEMA
+        )
         local = rows.toPandas().sort_values(["rec", "k1", "k2", "k3", "account_id"], kind="stable")
         t1 = time.perf_counter()
         feats = [_Feature(orjson.loads(p)) for p in local.loc[local["rec"] == "f", "payload"]]
