@@ -145,6 +145,14 @@ def test_a_recalibrated_detector_gets_the_first_tiers_judgements(tmp_path: Path,
         flagged = sum(j.level != "none" for j in base.values())
         assert flagged > 0
 
+        # the summary says how the scores were read
+        from stormwatch.analyze.pipeline import analyze
+
+        summary = analyze(store, score=False, version="recal-1", progress=False)
+        assert summary.score_scale is not None
+        assert summary.score_scale["model_presets"] == pytest.approx(CASCADE)
+        assert analyze(store, score=False, version=first, progress=False).score_scale is None
+
         # the raw scores: security professionals' questions look "high-scoring" and the queue grows
         monkeypatch.setattr(stages, "scale_for", lambda store, version: None)
         raw = levels("recal-1")

@@ -149,6 +149,12 @@ def analyze_group(
         f"review budget {s.review_budget:,} = {s.review_budget_rule} ({s.active_accounts:,} active):"
         f" {s.review_within_budget:,} within it; exempt {s.exempt:,} ({s.exempt_held_back:,} held back from enforce)"
     )
+    if s.score_scale:
+        m, r = s.score_scale["model_presets"], s.score_scale["reference_presets"]
+        click.echo(
+            "request scores mapped onto the reference scale: "
+            + ", ".join(f"{k} {m[k]:.3f} -> {r[k]:.3f}" for k in ("strict", "balanced", "permissive"))
+        )
 
 
 @analyze_group.command("graph")

@@ -442,9 +442,9 @@ def analyze_spark(
         bucketed = scored.withColumn("bucket", F.pmod(F.xxhash64("account_id"), F.lit(n_buckets)))
         from stormwatch.analyze.scale import scale_for
 
-        rows = bucketed.groupBy("bucket").applyInPandas(
-            _featurizer(version, fail, scale_for(store, version)), _FEATURE_SCHEMA
-        )
+        scale = scale_for(store, version)
+        out.score_scale = scale.to_dict() if scale is not None else None
+        rows = bucketed.groupBy("bucket").applyInPandas(_featurizer(version, fail, scale), _FEATURE_SCHEMA)
         local = rows.toPandas().sort_values(["rec", "k1", "k2", "k3", "account_id"], kind="stable")
         t1 = time.perf_counter()
         feats = [_Feature(orjson.loads(p)) for p in local.loc[local["rec"] == "f", "payload"]]
