@@ -71,7 +71,7 @@ def test_without_a_gate_the_cascade_routes_by_the_clear_line_as_before() -> None
     c = load_cascade()
     old = CascadeModel(c.first, c.encoder, c.combiner)
     assert old.gate is None and old.clear == c.combiner.clear
-    assert old.version == f"cascade-1.0+{c.first.version}+{c.encoder.version}+{c.combiner.version}"
+    assert old.version == f"cascade-1.0.1+{c.first.version}+{c.encoder.version}+{c.combiner.version}"
     text = EVERYDAY[0]
     first = float(c.first.score_texts([text])[0])
     assert old.reason(text) == ("first-tier" if first >= old.clear else None)

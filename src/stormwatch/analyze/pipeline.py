@@ -22,7 +22,7 @@ from stormwatch.analyze.cohorts import find_cohorts, judgement_labels, top_score
 from stormwatch.analyze.exemptions import load_exemptions
 from stormwatch.analyze.incremental import GLOBAL_KEY, account_fingerprints, global_fingerprint, hit_refs, plan_keep
 from stormwatch.analyze.judge import analyze_graph, link_graph
-from stormwatch.analyze.scale import scale_for
+from stormwatch.analyze.scale import describe, scale_for
 from stormwatch.analyze.settings import AnalyzeSettings
 from stormwatch.analyze.stages import match_intel, model_version, score_first, update_features
 from stormwatch.store import Store
@@ -147,8 +147,7 @@ def analyze(
         out.scoring = score_first(store, progress)
     t1, c1 = time.perf_counter(), time.process_time()
     out.model_version = version or model_version(store, active=score)
-    scale = scale_for(store, out.model_version)
-    out.score_scale = scale.to_dict() if scale is not None else None
+    out.score_scale = describe(scale_for(store, out.model_version))
     try:
         store.analysis.lock(lock_timeout_s)  # one analyze at a time; the cursor is read under the lock
         out.events_scanned, out.accounts_recomputed = update_features(

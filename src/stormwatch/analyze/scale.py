@@ -37,7 +37,7 @@ import numpy as np
 
 from stormwatch.analyze.params import REFERENCE_PRESETS
 
-__all__ = ["PRESET_NAMES", "ScoreScale", "presets_of", "scale_for"]
+__all__ = ["PRESET_NAMES", "ScoreScale", "describe", "presets_of", "scale_for"]
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +141,8 @@ def scale_for(store: Any, version: str) -> ScoreScale | None:
         return None
     presets = presets_of(entry)
     return ScoreScale.from_presets(version, presets) if presets else None
+
+
+def describe(scale: ScoreScale | None) -> dict[str, Any] | None:
+    """What ``analyze``'s summary reports as ``score_scale`` (None: the scores are used as they are)."""
+    return scale.to_dict() if scale is not None else None

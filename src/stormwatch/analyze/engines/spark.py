@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from stormwatch.analyze.scale import describe, scale_for
 from stormwatch.analyze.settings import AnalyzeSettings
 from stormwatch.errors import InputError
 from stormwatch.store import Store
@@ -440,10 +441,7 @@ def analyze_spark(
         scored = ev.mapInPandas(_scorer(model_bc, threshold, cat_thr, fail), _SCORED_SCHEMA)
         n_buckets = buckets or n_part * 2
         bucketed = scored.withColumn("bucket", F.pmod(F.xxhash64("account_id"), F.lit(n_buckets)))
-        from stormwatch.analyze.scale import scale_for
-
-        scale = scale_for(store, version)
-        out.score_scale = scale.to_dict() if scale is not None else None
+        out.score_scale = describe(scale := scale_for(store, version))
         rows = bucketed.groupBy("bucket").applyInPandas(_featurizer(version, fail, scale), _FEATURE_SCHEMA)
         local = rows.toPandas().sort_values(["rec", "k1", "k2", "k3", "account_id"], kind="stable")
         t1 = time.perf_counter()
