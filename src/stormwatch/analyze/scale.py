@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +44,10 @@ PRESET_NAMES = ("strict", "balanced", "permissive")
 _EPS = 1e-6
 
 
-def _logit(p: float) -> float:
-    p = min(max(float(p), _EPS), 1.0 - _EPS)
-    return math.log(p / (1.0 - p))
+def _logits(p: Any) -> np.ndarray[Any, np.dtype[np.float64]]:
+    q = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0 - _EPS)
+    out: np.ndarray[Any, np.dtype[np.float64]] = np.log(q) - np.log1p(-q)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +75,7 @@ class ScoreScale:
     def apply(self, scores: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
         """The scores on the reference scale (same shape; 0 and 1 stay where they are)."""
         p = np.asarray(scores, dtype=np.float64)
-        z = np.log(np.clip(p, _EPS, 1 - _EPS)) - np.log1p(-np.clip(p, _EPS, 1 - _EPS))
-        xs = np.array([_logit(x) for x in self.model])
-        ys = np.array([_logit(y) for y in self.reference])
+        z, xs, ys = _logits(p), _logits(self.model), _logits(self.reference)
         mapped = np.interp(z, xs, ys)  # inside the presets: piecewise linear
         mapped = np.where(z < xs[0], z - xs[0] + ys[0], mapped)  # beyond: slope 1
         mapped = np.where(z > xs[-1], z - xs[-1] + ys[-1], mapped)
