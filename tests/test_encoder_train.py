@@ -16,17 +16,19 @@ import pytest
 pytestmark = pytest.mark.train_encoder
 
 
-def test_train_encoder_builds_a_loadable_cascade(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layers", [4, 2])
+def test_train_encoder_builds_a_loadable_cascade(tmp_path: Path, layers: int) -> None:
     out = tmp_path / "enc"
     res = subprocess.run(
         [sys.executable, "-m", "stormwatch", "train", "--model", "encoder", "--out", str(out),
-         "--max-rows", "400", "--epochs", "1", "-q"],
+         "--max-rows", "400", "--epochs", "1", "--layers", str(layers), "-q"],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     (folder,) = [p for p in out.iterdir() if p.name.startswith("encoder-")]
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["version"] == folder.name and meta["recipe"].startswith("encoder-recipe-")
+    assert meta["base"]["layers"] == meta["config"]["layers"] == layers  # a student keeps fewer layers
     assert (folder / "combiner.json").is_file() and (folder / "LICENSES.md").is_file()
     assert (folder / "gate.json.gz").is_file()  # the topic gate is fitted last
     from stormwatch.detect.cascade import load_cascade

@@ -93,7 +93,7 @@ def update_features(store: Store, version: str, *, full: bool, progress: bool) -
 
 
 def feature_workers(store: Store, accounts: list[str] | None, max_seq: int, known: int) -> int:
-    """How many processes compute features: one for small scans (a fork costs more than it saves)
+    """How many processes compute features: one for small scans (a worker costs more than it saves)
     and for stores another process cannot open (in-memory SQLite); else ``STORMWATCH_ANALYZE_WORKERS``
     or up to 4 (the cores there are). Features are per account, so any split gives the same rows."""
     url = str(getattr(store, "url", "") or "")
@@ -136,14 +136,14 @@ def _features_parallel(
 ) -> tuple[int, int, list[Any], list[Any]]:
     """Features of ``accounts`` (all when None) in ``workers`` processes, each scanning a contiguous
     share of the sorted account list; results are joined in account order."""
-    import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from stormwatch.procs import pool_options
 
     ids = sorted(accounts) if accounts is not None else store.events.accounts_after(0)
     n_parts = max(1, min(len(ids), workers * PARTS_PER_WORKER))
     size = -(-len(ids) // n_parts) if ids else 1
     parts = [ids[i : i + size] for i in range(0, len(ids), size)]
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     bar: Any = None
     if progress:
         from tqdm import tqdm
@@ -151,7 +151,7 @@ def _features_parallel(
         bar = tqdm(total=len(ids), unit="acct", desc="analyze: features", leave=False)
     out: list[tuple[int, int, list[Any], list[Any]] | None] = [None] * len(parts)
     try:
-        with ProcessPoolExecutor(max_workers=min(workers, len(parts)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(parts)), **pool_options(preload=(__name__,))) as pool:
             futures = {pool.submit(_features_part, store.url, version, part, scale): i for i, part in enumerate(parts)}
             for fut in as_completed(futures):
                 i = futures[fut]

@@ -283,6 +283,9 @@ def classify_command(
               help="Encoder only: passes over the training rows.")  # fmt: skip
 @click.option("--max-rows", type=click.IntRange(16), default=None,
               help="Encoder only: train on at most this many rows (smoke runs).")  # fmt: skip
+@click.option("--layers", type=click.IntRange(1, 12), default=4, show_default=True,
+              help="Encoder only: transformer layers kept from the base model (fewer: a faster student, "
+              "see the cascade's model card for what each costs).")  # fmt: skip
 @click.option("-q", "--quiet", "quiet", is_flag=True, help="No progress lines.")
 def train_command(
     data: tuple[str, ...],
@@ -293,6 +296,7 @@ def train_command(
     which: str,
     epochs: float,
     max_rows: int | None,
+    layers: int,
     quiet: bool,
 ) -> None:
     """Rebuild the first-tier model artifact (or, with --model encoder, the second tier). The first
@@ -311,7 +315,7 @@ def train_command(
         for p in vendor_training_data(Path(vendor_from)):
             progress(f"vendored {p}")
     if which == "encoder":
-        _train_encoder(data, add, output, out, epochs, max_rows, progress)
+        _train_encoder(data, add, output, out, epochs, max_rows, progress, layers=layers)
         return
     if which == "gate":
         _train_gate(data, add, output, out, progress)
@@ -351,6 +355,8 @@ def _train_encoder(
     epochs: float,
     max_rows: int | None,
     progress: Any,
+    *,
+    layers: int = 4,
 ) -> None:
     from stormwatch.detect.encoder_artifact import build_encoder_artifact
     from stormwatch.detect.encoder_train import TrainConfig
@@ -361,7 +367,8 @@ def _train_encoder(
     parent = Path(out) if out is not None else model_dir()
     parent.mkdir(parents=True, exist_ok=True)
     old = sorted(p for p in parent.glob("encoder-*") if p.is_dir()) if out is None else []
-    final = build_encoder_artifact(rows, parent, TrainConfig(epochs=epochs, max_rows=max_rows), progress=progress)
+    cfg = TrainConfig(layers=layers, epochs=epochs, max_rows=max_rows)
+    final = build_encoder_artifact(rows, parent, cfg, progress=progress)
     for p in old:
         if p != final:
             import shutil

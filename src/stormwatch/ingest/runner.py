@@ -7,7 +7,6 @@ stream cut short) is quarantined at the line where it broke and the run goes on 
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import queue
 import threading
@@ -34,6 +33,7 @@ from stormwatch.ingest.formats.base import (
     iter_lines,
     load_json_line,
 )
+from stormwatch.procs import pool_options
 from stormwatch.store.base import RunRow, Store
 from stormwatch.store.records import now_iso
 from stormwatch.store.sql import event_row
@@ -144,9 +144,8 @@ def _parallel_lines(
     At most ``2 * workers`` chunks are in flight, so memory stays flat. A damaged file is
     quarantined as one record after its good lines, as on the serial path.
     """
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     pending: deque[Future[tuple[list[tuple[Any, ...]], list[Rejected]]]] = deque()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, **pool_options(preload=(__name__,))) as pool:
         for path in paths:
             source = str(path)
             buf: list[tuple[int, bytes]] = []

@@ -23,7 +23,6 @@ created in each worker, one intra-op thread each), so throughput scales with ``-
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from tqdm import tqdm
 
 from stormwatch.detect.conversation import context_gate, score_conversation
 from stormwatch.detect.settings import DetectSettings, load_settings
+from stormwatch.procs import pool_options
 from stormwatch.score.models import ModelEntry, scoring_models
 from stormwatch.store.base import Store
 from stormwatch.store.records import now_iso
@@ -144,8 +144,9 @@ class _Unexplained:
 
 
 def _init_worker(entry: ModelEntry, fresh: bool = False) -> None:
-    """Load ``entry``'s scorer in this process. ``fresh`` (a pool worker): one encoder thread, and
-    no ONNX session inherited from the parent by fork (a session is not safe to share across it)."""
+    """Load ``entry``'s scorer in this process. ``fresh`` (a pool worker, started clean by
+    ``stormwatch.procs``): one encoder thread, and no cached ONNX session reused (a session is not
+    safe to share across processes, should a platform still fork)."""
     global _MODEL
     if fresh and entry.kind != "first_tier":
         from stormwatch.detect import cascade, encoder
@@ -211,8 +212,7 @@ def _executor(entry: ModelEntry, model: Any, workers: int) -> Executor | None:
     if workers <= 1:
         _MODEL = model
         return None
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(entry, True))
+    return ProcessPoolExecutor(max_workers=workers, **pool_options(_init_worker, (entry, True), preload=(__name__,)))
 
 
 def score_model(
