@@ -60,6 +60,11 @@ class Attribution:
     source: list[int]  # account the evidence came from (-1: behaviour only / none)
     path: list[list[int]] = field(default_factory=list)  # graph nodes from source to account
     cluster_fit: dict[int, tuple[str, float, BehaviourFit | None]] = field(default_factory=dict)
+    # clusters without intel whose behaviour fits profiles but names none (below the naming score, or
+    # two profiles too close to tell apart, e.g. two operations of one country): label -> the
+    # profiles' (ref, fit score) best first, and the best one's fit. Coordination (judge._coordinated)
+    # asks whether a cluster fits *an* actor's profile, not which one.
+    unnamed_fit: dict[int, tuple[list[tuple[str, float]], BehaviourFit]] = field(default_factory=dict)
 
 
 def confidence_label(conf: float | None) -> str | None:
@@ -191,6 +196,11 @@ def attribute(
         if not with_intel:
             second = scored[1][3] if len(scored) > 1 else -1.0
             if fit is None or b < P.BEHAVIOUR_ONLY_MIN or b - second < P.BEHAVIOUR_ONLY_MARGIN:
+                if fit is not None:
+                    ranked = sorted(
+                        ((r, round(bb, 4)) for _c, r, f, bb in scored if f is not None), key=lambda x: -x[1]
+                    )
+                    out.unnamed_fit[label] = (ranked[:3], fit)
                 continue
             conf = min(P.BEHAVIOUR_ONLY_CAP, _sigmoid(-1.5 + 3.0 * b))
         out.cluster_fit[label] = (ref, conf, fit)

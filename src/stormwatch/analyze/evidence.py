@@ -174,12 +174,24 @@ class EvidenceBuilder:
                 kinds[kind] += 1
         hits = [h for m in members for h in self.hits.get(self.g.accounts[m], [])]
         fit = self.att.cluster_fit.get(label)
-        return {
+        out: dict[str, Any] = {
             "link_kinds": dict(kinds),
             "indicator_hits": hits[:100],
             "behaviour": fit[2].to_dict() if fit and fit[2] else None,
             "members_with_hits": len({h["account_id"] for h in hits}),
         }
+        unnamed = self.att.unnamed_fit.get(label)
+        if fit is None and unnamed is not None:
+            ranked, best = unnamed
+            out["behaviour"] = {
+                **best.to_dict(),
+                "profiles_fitted": [
+                    {"actor": self.sets[r].name if r in self.sets else r, "score": b} for r, b in ranked
+                ],
+                "not_named": "behaviour alone names no actor: the best fit is below the naming score or too close "
+                "to the next profile's",
+            }
+        return out
 
     def edges(self, cid: dict[int, str]) -> list[tuple[str, str, str, str, str, float]]:
         rows: list[tuple[str, str, str, str, str, float]] = []

@@ -225,7 +225,9 @@ def _coordinated(
     stay at ``review`` (with the reason) until an analyst exempts the firm or intel names it."""
     out: set[int] = set()
     org_held: set[int] = set()
-    for label, (_ref, _conf, fit) in att.cluster_fit.items():
+    fits = {label: fit for label, (_ref, _conf, fit) in att.cluster_fit.items()}
+    fits.update({label: fit for label, (_ranked, fit) in att.unnamed_fit.items()})  # fits, names none
+    for label, fit in fits.items():
         if fit is None or fit.score < P.COORDINATED_FIT or link.cluster_size[label] < P.COORDINATED_MIN_SIZE:
             continue
         members = np.flatnonzero(link.labels == label)
