@@ -334,3 +334,16 @@ def test_explanations_are_spans_and_never_only_function_words(text: str) -> None
         words = [w for w in str(e["feature"]).lower().split() if w]
         assert words and not all(w in FUNCTION_WORDS for w in words), e
         assert e["tier"] in {"first", "encoder"}
+
+
+def test_function_words_cover_english_prepositions_and_auxiliaries() -> None:
+    """The list the explanations are filtered by holds the closed word classes, not only the words
+    seen in one example (issue 11: "Explanations list function words")."""
+    closed = """against after before between through during without within while because until upon
+    off into onto over under about above below each every both either neither other own same only
+    has have had having am is are was were be been being do does did doing him her us them""".split()
+    missing = [w for w in closed if w not in FUNCTION_WORDS]
+    assert missing == []
+    cascade: CascadeModel = load_cascade()
+    ev = cascade.explain_text("spray these passwords against their OWA, script it")
+    assert ev and all(str(e["feature"]).lower() not in {"against", "their", "these", "it"} for e in ev)

@@ -126,6 +126,10 @@ FUNCTION_WORDS: frozenset[str] = frozenset(  # also filters the first tier's evi
     her do does did done can could would should will shall may might must give me please just also
     so not no yes how what which who whom when where why all any some such into onto out up down
     over under about than too very via per full code write make create need want use using get
+    against after before between through during without within while because until upon off each
+    every both either neither nor other others own same only more most few now once again further
+    am has have had having doing him himself herself itself themselves ourselves yourself yourselves
+    myself us whose let above below
     的 了 是 在 和 与 及 或 把 被 给 我 你 他 她 它 们 这 那 个 一 吗 呢 吧 啊 请 帮 帮我 一个 如何 怎么 什么
     и в во на с со к ко по о об от до за из у а но или не ни что как это то же ли бы мне меня мой
     моя мои ты вы он она они мы для при про над под без через пожалуйста напиши сделай дай нужно
