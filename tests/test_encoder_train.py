@@ -16,12 +16,13 @@ import pytest
 pytestmark = pytest.mark.train_encoder
 
 
-@pytest.mark.parametrize("layers", [4, 2])
-def test_train_encoder_builds_a_loadable_cascade(tmp_path: Path, layers: int) -> None:
+@pytest.mark.parametrize(("layers", "authored_weight"), [(4, 3), (2, 1)])
+def test_train_encoder_builds_a_loadable_cascade(tmp_path: Path, layers: int, authored_weight: int) -> None:
     out = tmp_path / "enc"
     res = subprocess.run(
         [sys.executable, "-m", "stormwatch", "train", "--model", "encoder", "--out", str(out),
-         "--max-rows", "400", "--epochs", "1", "--layers", str(layers), "-q"],
+         "--max-rows", "400", "--epochs", "1", "--layers", str(layers),
+         "--authored-weight", str(authored_weight), "-q"],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
@@ -29,6 +30,7 @@ def test_train_encoder_builds_a_loadable_cascade(tmp_path: Path, layers: int) ->
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["version"] == folder.name and meta["recipe"].startswith("encoder-recipe-")
     assert meta["base"]["layers"] == meta["config"]["layers"] == layers  # a student keeps fewer layers
+    assert meta["config"]["authored_weight"] == authored_weight
     assert (folder / "combiner.json").is_file() and (folder / "LICENSES.md").is_file()
     assert (folder / "gate.json.gz").is_file()  # the topic gate is fitted last
     from stormwatch.detect.cascade import load_cascade

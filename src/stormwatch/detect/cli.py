@@ -286,6 +286,8 @@ def classify_command(
 @click.option("--layers", type=click.IntRange(1, 12), default=4, show_default=True,
               help="Encoder only: transformer layers kept from the base model (fewer: a faster student, "
               "see the cascade's model card for what each costs).")  # fmt: skip
+@click.option("--authored-weight", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Encoder only: how many times each authored training prompt is repeated.")  # fmt: skip
 @click.option("-q", "--quiet", "quiet", is_flag=True, help="No progress lines.")
 def train_command(
     data: tuple[str, ...],
@@ -297,6 +299,7 @@ def train_command(
     epochs: float,
     max_rows: int | None,
     layers: int,
+    authored_weight: int,
     quiet: bool,
 ) -> None:
     """Rebuild the first-tier model artifact (or, with --model encoder, the second tier). The first
@@ -315,7 +318,9 @@ def train_command(
         for p in vendor_training_data(Path(vendor_from)):
             progress(f"vendored {p}")
     if which == "encoder":
-        _train_encoder(data, add, output, out, epochs, max_rows, progress, layers=layers)
+        _train_encoder(
+            data, add, output, out, epochs, max_rows, progress, layers=layers, authored_weight=authored_weight
+        )
         return
     if which == "gate":
         _train_gate(data, add, output, out, progress)
@@ -357,6 +362,7 @@ def _train_encoder(
     progress: Any,
     *,
     layers: int = 4,
+    authored_weight: int = 3,
 ) -> None:
     from stormwatch.detect.encoder_artifact import build_encoder_artifact
     from stormwatch.detect.encoder_train import TrainConfig
@@ -367,7 +373,7 @@ def _train_encoder(
     parent = Path(out) if out is not None else model_dir()
     parent.mkdir(parents=True, exist_ok=True)
     old = sorted(p for p in parent.glob("encoder-*") if p.is_dir()) if out is None else []
-    cfg = TrainConfig(layers=layers, epochs=epochs, max_rows=max_rows)
+    cfg = TrainConfig(layers=layers, epochs=epochs, max_rows=max_rows, authored_weight=authored_weight)
     final = build_encoder_artifact(rows, parent, cfg, progress=progress)
     for p in old:
         if p != final:
