@@ -12,6 +12,10 @@ The server is started once per process, with this process's environment at that 
 workers' environment is therefore set from the caller's when each pool starts (``pool_options``), so a
 setting changed after the first pool (``STORMWATCH_*``) still reaches them. Where there is no
 forkserver (Windows, macOS default), the platform's default start method is used.
+
+As with ``spawn``, a worker imports the calling script as ``__mp_main__``: a script that calls
+``ingest``, ``score_new_events`` or ``update_features`` itself needs the usual
+``if __name__ == "__main__":`` guard (the ``stormwatch`` command and the benchmarks have it).
 """
 
 from __future__ import annotations
