@@ -78,3 +78,20 @@ def test_what_stays_at_review() -> None:
     # two linked accounts are not a cluster of three
     res = judge([member(f"acct_two{k}", device="dev-two", lang="zh", utc_offset=8.0) for k in range(2)])
     assert {j.level for j in res.judgements} == {"review"}
+
+
+def test_clusters_show_says_which_profiles_it_fits(tmp_path: Any, capsys: Any) -> None:
+    from stormwatch.cli import main
+    from stormwatch.store import open_store
+
+    res = judge([member(f"acct_zh{k}", device="dev-zh", lang="zh", utc_offset=8.0) for k in range(4)])
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    with open_store(url) as store:
+        store.analysis.write(res)
+        store.commit()
+    (cluster,) = res.clusters
+    assert main(["--db", url, "clusters", "show", cluster.cluster_id]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if "behaviour fits" in ln)
+    assert "Charcoal Typhoon" in line and "Salmon Typhoon" in line and "no actor named" in line
+    assert out.splitlines()[0].endswith("unattributed")
