@@ -64,7 +64,7 @@ def test_a_cluster_two_profiles_fit_alike_is_coordinated_without_a_name() -> Non
     fitted = cluster.evidence.behaviour["profiles_fitted"]
     assert {f["actor"] for f in fitted[:2]} == {"Charcoal Typhoon", "Salmon Typhoon"}
     assert abs(fitted[0]["score"] - fitted[1]["score"]) < 0.1 and fitted[0]["score"] >= 0.5
-    assert "names no actor" in cluster.evidence.behaviour["not_named"]
+    assert "no actor named" in cluster.evidence.behaviour["not_named"]
 
 
 def test_what_stays_at_review() -> None:

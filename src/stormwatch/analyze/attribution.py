@@ -196,10 +196,8 @@ def attribute(
         if not with_intel:
             second = scored[1][3] if len(scored) > 1 else -1.0
             if fit is None or b < P.BEHAVIOUR_ONLY_MIN or b - second < P.BEHAVIOUR_ONLY_MARGIN:
-                if fit is not None:
-                    ranked = sorted(
-                        ((r, round(bb, 4)) for _c, r, f, bb in scored if f is not None), key=lambda x: -x[1]
-                    )
+                if fit is not None:  # without intel ``scored`` is already best fit first
+                    ranked = [(r, round(bb, 4)) for _c, r, f, bb in scored if f is not None]
                     out.unnamed_fit[label] = (ranked[:3], fit)
                 continue
             conf = min(P.BEHAVIOUR_ONLY_CAP, _sigmoid(-1.5 + 3.0 * b))

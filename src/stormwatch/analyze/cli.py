@@ -539,10 +539,10 @@ def clusters_show(ctx: click.Context, cluster_id: str, as_json: bool) -> None:
         echo_json(d)
         return
     click.echo(f"cluster {d['cluster_id']}  size {d['size']}  {_actor_text(d, candidate=True)}")
-    fitted = (d["evidence"].get("behaviour") or {}).get("profiles_fitted")
-    if fitted and not d["actor"]:  # behaviour fits actor profiles, too alike (or too weakly) to name one
-        fits = ", ".join(f"{f['actor']} {f['score']:.2f}" for f in fitted)
-        click.echo(f"  behaviour fits {fits}: no actor named (too close to tell apart, or below the naming score)")
+    beh = d["evidence"].get("behaviour") or {}
+    if beh.get("profiles_fitted") and not d["actor"]:  # fits actor profiles, too alike (or too weakly) to name one
+        fits = ", ".join(f"{f['actor']} {f['score']:.2f}" for f in beh["profiles_fitted"])
+        click.echo(f"  behaviour fits {fits}: {beh.get('not_named', 'no actor named')}")
     for m in d["members"]:
         named = m["actor"] if m["actor"] and confidence_label(m["confidence"]) else ""
         click.echo(f"  {m['account_id']}  risk {m['risk']:.2f}  {m['level']:7}  {named}".rstrip())

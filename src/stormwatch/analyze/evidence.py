@@ -180,15 +180,15 @@ class EvidenceBuilder:
             "behaviour": fit[2].to_dict() if fit and fit[2] else None,
             "members_with_hits": len({h["account_id"] for h in hits}),
         }
-        unnamed = self.att.unnamed_fit.get(label)
-        if fit is None and unnamed is not None:
+        unnamed = self.att.unnamed_fit.get(label)  # never beside a named fit
+        if unnamed is not None:
             ranked, best = unnamed
             out["behaviour"] = {
                 **best.to_dict(),
                 "profiles_fitted": [
                     {"actor": self.sets[r].name if r in self.sets else r, "score": b} for r, b in ranked
                 ],
-                "not_named": "behaviour alone names no actor: the best fit is below the naming score or too close "
+                "not_named": "no actor named: on behaviour alone the best fit is below the naming score or too close "
                 "to the next profile's",
             }
         return out
