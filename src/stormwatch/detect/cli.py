@@ -283,7 +283,7 @@ def classify_command(
               help="Encoder only: passes over the training rows.")  # fmt: skip
 @click.option("--max-rows", type=click.IntRange(16), default=None,
               help="Encoder only: train on at most this many rows (smoke runs).")  # fmt: skip
-@click.option("--layers", type=click.IntRange(1, 12), default=4, show_default=True,
+@click.option("--layers", type=click.IntRange(1, 12), default=6, show_default=True,
               help="Encoder only: transformer layers kept from the base model (fewer: a faster student, "
               "see the cascade's model card for what each costs).")  # fmt: skip
 @click.option("--authored-weight", type=click.IntRange(1, 20), default=3, show_default=True,
@@ -361,7 +361,7 @@ def _train_encoder(
     max_rows: int | None,
     progress: Any,
     *,
-    layers: int = 4,
+    layers: int = 6,
     authored_weight: int = 3,
 ) -> None:
     from stormwatch.detect.encoder_artifact import build_encoder_artifact

