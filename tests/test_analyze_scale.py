@@ -14,8 +14,19 @@ import pytest
 from stormwatch.analyze import params as P
 from stormwatch.analyze.scale import PRESET_NAMES, ScoreScale, presets_of, scale_for
 
-# the shipped cascade's presets (combiner): the same false-positive rates as the reference's
+# a cascade's presets (the combiner of encoder-1.0+3d3841bbf246): the same false-positive rates as the
+# reference's, on another scale
 CASCADE = {"strict": 0.785366, "balanced": 0.942788, "permissive": 0.970686}
+
+
+def _shipped_combiner_presets() -> dict[str, float]:
+    """The presets in the shipped encoder folder's ``combiner.json``, read as plain JSON."""
+    from stormwatch.detect.encoder import default_encoder_path
+
+    thresholds = orjson.loads((default_encoder_path() / "combiner.json").read_bytes())["thresholds"]
+    return {k: float(thresholds[k]) for k in PRESET_NAMES}
+
+
 REF = tuple(P.REFERENCE_PRESETS[k] for k in PRESET_NAMES)
 
 
@@ -60,20 +71,22 @@ def test_the_shipped_cascade_registers_its_presets(tmp_path: Path) -> None:
     from stormwatch.score.models import get_model, register_detectors
     from stormwatch.store import open_store
 
+    shipped = _shipped_combiner_presets()
+    assert shipped["strict"] < shipped["balanced"] < shipped["permissive"]
     store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     try:
         entry = register_detectors(store, "cascade")
         first = register_detectors(store, "first_tier")
-        assert entry.metadata["presets"] == pytest.approx(CASCADE)
+        assert entry.metadata["presets"] == pytest.approx(shipped)
         assert first.metadata["presets"] == pytest.approx(P.REFERENCE_PRESETS)
         assert scale_for(store, first.version) is None
         s = scale_for(store, entry.version)
-        assert s is not None and s.model == pytest.approx(tuple(CASCADE[k] for k in PRESET_NAMES))
+        assert s is not None and s.model == pytest.approx(tuple(shipped[k] for k in PRESET_NAMES))
         # a registration made before presets were stored: read from the combiner's file
         old = get_model(store, entry.version)
         assert old is not None
         old.metadata.pop("presets")
-        assert presets_of(old) == pytest.approx(CASCADE)
+        assert presets_of(old) == pytest.approx(shipped)
         assert scale_for(store, "cascade-unknown") is None
     finally:
         store.close()
