@@ -347,3 +347,22 @@ def test_function_words_cover_english_prepositions_and_auxiliaries() -> None:
     cascade: CascadeModel = load_cascade()
     ev = cascade.explain_text("spray these passwords against their OWA, script it")
     assert ev and all(str(e["feature"]).lower() not in {"against", "their", "these", "it"} for e in ev)
+
+
+def test_the_plain_train_command_is_the_shipped_recipe() -> None:
+    """`stormwatch train --model encoder` without options rebuilds the shipped encoder: the command's
+    defaults are the recipe's, and the shipped build was made with the recipe's defaults."""
+    from stormwatch.detect.cli import train_command
+    from stormwatch.detect.encoder_train import TrainConfig
+
+    recipe = TrainConfig()
+    defaults = {p.name: p.default for p in train_command.params}
+    assert (defaults["layers"], defaults["epochs"], defaults["authored_weight"]) == (
+        recipe.layers,
+        recipe.epochs,
+        recipe.authored_weight,
+    )
+    meta = json.loads((default_encoder_path() / "meta.json").read_text(encoding="utf-8"))
+    expected = {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.__dict__.items()}
+    assert meta["config"] == expected
+    assert meta["base"]["layers"] == recipe.layers

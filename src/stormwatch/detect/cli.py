@@ -361,8 +361,8 @@ def _train_encoder(
     max_rows: int | None,
     progress: Any,
     *,
-    layers: int = 6,
-    authored_weight: int = 3,
+    layers: int,
+    authored_weight: int,
 ) -> None:
     from stormwatch.detect.encoder_artifact import build_encoder_artifact
     from stormwatch.detect.encoder_train import TrainConfig
