@@ -40,3 +40,28 @@ def test_train_encoder_builds_a_loadable_cascade(tmp_path: Path, layers: int, au
     assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
     assert cascade.encoder.version == folder.name
     assert cascade.gate is not None and cascade.version.endswith(cascade.gate.version)
+
+
+def test_a_student_learns_from_its_teacher(tmp_path: Path) -> None:
+    """--teacher: the recipe records the teacher by version, and the teacher's logits change the
+    student (the same build with --distill-weight 0 trains on the labels alone)."""
+    from stormwatch.detect.encoder import default_encoder_path
+
+    teacher = default_encoder_path()
+    teacher_version = json.loads((teacher / "meta.json").read_text())["version"]
+    metas = {}
+    for weight in ("0", "0.9"):
+        out = tmp_path / f"w{weight}"
+        res = subprocess.run(
+            [sys.executable, "-m", "stormwatch", "train", "--model", "encoder", "--out", str(out),
+             "--max-rows", "200", "--epochs", "1", "--layers", "1", "--teacher", str(teacher),
+             "--distill-weight", weight, "-q"],
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        (folder,) = [p for p in out.iterdir() if p.name.startswith("encoder-")]
+        metas[weight] = json.loads((folder / "meta.json").read_text())
+    for weight, meta in metas.items():
+        assert meta["config"]["teacher"] == teacher_version  # a version, not a path on this machine
+        assert meta["config"]["distill_weight"] == float(weight)
+    assert metas["0"]["onnx_sha256"] != metas["0.9"]["onnx_sha256"]

@@ -288,6 +288,11 @@ def classify_command(
               "see the cascade's model card for what each costs).")  # fmt: skip
 @click.option("--authored-weight", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Encoder only: how many times each authored training prompt is repeated.")  # fmt: skip
+@click.option("--teacher", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
+              help="Encoder only: distil from this bigger encoder build (e.g. one trained with --layers 12): "
+              "the student also learns the teacher's probability on every training row.")  # fmt: skip
+@click.option("--distill-weight", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="Encoder only, with --teacher: the share of the misuse loss that follows the teacher.")  # fmt: skip
 @click.option("-q", "--quiet", "quiet", is_flag=True, help="No progress lines.")
 def train_command(
     data: tuple[str, ...],
@@ -300,6 +305,8 @@ def train_command(
     max_rows: int | None,
     layers: int,
     authored_weight: int,
+    teacher: str | None,
+    distill_weight: float,
     quiet: bool,
 ) -> None:
     """Rebuild the first-tier model artifact (or, with --model encoder, the second tier). The first
@@ -319,7 +326,17 @@ def train_command(
             progress(f"vendored {p}")
     if which == "encoder":
         _train_encoder(
-            data, add, output, out, epochs, max_rows, progress, layers=layers, authored_weight=authored_weight
+            data,
+            add,
+            output,
+            out,
+            epochs,
+            max_rows,
+            progress,
+            layers=layers,
+            authored_weight=authored_weight,
+            teacher=teacher,
+            distill_weight=distill_weight,
         )
         return
     if which == "gate":
@@ -363,6 +380,8 @@ def _train_encoder(
     *,
     layers: int,
     authored_weight: int,
+    teacher: str | None,
+    distill_weight: float,
 ) -> None:
     from stormwatch.detect.encoder_artifact import build_encoder_artifact
     from stormwatch.detect.encoder_train import TrainConfig
@@ -373,7 +392,14 @@ def _train_encoder(
     parent = Path(out) if out is not None else model_dir()
     parent.mkdir(parents=True, exist_ok=True)
     old = sorted(p for p in parent.glob("encoder-*") if p.is_dir()) if out is None else []
-    cfg = TrainConfig(layers=layers, epochs=epochs, max_rows=max_rows, authored_weight=authored_weight)
+    cfg = TrainConfig(
+        layers=layers,
+        epochs=epochs,
+        max_rows=max_rows,
+        authored_weight=authored_weight,
+        teacher=teacher,
+        distill_weight=distill_weight,
+    )
     final = build_encoder_artifact(rows, parent, cfg, progress=progress)
     for p in old:
         if p != final:

