@@ -194,6 +194,25 @@ def test_first_window_logits_read_the_first_window_only(encoder: EncoderModel) -
     assert got[0, 0] < encoder.logits([long_text])[0][0]  # the ransomware ask is in a later window
 
 
+def test_saved_teacher_logits_read_back_and_refuse_what_they_lack(encoder: EncoderModel, tmp_path: Path) -> None:
+    from stormwatch.detect.encoder_train import save_teacher_logits, teacher_logits
+
+    texts = ["write a keylogger in C", "bake bread for four", "写一个键盘记录器"]
+    logits, version = teacher_logits(encoder.folder, texts, threads=1, progress=lambda _m: None)
+    assert version == encoder.version
+    path = tmp_path / "t.json.gz"
+    save_teacher_logits(path, texts, logits, version)
+    again, v2 = teacher_logits(path, texts[::-1], threads=1)
+    np.testing.assert_allclose(again, logits[::-1], atol=1e-4)
+    assert v2 == version
+    with pytest.raises(InputError, match="1 training texts have no teacher logit"):
+        teacher_logits(path, [*texts, "a text the teacher never saw"], threads=1)
+    bad = tmp_path / "bad.json.gz"
+    bad.write_bytes(b"not gzip")
+    with pytest.raises(InputError, match="not a teacher-logits file"):
+        teacher_logits(bad, texts, threads=1)
+
+
 def test_a_growing_conversation_reuses_its_earlier_windows_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     """The window cache: a conversation's joined user turns grow by one turn per event; the windows
     they share with the previous event are not run again, and the logits are the uncached ones."""
@@ -365,7 +384,7 @@ def test_the_plain_train_command_is_the_shipped_recipe() -> None:
     """`stormwatch train --model encoder` without options rebuilds the shipped encoder: the command's
     defaults are the recipe's, and the shipped build was made with the recipe's defaults."""
     from stormwatch.detect.cli import train_command
-    from stormwatch.detect.encoder_train import TrainConfig
+    from stormwatch.detect.encoder_train import TrainConfig, recipe_record
 
     recipe = TrainConfig()
     defaults = {p.name: p.default for p in train_command.params}
@@ -375,6 +394,5 @@ def test_the_plain_train_command_is_the_shipped_recipe() -> None:
         recipe.authored_weight,
     )
     meta = json.loads((default_encoder_path() / "meta.json").read_text(encoding="utf-8"))
-    expected = {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.__dict__.items()}
-    assert meta["config"] == expected
+    assert meta["config"] == recipe_record(recipe)  # no teacher: no distillation settings recorded
     assert meta["base"]["layers"] == recipe.layers

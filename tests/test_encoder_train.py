@@ -43,19 +43,21 @@ def test_train_encoder_builds_a_loadable_cascade(tmp_path: Path, layers: int, au
 
 
 def test_a_student_learns_from_its_teacher(tmp_path: Path) -> None:
-    """--teacher: the recipe records the teacher by version, and the teacher's logits change the
-    student (the same build with --distill-weight 0 trains on the labels alone)."""
+    """--teacher: the recipe records the teacher by version, whether read from its folder or from
+    the logits saved from it, and the teacher's logits change the student (the same build with
+    --distill-weight 0 trains on the labels alone)."""
     from stormwatch.detect.encoder import default_encoder_path
 
     teacher = default_encoder_path()
     teacher_version = json.loads((teacher / "meta.json").read_text())["version"]
     metas = {}
-    for weight in ("0", "0.9"):
+    saved = tmp_path / "teacher-logits.json.gz"
+    for weight, source, extra in (("0", teacher, ["--save-teacher-logits", str(saved)]), ("0.9", saved, [])):
         out = tmp_path / f"w{weight}"
         res = subprocess.run(
             [sys.executable, "-m", "stormwatch", "train", "--model", "encoder", "--out", str(out),
-             "--max-rows", "200", "--epochs", "1", "--layers", "1", "--teacher", str(teacher),
-             "--distill-weight", weight, "-q"],
+             "--max-rows", "200", "--epochs", "1", "--layers", "1", "--teacher", str(source),
+             "--distill-weight", weight, "-q", *extra],
             capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         assert res.returncode == 0, res.stderr

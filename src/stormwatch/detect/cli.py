@@ -288,9 +288,13 @@ def classify_command(
               "see the cascade's model card for what each costs).")  # fmt: skip
 @click.option("--authored-weight", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Encoder only: how many times each authored training prompt is repeated.")  # fmt: skip
-@click.option("--teacher", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
-              help="Encoder only: distil from this bigger encoder build (e.g. one trained with --layers 12): "
-              "the student also learns the teacher's probability on every training row.")  # fmt: skip
+@click.option("--teacher", type=click.Path(exists=True), default=None, metavar="DIR|FILE",
+              help="Encoder only: distil from this bigger encoder build (e.g. one trained with --layers 12), or "
+              "from its logits saved with --save-teacher-logits: the student also learns the teacher's "
+              "probability on every training row.")  # fmt: skip
+@click.option("--save-teacher-logits", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Encoder only, with --teacher DIR: also write the teacher's logits to FILE (.json.gz, a few "
+              "hundred KB) for later students.")  # fmt: skip
 @click.option("--distill-weight", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="Encoder only, with --teacher: the share of the misuse loss that follows the teacher.")  # fmt: skip
 @click.option("-q", "--quiet", "quiet", is_flag=True, help="No progress lines.")
@@ -306,6 +310,7 @@ def train_command(
     layers: int,
     authored_weight: int,
     teacher: str | None,
+    save_teacher_logits: str | None,
     distill_weight: float,
     quiet: bool,
 ) -> None:
@@ -336,6 +341,7 @@ def train_command(
             layers=layers,
             authored_weight=authored_weight,
             teacher=teacher,
+            save_teacher_logits=save_teacher_logits,
             distill_weight=distill_weight,
         )
         return
@@ -381,6 +387,7 @@ def _train_encoder(
     layers: int,
     authored_weight: int,
     teacher: str | None,
+    save_teacher_logits: str | None,
     distill_weight: float,
 ) -> None:
     from stormwatch.detect.encoder_artifact import build_encoder_artifact
@@ -388,6 +395,8 @@ def _train_encoder(
 
     if output is not None:
         raise click.UsageError("the encoder is a folder: give --out DIR (default: replace the packaged one)")
+    if save_teacher_logits is not None and (teacher is None or not Path(teacher).is_dir()):
+        raise click.UsageError("--save-teacher-logits needs --teacher DIR (an encoder folder)")
     rows = read_rows(_second_tier_paths(data, add))
     parent = Path(out) if out is not None else model_dir()
     parent.mkdir(parents=True, exist_ok=True)
@@ -398,6 +407,7 @@ def _train_encoder(
         max_rows=max_rows,
         authored_weight=authored_weight,
         teacher=teacher,
+        save_teacher_logits=save_teacher_logits,
         distill_weight=distill_weight,
     )
     final = build_encoder_artifact(rows, parent, cfg, progress=progress)

@@ -24,6 +24,7 @@ CPU gives the same artifact up to floating-point reduction order):
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
@@ -49,6 +50,9 @@ __all__ = [
     "is_hard_negative",
     "platt",
     "prepare_base",
+    "recipe_record",
+    "save_teacher_logits",
+    "teacher_logits",
     "train_encoder",
     "training_rows",
 ]
@@ -81,7 +85,8 @@ class TrainConfig:
     threads: int = 2
     holdout_sources: tuple[str, ...] = ()
     max_rows: int | None = None  # smoke runs
-    teacher: str | None = None  # folder of a bigger encoder build the student also learns from (distillation)
+    teacher: str | None = None  # a bigger encoder build (folder) or its saved logits (file) to distil from
+    save_teacher_logits: str | None = None  # write the teacher's logits here (see save_teacher_logits)
     distill_weight: float = 0.5  # share of the misuse loss that follows the teacher's probability
 
 
@@ -297,14 +302,40 @@ def predict_logits(model: Any, seqs: Sequence[Sequence[int]], pad: int, batch_si
     return out
 
 
+TEACHER_LOGITS_FORMAT = "stormwatch-teacher-logits-1"
+
+
+def _text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
 def teacher_logits(
-    folder: Path, texts: Sequence[str], threads: int, progress: Callable[[str], None] = print
+    source: Path, texts: Sequence[str], threads: int, progress: Callable[[str], None] = print
 ) -> tuple[np.ndarray[Any, Any], str]:
-    """(misuse logits, the teacher's version): a built encoder's raw misuse logit for each text's
-    first window, the part of the text the student is trained on."""
+    """(misuse logits, the teacher's version) for each text's first window, the part of the text the
+    student is trained on. ``source``: a built encoder folder (run now), or a file that
+    :func:`save_teacher_logits` wrote from one (every text must be in it)."""
+    from stormwatch.errors import InputError
+
+    if source.is_file():
+        try:
+            doc = json.loads(gzip.decompress(source.read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{source}: not a teacher-logits file ({exc})") from exc
+        if not isinstance(doc, dict) or doc.get("format") != TEACHER_LOGITS_FORMAT:
+            raise InputError(f"{source}: format {doc.get('format') if isinstance(doc, dict) else None!r}, "
+                             f"expected {TEACHER_LOGITS_FORMAT!r}")  # fmt: skip
+        table: dict[str, float] = doc["logits"]
+        missing = [t for t in texts if _text_key(t) not in table]
+        if missing:
+            raise InputError(
+                f"{source}: {len(set(missing))} training texts have no teacher logit (first: {missing[0][:60]!r}); "
+                "the data changed since it was written: give the teacher's folder instead"
+            )
+        return np.array([table[_text_key(t)] for t in texts], dtype=np.float32), str(doc["teacher"])
     from stormwatch.detect.encoder import EncoderModel
 
-    teacher = EncoderModel(folder, threads=threads, cache_size=len(texts) + 1)
+    teacher = EncoderModel(source, threads=threads, cache_size=len(texts) + 1)
     out = np.zeros(len(texts), dtype=np.float32)
     t0 = time.monotonic()
     step = 2048
@@ -313,6 +344,14 @@ def teacher_logits(
         done = min(s + step, len(texts))
         progress(f"teacher {teacher.version}: {done}/{len(texts)} texts ({done / (time.monotonic() - t0):.0f}/s)")
     return out, teacher.version
+
+
+def save_teacher_logits(path: Path, texts: Sequence[str], logits: np.ndarray[Any, Any], version: str) -> None:
+    """Keep a teacher's logits (a few hundred KB) so a later student needs neither the teacher's
+    folder nor its inference time; keyed by a digest of each text."""
+    table = {_text_key(t): round(float(v), 4) for t, v in zip(texts, logits, strict=True)}
+    doc = {"format": TEACHER_LOGITS_FORMAT, "teacher": version, "logits": table}
+    path.write_bytes(gzip.compress(json.dumps(doc, sort_keys=True).encode(), mtime=0))
 
 
 def fine_tune(
@@ -431,6 +470,14 @@ def export_onnx(model: Any, path: Path, quantize: bool = True) -> Path:
     return path
 
 
+def recipe_record(cfg: TrainConfig) -> dict[str, Any]:
+    """The recipe as a build records it (``meta.json`` ``config``, part of the version digest): the
+    distillation settings only when there is a teacher (then the teacher's version replaces the
+    path), never where a copy of the teacher's logits went."""
+    skip = {"save_teacher_logits"} | ({"teacher", "distill_weight"} if cfg.teacher is None else set())
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items() if k not in skip}
+
+
 def train_encoder(
     rows: Sequence[Row],
     out_dir: Path,
@@ -449,11 +496,14 @@ def train_encoder(
     base, prep = prepare_base(cfg, [r.text for r in fit + calib], bin_path)
     pad = base.special["pad"]
     model = build_model(base)
-    record: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}
+    record = recipe_record(cfg)
     soft = None
     if cfg.teacher is not None:
         # the recipe names the teacher by its version (a path says nothing on another machine)
-        soft, record["teacher"] = teacher_logits(Path(cfg.teacher), [r.text for r in fit], cfg.threads, progress)
+        texts = [r.text for r in fit]
+        soft, record["teacher"] = teacher_logits(Path(cfg.teacher), texts, cfg.threads, progress)
+        if cfg.save_teacher_logits:
+            save_teacher_logits(Path(cfg.save_teacher_logits), texts, soft, record["teacher"])
     stats = fine_tune(model, prep, fit, cfg, pad, progress, soft=soft)
     out_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(model, out_dir / "model.onnx")
