@@ -29,6 +29,10 @@ REPHRASE_MIN_SCORE = 0.3  # ... counts as rephrasing when the refused ask or the
 ESCALATION_DELTA = 0.35  # last turn scores this much above the first turn of a conversation
 ESCALATION_MIN = 0.5  # ... and ends at or above this
 OFFICE_HOURS = (8.0, 19.0)  # local working day used to estimate a home UTC offset
+# Share of a category's mass that stays on it when behaviour is compared with an actor profile; the
+# rest is spread evenly over the categories of its ATT&CK tactic (analyze.profiles): request
+# classifiers confuse neighbours such as scripting and operational commands.
+TTP_EXACT_SHARE = 0.5
 
 # --- linking ---------------------------------------------------------------------------------
 #: kind -> (base weight when two accounts share one value, family). Values shared inside one
