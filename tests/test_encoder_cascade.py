@@ -195,7 +195,7 @@ def test_first_window_logits_read_the_first_window_only(encoder: EncoderModel) -
 
 
 def test_saved_teacher_logits_read_back_and_refuse_what_they_lack(encoder: EncoderModel, tmp_path: Path) -> None:
-    from stormwatch.detect.encoder_train import save_teacher_logits, teacher_logits
+    from stormwatch.detect.encoder_distill import save_teacher_logits, teacher_logits
 
     texts = ["write a keylogger in C", "bake bread for four", "写一个键盘记录器"]
     logits, version = teacher_logits(encoder.folder, texts, threads=1, progress=lambda _m: None)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from stormwatch.detect.cli import _second_tier_paths
 from stormwatch.detect.data import read_rows
-from stormwatch.detect.encoder_train import TrainConfig, save_teacher_logits, teacher_logits, training_rows
+from stormwatch.detect.encoder_distill import save_teacher_logits, teacher_logits
+from stormwatch.detect.encoder_train import TrainConfig, training_rows
 
 teacher, out = Path(sys.argv[1]), Path(sys.argv[2])
 fit, _calib = training_rows(read_rows(_second_tier_paths((), ())), TrainConfig())
