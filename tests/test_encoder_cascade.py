@@ -3,6 +3,7 @@ artifact's integrity checks, routing, the combiner's calibration, explanations."
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import shutil
@@ -210,6 +211,9 @@ def test_saved_teacher_logits_read_back_and_refuse_what_they_lack(encoder: Encod
     bad = tmp_path / "bad.json.gz"
     bad.write_bytes(b"not gzip")
     with pytest.raises(InputError, match="not a teacher-logits file"):
+        teacher_logits(bad, texts, threads=1)
+    bad.write_bytes(gzip.compress(b'{"format": "stormwatch-teacher-logits-1"}'))
+    with pytest.raises(InputError, match="needs 'teacher'"):
         teacher_logits(bad, texts, threads=1)
 
 

@@ -43,7 +43,9 @@ def teacher_logits(
         if not isinstance(doc, dict) or doc.get("format") != TEACHER_LOGITS_FORMAT:
             raise InputError(f"{source}: format {doc.get('format') if isinstance(doc, dict) else None!r}, "
                              f"expected {TEACHER_LOGITS_FORMAT!r}")  # fmt: skip
-        table: dict[str, float] = doc["logits"]
+        table = doc.get("logits")
+        if not isinstance(table, dict) or not isinstance(doc.get("teacher"), str):
+            raise InputError(f"{source}: a teacher-logits file needs 'teacher' (a version) and 'logits' (an object)")
         missing = [t for t in texts if _text_key(t) not in table]
         if missing:
             raise InputError(
