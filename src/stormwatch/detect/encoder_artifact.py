@@ -28,6 +28,7 @@ __all__ = [
     "LICENSES_MD",
     "build_encoder_artifact",
     "choose_clear",
+    "cross_fitted_first_scores",
     "finalize_artifact",
     "fit_cascade_combiner",
     "fit_cascade_gate",
@@ -131,13 +132,57 @@ def choose_clear(rows: Sequence[Row], cfg: TrainConfig, first: Any, max_missed: 
     return best
 
 
+def cross_fitted_first_scores(
+    first: Any, rows: Sequence[Row], use: Sequence[Any], k: int = 4, progress: Callable[[str], None] = print
+) -> np.ndarray[Any, Any]:
+    """The first tier's score on each of ``use`` as it would be on a source it never saw.
+
+    Rows of a source the first tier was trained on (its ``val``/``test`` rows: never fitted, but in
+    source) are scored by a refit without their source (``k`` folds of its sources, its own parameters,
+    its calibration): a platform's traffic comes from no training source, and the combiner must weigh
+    the first tier as it is there, not by its in-source confidence. Other rows keep the shipped score."""
+    from dataclasses import fields
+
+    from stormwatch.detect.model import FirstTierModel
+    from stormwatch.detect.train import train_artifact
+    from stormwatch.detect.train_fit import source_folds
+    from stormwatch.detect.train_params import TrainParams
+
+    texts = [r.text for r in use]
+    out = np.asarray(first.score_texts(texts), dtype=np.float64)
+    seen = set(first.artifact.get("training", {}).get("sources", {}))
+    fit_rows = [r for r in rows if r.source in seen and r.use]
+    trained = [r for r in fit_rows if r.split == "train"]
+    if not trained:
+        return out
+    fold_of = dict(zip((r.source for r in trained), source_folds(trained, k), strict=True))
+    names = {f.name for f in fields(TrainParams)}
+    params = {key: v for key, v in first.artifact.get("params", {}).items() if key in names}
+    p = TrainParams(**{**params, "calibration_folds": 1})
+    for f in range(k):
+        held = {s for s, g in fold_of.items() if g == f}
+        idx = [i for i, r in enumerate(use) if r.source in held]
+        rest = [r for r in fit_rows if r.source not in held]
+        if not idx or len({r.label for r in rest if r.split == "train"}) < 2:
+            continue
+        progress(f"combiner: first tier cross-fit {f + 1}/{k} ({len(idx)} rows of {len(held)} sources)")
+        refit = FirstTierModel(train_artifact(rest, p))
+        out[idx] = first.calibrate(refit.margins_texts([texts[i] for i in idx]))
+    return out
+
+
 def fit_cascade_combiner(
-    folder: Path, rows: Sequence[Row], cfg: TrainConfig, first_tier_path: Path | None = None
+    folder: Path,
+    rows: Sequence[Row],
+    cfg: TrainConfig,
+    first_tier_path: Path | None = None,
+    progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Fit ``combiner.json`` for the encoder in ``folder`` and the (shipped) first tier.
 
     Rows: the encoder's calibration split (never fine-tuned on), restricted to rows the first tier
-    never fitted either (its ``val``/``test`` rows, and every row of a source it was not trained on).
+    never fitted either (its ``val``/``test`` rows, and every row of a source it was not trained on);
+    the first tier's scores on them cross-fitted by source (:func:`cross_fitted_first_scores`).
     """
     from stormwatch.detect.cascade import script_of
     from stormwatch.detect.combiner import fit_combiner
@@ -155,7 +200,7 @@ def fit_cascade_combiner(
     texts = [r.text for r in use]
     enc = load_encoder(folder)
     logits, _ = enc.logits(texts)
-    first_scores = first.score_texts(texts)
+    first_scores = cross_fitted_first_scores(first, rows, use, progress=progress)
     scripts = [script_of(t) for t in texts]
     comb = fit_combiner(
         first_scores,
@@ -248,7 +293,7 @@ def build_encoder_artifact(
     meta = train_encoder(rows, work, cfg, bin_path=bin_path, progress=progress)
     final = finalize_artifact(work, meta)
     (final / "LICENSES.md").write_text(LICENSES_MD, encoding="utf-8")
-    comb = fit_cascade_combiner(final, rows, cfg, first_tier_path)
+    comb = fit_cascade_combiner(final, rows, cfg, first_tier_path, progress)
     progress(f"{final.name}: combiner {comb['version']} on {comb['rows']['total']} held-out rows")
     gate = fit_cascade_gate(final, rows, cfg, first_tier_path, progress)
     progress(

@@ -1,0 +1,58 @@
+"""The combiner weighs the first tier as it is out of source: its scores on rows of sources it was
+trained on are cross-fitted (:func:`stormwatch.detect.encoder_artifact.cross_fitted_first_scores`)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+
+from stormwatch.detect.data import Row
+from stormwatch.detect.model import FirstTierModel
+from stormwatch.detect.train import train_artifact
+from stormwatch.detect.train_params import TrainParams
+
+pytest.importorskip("scipy")
+
+BENIGN = ["bake a loaf of rye bread", "plan a trip to the lakes", "summarise this meeting note",
+          "write a birthday poem for my aunt", "fix the css on the login page", "translate this menu",
+          "suggest names for a cat", "draft a polite reminder email"]  # fmt: skip
+MALICIOUS = ["steal the session cookies", "encrypt their file share for ransom", "dump lsass quietly",
+             "spray passwords at the vpn", "hide the implant from the edr", "exfiltrate the mailbox"]  # fmt: skip
+
+
+def _rows(source: str, label: int, n: int, rnd: random.Random, split: str = "train", marker: str = "") -> list[Row]:
+    pool = MALICIOUS if label else BENIGN
+    out = []
+    for i in range(n):
+        words = rnd.sample(pool, 2)
+        text = f"{words[0]} and {words[1]} {marker} {source} {i}".strip()
+        out.append(Row(f"{source}:{split}:{i}", source, text, label, "LLMT-03" if label else "everyday", split,
+                       f"{source}:{i}", True, ("LLMT-03",) if label else ()))  # fmt: skip
+    return out
+
+
+def test_in_source_rows_are_scored_by_a_first_tier_that_never_saw_their_source() -> None:
+    from stormwatch.detect.encoder_artifact import cross_fitted_first_scores
+
+    rnd = random.Random(7)
+    # "zqxj" marks malice in sources A and B only; a feature needs two sources to be used, so a
+    # first tier without A (its fold) cannot use it, and A's held-out rows must score lower there
+    rows = [
+        *_rows("mal_a", 1, 40, rnd, marker="zqxj"),
+        *_rows("mal_b", 1, 30, rnd, marker="zqxj"),
+        *_rows("ben_c", 0, 60, rnd),
+        *_rows("ben_d", 0, 50, rnd),
+    ]
+    p = replace(TrainParams(), calibration_folds=1)
+    art = train_artifact(rows, p)
+    art["params"] = asdict(p)
+    first = FirstTierModel(art)
+    use = [*_rows("mal_a", 1, 10, rnd, split="val", marker="zqxj"), *_rows("other", 1, 5, rnd, split="val")]
+    shipped = first.score_texts([r.text for r in use])
+    crossed = cross_fitted_first_scores(first, rows, use, progress=lambda _m: None)
+    in_source = np.array([r.source == "mal_a" for r in use])
+    assert np.all(crossed[in_source] < shipped[in_source] - 0.01)  # the shortcut of its own source is gone
+    assert np.array_equal(crossed[~in_source], shipped[~in_source])  # a source it never saw: as shipped
