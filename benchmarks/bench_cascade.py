@@ -48,6 +48,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -507,10 +508,13 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     paths = [*default_data_paths(), *more_data_paths(), *([] if ns.without_authored else authored_data_paths())]
     rows = read_rows(paths)
     cfg = TrainConfig(epochs=ns.epochs, threads=ns.threads)
+    if ns.label_smoothing is not None:
+        cfg = replace(cfg, label_smoothing=ns.label_smoothing)
     rep = leave_sources_out(
         rows, cfg, k=ns.k, first_tier_sources=first_sources, progress=lambda m: print(m, file=sys.stderr, flush=True)
     )
     rep["with_authored"] = not ns.without_authored
+    rep["label_smoothing"] = cfg.label_smoothing
     rep["command"] = "python benchmarks/bench_cascade.py " + " ".join(ns.argv)
     rep["machine"] = _machine()
     return rep
@@ -545,6 +549,7 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--epochs", type=float, default=0.8)
     lo.add_argument("--threads", type=int, default=2)
     lo.add_argument("--without-authored", action="store_true", help="leave the authored prompts out of training")
+    lo.add_argument("--label-smoothing", type=float, default=None, help="the recipe's (default: TrainConfig's)")
     ns = ap.parse_args(argv)
     ns.argv = argv
     cmds = {"speed": cmd_speed, "traffic": cmd_traffic, "challenge": cmd_challenge, "loso": cmd_loso}

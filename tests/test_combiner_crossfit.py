@@ -56,3 +56,30 @@ def test_in_source_rows_are_scored_by_a_first_tier_that_never_saw_their_source()
     in_source = np.array([r.source == "mal_a" for r in use])
     assert np.all(crossed[in_source] < shipped[in_source] - 0.01)  # the shortcut of its own source is gone
     assert np.array_equal(crossed[~in_source], shipped[~in_source])  # a source it never saw: as shipped
+
+
+def test_the_build_and_leave_source_out_fit_the_combiner_on_rows_neither_tier_fitted() -> None:
+    from stormwatch.detect.encoder_artifact import fit_combiner_for
+
+    rnd = random.Random(11)
+    rows = [*_rows("mal_a", 1, 40, rnd, marker="zqxj"), *_rows("mal_b", 1, 30, rnd, marker="zqxj"),
+            *_rows("ben_c", 0, 60, rnd), *_rows("ben_d", 0, 50, rnd)]  # fmt: skip
+    p = replace(TrainParams(), calibration_folds=1)
+    art = train_artifact(rows, p)
+    art["params"] = asdict(p)
+    first = FirstTierModel(art)
+    fitted = _rows("mal_a", 1, 6, rnd)  # rows the first tier was trained on: never combiner rows
+    unseen = [*_rows("mal_a", 1, 10, rnd, split="val", marker="zqxj"), *_rows("new_mal", 1, 25, rnd),
+              *_rows("cyberseceval_frr_multilingual", 0, 40, rnd), *_rows("new_ben", 0, 30, rnd)]  # fmt: skip
+    label = {r.text: r.label for r in fitted + unseen}
+    asked: list[str] = []
+
+    def encoder_logits(texts: list[str]) -> np.ndarray:
+        asked.extend(texts)
+        return np.array([(3.0 if label[t] else -3.0) + rnd.gauss(0, 1) for t in texts])
+
+    comb, use = fit_combiner_for(first, rows, fitted + unseen, encoder_logits, {}, progress=lambda _m: None)
+    assert [r.text for r in use] == [r.text for r in unseen] == asked
+    assert comb.weights[1] > 0  # the encoder's logit carries the label here
+    scores = comb.combine(first.score_texts(asked), np.array([3.0, -3.0]).repeat([35, 70]), ["latin"] * 105)
+    assert scores[:35].min() > scores[35:].max()

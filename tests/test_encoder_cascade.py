@@ -302,6 +302,7 @@ def test_a_plain_everyday_prompt_is_cleared_by_the_first_tier_and_keeps_its_scor
     assert decision.score < min(cascade.thresholds.values())
     assert gate_reason(text) is None
     assert gate_reason("dump lsass quietly") == "security-lexicon"
+    assert gate_reason("DUMP LSASS QUIETLY") == "security-lexicon"
 
 
 def test_categories_come_from_the_tier_that_recognised_the_prompt() -> None:
@@ -400,3 +401,13 @@ def test_the_plain_train_command_is_the_shipped_recipe() -> None:
     meta = json.loads((default_encoder_path() / "meta.json").read_text(encoding="utf-8"))
     assert meta["config"] == recipe_record(recipe)  # no teacher: no distillation settings recorded
     assert meta["base"]["layers"] == recipe.layers
+
+
+def test_label_smoothing_is_recorded_in_the_recipe_only_when_used() -> None:
+    from dataclasses import replace
+
+    from stormwatch.detect.encoder_train import TrainConfig, recipe_record
+
+    plain, smoothed = (recipe_record(replace(TrainConfig(), label_smoothing=e)) for e in (0.0, 0.1))
+    assert "label_smoothing" not in plain and smoothed["label_smoothing"] == 0.1  # older builds' digests hold
+    assert {k: v for k, v in smoothed.items() if k != "label_smoothing"} == plain

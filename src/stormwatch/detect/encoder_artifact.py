@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from stormwatch.detect.encoder_train import (
     training_rows,
 )
 
+if TYPE_CHECKING:
+    from stormwatch.detect.combiner import Combiner
+
 __all__ = [
     "LICENSES_MD",
     "build_encoder_artifact",
@@ -32,6 +35,7 @@ __all__ = [
     "finalize_artifact",
     "fit_cascade_combiner",
     "fit_cascade_gate",
+    "fit_combiner_for",
     "recalibrate",
 ]
 
@@ -113,21 +117,18 @@ def finalize_artifact(out_dir: Path, meta: dict[str, Any], series: str = "1.0") 
     return final
 
 
-def choose_clear(rows: Sequence[Row], cfg: TrainConfig, first: Any, max_missed: float = 0.01) -> float:
-    """The highest ``clear`` line of the ladder at which the first tier and the gate send on all but
-    at most ``max_missed`` of the malicious calibration rows (rows the first tier never fitted)."""
+def choose_clear(use: Sequence[Any], first_scores: np.ndarray[Any, Any], max_missed: float = 0.01) -> float:
+    """The highest ``clear`` line of the ladder at which the first tier (``first_scores`` on ``use``,
+    rows it never fitted) and the gate send on all but at most ``max_missed`` of the malicious rows."""
     from stormwatch.detect.cascade import CLEAR, CLEAR_LADDER, gate_reason
 
-    _, calib = training_rows(rows, cfg)
-    mal = [r for r in calib if r.label == 1 and r.split != "train"]
-    if not mal:
+    mal = np.array([r.label == 1 for r in use], dtype=bool)
+    if not mal.any():
         return CLEAR
-    scores = first.score_texts([r.text for r in mal])
-    gated = np.array([gate_reason(r.text) is not None for r in mal])
+    gated = np.array([gate_reason(r.text) is not None for r in use], dtype=bool)
     best = CLEAR
     for line in CLEAR_LADDER:
-        missed = float(np.mean((scores < line) & ~gated))
-        if missed <= max_missed:
+        if float(np.mean((np.asarray(first_scores)[mal] < line) & ~gated[mal])) <= max_missed:
             best = line
     return best
 
@@ -171,6 +172,45 @@ def cross_fitted_first_scores(
     return out
 
 
+def fit_combiner_for(
+    first: Any,
+    rows: Sequence[Row],
+    calib: Sequence[Any],
+    encoder_logits: Callable[[list[str]], np.ndarray[Any, Any]],
+    fitted_for: dict[str, str],
+    progress: Callable[[str], None] = print,
+) -> tuple[Combiner, list[Any]]:
+    """The combiner of the first tier ``first`` and an encoder (``encoder_logits``) from the encoder's
+    calibration rows ``calib``; returns it and the rows it was fitted on.
+
+    Rows: ``calib`` restricted to rows the first tier never fitted either (its ``val``/``test`` rows,
+    and every row of a source it was not trained on); the first tier's scores on them cross-fitted by
+    source (:func:`cross_fitted_first_scores`), its ``clear`` line chosen on the same scores. The
+    build (:func:`fit_cascade_combiner`) and leave-source-out (``encoder_eval``) both fit this way.
+    """
+    from stormwatch.detect.cascade import script_of
+    from stormwatch.detect.combiner import fit_combiner
+    from stormwatch.detect.train_params import PRESET_HARD_NEG_FPR
+
+    seen_sources = set(first.artifact.get("training", {}).get("sources", {}))
+    use = [r for r in calib if r.split != "train" or r.source not in seen_sources]
+    if len({r.label for r in use}) < 2:
+        raise ValueError(f"the combiner needs held-out rows of both labels; got {len(use)} rows of one")
+    texts = [r.text for r in use]
+    first_scores = cross_fitted_first_scores(first, rows, use, progress=progress)
+    comb = fit_combiner(
+        first_scores,
+        encoder_logits(texts),
+        [script_of(t) for t in texts],
+        [r.label for r in use],
+        [is_hard_negative(r) for r in use],
+        fitted_for=fitted_for,
+        target_fpr=dict(PRESET_HARD_NEG_FPR),
+        clear=choose_clear(use, first_scores),
+    )
+    return comb, use
+
+
 def fit_cascade_combiner(
     folder: Path,
     rows: Sequence[Row],
@@ -178,39 +218,21 @@ def fit_cascade_combiner(
     first_tier_path: Path | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Fit ``combiner.json`` for the encoder in ``folder`` and the (shipped) first tier.
-
-    Rows: the encoder's calibration split (never fine-tuned on), restricted to rows the first tier
-    never fitted either (its ``val``/``test`` rows, and every row of a source it was not trained on);
-    the first tier's scores on them cross-fitted by source (:func:`cross_fitted_first_scores`).
-    """
-    from stormwatch.detect.cascade import script_of
-    from stormwatch.detect.combiner import fit_combiner
+    """Fit ``combiner.json`` for the encoder in ``folder`` and the (shipped) first tier on the
+    encoder's calibration split (never fine-tuned on), as :func:`fit_combiner_for` says."""
     from stormwatch.detect.encoder import load_encoder
     from stormwatch.detect.model import load_model
-    from stormwatch.detect.train_params import PRESET_HARD_NEG_FPR
 
     first = load_model(first_tier_path)
-    clear = choose_clear(rows, cfg, first)
-    seen_sources = set(first.artifact.get("training", {}).get("sources", {}))
-    _, calib = training_rows(rows, cfg)
-    use = [r for r in calib if r.split != "train" or r.source not in seen_sources]
-    if len({r.label for r in use}) < 2:
-        raise ValueError(f"the combiner needs held-out rows of both labels; got {len(use)} rows of one")
-    texts = [r.text for r in use]
     enc = load_encoder(folder)
-    logits, _ = enc.logits(texts)
-    first_scores = cross_fitted_first_scores(first, rows, use, progress=progress)
-    scripts = [script_of(t) for t in texts]
-    comb = fit_combiner(
-        first_scores,
-        logits,
-        scripts,
-        [r.label for r in use],
-        [is_hard_negative(r) for r in use],
-        fitted_for={"first_tier": first.version, "encoder": enc.version},
-        target_fpr=dict(PRESET_HARD_NEG_FPR),
-        clear=clear,
+    _, calib = training_rows(rows, cfg)
+    comb, use = fit_combiner_for(
+        first,
+        rows,
+        calib,
+        lambda texts: enc.logits(texts)[0],
+        {"first_tier": first.version, "encoder": enc.version},
+        progress,
     )
     out = comb.to_dict()
     out["rows"] = {"total": len(use), "malicious": sum(r.label for r in use),

@@ -116,15 +116,16 @@ def leave_sources_out(
     """Train ``k`` fold models and report per held-out source (see the module doc).
 
     With ``first_tier_sources`` (the sources the shipped first tier is trained on), each fold also
-    retrains the first tier on those sources minus the fold's, fits the fold's combiner on the
-    calibration rows neither tier fitted (``split`` not ``train``), and reports the first tier and
-    the **cascade** (gate and combiner as shipped) on the same held-out rows.
+    retrains the first tier on those sources minus the fold's, fits the fold's combiner as the build
+    does (:func:`~stormwatch.detect.encoder_artifact.fit_combiner_for`: calibration rows neither tier
+    fitted, the fold's first tier cross-fitted by source), and reports the first tier and the
+    **cascade** on the same held-out rows. The cascade routes by the combiner's ``clear`` line and the
+    script/lexicon reasons; the topic gate is not refitted per fold (it only sends more on).
     """
-    from stormwatch.detect.cascade import CLEAR, CLEAR_LADDER, gate_reason, script_of
-    from stormwatch.detect.combiner import fit_combiner
+    from stormwatch.detect.cascade import gate_reason, script_of
+    from stormwatch.detect.encoder_artifact import fit_combiner_for
     from stormwatch.detect.model import FirstTierModel
     from stormwatch.detect.train import train_artifact
-    from stormwatch.detect.train_params import PRESET_HARD_NEG_FPR
 
     rows = [r for r in rows if r.use and r.text.strip()]
     folds = source_folds(rows, k)
@@ -154,22 +155,14 @@ def leave_sources_out(
             ft_cal = ft.score_texts([r.text for r in calib])
             ft_ho = ft.score_texts([r.text for r in ho])
             scores["first_tier"] = (ft_ho, ft_cal[cal_y == 0], float(ft.thresholds["balanced"]))
-            unseen = np.array([r.split != "train" or r.source not in first_tier_sources for r in calib])
-            gated = np.array([gate_reason(r.text) is not None for r in calib])
-            mal_unseen = (cal_y == 1) & unseen
-            clear = CLEAR
-            for line in CLEAR_LADDER:  # as encoder_train.choose_clear
-                if mal_unseen.any() and float(np.mean((ft_cal[mal_unseen] < line) & ~gated[mal_unseen])) <= 0.01:
-                    clear = line
-            comb = fit_combiner(
-                ft_cal[unseen],
-                cal_logits[unseen],
-                [script_of(r.text) for r, u in zip(calib, unseen, strict=True) if u],
-                cal_y[unseen],
-                hard[unseen],
-                fitted_for={},
-                target_fpr=dict(PRESET_HARD_NEG_FPR),
-            )
+            rest = [r for r in rows if r.source not in held]
+            by_text: dict[str, float] = dict(zip((r.text for r in calib), cal_logits.tolist(), strict=False))
+
+            def enc_logits(texts: list[str], by_text: dict[str, float] = by_text) -> np.ndarray[Any, Any]:
+                return np.array([by_text[t] for t in texts])
+
+            comb, _ = fit_combiner_for(ft, rest, calib, enc_logits, {}, progress)
+            clear = comb.clear
 
             def cascade(
                 texts: Sequence[str],

@@ -17,7 +17,7 @@ CPU gives the same artifact up to floating-point reduction order):
    logit and one logit per LLMT category (trained only on malicious rows that carry a category).
    Fine-tuned end to end (word-embedding table frozen: it holds ~30M of the 41M parameters, and
    keeping it anchors languages with little training data to the pre-trained space), AdamW,
-   linear warm-up and decay, batches of similar length.
+   linear warm-up and decay, batches of similar length; ``label_smoothing`` softens the misuse targets.
 4. **Export**: ONNX (opset 17), dynamic int8 quantisation per channel (onnxruntime), then
    re-scored against the fp32 model on the calibration split (agreement reported in the artifact).
 """
@@ -86,6 +86,7 @@ class TrainConfig:
     teacher: str | None = None  # a bigger encoder build (folder) or its saved logits (file) to distil from
     save_teacher_logits: str | None = None  # write the teacher's logits here (see save_teacher_logits)
     distill_weight: float = 0.5  # share of the misuse loss that follows the teacher's probability
+    label_smoothing: float = 0.0  # misuse targets 0/1 -> eps/2, 1 - eps/2: bounds the logits
 
 
 @dataclass(frozen=True)
@@ -352,7 +353,7 @@ def fine_tune(
             model.train()
             ids, mask = _pad([seqs[i] for i in batch], pad)
             out = model(torch.from_numpy(ids), torch.from_numpy(mask))
-            yb = torch.from_numpy(y[batch])
+            yb = torch.from_numpy(y[batch] * (1 - cfg.label_smoothing) + cfg.label_smoothing / 2)
             loss = bce(out[:, 0], yb, pos_weight=torch.tensor(pos_weight))
             if soft is not None:
                 target = torch.sigmoid(torch.from_numpy(soft[batch]))
@@ -421,6 +422,7 @@ def recipe_record(cfg: TrainConfig) -> dict[str, Any]:
     distillation settings only when there is a teacher (then the teacher's version replaces the
     path), never where a copy of the teacher's logits went."""
     skip = {"save_teacher_logits"} | ({"teacher", "distill_weight"} if cfg.teacher is None else set())
+    skip |= {"label_smoothing"} if not cfg.label_smoothing else set()  # older builds' records unchanged
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items() if k not in skip}
 
 
