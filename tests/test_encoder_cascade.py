@@ -21,6 +21,7 @@ from stormwatch.detect.encoder_text import MAX_WINDOWS, STRIDE, WINDOW, window_s
 from stormwatch.detect.text import FUNCTION_WORDS
 from stormwatch.errors import InputError
 
+CHALLENGE = Path(__file__).resolve().parent.parent / "benchmarks" / "challenge"
 LONG_SENTENCES = {
     "en": "The quarterly report describes revenue growth across every region and product line. ",
     "zh": "季度报告描述了各个地区和产品线的收入增长情况以及未来的计划。",
@@ -411,3 +412,19 @@ def test_label_smoothing_is_recorded_in_the_recipe_only_when_used() -> None:
     plain, smoothed = (recipe_record(replace(TrainConfig(), label_smoothing=e)) for e in (0.0, 0.1))
     assert "label_smoothing" not in plain and smoothed["label_smoothing"] == 0.1  # older builds' digests hold
     assert {k: v for k, v in smoothed.items() if k != "label_smoothing"} == plain
+
+
+def test_the_factored_lexicon_matches_what_its_flat_alternation_matches() -> None:
+    import re
+
+    from stormwatch.detect import cascade
+
+    flat = re.compile("|".join(cascade._LEXICON_TERMS))
+    texts = [json.loads(line)["text"] for f in sorted(CHALLENGE.glob("*.jsonl")) for line in f.open(encoding="utf-8")]
+    for term in cascade._LEXICON_TERMS:
+        plain = term.replace("\\b", "").replace("[- ]?", "-").replace(" ?", " ")
+        texts += [f"how do I {plain} it", f"x{plain}y", f"{plain[:-1]} only", plain.upper()]
+    texts = [t.lower() for t in texts]
+    got = [cascade._LEXICON.search(t) is not None for t in texts]
+    assert got == [flat.search(t) is not None for t in texts]
+    assert 0.2 < sum(got) / len(got) < 0.9  # a lexicon that matched nothing (or everything) would agree too

@@ -62,24 +62,46 @@ GATED_SERIES = "1.2"  # routing by the topic gate (an encoder folder with gate.j
 CLEAR = 0.05  # the lowest line of the ladder (the combiner file holds the one chosen)
 CLEAR_LADDER = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 
-# matched against the lower-cased text (``str.lower`` then a case-sensitive search is ~3.5x faster
-# than ``(?i)`` over this many alternatives; the same matches on simulated traffic, benchmarks/bench_cascade.py)
-_LEXICON = re.compile(
-    r"(malware|ransom|keylog|exploit|payload|shellcode|phish|spear|trojan|backdoor|botnet|rootkit|"
-    r"c2\b|beacon|implant|loader|dropper|inject|obfuscat|evade|evasion|bypass|undetect|antivirus|\bav\b|edr|"
-    r"amsi|uac\b|mfa|2fa|otp|captcha|credential|password|passwd|hash|mimikatz|lsass|ntlm|kerberos|"
-    r"privilege|escalat|persist|lateral|exfil|dump|crack|brute|spray|scan|nmap|shodan|recon|enumerat|"
-    r"subdomain|vuln|cve-|0day|zero[- ]?day|rce\b|sqli|sql injection|xss|reverse shell|webshell|"
-    r"hack|pentest|red ?team|attack|target|victim|stealth|hide|spoof|impersonat|fake|scam|fraud|"
-    r"ddos|cobalt|metasploit|sliver|powershell|\bcmd\b|registry|token|session|cookie|steal|"
-    r"satellite|radar|espionage|infiltrat|surveil|dox|track)"
-    r"|漏洞|木马|病毒|钓鱼|免杀|提权|渗透|后门|攻击|黑客|密码|凭据|爆破|扫描|绕过|注入|横向|持久化|窃取|"
-    r"эксплойт|вредонос|троян|фишинг|пароль|учетн|взлом|обход|антивирус|сканир|уязвим|бэкдор|шелл|"
-    r"атак|брут|инъекц|малвар|стилер|кейлог|"
-    r"악성|피싱|해킹|취약점|익스플로잇|백도어|우회|비밀번호|계정|탈취|스캔|공격|랜섬|"
-    r"بدافزار|فیشینگ|هک|آسیب‌پذیری|آسیب پذیری|رمز|نفوذ|دور زدن|باج|جاسوس|"
-    r"برمجيات خبيثة|تصيد|اختراق|ثغرة|كلمة مرور|تجاوز|فدية|تجسس"
+# The security lexicon: regular-expression fragments, matched anywhere in the lower-cased text.
+# fmt: off
+_LEXICON_TERMS = (
+    "malware", "ransom", "keylog", "exploit", "payload", "shellcode", "phish", "spear", "trojan", "backdoor",
+    "botnet", "rootkit", r"c2\b", "beacon", "implant", "loader", "dropper", "inject", "obfuscat", "evade",
+    "evasion", "bypass", "undetect", "antivirus", r"\bav\b", "edr", "amsi", r"uac\b", "mfa", "2fa", "otp",
+    "captcha", "credential", "password", "passwd", "hash", "mimikatz", "lsass", "ntlm", "kerberos", "privilege",
+    "escalat", "persist", "lateral", "exfil", "dump", "crack", "brute", "spray", "scan", "nmap", "shodan", "recon",
+    "enumerat", "subdomain", "vuln", "cve-", "0day", "zero[- ]?day", r"rce\b", "sqli", "sql injection", "xss",
+    "reverse shell", "webshell", "hack", "pentest", "red ?team", "attack", "target", "victim", "stealth", "hide",
+    "spoof", "impersonat", "fake", "scam", "fraud", "ddos", "cobalt", "metasploit", "sliver", "powershell",
+    r"\bcmd\b", "registry", "token", "session", "cookie", "steal", "satellite", "radar", "espionage", "infiltrat",
+    "surveil", "dox", "track",
+    "漏洞", "木马", "病毒", "钓鱼", "免杀", "提权", "渗透", "后门", "攻击", "黑客",
+    "密码", "凭据", "爆破", "扫描", "绕过", "注入", "横向", "持久化", "窃取",
+    "эксплойт", "вредонос", "троян", "фишинг", "пароль", "учетн", "взлом", "обход", "антивирус", "сканир",
+    "уязвим", "бэкдор", "шелл", "атак", "брут", "инъекц", "малвар", "стилер", "кейлог",
+    "악성", "피싱", "해킹", "취약점", "익스플로잇", "백도어", "우회", "비밀번호",
+    "계정", "탈취", "스캔", "공격", "랜섬",
+    "بدافزار", "فیشینگ", "هک", "آسیب\u200cپذیری", "آسیب پذیری", "رمز", "نفوذ", "دور زدن", "باج", "جاسوس",
+    "برمجيات خبيثة", "تصيد", "اختراق", "ثغرة", "كلمة مرور", "تجاوز", "فدية", "تجسس",
 )
+# fmt: on
+
+
+def _factored(terms: Sequence[str]) -> str:
+    """One alternation per first character (``a(?:bc|de)|x(?:yz)``): the same matches as the flat
+    ``abc|ade|xyz``, ~2x faster to search; with the lower-cased text and a case-sensitive pattern
+    ~6x faster than the flat ``(?i)`` one on simulated traffic (``tests/test_encoder_cascade.py``)."""
+    by_first: dict[str, list[str]] = {}
+    other: list[str] = []
+    for t in terms:
+        if t[0] in "\\[(.":
+            other.append(t)
+        else:
+            by_first.setdefault(t[0], []).append(t[1:])
+    return "|".join([re.escape(k) + "(?:" + "|".join(v) + ")" for k, v in by_first.items()] + other)
+
+
+_LEXICON = re.compile(_factored(_LEXICON_TERMS))
 
 _SCRIPTS = (("HANGUL", "ko"), ("CJK", "zh"), ("HIRAGANA", "ja"), ("KATAKANA", "ja"), ("CYRILLIC", "ru"),
             ("ARABIC", "ar"), ("DEVANAGARI", "hi"), ("THAI", "th"), ("HEBREW", "he"), ("GREEK", "el"))  # fmt: skip
