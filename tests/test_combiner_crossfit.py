@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,9 +59,7 @@ def test_in_source_rows_are_scored_by_a_first_tier_that_never_saw_their_source()
     assert np.array_equal(crossed[~in_source], shipped[~in_source])  # a source it never saw: as shipped
 
 
-def test_the_build_and_leave_source_out_fit_the_combiner_on_rows_neither_tier_fitted() -> None:
-    from stormwatch.detect.encoder_artifact import fit_combiner_for
-
+def _combiner_case() -> tuple[Any, list[Any], list[Any], list[Any], Any]:
     rnd = random.Random(11)
     rows = [*_rows("mal_a", 1, 40, rnd, marker="zqxj"), *_rows("mal_b", 1, 30, rnd, marker="zqxj"),
             *_rows("ben_c", 0, 60, rnd), *_rows("ben_d", 0, 50, rnd)]  # fmt: skip
@@ -72,14 +71,41 @@ def test_the_build_and_leave_source_out_fit_the_combiner_on_rows_neither_tier_fi
     unseen = [*_rows("mal_a", 1, 10, rnd, split="val", marker="zqxj"), *_rows("new_mal", 1, 25, rnd),
               *_rows("cyberseceval_frr_multilingual", 0, 40, rnd), *_rows("new_ben", 0, 30, rnd)]  # fmt: skip
     label = {r.text: r.label for r in fitted + unseen}
+    noise = {t: random.Random(t).gauss(0, 1) for t in label}
+
+    def encoder_logits(texts: list[str]) -> np.ndarray:
+        return np.array([(3.0 if label[t] else -3.0) + noise[t] for t in texts])
+
+    return first, rows, fitted, unseen, encoder_logits
+
+
+def test_the_build_and_leave_source_out_fit_the_combiner_on_rows_neither_tier_fitted() -> None:
+    from stormwatch.detect.encoder_artifact import fit_combiner_for
+
+    first, rows, fitted, unseen, logits = _combiner_case()
     asked: list[str] = []
 
     def encoder_logits(texts: list[str]) -> np.ndarray:
         asked.extend(texts)
-        return np.array([(3.0 if label[t] else -3.0) + rnd.gauss(0, 1) for t in texts])
+        return logits(texts)
 
     comb, use = fit_combiner_for(first, rows, fitted + unseen, encoder_logits, {}, progress=lambda _m: None)
     assert [r.text for r in use] == [r.text for r in unseen] == asked
     assert comb.weights[1] > 0  # the encoder's logit carries the label here
     scores = comb.combine(first.score_texts(asked), np.array([3.0, -3.0]).repeat([35, 70]), ["latin"] * 105)
     assert scores[:35].min() > scores[35:].max()
+
+
+def test_the_in_source_recipe_fits_on_the_first_tiers_own_scores() -> None:
+    """``cross_fit=False`` (leave-source-out's paired ``cascade_in_source``): the same rows, no refit."""
+    from stormwatch.detect.encoder_artifact import fit_combiner_for
+
+    first, rows, fitted, unseen, logits = _combiner_case()
+    said: dict[bool, list[str]] = {True: [], False: []}
+    fits = {
+        cross: fit_combiner_for(first, rows, fitted + unseen, logits, {}, said[cross].append, cross_fit=cross)
+        for cross in (True, False)
+    }
+    assert [r.text for r in fits[False][1]] == [r.text for r in fits[True][1]] == [r.text for r in unseen]
+    assert any("cross-fit" in m for m in said[True]) and not any("cross-fit" in m for m in said[False])
+    assert fits[True][0].weights != fits[False][0].weights  # the val rows of mal_a: in-source vs refit scores

@@ -179,6 +179,8 @@ def fit_combiner_for(
     encoder_logits: Callable[[list[str]], np.ndarray[Any, Any]],
     fitted_for: dict[str, str],
     progress: Callable[[str], None] = print,
+    *,
+    cross_fit: bool = True,
 ) -> tuple[Combiner, list[Any]]:
     """The combiner of the first tier ``first`` and an encoder (``encoder_logits``) from the encoder's
     calibration rows ``calib``; returns it and the rows it was fitted on.
@@ -187,6 +189,8 @@ def fit_combiner_for(
     and every row of a source it was not trained on); the first tier's scores on them cross-fitted by
     source (:func:`cross_fitted_first_scores`), its ``clear`` line chosen on the same scores. The
     build (:func:`fit_cascade_combiner`) and leave-source-out (``encoder_eval``) both fit this way.
+    ``cross_fit=False`` keeps the first tier's own (in-source) scores on its ``val``/``test`` rows
+    (the session (f) recipe); leave-source-out reports both, paired on the same fold encoders.
     """
     from stormwatch.detect.cascade import script_of
     from stormwatch.detect.combiner import fit_combiner
@@ -197,7 +201,10 @@ def fit_combiner_for(
     if len({r.label for r in use}) < 2:
         raise ValueError(f"the combiner needs held-out rows of both labels; got {len(use)} rows of one")
     texts = [r.text for r in use]
-    first_scores = cross_fitted_first_scores(first, rows, use, progress=progress)
+    if cross_fit:
+        first_scores = cross_fitted_first_scores(first, rows, use, progress=progress)
+    else:
+        first_scores = np.asarray(first.score_texts(texts), dtype=np.float64)
     comb = fit_combiner(
         first_scores,
         encoder_logits(texts),

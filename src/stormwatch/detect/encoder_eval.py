@@ -105,6 +105,20 @@ def _summary(per_source: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return mean
 
 
+def _cascade(
+    comb: Any, texts: Sequence[str], first: np.ndarray[Any, Any], enc: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    """The cascade's score: the first tier's, or the combiner's where the ``clear`` line or the
+    script/lexicon reasons send a text on."""
+    from stormwatch.detect.cascade import gate_reason, script_of
+
+    out = np.asarray(first, dtype=np.float64).copy()
+    go = [i for i, t in enumerate(texts) if out[i] >= comb.clear or gate_reason(t) is not None]
+    if go:
+        out[go] = comb.combine(first[go], enc[go], [script_of(texts[i]) for i in go])
+    return out
+
+
 def leave_sources_out(
     rows: Sequence[Row],
     cfg: TrainConfig,
@@ -119,17 +133,19 @@ def leave_sources_out(
     retrains the first tier on those sources minus the fold's, fits the fold's combiner as the build
     does (:func:`~stormwatch.detect.encoder_artifact.fit_combiner_for`: calibration rows neither tier
     fitted, the fold's first tier cross-fitted by source), and reports the first tier and the
-    **cascade** on the same held-out rows. The cascade routes by the combiner's ``clear`` line and the
-    script/lexicon reasons; the topic gate is not refitted per fold (it only sends more on).
+    **cascade** on the same held-out rows; ``cascade_in_source`` is the same with the combiner fitted
+    on the fold first tier's in-source scores (``cross_fit=False``), paired on the same fold
+    encoders, so the two combiner recipes differ by the recipe only. The cascade routes by the
+    combiner's ``clear`` line and the script/lexicon reasons; the topic gate is not refitted per
+    fold (it only sends more on).
     """
-    from stormwatch.detect.cascade import gate_reason, script_of
     from stormwatch.detect.encoder_artifact import fit_combiner_for
     from stormwatch.detect.model import FirstTierModel
     from stormwatch.detect.train import train_artifact
 
     rows = [r for r in rows if r.use and r.text.strip()]
     folds = source_folds(rows, k)
-    systems: dict[str, list[dict[str, Any]]] = {"encoder": [], "first_tier": [], "cascade": []}
+    systems: dict[str, list[dict[str, Any]]] = {"encoder": [], "first_tier": [], "cascade": [], "cascade_in_source": []}
     for f in range(k):
         held = tuple(sorted(s for s in {r.source for r in rows} if folds[group_of(s)] == f))
         fcfg = replace(cfg, holdout_sources=held)
@@ -161,26 +177,12 @@ def leave_sources_out(
             def enc_logits(texts: list[str], by_text: dict[str, float] = by_text) -> np.ndarray[Any, Any]:
                 return np.array([by_text[t] for t in texts])
 
-            comb, _ = fit_combiner_for(ft, rest, calib, enc_logits, {}, progress)
-            clear = comb.clear
-
-            def cascade(
-                texts: Sequence[str],
-                first: np.ndarray[Any, Any],
-                enc: np.ndarray[Any, Any],
-                comb: Any = comb,
-                clear: float = clear,
-            ) -> Any:
-                out = np.asarray(first, dtype=np.float64).copy()
-                go = [i for i, t in enumerate(texts) if out[i] >= clear or gate_reason(t) is not None]
-                if go:
-                    out[go] = comb.combine(first[go], enc[go], [script_of(texts[i]) for i in go])
-                return out
-
-            cas_cal = cascade([r.text for r in calib], ft_cal, cal_logits)
-            cas_ho = cascade([r.text for r in ho], ft_ho, ho_logits)
-            scores["cascade"] = (cas_ho, cas_cal[cal_y == 0], comb.thresholds["balanced"])
-            progress(f"fold {f + 1}/{k}: clear line {clear}")
+            for name, cross in (("cascade", True), ("cascade_in_source", False)):
+                comb, _ = fit_combiner_for(ft, rest, calib, enc_logits, {}, progress, cross_fit=cross)
+                cas_cal = _cascade(comb, [r.text for r in calib], ft_cal, cal_logits)
+                cas_ho = _cascade(comb, [r.text for r in ho], ft_ho, ho_logits)
+                scores[name] = (cas_ho, cas_cal[cal_y == 0], comb.thresholds["balanced"])
+                progress(f"fold {f + 1}/{k}: {name} clear line {comb.clear}")
         by_src: dict[str, list[int]] = defaultdict(list)
         for i, r in enumerate(ho):
             by_src[r.source].append(i)
