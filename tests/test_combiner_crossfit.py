@@ -1,5 +1,6 @@
-"""The combiner weighs the first tier as it is out of source: its scores on rows of sources it was
-trained on are cross-fitted (:func:`stormwatch.detect.encoder_artifact.cross_fitted_first_scores`)."""
+"""The combiner's rows and first-tier scores: as the first tier ships (the build), or cross-fitted by
+source (:func:`stormwatch.detect.encoder_artifact.cross_fitted_first_scores`, the paired alternative
+that leave-source-out reports)."""
 
 from __future__ import annotations
 
@@ -96,15 +97,16 @@ def test_the_build_and_leave_source_out_fit_the_combiner_on_rows_neither_tier_fi
     assert scores[:35].min() > scores[35:].max()
 
 
-def test_the_in_source_recipe_fits_on_the_first_tiers_own_scores() -> None:
-    """``cross_fit=False`` (leave-source-out's paired ``cascade_in_source``): the same rows, no refit."""
+def test_the_build_fits_on_the_first_tiers_own_scores_and_can_cross_fit() -> None:
+    """The default (the build's recipe) scores the rows with the first tier as it ships; ``cross_fit=True``
+    (leave-source-out's paired ``cascade_cross_fitted``) refits it by source: the same rows."""
     from stormwatch.detect.encoder_artifact import fit_combiner_for
 
     first, rows, fitted, unseen, logits = _combiner_case()
     said: dict[bool, list[str]] = {True: [], False: []}
     fits = {
-        cross: fit_combiner_for(first, rows, fitted + unseen, logits, {}, said[cross].append, cross_fit=cross)
-        for cross in (True, False)
+        True: fit_combiner_for(first, rows, fitted + unseen, logits, {}, said[True].append, cross_fit=True),
+        False: fit_combiner_for(first, rows, fitted + unseen, logits, {}, said[False].append),
     }
     assert [r.text for r in fits[False][1]] == [r.text for r in fits[True][1]] == [r.text for r in unseen]
     assert any("cross-fit" in m for m in said[True]) and not any("cross-fit" in m for m in said[False])

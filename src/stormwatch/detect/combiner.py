@@ -1,11 +1,13 @@
 """The cascade's combiner: one calibrated probability from the two tiers' logits.
 
 ``p = sigmoid(w_first * logit(first) * latin + w_enc * enc_logit + w_script * non_latin + b)``: a
-logistic regression fitted on rows neither tier was fitted on, with *cross-fitted* first-tier scores (each row
-scored by a first-tier model that never saw its source: on data like the platform's the first tier
-is only as good as it is out of source, and the combiner must learn that, not its in-sample
-confidence). The first tier's logit counts only for Latin-script text (it was trained almost only
-on English and cannot read the other scripts); ``non_latin`` shifts the intercept for them. Being
+logistic regression fitted on rows neither tier was fitted on (the first tier's ``val``/``test``
+rows and the rows of sources it never saw), scored by both tiers as they ship. Cross-fitting the
+first tier's scores on its own sources' rows (a refit without the row's source) was tried and ranks
+held-out sources lower on leave-source-out (docs/model-card-cascade.md); it stays an option of
+:func:`stormwatch.detect.encoder_artifact.fit_combiner_for`. The first tier's logit counts only
+for Latin-script text (it was trained almost only on English and cannot read the other scripts);
+``non_latin`` shifts the intercept for them. Being
 a logistic fit on held-out rows, the output is calibrated (``stormwatch eval`` and the model card
 show the reliability table). Presets are chosen like the first tier's: the false-positive rate on
 benign security questions.

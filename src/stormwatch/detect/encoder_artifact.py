@@ -180,17 +180,19 @@ def fit_combiner_for(
     fitted_for: dict[str, str],
     progress: Callable[[str], None] = print,
     *,
-    cross_fit: bool = True,
+    cross_fit: bool = False,
 ) -> tuple[Combiner, list[Any]]:
     """The combiner of the first tier ``first`` and an encoder (``encoder_logits``) from the encoder's
     calibration rows ``calib``; returns it and the rows it was fitted on.
 
     Rows: ``calib`` restricted to rows the first tier never fitted either (its ``val``/``test`` rows,
-    and every row of a source it was not trained on); the first tier's scores on them cross-fitted by
-    source (:func:`cross_fitted_first_scores`), its ``clear`` line chosen on the same scores. The
-    build (:func:`fit_cascade_combiner`) and leave-source-out (``encoder_eval``) both fit this way.
-    ``cross_fit=False`` keeps the first tier's own (in-source) scores on its ``val``/``test`` rows
-    (the session (f) recipe); leave-source-out reports both, paired on the same fold encoders.
+    and every row of a source it was not trained on), scored by the first tier as it ships; its
+    ``clear`` line chosen on the same scores. The build (:func:`fit_cascade_combiner`) and
+    leave-source-out (``encoder_eval``) both fit this way. ``cross_fit=True`` scores the rows of the
+    first tier's own sources by refits without their source instead
+    (:func:`cross_fitted_first_scores`, the recipe of session 2026-12-05 (g)); leave-source-out
+    reports it beside the build's recipe on the same fold encoders, and it ranked 16 of 20 held-out
+    sources lower (docs/model-card-cascade.md, Leave-source-out), so the build does not use it.
     """
     from stormwatch.detect.cascade import script_of
     from stormwatch.detect.combiner import fit_combiner

@@ -132,10 +132,10 @@ def leave_sources_out(
     With ``first_tier_sources`` (the sources the shipped first tier is trained on), each fold also
     retrains the first tier on those sources minus the fold's, fits the fold's combiner as the build
     does (:func:`~stormwatch.detect.encoder_artifact.fit_combiner_for`: calibration rows neither tier
-    fitted, the fold's first tier cross-fitted by source), and reports the first tier and the
-    **cascade** on the same held-out rows; ``cascade_in_source`` is the same with the combiner fitted
-    on the fold first tier's in-source scores (``cross_fit=False``), paired on the same fold
-    encoders, so the two combiner recipes differ by the recipe only. The cascade routes by the
+    fitted), and reports the first tier and the **cascade** on the same held-out rows;
+    ``cascade_cross_fitted`` is the same with the combiner fitted on the fold first tier's scores
+    cross-fitted by source (``cross_fit=True``), paired on the same fold encoders, so the two
+    combiner recipes differ by the recipe only. The cascade routes by the
     combiner's ``clear`` line and the script/lexicon reasons; the topic gate is not refitted per
     fold (it only sends more on).
     """
@@ -145,7 +145,12 @@ def leave_sources_out(
 
     rows = [r for r in rows if r.use and r.text.strip()]
     folds = source_folds(rows, k)
-    systems: dict[str, list[dict[str, Any]]] = {"encoder": [], "first_tier": [], "cascade": [], "cascade_in_source": []}
+    systems: dict[str, list[dict[str, Any]]] = {
+        "encoder": [],
+        "first_tier": [],
+        "cascade": [],
+        "cascade_cross_fitted": [],
+    }
     for f in range(k):
         held = tuple(sorted(s for s in {r.source for r in rows} if folds[group_of(s)] == f))
         fcfg = replace(cfg, holdout_sources=held)
@@ -177,7 +182,7 @@ def leave_sources_out(
             def enc_logits(texts: list[str], by_text: dict[str, float] = by_text) -> np.ndarray[Any, Any]:
                 return np.array([by_text[t] for t in texts])
 
-            for name, cross in (("cascade", True), ("cascade_in_source", False)):
+            for name, cross in (("cascade", False), ("cascade_cross_fitted", True)):
                 comb, _ = fit_combiner_for(ft, rest, calib, enc_logits, {}, progress, cross_fit=cross)
                 cas_cal = _cascade(comb, [r.text for r in calib], ft_cal, cal_logits)
                 cas_ho = _cascade(comb, [r.text for r in ho], ft_ho, ho_logits)
