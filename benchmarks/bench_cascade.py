@@ -536,7 +536,12 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     if ns.label_smoothing is not None:
         cfg = replace(cfg, label_smoothing=ns.label_smoothing)
     rep = leave_sources_out(
-        rows, cfg, k=ns.k, first_tier_sources=first_sources, progress=lambda m: print(m, file=sys.stderr, flush=True)
+        rows,
+        cfg,
+        k=ns.k,
+        first_tier_sources=first_sources,
+        save_scores=ns.save_scores,
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     rep["with_authored"] = not ns.without_authored
     rep["label_smoothing"] = cfg.label_smoothing
@@ -575,6 +580,7 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--threads", type=int, default=2)
     lo.add_argument("--without-authored", action="store_true", help="leave the authored prompts out of training")
     lo.add_argument("--label-smoothing", type=float, default=None, help="the recipe's (default: TrainConfig's)")
+    lo.add_argument("--save-scores", type=Path, default=None, help="folder: each fold's scores (fold<N>.npz)")
     ns = ap.parse_args(argv)
     ns.argv = argv
     cmds = {"speed": cmd_speed, "traffic": cmd_traffic, "challenge": cmd_challenge, "loso": cmd_loso}

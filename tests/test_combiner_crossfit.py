@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -111,3 +112,39 @@ def test_the_build_fits_on_the_first_tiers_own_scores_and_can_cross_fit() -> Non
     assert [r.text for r in fits[False][1]] == [r.text for r in fits[True][1]] == [r.text for r in unseen]
     assert any("cross-fit" in m for m in said[True]) and not any("cross-fit" in m for m in said[False])
     assert fits[True][0].weights != fits[False][0].weights  # the val rows of mal_a: in-source vs refit scores
+
+
+def test_saved_fold_scores_give_the_loso_cascade_again(tmp_path: Path) -> None:
+    """``bench_loso_combiners.py``'s ``build`` design on scores saved by ``save_fold_scores`` is the
+    cascade ``leave_sources_out`` computes (same combiner rows, ``clear`` line, scores, preset)."""
+    import importlib.util
+
+    from stormwatch.detect.encoder_artifact import fit_combiner_for
+    from stormwatch.detect.encoder_eval import _cascade, save_fold_scores
+
+    spec = importlib.util.spec_from_file_location(
+        "blc", Path(__file__).parents[1] / "benchmarks" / "bench_loso_combiners.py"
+    )
+    assert spec and spec.loader
+    blc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(blc)
+    first, rows, fitted, unseen, logits = _combiner_case()
+    calib = fitted + unseen
+    rnd = random.Random(5)
+    ho = [*_rows("held_mal", 1, 20, rnd), *_rows("held_ben", 0, 20, rnd), *_rows("held_mal", 1, 3, rnd, marker="hack")]
+    ho_logits = np.array([2.5 if r.label else -2.5 for r in ho]) + np.linspace(-2, 2, len(ho))
+    comb, _ = fit_combiner_for(first, rows, calib, logits, {}, progress=lambda _m: None)
+    ft_cal, ft_ho = first.score_texts([r.text for r in calib]), first.score_texts([r.text for r in ho])
+    expected = _cascade(comb, [r.text for r in ho], ft_ho, ho_logits)
+    seen = frozenset(first.artifact["training"]["sources"])
+    save_fold_scores(tmp_path / "fold1.npz", calib, ft_cal, logits([r.text for r in calib]), ho, ft_ho, ho_logits, seen)
+    fold = dict(np.load(tmp_path / "fold1.npz"))
+    assert "cal_text" not in fold and fold["cal_first_fitted"].sum() == len(fitted)
+    routed = (ft_ho >= comb.clear) | fold["ho_reason"]
+    assert 0 < routed.sum() < len(ho)  # both paths of the routing are exercised
+    got, pooled_neg, thr = blc.DESIGNS["build"](fold)
+    assert np.allclose(got, expected) and thr == comb.thresholds["balanced"]
+    assert len(pooled_neg) == sum(r.label == 0 for r in calib)
+    res = blc.evaluate([fold])
+    assert res["build"]["sources"][0]["held_out"] == "held_ben"
+    assert res["route_all"]["against_build"]["auprc"]["mean_difference"] is not None

@@ -89,14 +89,16 @@ def fit_combiner(
     target_fpr: dict[str, float],
     c: float = 1.0,
     clear: float = 0.05,
+    sample_weight: npt.ArrayLike | None = None,
 ) -> Combiner:
-    """Fit on held-out rows; presets by FPR on the hard negatives (benign security questions)."""
+    """Fit on held-out rows; presets by FPR on the hard negatives (benign security questions).
+    ``sample_weight`` weighs the rows in the fit (not in the presets)."""
     from sklearn.linear_model import LogisticRegression
 
     x = features(first, enc_logit, scripts)
     y = np.asarray(labels, dtype=np.int64)
     clf = LogisticRegression(C=c, solver="lbfgs", max_iter=2000, tol=1e-8)
-    clf.fit(x, y)
+    clf.fit(x, y, sample_weight=None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64))
     weights = tuple(round(float(w), 6) for w in clf.coef_[0])
     intercept = round(float(clf.intercept_[0]), 6)
     z = x @ np.asarray(weights) + intercept

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from stormwatch.detect.encoder_train import (
 )
 from stormwatch.detect.metrics import auprc, recall_at_fpr
 
-__all__ = ["EVERYDAY", "group_of", "is_everyday", "leave_sources_out", "source_folds"]
+__all__ = ["EVERYDAY", "group_of", "is_everyday", "leave_sources_out", "save_fold_scores", "source_folds"]
 
 EVERYDAY = "everyday"
 
@@ -105,6 +106,39 @@ def _summary(per_source: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return mean
 
 
+def save_fold_scores(
+    path: Path,
+    calib: Sequence[Row],
+    ft_cal: np.ndarray[Any, Any],
+    cal_logits: np.ndarray[Any, Any],
+    ho: Sequence[Row],
+    ft_ho: np.ndarray[Any, Any],
+    ho_logits: np.ndarray[Any, Any],
+    first_sources: frozenset[str],
+) -> None:
+    """One fold's rows as arrays (``cal_*`` and ``ho_*``): source, label, hard negative, whether the
+    fold's first tier fitted the row (``first_fitted``: a ``train`` row of a source it was trained
+    on), whether the routing's script/lexicon reasons send it on (``reason``), non-Latin script,
+    length in characters, the first tier's probability and the encoder's misuse logit. No text."""
+    from stormwatch.detect.cascade import gate_reason, script_of
+
+    def part(prefix: str, rs: Sequence[Row], first: Any, enc: Any) -> dict[str, Any]:
+        return {
+            f"{prefix}_source": np.array([r.source for r in rs], dtype=str),
+            f"{prefix}_label": np.array([r.label for r in rs], dtype=np.int8),
+            f"{prefix}_hard": np.array([is_hard_negative(r) for r in rs], dtype=bool),
+            f"{prefix}_first_fitted": np.array([r.split == "train" and r.source in first_sources for r in rs]),
+            f"{prefix}_reason": np.array([gate_reason(r.text) is not None for r in rs], dtype=bool),
+            f"{prefix}_non_latin": np.array([script_of(r.text) != "latin" for r in rs], dtype=bool),
+            f"{prefix}_chars": np.array([len(r.text) for r in rs], dtype=np.int32),
+            f"{prefix}_first": np.asarray(first, dtype=np.float64),
+            f"{prefix}_enc": np.asarray(enc, dtype=np.float64),
+        }
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **part("cal", calib, ft_cal, cal_logits), **part("ho", ho, ft_ho, ho_logits))
+
+
 def _cascade(
     comb: Any, texts: Sequence[str], first: np.ndarray[Any, Any], enc: np.ndarray[Any, Any]
 ) -> np.ndarray[Any, Any]:
@@ -125,9 +159,14 @@ def leave_sources_out(
     *,
     k: int = 4,
     first_tier_sources: frozenset[str] | None = None,
+    save_scores: Path | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train ``k`` fold models and report per held-out source (see the module doc).
+
+    ``save_scores`` (a folder): each fold's scores of its calibration and held-out rows by both fold
+    tiers, with what the combiner and the routing need (:func:`save_fold_scores`), so combiner
+    designs can be compared on the fold models later without fine-tuning them again.
 
     With ``first_tier_sources`` (the sources the shipped first tier is trained on), each fold also
     retrains the first tier on those sources minus the fold's, fits the fold's combiner as the build
@@ -176,6 +215,11 @@ def leave_sources_out(
             ft_cal = ft.score_texts([r.text for r in calib])
             ft_ho = ft.score_texts([r.text for r in ho])
             scores["first_tier"] = (ft_ho, ft_cal[cal_y == 0], float(ft.thresholds["balanced"]))
+            if save_scores is not None:
+                seen = frozenset(ft.artifact.get("training", {}).get("sources", {}))
+                save_fold_scores(
+                    save_scores / f"fold{f + 1}.npz", calib, ft_cal, cal_logits, ho, ft_ho, ho_logits, seen
+                )
             rest = [r for r in rows if r.source not in held]
             by_text: dict[str, float] = dict(zip((r.text for r in calib), cal_logits.tolist(), strict=False))
 
