@@ -4,6 +4,7 @@ that leave-source-out reports)."""
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -89,7 +90,7 @@ def test_the_build_and_leave_source_out_fit_the_combiner_on_rows_neither_tier_fi
 
     def encoder_logits(texts: list[str]) -> np.ndarray:
         asked.extend(texts)
-        return logits(texts)
+        return np.asarray(logits(texts))
 
     comb, use = fit_combiner_for(first, rows, fitted + unseen, encoder_logits, {}, progress=lambda _m: None)
     assert [r.text for r in use] == [r.text for r in unseen] == asked
@@ -148,3 +149,8 @@ def test_saved_fold_scores_give_the_loso_cascade_again(tmp_path: Path) -> None:
     res = blc.evaluate([fold])
     assert res["build"]["sources"][0]["held_out"] == "held_ben"
     assert res["route_all"]["against_build"]["auprc"]["mean_difference"] is not None
+    blc.main(["--scores", str(tmp_path), "--results", str(tmp_path / "r.json")])
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert set(blc.DESIGNS) <= set(written) and written["command"].endswith(f"--results {tmp_path / 'r.json'}")
+    with pytest.raises(SystemExit, match="no fold"):
+        blc.main(["--scores", str(tmp_path / "empty"), "--results", str(tmp_path / "r2.json")])

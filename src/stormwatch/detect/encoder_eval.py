@@ -108,10 +108,10 @@ def _summary(per_source: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def save_fold_scores(
     path: Path,
-    calib: Sequence[Row],
+    calib: Sequence[Any],
     ft_cal: np.ndarray[Any, Any],
     cal_logits: np.ndarray[Any, Any],
-    ho: Sequence[Row],
+    ho: Sequence[Any],
     ft_ho: np.ndarray[Any, Any],
     ho_logits: np.ndarray[Any, Any],
     first_sources: frozenset[str],
@@ -122,7 +122,7 @@ def save_fold_scores(
     length in characters, the first tier's probability and the encoder's misuse logit. No text."""
     from stormwatch.detect.cascade import gate_reason, script_of
 
-    def part(prefix: str, rs: Sequence[Row], first: Any, enc: Any) -> dict[str, Any]:
+    def part(prefix: str, rs: Sequence[Any], first: Any, enc: Any) -> dict[str, Any]:
         return {
             f"{prefix}_source": np.array([r.source for r in rs], dtype=str),
             f"{prefix}_label": np.array([r.label for r in rs], dtype=np.int8),
