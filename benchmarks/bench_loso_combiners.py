@@ -11,10 +11,12 @@ the check that this path is the benchmark's.
 
 Designs:
 
-* ``build``: the shipped recipe (``fit_combiner_for``: logistic fit, ``clear`` line from the ladder).
+* ``build``: the shipped recipe (``fit_combiner_for``: logistic fit with C = ``COMBINER_C``, ``clear``
+  line from the ladder). ``leave_sources_out``'s own ``cascade`` row is the same fit.
 * ``source_balanced``: the same fit, each (source, label) group of rows weighing the same in total
   (the authored rows are most of the calibration split).
-* ``c0.1``, ``c10``: stronger and weaker regularisation.
+* ``c0.1``, ``c1``, ``c10``, ``c10000``: other strengths of the fit's L2 penalty (``c1``: the build's
+  until session 2026-12-06, scikit-learn's default).
 * ``route_all``: the build's combiner on every row (no ``clear`` line: what routing costs).
 * ``max_tiers``: the larger of the first tier's probability and the build's combined score.
 """
@@ -33,6 +35,7 @@ import orjson
 
 from stormwatch.detect.cascade import CLEAR, CLEAR_LADDER
 from stormwatch.detect.combiner import Combiner, fit_combiner
+from stormwatch.detect.encoder_artifact import COMBINER_C
 from stormwatch.detect.encoder_eval import _source_metrics, _summary
 from stormwatch.detect.train_params import PRESET_HARD_NEG_FPR
 
@@ -55,7 +58,7 @@ def _clear(fold: Fold, use: np.ndarray[Any, Any], max_missed: float = 0.01) -> f
     return best
 
 
-def _fit(fold: Fold, *, c: float = 1.0, balanced: bool = False) -> Combiner:
+def _fit(fold: Fold, *, c: float = COMBINER_C, balanced: bool = False) -> Combiner:
     use = ~fold["cal_first_fitted"]
     weight = None
     if balanced:
@@ -107,7 +110,9 @@ DESIGNS: dict[str, Any] = {
     "build": _design(_fit),
     "source_balanced": _design(lambda f: _fit(f, balanced=True)),
     "c0.1": _design(lambda f: _fit(f, c=0.1)),
+    "c1": _design(lambda f: _fit(f, c=1.0)),
     "c10": _design(lambda f: _fit(f, c=10.0)),
+    "c10000": _design(lambda f: _fit(f, c=10_000.0)),
     "route_all": _design(_fit, route_all=True),
     "max_tiers": _design(_fit, take_max=True),
 }
