@@ -152,5 +152,12 @@ def test_saved_fold_scores_give_the_loso_cascade_again(tmp_path: Path) -> None:
     blc.main(["--scores", str(tmp_path), "--results", str(tmp_path / "r.json")])
     written = json.loads((tmp_path / "r.json").read_text())
     assert set(blc.DESIGNS) <= set(written) and written["command"].endswith(f"--results {tmp_path / 'r.json'}")
+    assert set(blc.DESIGNS) <= set(written["cross_fitted_negatives"])
+    crossed_ho, crossed_neg, _ = blc.DESIGNS["build"](fold, cross_fit_negatives=True)
+    assert np.allclose(crossed_ho, got) and len(crossed_neg) == len(pooled_neg)  # held-out scores stay
+    # the benign rows here are all cleared by the first tier; routing every row, the cross-fit moves them
+    all_ho, all_neg, _ = blc.DESIGNS["route_all"](fold)
+    crossed_all_ho, crossed_all_neg, _ = blc.DESIGNS["route_all"](fold, cross_fit_negatives=True)
+    assert np.allclose(crossed_all_ho, all_ho) and not np.allclose(crossed_all_neg, all_neg, rtol=1e-3, atol=0)
     with pytest.raises(SystemExit, match="no fold"):
         blc.main(["--scores", str(tmp_path / "empty"), "--results", str(tmp_path / "r2.json")])
