@@ -136,3 +136,17 @@ def test_serve_refuses_a_non_loopback_host_without_allow_remote(
 def test_loopback_names() -> None:
     assert all(is_loopback(h) for h in ["127.0.0.1", "127.8.9.1", "::1", "[::1]", "localhost"])
     assert not any(is_loopback(h) for h in ["0.0.0.0", "::", "10.0.0.1", "example.org", ""])
+
+
+def test_a_token_id_never_starts_with_a_dash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id like ``-cllFDh7`` reads as an option (`token revoke -cllFDh7` failed in CI): redrawn."""
+    import secrets
+
+    from stormwatch.api import tokens
+    from stormwatch.store import open_store
+
+    drawn = iter(["-cllFDh7" + "A" * 40, "bcllFDh7" + "A" * 40])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda _n: next(drawn))
+    with open_store(f"sqlite:///{tmp_path / 't.db'}") as store:
+        token, info = tokens.create_token(store, name="ops", role="analyst")
+    assert info.token_id == "bcllFDh7"[: len(info.token_id)] and token.startswith(tokens.PREFIX + "bcll")

@@ -159,7 +159,8 @@ def create_token(
     for _ in range(5):
         token = PREFIX + secrets.token_urlsafe(_SECRET_BYTES)
         token_id = token[len(PREFIX) : len(PREFIX) + ID_LENGTH]
-        if not store.tokens.exists(token_id):
+        # an id that starts with "-" reads as an option on a command line (`token revoke -abc`)
+        if not token_id.startswith("-") and not store.tokens.exists(token_id):
             break
     else:  # pragma: no cover - 48 random bits colliding five times running
         raise RuntimeError("could not draw an unused token id")
