@@ -40,9 +40,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stormwatch.detect.cascade import CLEAR, CLEAR_LADDER
 from stormwatch.detect.combiner import Combiner, features, fit_combiner
-from stormwatch.detect.encoder_artifact import COMBINER_C
+from stormwatch.detect.encoder_artifact import COMBINER_C, clear_line
 from stormwatch.detect.encoder_eval import _source_metrics, _summary
 from stormwatch.detect.train_params import PRESET_HARD_NEG_FPR
 
@@ -54,16 +53,9 @@ def _scripts(non_latin: np.ndarray[Any, Any]) -> list[str]:
     return ["other" if x else "latin" for x in non_latin]
 
 
-def _clear(fold: Fold, use: np.ndarray[Any, Any], max_missed: float = 0.01) -> float:
-    """The build's ``clear`` line (:func:`stormwatch.detect.encoder_artifact.choose_clear`) on ``use``."""
-    mal = use & (fold["cal_label"] == 1)
-    if not mal.any():
-        return CLEAR
-    best = CLEAR
-    for line in CLEAR_LADDER:
-        if float(np.mean((fold["cal_first"][mal] < line) & ~fold["cal_reason"][mal])) <= max_missed:
-            best = line
-    return best
+def _clear(fold: Fold, use: np.ndarray[Any, Any]) -> float:
+    """The build's ``clear`` line on the rows in ``use``."""
+    return clear_line(fold["cal_first"][use], fold["cal_label"][use] == 1, fold["cal_reason"][use])
 
 
 def _fit(fold: Fold, mask: np.ndarray[Any, Any], *, c: float = COMBINER_C, balanced: bool = False) -> Combiner:

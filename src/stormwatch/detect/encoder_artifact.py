@@ -32,6 +32,7 @@ __all__ = [
     "LICENSES_MD",
     "build_encoder_artifact",
     "choose_clear",
+    "clear_line",
     "cross_fitted_first_scores",
     "finalize_artifact",
     "fit_cascade_combiner",
@@ -128,15 +129,27 @@ at 100 than at the library default of 1 (session 2026-12-06; 10 and 10,000 withi
 def choose_clear(use: Sequence[Any], first_scores: np.ndarray[Any, Any], max_missed: float = 0.01) -> float:
     """The highest ``clear`` line of the ladder at which the first tier (``first_scores`` on ``use``,
     rows it never fitted) and the gate send on all but at most ``max_missed`` of the malicious rows."""
-    from stormwatch.detect.cascade import CLEAR, CLEAR_LADDER, gate_reason
+    from stormwatch.detect.cascade import gate_reason
 
     mal = np.array([r.label == 1 for r in use], dtype=bool)
-    if not mal.any():
-        return CLEAR
     gated = np.array([gate_reason(r.text) is not None for r in use], dtype=bool)
+    return clear_line(first_scores, mal, gated, max_missed)
+
+
+def clear_line(
+    first_scores: np.ndarray[Any, Any],
+    malicious: np.ndarray[Any, Any],
+    gated: np.ndarray[Any, Any],
+    max_missed: float = 0.01,
+) -> float:
+    """:func:`choose_clear` on arrays: ``malicious`` and ``gated`` (a script/lexicon reason) per row."""
+    from stormwatch.detect.cascade import CLEAR, CLEAR_LADDER
+
+    if not malicious.any():
+        return CLEAR
     best = CLEAR
     for line in CLEAR_LADDER:
-        if float(np.mean((np.asarray(first_scores)[mal] < line) & ~gated[mal])) <= max_missed:
+        if float(np.mean((np.asarray(first_scores)[malicious] < line) & ~gated[malicious])) <= max_missed:
             best = line
     return best
 
