@@ -4,8 +4,9 @@
 calibration and held-out rows; :func:`stormwatch.detect.encoder_eval.save_fold_scores`). This
 fits every combiner design below on each fold's rows as the build would (the calibration rows the
 fold's first tier never fitted) and scores the held-out sources as ``leave_sources_out`` does, so
-designs differ by the design alone. ``build`` must reproduce the LOSO run's own ``cascade`` row:
-the check that this path is the benchmark's.
+designs differ by the design alone. The design of the build (``build`` while it is ``linear``), under
+``cross_fitted_negatives``, must reproduce the LOSO run's own ``cascade`` row: the check that this
+path is the benchmark's.
 
     python benchmarks/bench_loso_combiners.py --scores DIR [--results benchmarks/results/loso_combiners.json]
 
@@ -19,13 +20,18 @@ Designs:
   until session 2026-12-06, scikit-learn's default).
 * ``route_all``: the build's combiner on every row (no ``clear`` line: what routing costs).
 * ``max_tiers``: the larger of the first tier's probability and the build's combined score.
-* ``gbm_4x100``, ``gbm_8x200``, ``gbm_16x400``: gradient-boosted trees over the build's three
-  features, increasing in both tiers' logits (leaves x rounds).
+* ``trees_4x100``, ``trees_8x200``, ``trees_16x400``: the combiner's ``trees-LxR`` design
+  (gradient-boosted trees over the same three features, increasing in both tiers' logits; leaves x
+  rounds; presets on cross-fitted hard negatives).
+* ``trees_chosen``: the design ``choose_design`` picks among ``linear`` and those three by
+  leave-source-out inside each fit's own rows (``fit_combiner_for(design="chosen")``); the picks are
+  counted under ``choices``.
 
-Every design is reported twice: with the pooled negatives scored as ``leave_sources_out`` scores
-them (by the design fitted on them: harmless for three weights, flattering for trees), and under
-``cross_fitted_negatives``, each calibration row scored by the design fitted without it (5 folds of
-rows). ~20 s.
+Every design is reported twice: with the pooled negatives scored by the design fitted on them
+(harmless for three weights, flattering for trees; ``leave_sources_out`` scored them so until
+session 2026-12-06 (b)), and under ``cross_fitted_negatives``, each calibration row scored by the
+design fitted without it (5 folds of rows, each with its own ``clear`` line), as
+``leave_sources_out`` scores them now. ~20 s without ``trees_chosen``, a few minutes with it.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stormwatch.detect.combiner import Combiner, features, fit_combiner
+from stormwatch.detect.combiner import Combiner, fit_combiner
+from stormwatch.detect.combiner_select import choose_design
 from stormwatch.detect.encoder_artifact import COMBINER_C, clear_line
 from stormwatch.detect.encoder_eval import _source_metrics, _summary
 from stormwatch.detect.train_params import PRESET_HARD_NEG_FPR
@@ -58,7 +65,9 @@ def _clear(fold: Fold, use: np.ndarray[Any, Any]) -> float:
     return clear_line(fold["cal_first"][use], fold["cal_label"][use] == 1, fold["cal_reason"][use])
 
 
-def _fit(fold: Fold, mask: np.ndarray[Any, Any], *, c: float = COMBINER_C, balanced: bool = False) -> Combiner:
+def _fit(
+    fold: Fold, mask: np.ndarray[Any, Any], *, c: float = COMBINER_C, balanced: bool = False, design: str = "linear"
+) -> Combiner:
     """The build's combiner fit on the calibration rows in ``mask``."""
     weight = None
     if balanced:
@@ -78,6 +87,7 @@ def _fit(fold: Fold, mask: np.ndarray[Any, Any], *, c: float = COMBINER_C, balan
         c=c,
         clear=_clear(fold, mask),
         sample_weight=weight,
+        design=design,
     )
 
 
@@ -107,22 +117,26 @@ def _line_at(scores: np.ndarray[Any, Any], fpr: float) -> float:
     return float(min(0.99, neg[k] + 1e-6)) if k < len(neg) else 0.5
 
 
-def _gbm(**params: Any) -> Callable[[Fold, np.ndarray[Any, Any]], _Fitted]:
-    """Gradient-boosted trees over the build's three features, increasing in both tiers' logits."""
+def _chosen(fold: Fold, mask: np.ndarray[Any, Any]) -> str:
+    """The design ``choose_design`` picks on the calibration rows in ``mask`` (as the build does)."""
+    clear = _clear(fold, mask)
+    routed = (fold["cal_first"][mask] >= clear) | fold["cal_reason"][mask]
+    design, _ = choose_design(
+        fold["cal_first"][mask], fold["cal_enc"][mask], _scripts(fold["cal_non_latin"][mask]),
+        fold["cal_label"][mask], fold["cal_hard"][mask], fold["cal_source"][mask].tolist(), routed, c=COMBINER_C,
+    )  # fmt: skip
+    CHOICES.append(design)
+    return design
+
+
+CHOICES: list[str] = []
+
+
+def _trees(design: str) -> Callable[[Fold, np.ndarray[Any, Any]], _Fitted]:
+    """The build's combiner with another ``design`` (``trees-LxR``), or ``chosen`` per fit."""
 
     def fit(fold: Fold, mask: np.ndarray[Any, Any]) -> _Fitted:
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        clf = HistGradientBoostingClassifier(learning_rate=0.05, monotonic_cst=[1, 1, 0], random_state=0, **params)
-        x = features(fold["cal_first"], fold["cal_enc"], _scripts(fold["cal_non_latin"]))
-        clf.fit(x[mask], fold["cal_label"][mask])
-
-        def score(prefix: str) -> np.ndarray[Any, Any]:
-            xp = features(fold[f"{prefix}_first"], fold[f"{prefix}_enc"], _scripts(fold[f"{prefix}_non_latin"]))
-            return np.asarray(clf.predict_proba(xp)[:, 1], dtype=np.float64)
-
-        hard = score("cal")[mask & fold["cal_hard"] & (fold["cal_label"] == 0)]
-        return _Fitted(score, _clear(fold, mask), _line_at(hard, PRESET_HARD_NEG_FPR["balanced"]))
+        return _linear(design=_chosen(fold, mask) if design == "chosen" else design)(fold, mask)
 
     return fit
 
@@ -142,14 +156,15 @@ def _design(
     def run(fold: Fold, cross_fit_negatives: bool = False) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], float]:
         use = ~fold["cal_first_fitted"]
         model = fit(fold, use)
-        cal_combined = model.score("cal")
+        cal = _route(fold, "cal", model.score("cal"), model.clear, route_all)
         if cross_fit_negatives:
-            # each calibration row scored by the design fitted without it (5 folds of rows): the
-            # pooled negatives are mostly the design's own fitting rows, which a flexible design learns
-            part = np.random.default_rng(0).integers(0, NEG_FOLDS, len(cal_combined))
+            # each calibration row scored by the design fitted without it (5 folds of rows, its own
+            # clear line), as leave_sources_out scores them: the pooled negatives are mostly the
+            # design's own fitting rows, which a flexible design learns
+            part = np.random.default_rng(0).integers(0, NEG_FOLDS, len(cal))
             for k in range(NEG_FOLDS):
-                cal_combined[part == k] = fit(fold, use & (part != k)).score("cal")[part == k]
-        cal = _route(fold, "cal", cal_combined, model.clear, route_all)
+                other = fit(fold, use & (part != k))
+                cal[part == k] = _route(fold, "cal", other.score("cal"), other.clear, route_all)[part == k]
         ho = _route(fold, "ho", model.score("ho"), model.clear, route_all)
         thr = model.balanced
         if take_max:
@@ -170,9 +185,10 @@ DESIGNS: dict[str, Any] = {
     "c10000": _design(_linear(c=10_000.0)),
     "route_all": _design(_linear(), route_all=True),
     "max_tiers": _design(_linear(), take_max=True),
-    "gbm_4x100": _design(_gbm(max_leaf_nodes=4, max_iter=100)),
-    "gbm_8x200": _design(_gbm(max_leaf_nodes=8, max_iter=200)),
-    "gbm_16x400": _design(_gbm(max_leaf_nodes=16, max_iter=400)),
+    "trees_4x100": _design(_trees("trees-4x100")),
+    "trees_8x200": _design(_trees("trees-8x200")),
+    "trees_16x400": _design(_trees("trees-16x400")),
+    "trees_chosen": _design(_trees("chosen")),
 }
 
 
@@ -233,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     folds = [dict(np.load(f)) for f in files]
     res = evaluate(folds)
     res["cross_fitted_negatives"] = evaluate(folds, cross_fit_negatives=True)
+    res["choices"] = {d: CHOICES.count(d) for d in sorted(set(CHOICES))}
     res["command"] = "python benchmarks/bench_loso_combiners.py " + " ".join(argv)
     ns.results.parent.mkdir(parents=True, exist_ok=True)
     ns.results.write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
@@ -240,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(_table(res)))
     print("\nPooled negatives cross-fitted (each scored by the design fitted without it):")
     print("\n".join(_table(res["cross_fitted_negatives"])))
+    print(f"\ntrees_chosen picked: {res['choices']}")
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def test_saved_fold_scores_give_the_loso_cascade_again(tmp_path: Path) -> None:
     import importlib.util
 
     from stormwatch.detect.encoder_artifact import fit_combiner_for
-    from stormwatch.detect.encoder_eval import _cascade, save_fold_scores
+    from stormwatch.detect.encoder_eval import _cascade, _crossed_cascade, save_fold_scores
 
     spec = importlib.util.spec_from_file_location(
         "blc", Path(__file__).parents[1] / "benchmarks" / "bench_loso_combiners.py"
@@ -129,9 +129,16 @@ def test_saved_fold_scores_give_the_loso_cascade_again(tmp_path: Path) -> None:
     assert spec and spec.loader
     blc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(blc)
-    first, rows, fitted, unseen, logits = _combiner_case()
-    calib = fitted + unseen
+    first, rows, fitted, unseen, known = _combiner_case()
     rnd = random.Random(5)
+    # benign rows the security lexicon routes (defenders' questions): pooled negatives the combiner scores
+    defenders = _rows("defenders", 0, 15, rnd, split="val", marker="how do we detect a dump lsass")
+    calib = fitted + unseen + defenders
+    asked = {r.text for r in defenders}
+
+    def logits(texts: list[str]) -> np.ndarray:
+        return np.array([random.Random(t).gauss(-0.5, 1) if t in asked else known([t])[0] for t in texts])
+
     ho = [*_rows("held_mal", 1, 20, rnd), *_rows("held_ben", 0, 20, rnd), *_rows("held_mal", 1, 3, rnd, marker="hack")]
     ho_logits = np.array([2.5 if r.label else -2.5 for r in ho]) + np.linspace(-2, 2, len(ho))
     comb, _ = fit_combiner_for(first, rows, calib, logits, {}, progress=lambda _m: None)
@@ -155,6 +162,11 @@ def test_saved_fold_scores_give_the_loso_cascade_again(tmp_path: Path) -> None:
     assert set(blc.DESIGNS) <= set(written["cross_fitted_negatives"])
     crossed_ho, crossed_neg, _ = blc.DESIGNS["build"](fold, cross_fit_negatives=True)
     assert np.allclose(crossed_ho, got) and len(crossed_neg) == len(pooled_neg)  # held-out scores stay
+    # leave_sources_out scores its pooled negatives the same way (combiners fitted without them)
+    cal_logits = np.asarray(logits([r.text for r in calib]))
+    crossed = _crossed_cascade(first, rows, calib, np.asarray(ft_cal), cal_logits, logits)
+    assert np.allclose(crossed[[r.label == 0 for r in calib]], crossed_neg)
+    assert not np.allclose(crossed_neg, pooled_neg, rtol=1e-3, atol=0)  # the defenders' rows are routed
     # the benign rows here are all cleared by the first tier; routing every row, the cross-fit moves them
     all_ho, all_neg, _ = blc.DESIGNS["route_all"](fold)
     crossed_all_ho, crossed_all_neg, _ = blc.DESIGNS["route_all"](fold, cross_fit_negatives=True)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMBINER_C",
+    "COMBINER_DESIGN",
     "LICENSES_MD",
     "build_encoder_artifact",
     "choose_clear",
@@ -126,6 +127,10 @@ logit, so the penalty decides how much the first tier's logit counts; leave-sour
 at 100 than at the library default of 1 (session 2026-12-06; 10 and 10,000 within 0.002 of 100)."""
 
 
+COMBINER_DESIGN = "linear"
+"""The combiner design the build fits (:func:`fit_combiner_for`)."""
+
+
 def choose_clear(use: Sequence[Any], first_scores: np.ndarray[Any, Any], max_missed: float = 0.01) -> float:
     """The highest ``clear`` line of the ladder at which the first tier (``first_scores`` on ``use``,
     rows it never fitted) and the gate send on all but at most ``max_missed`` of the malicious rows."""
@@ -202,6 +207,7 @@ def fit_combiner_for(
     progress: Callable[[str], None] = print,
     *,
     cross_fit: bool = False,
+    design: str | None = None,
 ) -> tuple[Combiner, list[Any]]:
     """The combiner of the first tier ``first`` and an encoder (``encoder_logits``) from the encoder's
     calibration rows ``calib``; returns it and the rows it was fitted on.
@@ -214,9 +220,17 @@ def fit_combiner_for(
     (:func:`cross_fitted_first_scores`, the recipe of session 2026-12-05 (g)); leave-source-out
     reports it beside the build's recipe on the same fold encoders, and it ranked 16 of 20 held-out
     sources lower (docs/model-card-cascade.md, Leave-source-out), so the build does not use it.
+
+    ``design`` (default :data:`COMBINER_DESIGN`): ``linear``, ``trees-LxR``, or ``chosen``: the best
+    of :data:`stormwatch.detect.combiner_select.CANDIDATES` by leave-source-out inside these rows
+    (:func:`~stormwatch.detect.combiner_select.choose_design`; the table goes into the combiner's
+    ``selection``).
     """
-    from stormwatch.detect.cascade import script_of
+    from dataclasses import replace
+
+    from stormwatch.detect.cascade import gate_reason, script_of
     from stormwatch.detect.combiner import fit_combiner
+    from stormwatch.detect.combiner_select import choose_design
     from stormwatch.detect.train_params import PRESET_HARD_NEG_FPR
 
     seen_sources = set(first.artifact.get("training", {}).get("sources", {}))
@@ -228,17 +242,34 @@ def fit_combiner_for(
         first_scores = cross_fitted_first_scores(first, rows, use, progress=progress)
     else:
         first_scores = np.asarray(first.score_texts(texts), dtype=np.float64)
+    enc = np.asarray(encoder_logits(texts), dtype=np.float64)
+    scripts = [script_of(t) for t in texts]
+    labels = [r.label for r in use]
+    hard = [is_hard_negative(r) for r in use]
+    clear = choose_clear(use, first_scores)
+    chosen, selection = design or COMBINER_DESIGN, None
+    if chosen == "chosen":
+        gated = np.array([gate_reason(t) is not None for t in texts], dtype=bool)
+        chosen, table = choose_design(
+            first_scores, enc, scripts, labels, hard, [r.source for r in use], (first_scores >= clear) | gated,
+            c=COMBINER_C,
+        )  # fmt: skip
+        selection = {"chosen": chosen, "candidates": table, "by": "leave-source-out in the fitting rows"}
+        progress(f"combiner: design {chosen} ({table})")
     comb = fit_combiner(
         first_scores,
-        encoder_logits(texts),
-        [script_of(t) for t in texts],
-        [r.label for r in use],
-        [is_hard_negative(r) for r in use],
+        enc,
+        scripts,
+        labels,
+        hard,
         fitted_for=fitted_for,
         target_fpr=dict(PRESET_HARD_NEG_FPR),
         c=COMBINER_C,
-        clear=choose_clear(use, first_scores),
+        clear=clear,
+        design=chosen,
     )
+    if selection is not None:
+        comb = replace(comb, selection=selection)
     return comb, use
 
 

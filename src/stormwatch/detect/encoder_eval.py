@@ -153,6 +153,33 @@ def _cascade(
     return out
 
 
+NEG_FOLDS = 5
+
+
+def _crossed_cascade(
+    ft: Any,
+    rows: Sequence[Row],
+    calib: Sequence[Any],
+    ft_cal: np.ndarray[Any, Any],
+    cal_logits: np.ndarray[Any, Any],
+    enc_logits: Callable[[list[str]], np.ndarray[Any, Any]],
+) -> np.ndarray[Any, Any]:
+    """The cascade's score of each calibration row by the combiner fitted without it (the build's
+    recipe on the other rows, ``NEG_FOLDS`` random parts): these rows are the pooled negatives every
+    held-out source is ranked against, and a combiner scoring rows it was fitted on flatters itself
+    (three weights hardly; trees a good deal, ``benchmarks/bench_loso_combiners.py``)."""
+    from stormwatch.detect.encoder_artifact import fit_combiner_for
+
+    part = np.random.default_rng(0).integers(0, NEG_FOLDS, len(calib))
+    out = np.asarray(ft_cal, dtype=np.float64).copy()
+    for k in range(NEG_FOLDS):
+        idx = np.flatnonzero(part == k)
+        fit = [r for r, p in zip(calib, part.tolist(), strict=True) if p != k]
+        comb, _ = fit_combiner_for(ft, rows, fit, enc_logits, {}, lambda _m: None)
+        out[idx] = _cascade(comb, [calib[int(i)].text for i in idx], ft_cal[idx], cal_logits[idx])
+    return out
+
+
 def leave_sources_out(
     rows: Sequence[Row],
     cfg: TrainConfig,
@@ -171,10 +198,11 @@ def leave_sources_out(
     With ``first_tier_sources`` (the sources the shipped first tier is trained on), each fold also
     retrains the first tier on those sources minus the fold's, fits the fold's combiner as the build
     does (:func:`~stormwatch.detect.encoder_artifact.fit_combiner_for`: calibration rows neither tier
-    fitted), and reports the first tier and the **cascade** on the same held-out rows;
-    ``cascade_cross_fitted`` is the same with the combiner fitted on the fold first tier's scores
-    cross-fitted by source (``cross_fit=True``), paired on the same fold encoders, so the two
-    combiner recipes differ by the recipe only. The cascade routes by the
+    fitted, its design as the build chooses it), and reports the first tier and the **cascade** on
+    the same held-out rows; the cascade's pooled negatives are scored by combiners fitted without
+    them (:func:`_crossed_cascade`). (Until session 2026-12-06 (b) a ``cascade_cross_fitted`` system
+    reported the combiner fitted on cross-fitted first-tier scores beside it; it ranked 16 of 20
+    sources lower and was dropped.) The cascade routes by the
     combiner's ``clear`` line and the script/lexicon reasons; the topic gate is not refitted per
     fold (it only sends more on).
     """
@@ -188,7 +216,6 @@ def leave_sources_out(
         "encoder": [],
         "first_tier": [],
         "cascade": [],
-        "cascade_cross_fitted": [],
     }
     for f in range(k):
         held = tuple(sorted(s for s in {r.source for r in rows} if folds[group_of(s)] == f))
@@ -226,12 +253,11 @@ def leave_sources_out(
             def enc_logits(texts: list[str], by_text: dict[str, float] = by_text) -> np.ndarray[Any, Any]:
                 return np.array([by_text[t] for t in texts])
 
-            for name, cross in (("cascade", False), ("cascade_cross_fitted", True)):
-                comb, _ = fit_combiner_for(ft, rest, calib, enc_logits, {}, progress, cross_fit=cross)
-                cas_cal = _cascade(comb, [r.text for r in calib], ft_cal, cal_logits)
-                cas_ho = _cascade(comb, [r.text for r in ho], ft_ho, ho_logits)
-                scores[name] = (cas_ho, cas_cal[cal_y == 0], comb.thresholds["balanced"])
-                progress(f"fold {f + 1}/{k}: {name} clear line {comb.clear}")
+            comb, _ = fit_combiner_for(ft, rest, calib, enc_logits, {}, progress)
+            cas_ho = _cascade(comb, [r.text for r in ho], ft_ho, ho_logits)
+            cas_cal = _crossed_cascade(ft, rest, calib, ft_cal, cal_logits, enc_logits)
+            scores["cascade"] = (cas_ho, cas_cal[cal_y == 0], comb.thresholds["balanced"])
+            progress(f"fold {f + 1}/{k}: cascade design {comb.design}, clear line {comb.clear}")
         by_src: dict[str, list[int]] = defaultdict(list)
         for i, r in enumerate(ho):
             by_src[r.source].append(i)
