@@ -15,6 +15,7 @@ import orjson
 
 from stormwatch.clitools import warn_deprecated
 from stormwatch.detect.cascade_detector import CascadeDetector
+from stormwatch.detect.cli_train import train_combiner, train_encoder_artifact, train_gate
 from stormwatch.detect.data import default_data_paths, model_dir, open_text, read_rows
 from stormwatch.detect.scorer import CLASSIFY_DEFAULT_DETECTORS, DETECTOR_CHOICES, load_scorer, resolve_detectors
 from stormwatch.detect.settings import PRESETS, load_settings
@@ -274,11 +275,16 @@ def classify_command(
               "replace the packaged one.")  # fmt: skip
 @click.option("--vendor-from", type=click.Path(exists=True, file_okay=False), default=None,
               help="First re-vendor training data from this datasets folder (maintainers).")  # fmt: skip
-@click.option("--model", "which", type=click.Choice(["first_tier", "encoder", "gate"]), default="first_tier",
-              show_default=True,
+@click.option("--model", "which", type=click.Choice(["first_tier", "encoder", "gate", "combiner"]),
+              default="first_tier", show_default=True,
               help="Which model to build: the lexical first tier, the second tier (the multilingual encoder, "
               "the cascade's combiner and topic gate; needs the train-encoder extra, ~30 min on 2 cores), or "
-              "the topic gate alone (~1 min; --out names the encoder folder it is written into).")  # fmt: skip
+              "the topic gate or the combiner alone (~1-4 min; --out names the encoder folder it is written "
+              "into).")  # fmt: skip
+@click.option("--combiner-design", default="linear", show_default=True, metavar="DESIGN",
+              help="Combiner only: linear, trees-LxR (boosted trees, L leaves x R rounds), latin-trees-LxR "
+              "(trees for Latin script only) or chosen (the best of linear and three tree sizes by "
+              "leave-source-out inside its rows).")  # fmt: skip
 @click.option("--epochs", type=click.FloatRange(0.01, 20), default=3.0, show_default=True,
               help="Encoder only: passes over the training rows.")  # fmt: skip
 @click.option("--max-rows", type=click.IntRange(16), default=None,
@@ -312,6 +318,7 @@ def train_command(
     teacher: str | None,
     save_teacher_logits: str | None,
     distill_weight: float,
+    combiner_design: str,
     quiet: bool,
 ) -> None:
     """Rebuild the first-tier model artifact (or, with --model encoder, the second tier). The first
@@ -330,7 +337,7 @@ def train_command(
         for p in vendor_training_data(Path(vendor_from)):
             progress(f"vendored {p}")
     if which == "encoder":
-        _train_encoder(
+        train_encoder_artifact(
             data,
             add,
             output,
@@ -345,8 +352,11 @@ def train_command(
             distill_weight=distill_weight,
         )
         return
-    if which == "gate":
-        _train_gate(data, add, output, out, progress)
+    if which in ("gate", "combiner"):
+        if which == "gate":
+            train_gate(data, add, output, out, progress)
+        else:
+            train_combiner(data, add, output, out, combiner_design, progress)
         return
     paths = ([Path(d) for d in data] or default_data_paths()) + [Path(a) for a in add]
     rows = read_rows(paths)
@@ -365,79 +375,6 @@ def train_command(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(blob)
     click.echo(f"{version} -> {target} ({len(blob)} bytes)")
-
-
-def _second_tier_paths(data: tuple[str, ...], add: tuple[str, ...]) -> list[Path]:
-    """The encoder's and the gate's training files: ``--data`` or every vendored and authored file, plus ``--add``."""
-    from stormwatch.detect.data import authored_data_paths, more_data_paths
-
-    base = [Path(d) for d in data] or [*default_data_paths(), *more_data_paths(), *authored_data_paths()]
-    return base + [Path(a) for a in add]
-
-
-def _train_encoder(
-    data: tuple[str, ...],
-    add: tuple[str, ...],
-    output: str | None,
-    out: str | None,
-    epochs: float,
-    max_rows: int | None,
-    progress: Any,
-    *,
-    layers: int,
-    authored_weight: int,
-    teacher: str | None,
-    save_teacher_logits: str | None,
-    distill_weight: float,
-) -> None:
-    from stormwatch.detect.encoder_artifact import build_encoder_artifact
-    from stormwatch.detect.encoder_train import TrainConfig
-
-    if output is not None:
-        raise click.UsageError("the encoder is a folder: give --out DIR (default: replace the packaged one)")
-    if save_teacher_logits is not None and (teacher is None or not Path(teacher).is_dir()):
-        raise click.UsageError("--save-teacher-logits needs --teacher DIR (an encoder folder)")
-    rows = read_rows(_second_tier_paths(data, add))
-    parent = Path(out) if out is not None else model_dir()
-    parent.mkdir(parents=True, exist_ok=True)
-    old = sorted(p for p in parent.glob("encoder-*") if p.is_dir()) if out is None else []
-    cfg = TrainConfig(
-        layers=layers,
-        epochs=epochs,
-        max_rows=max_rows,
-        authored_weight=authored_weight,
-        teacher=teacher,
-        save_teacher_logits=save_teacher_logits,
-        distill_weight=distill_weight,
-    )
-    final = build_encoder_artifact(rows, parent, cfg, progress=progress)
-    for p in old:
-        if p != final:
-            import shutil
-
-            shutil.rmtree(p)
-    click.echo(f"{final.name} -> {final}")
-
-
-def _train_gate(
-    data: tuple[str, ...], add: tuple[str, ...], output: str | None, out: str | None, progress: Any
-) -> None:
-    from stormwatch.detect.encoder import default_encoder_path
-    from stormwatch.detect.encoder_artifact import fit_cascade_gate
-    from stormwatch.detect.gate import GATE_FILE
-
-    if output is not None:
-        raise click.UsageError(
-            "the gate is written into an encoder folder: give --out ENCODER_DIR (default: the packaged one)"
-        )
-    folder = Path(out) if out is not None else default_encoder_path()
-    if not (folder / "meta.json").is_file() or not (folder / "combiner.json").is_file():
-        raise click.UsageError(f"{folder}: not an encoder folder with a combiner (meta.json, combiner.json)")
-    info = fit_cascade_gate(folder, read_rows(_second_tier_paths(data, add)), progress=progress)
-    click.echo(
-        f"{info['version']} -> {folder / GATE_FILE} (line {info['line']:.4f}; "
-        f"{info['calibration_missed']:.2%} of {info['calibration_malicious']} held-out malicious rows not sent on)"
-    )
 
 
 @click.command("eval")

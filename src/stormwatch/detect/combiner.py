@@ -186,9 +186,15 @@ class Combiner:
 
     def combine(self, first: npt.ArrayLike, enc_logit: npt.ArrayLike, scripts: Sequence[str]) -> F64:
         x = features(first, enc_logit, scripts)
-        if self.trees is not None:
+        if self.trees is None:
+            return _sigmoid(x @ np.asarray(self.weights) + self.intercept)
+        if not self.weights:  # trees for every script; with weights, trees for Latin script only
             return _sigmoid(self.trees.raw(x))
-        return _sigmoid(x @ np.asarray(self.weights) + self.intercept)
+        z = x @ np.asarray(self.weights) + self.intercept
+        latin = x[:, 2] == 0
+        if latin.any():
+            z[latin] = self.trees.raw(x[latin])
+        return _sigmoid(z)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -242,18 +248,22 @@ def tree_model(leaves: int, rounds: int) -> Any:
     )
 
 
-def parse_design(design: str) -> tuple[int, int] | None:
-    """``linear`` -> None; ``trees-LxR`` -> (leaves, rounds)."""
+def parse_design(design: str) -> tuple[int, int, bool] | None:
+    """``linear`` -> None; ``trees-LxR`` -> (leaves, rounds, False); ``latin-trees-LxR`` -> (leaves,
+    rounds, True): trees for Latin-script text only, the linear fit for the other scripts."""
     if design == "linear":
         return None
+    latin = design.startswith("latin-")
     try:
-        kind, size = design.split("-", 1)
+        kind, size = design.removeprefix("latin-").split("-", 1)
         leaves, rounds = (int(v) for v in size.split("x"))
     except ValueError:
         kind, leaves, rounds = "", 0, 0
     if kind != "trees" or leaves < 2 or rounds < 1:
-        raise ValueError(f"combiner design {design!r}: expected 'linear' or 'trees-LxR' (e.g. trees-8x200)")
-    return leaves, rounds
+        raise ValueError(
+            f"combiner design {design!r}: expected 'linear', 'trees-LxR' or 'latin-trees-LxR' (e.g. trees-8x200)"
+        )
+    return leaves, rounds, latin
 
 
 PRESET_FOLDS = 5
@@ -274,33 +284,43 @@ def fit_combiner(
     design: str = "linear",
 ) -> Combiner:
     """Fit on held-out rows; presets by FPR on the hard negatives (benign security questions).
-    ``c``: the linear design's inverse L2 strength; ``sample_weight`` weighs the rows in the linear
-    fit (not in the presets); ``design``: ``linear`` or ``trees-LxR`` (see :func:`parse_design`)."""
+    ``c``: the linear fit's inverse L2 strength; ``sample_weight`` weighs the rows in the linear
+    fit (not in the presets); ``design``: ``linear``, ``trees-LxR`` or ``latin-trees-LxR`` (see
+    :func:`parse_design`; the latter keeps the linear fit for non-Latin text, where the first tier
+    reads nothing and the encoder's logit is the one signal)."""
     from sklearn.linear_model import LogisticRegression
 
     x = features(first, enc_logit, scripts)
     y = np.asarray(labels, dtype=np.int64)
     hard = (y == 0) & np.asarray(hard_negative, dtype=bool)
     size = parse_design(design)
-    if size is not None:
-        trees = Trees.from_sklearn(tree_model(*size).fit(x, y))
-        held = np.zeros(len(y), dtype=np.float64)  # each row scored by the trees fitted without it
-        part = np.random.default_rng(0).integers(0, PRESET_FOLDS, len(y))
-        for k in range(PRESET_FOLDS if target_fpr else 0):
-            rest = part != k
-            if len(set(y[rest].tolist())) == 2:
-                held[~rest] = tree_model(*size).fit(x[rest], y[rest]).predict_proba(x[~rest])[:, 1]
-        thresholds = _presets(held, hard, target_fpr)
-        version = _version((), 0.0, thresholds, clear, trees)
-        return Combiner((), 0.0, thresholds, dict(fitted_for), version, clear, trees, design)
-    clf = LogisticRegression(C=c, solver="lbfgs", max_iter=2000, tol=1e-8)
-    clf.fit(x, y, sample_weight=None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64))
-    weights = tuple(round(float(w), 6) for w in clf.coef_[0])
-    intercept = round(float(clf.intercept_[0]), 6)
-    thresholds = _presets(_sigmoid(x @ np.asarray(weights) + intercept), hard, target_fpr)
-    return Combiner(
-        weights, intercept, thresholds, dict(fitted_for), _version(weights, intercept, thresholds, clear), clear
-    )
+    weights: tuple[float, ...] = ()
+    intercept = 0.0
+    linear = np.zeros(len(y), dtype=np.float64)
+    if size is None or size[2]:
+        clf = LogisticRegression(C=c, solver="lbfgs", max_iter=2000, tol=1e-8)
+        clf.fit(x, y, sample_weight=None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64))
+        weights = tuple(round(float(w), 6) for w in clf.coef_[0])
+        intercept = round(float(clf.intercept_[0]), 6)
+        linear = _sigmoid(x @ np.asarray(weights) + intercept)
+    if size is None:
+        thresholds = _presets(linear, hard, target_fpr)
+        version = _version(weights, intercept, thresholds, clear)
+        return Combiner(weights, intercept, thresholds, dict(fitted_for), version, clear)
+    leaves, rounds, latin_only = size
+    on = x[:, 2] == 0 if latin_only else np.ones(len(y), dtype=bool)
+    if len(set(y[on].tolist())) < 2:
+        raise ValueError(f"combiner design {design!r}: the rows it fits trees on have one label")
+    trees = Trees.from_sklearn(tree_model(leaves, rounds).fit(x[on], y[on]))
+    held = linear.copy()  # each row scored by the trees fitted without it (the linear part: 3 weights)
+    part = np.random.default_rng(0).integers(0, PRESET_FOLDS, len(y))
+    for k in range(PRESET_FOLDS if target_fpr else 0):
+        fit, out = on & (part != k), on & (part == k)
+        if len(set(y[fit].tolist())) == 2 and out.any():
+            held[out] = tree_model(leaves, rounds).fit(x[fit], y[fit]).predict_proba(x[out])[:, 1]
+    thresholds = _presets(held, hard, target_fpr)
+    version = _version(weights, intercept, thresholds, clear, trees)
+    return Combiner(weights, intercept, thresholds, dict(fitted_for), version, clear, trees, design)
 
 
 def load_combiner(path: str | Path | None, encoder_folder: Path) -> Combiner:

@@ -39,6 +39,7 @@ __all__ = [
     "fit_cascade_combiner",
     "fit_cascade_gate",
     "fit_combiner_for",
+    "meta_config",
     "recalibrate",
 ]
 
@@ -273,15 +274,24 @@ def fit_combiner_for(
     return comb, use
 
 
+def meta_config(folder: Path) -> TrainConfig:
+    """The training configuration an encoder folder was built with (its ``meta.json``)."""
+    conf = dict(json.loads((folder / "meta.json").read_text(encoding="utf-8"))["config"])
+    conf["holdout_sources"] = tuple(conf.get("holdout_sources", ()))
+    return TrainConfig(**conf)
+
+
 def fit_cascade_combiner(
     folder: Path,
     rows: Sequence[Row],
     cfg: TrainConfig,
     first_tier_path: Path | None = None,
     progress: Callable[[str], None] = print,
+    design: str | None = None,
 ) -> dict[str, Any]:
     """Fit ``combiner.json`` for the encoder in ``folder`` and the (shipped) first tier on the
-    encoder's calibration split (never fine-tuned on), as :func:`fit_combiner_for` says."""
+    encoder's calibration split (never fine-tuned on), as :func:`fit_combiner_for` says (``design``:
+    its design, default :data:`COMBINER_DESIGN`)."""
     from stormwatch.detect.encoder import load_encoder
     from stormwatch.detect.model import load_model
 
@@ -295,6 +305,7 @@ def fit_cascade_combiner(
         lambda texts: enc.logits(texts)[0],
         {"first_tier": first.version, "encoder": enc.version},
         progress,
+        design=design,
     )
     out = comb.to_dict()
     out["rows"] = {"total": len(use), "malicious": sum(r.label for r in use),
@@ -319,10 +330,7 @@ def fit_cascade_gate(
     from stormwatch.detect.model import load_model
 
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    if cfg is None:
-        conf = dict(meta["config"])
-        conf["holdout_sources"] = tuple(conf.get("holdout_sources", ()))
-        cfg = TrainConfig(**conf)
+    cfg = cfg or meta_config(folder)
     first = load_model(first_tier_path)
     comb = load_combiner(None, folder)
 
