@@ -23,6 +23,7 @@ Designs:
 * ``trees_4x100``, ``trees_8x200``, ``trees_16x400``: the combiner's ``trees-LxR`` design
   (gradient-boosted trees over the same three features, increasing in both tiers' logits; leaves x
   rounds; presets on cross-fitted hard negatives).
+* ``latin_trees_8x200``: trees for Latin-script rows, the build's linear fit for the others.
 * ``trees_chosen``: the design ``choose_design`` picks among ``linear`` and those three by
   leave-source-out inside each fit's own rows (``fit_combiner_for(design="chosen")``); the picks are
   counted under ``choices``.
@@ -188,6 +189,7 @@ DESIGNS: dict[str, Any] = {
     "trees_4x100": _design(_trees("trees-4x100")),
     "trees_8x200": _design(_trees("trees-8x200")),
     "trees_16x400": _design(_trees("trees-16x400")),
+    "latin_trees_8x200": _design(_trees("latin-trees-8x200")),
     "trees_chosen": _design(_trees("chosen")),
 }
 

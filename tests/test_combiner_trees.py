@@ -64,7 +64,7 @@ def test_tree_presets_hold_on_new_rows_where_in_sample_presets_would_not() -> No
     """Trees rank the hard negatives they were fitted on lower than new ones; the presets come from
     each hard negative scored without it, so ``balanced`` flags about 2 % of new hard negatives."""
     first, enc, scripts, y, hard, _ = _case(6000, 3)
-    comb = fit_combiner(first, enc, list(scripts), y, hard, fitted_for={}, target_fpr=PRESETS, design="trees-16x400")
+    comb = fit_combiner(first, enc, list(scripts), y, hard, fitted_for={}, target_fpr=PRESETS, design="trees-8x200")
     nf, ne, ns, _ny, nh, _ = _case(40_000, 4)
     new = comb.combine(nf, ne, list(ns))[nh]
     assert 0.01 <= float(np.mean(new >= comb.thresholds["balanced"])) <= 0.03

@@ -24,22 +24,28 @@ import numpy.typing as npt
 from stormwatch.detect.combiner import fit_combiner
 from stormwatch.detect.metrics import auprc, recall_at_fpr
 
-__all__ = ["CANDIDATES", "choose_design", "source_groups"]
+__all__ = ["CANDIDATES", "choose_design", "greedy_groups", "source_groups"]
 
 CANDIDATES = ("linear", "trees-4x100", "trees-8x200", "trees-16x400")
 
 
+def greedy_groups(sizes: dict[str, int], k: int) -> dict[str, int]:
+    """Names -> group of ``k``, by size: largest first, each into the smallest group; deterministic."""
+    load = [0] * k
+    group: dict[str, int] = {}
+    for name, n in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
+        g = min(range(k), key=lambda i: (load[i], i))
+        group[name] = g
+        load[g] += n
+    return group
+
+
 def source_groups(sources: Sequence[str], k: int) -> npt.NDArray[np.int64]:
-    """Each row's group: sources into ``k`` groups, largest first into the smallest group."""
+    """Each row's group: its source's, from :func:`greedy_groups` over the rows per source."""
     size: dict[str, int] = defaultdict(int)
     for s in sources:
         size[s] += 1
-    load = [0] * k
-    group: dict[str, int] = {}
-    for s, n in sorted(size.items(), key=lambda kv: (-kv[1], kv[0])):
-        g = min(range(k), key=lambda i: (load[i], i))
-        group[s] = g
-        load[g] += n
+    group = greedy_groups(size, k)
     return np.array([group[s] for s in sources], dtype=np.int64)
 
 

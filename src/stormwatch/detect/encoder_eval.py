@@ -54,16 +54,12 @@ def is_everyday(source: str) -> bool:
 
 def source_folds(rows: Sequence[Row], k: int) -> dict[str, int]:
     """Groups -> fold, greedy by size (largest first, into the smallest fold); deterministic."""
+    from stormwatch.detect.combiner_select import greedy_groups
+
     sizes: dict[str, int] = defaultdict(int)
     for r in rows:
         sizes[group_of(r.source)] += 1
-    load = [0] * k
-    out: dict[str, int] = {}
-    for g, n in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
-        f = min(range(k), key=lambda i: (load[i], i))
-        out[g] = f
-        load[f] += n
-    return out
+    return greedy_groups(sizes, k)
 
 
 def _fpr_threshold(neg: np.ndarray[Any, Any], fpr: float) -> float:
