@@ -9,6 +9,7 @@ designs differ by the design alone. The design of the build (``build`` while it 
 path is the benchmark's.
 
     python benchmarks/bench_loso_combiners.py --scores DIR [--results benchmarks/results/loso_combiners.json]
+                                              [--designs DESIGN ...]
 
 Designs:
 
@@ -210,14 +211,15 @@ def _paired(per: dict[str, list[dict[str, Any]]], name: str) -> dict[str, Any]:
     return paired
 
 
-def evaluate(folds: list[Fold], cross_fit_negatives: bool = False) -> dict[str, Any]:
-    per: dict[str, list[dict[str, Any]]] = {name: [] for name in DESIGNS}
+def evaluate(folds: list[Fold], cross_fit_negatives: bool = False, designs: list[str] | None = None) -> dict[str, Any]:
+    names = ["build", *(d for d in designs if d != "build")] if designs else list(DESIGNS)
+    per: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for n, fold in enumerate(folds, start=1):
         by_src: dict[str, list[int]] = defaultdict(list)
         for i, s in enumerate(fold["ho_source"]):
             by_src[str(s)].append(i)
-        for name, run in DESIGNS.items():
-            ho, pooled_neg, thr = run(fold, cross_fit_negatives)
+        for name in names:
+            ho, pooled_neg, thr = DESIGNS[name](fold, cross_fit_negatives)
             for src, idx in sorted(by_src.items()):
                 per[name].append(_source_metrics(src, n, fold["ho_label"][idx], ho[idx], pooled_neg, thr))
     out: dict[str, Any] = {name: {"mean": _summary(rows), "sources": rows} for name, rows in per.items()}
@@ -230,7 +232,7 @@ def evaluate(folds: list[Fold], cross_fit_negatives: bool = False) -> dict[str, 
 def _table(res: dict[str, Any]) -> list[str]:
     lines = ["| design | mean AUPRC | recall at 1 % FPR | recall at balanced | AUPRC vs build (better/worse) |"]
     lines.append("|---|---|---|---|---|")
-    for name in DESIGNS:
+    for name in [d for d in DESIGNS if d in res]:
         m, vs = res[name]["mean"], res[name].get("against_build", {}).get("auprc")
         cmp = f"{vs['mean_difference']:+.4f} ({vs['better']}/{vs['worse']})" if vs else "-"
         lines.append(
@@ -244,20 +246,22 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scores", type=Path, required=True, help="the folder of bench_cascade.py loso --save-scores")
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--designs", nargs="+", choices=list(DESIGNS), default=None, metavar="DESIGN",
+                    help=f"only these (and build); default all: {', '.join(DESIGNS)}")  # fmt: skip
     ns = ap.parse_args(argv)
     files = sorted(ns.scores.glob("fold*.npz"))
     if not files:
         raise SystemExit(f"{ns.scores}: no fold*.npz (run bench_cascade.py loso --save-scores {ns.scores})")
     folds = [dict(np.load(f)) for f in files]
-    res = evaluate(folds)
-    res["cross_fitted_negatives"] = evaluate(folds, cross_fit_negatives=True)
+    res = evaluate(folds, designs=ns.designs)
+    res["cross_fitted_negatives"] = evaluate(folds, cross_fit_negatives=True, designs=ns.designs)
     res["choices"] = {d: CHOICES.count(d) for d in sorted(set(CHOICES))}
     res["command"] = "python benchmarks/bench_loso_combiners.py " + " ".join(argv)
     ns.results.parent.mkdir(parents=True, exist_ok=True)
     ns.results.write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
-    print("Pooled negatives scored by the design fitted on them (as leave_sources_out does):")
+    print("Pooled negatives scored by the design fitted on them (flatters flexible designs):")
     print("\n".join(_table(res)))
-    print("\nPooled negatives cross-fitted (each scored by the design fitted without it):")
+    print("\nPooled negatives cross-fitted (each scored by the design fitted without it, as leave_sources_out does):")
     print("\n".join(_table(res["cross_fitted_negatives"])))
     print(f"\ntrees_chosen picked: {res['choices']}")
 
