@@ -209,8 +209,9 @@ def test_train_model_combiner_refits_the_combiner_of_an_encoder_folder(tmp_path:
     comb = load_combiner(None, folder)
     assert comb.trees is not None and comb.fitted_for["encoder"] == shipped.name
     assert comb.version in load_cascade(encoder=folder).version
-    res = CliRunner().invoke(cli, [*args, "--combiner-design", "chosen"])
+    res = CliRunner().invoke(cli, [a for a in args if a != "-q"] + ["--combiner-design", "chosen"])
     assert res.exit_code == 0, res.output
+    assert res.output.count("combiner: candidate ") == 4  # long work shows progress, one line per candidate
     chosen = json.loads((folder / "combiner.json").read_text())
     assert chosen["selection"]["chosen"] == chosen["design"] and "linear" in chosen["selection"]["candidates"]
     res = CliRunner().invoke(cli, [*args, "--combiner-design", "forest-9"])

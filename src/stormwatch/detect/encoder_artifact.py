@@ -253,7 +253,7 @@ def fit_combiner_for(
         gated = np.array([gate_reason(t) is not None for t in texts], dtype=bool)
         chosen, table = choose_design(
             first_scores, enc, scripts, labels, hard, [r.source for r in use], (first_scores >= clear) | gated,
-            c=COMBINER_C,
+            c=COMBINER_C, progress=progress,
         )  # fmt: skip
         selection = {"chosen": chosen, "candidates": table, "by": "leave-source-out in the fitting rows"}
         progress(f"combiner: design {chosen} ({table})")
