@@ -29,8 +29,14 @@ from stormwatch.detect.train_text import (
 )
 from stormwatch.vocab import LLMT_IDS
 
+#: BLAS threads of each L-BFGS-B fit (``None``: the BLAS library's own default, the baseline of
+#: ``benchmarks/bench_train.py``). The fitted weights do not depend on it beyond the rebuild tolerance.
+FIT_BLAS_THREADS: int | None = 1
+
 
 # -- design matrix and feature selection --------------------------------------------------------
+
+
 def design_matrix(toks: Sequence[list[str]], spec: FeatureSpec) -> Any:
     """CSR ``[rows, 2**bits]`` of the hashed features (values as scored, duplicates summed)."""
     from scipy.sparse import csr_matrix
@@ -140,6 +146,7 @@ def fit_logistic(
     is reached first. Only columns with a non-zero entry are optimised; the others stay exactly 0.
     """
     from scipy.optimize import minimize
+    from threadpoolctl import threadpool_limits
 
     cols = np.flatnonzero(np.asarray(abs(x).sum(axis=0)).ravel() > 0)
     xs = x[:, cols].tocsr()
@@ -170,10 +177,14 @@ def fit_logistic(
     if start is not None:
         x0[:-1] = start[cols]
         x0[-1] = start[-1]
-    res = minimize(
-        f, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-        options={"maxiter": max_iter, "maxfun": 2 * max_iter, "ftol": 0.0, "gtol": gtol},
-    )  # fmt: skip
+    # One BLAS thread: L-BFGS-B's vector updates are small BLAS calls, and OpenBLAS threading them
+    # cost more than it gave (`stormwatch train` on 2 cores: 88 s wall / 157 s CPU with 2 threads,
+    # 39 s / 37 s with 1; docs/model-card.md, Reproducibility). The minimiser is the same either way.
+    with threadpool_limits(limits=FIT_BLAS_THREADS, user_api="blas"):
+        res = minimize(
+            f, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+            options={"maxiter": max_iter, "maxfun": 2 * max_iter, "ftol": 0.0, "gtol": gtol},
+        )  # fmt: skip
     if res.nit >= max_iter:
         raise RuntimeError(f"logistic fit did not converge in {max_iter} iterations ({res.message})")
     coef = np.zeros(x.shape[1], dtype=np.float64)
