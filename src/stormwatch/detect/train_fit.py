@@ -30,13 +30,11 @@ from stormwatch.detect.train_text import (
 from stormwatch.vocab import LLMT_IDS
 
 #: BLAS threads of each L-BFGS-B fit (``None``: the BLAS library's own default, the baseline of
-#: ``benchmarks/bench_train.py``). The fitted weights do not depend on it beyond the rebuild tolerance.
+#: ``benchmarks/bench_train.py``). The first tier does not depend on it beyond the rebuild tolerance.
 FIT_BLAS_THREADS: int | None = 1
 
 
 # -- design matrix and feature selection --------------------------------------------------------
-
-
 def design_matrix(toks: Sequence[list[str]], spec: FeatureSpec) -> Any:
     """CSR ``[rows, 2**bits]`` of the hashed features (values as scored, duplicates summed)."""
     from scipy.sparse import csr_matrix
@@ -179,7 +177,9 @@ def fit_logistic(
         x0[-1] = start[-1]
     # One BLAS thread: L-BFGS-B's vector updates are small BLAS calls, and OpenBLAS threading them
     # cost more than it gave (`stormwatch train` on 2 cores: 88 s wall / 157 s CPU with 2 threads,
-    # 39 s / 37 s with 1; docs/model-card.md, Reproducibility). The minimiser is the same either way.
+    # 39 s / 37 s with 1; docs/model-card.md, Reproducibility). Fits run to convergence reach the same
+    # minimiser either way; a looser stop (the topic gate's gtol 1e-6) lands on other bytes, as on
+    # another BLAS kernel.
     with threadpool_limits(limits=FIT_BLAS_THREADS, user_api="blas"):
         res = minimize(
             f, x0, jac=True, method="L-BFGS-B", bounds=bounds,
