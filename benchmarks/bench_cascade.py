@@ -538,8 +538,6 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     cfg = TrainConfig(epochs=ns.epochs, threads=ns.threads)
     if ns.label_smoothing is not None:
         cfg = replace(cfg, label_smoothing=ns.label_smoothing)
-    if ns.public_folds and ns.without_authored:
-        raise SystemExit("--public-folds trains every fold on the authored prompts: not with --without-authored")
     rep = leave_sources_out(
         rows,
         cfg,
@@ -585,8 +583,9 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--k", type=int, default=4)
     lo.add_argument("--epochs", type=float, default=0.8)
     lo.add_argument("--threads", type=int, default=2)
-    lo.add_argument("--without-authored", action="store_true", help="leave the authored prompts out of training")
-    lo.add_argument(
+    authored = lo.add_mutually_exclusive_group()
+    authored.add_argument("--without-authored", action="store_true", help="leave the authored prompts out of training")
+    authored.add_argument(
         "--public-folds",
         action="store_true",
         help="the authored prompts train every fold and are never held out or pooled as negatives "

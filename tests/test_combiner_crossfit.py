@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -20,16 +19,7 @@ from stormwatch.detect.train import train_artifact
 from stormwatch.detect.train_params import TrainParams
 
 pytest.importorskip("scipy")
-
-
-@pytest.fixture(autouse=True)
-def _one_openmp_thread() -> Iterator[None]:
-    """The trees' learner spreads over every core; beside the other test worker that oversubscribes
-    the machine (one test took 35 s instead of 6)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="openmp"):
-        yield
+pytestmark = pytest.mark.usefixtures("one_openmp_thread")  # conftest.py
 
 
 BENIGN = ["bake a loaf of rye bread", "plan a trip to the lakes", "summarise this meeting note",

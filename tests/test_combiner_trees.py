@@ -4,7 +4,6 @@ by leave-source-out inside the combiner's own rows (:mod:`stormwatch.detect.comb
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +13,8 @@ from stormwatch.detect.combiner import features, fit_combiner, load_combiner, pa
 from stormwatch.errors import InputError
 
 pytest.importorskip("sklearn")
+pytestmark = pytest.mark.usefixtures("one_openmp_thread")  # conftest.py
 PRESETS = {"balanced": 0.02, "strict": 0.005}
-
-
-@pytest.fixture(autouse=True)
-def _one_openmp_thread() -> Iterator[None]:
-    """The trees' learner spreads over every core; beside the other test worker that oversubscribes
-    the machine (one test took 35 s instead of 6)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="openmp"):
-        yield
 
 
 def _case(n: int, seed: int, interaction: bool = False) -> tuple[np.ndarray, ...]:

@@ -176,8 +176,8 @@ def fit_logistic(
         x0[:-1] = start[cols]
         x0[-1] = start[-1]
     # One BLAS thread: L-BFGS-B's vector updates are small BLAS calls, and OpenBLAS threading them
-    # cost more than it gave (`stormwatch train` on 2 cores: 88 s wall / 157 s CPU with 2 threads,
-    # 39 s / 37 s with 1; docs/model-card.md, Reproducibility). Fits run to convergence reach the same
+    # costs more than it gives (benchmarks/bench_train.py: `stormwatch train` 2.3x faster on 2 cores,
+    # 4.2x less CPU; docs/model-card.md, Reproducibility). Fits run to convergence reach the same
     # minimiser either way; a looser stop (the topic gate's gtol 1e-6) lands on other bytes, as on
     # another BLAS kernel.
     with threadpool_limits(limits=FIT_BLAS_THREADS, user_api="blas"):
