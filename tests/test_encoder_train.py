@@ -73,7 +73,8 @@ def test_public_folds_train_every_fold_on_the_authored_rows_and_never_pool_them(
     """``leave_sources_out(trained_always=...)`` (``bench_cascade.py loso --public-folds``): the
     authored source is never held out, the folds are those of the same rows without it, and the
     pooled negatives every held-out source is ranked against hold no authored row (recomputed here
-    from the fold scores the run saves)."""
+    from the fold scores the run saves). With ``averages`` the same fold fine-tunes are reported
+    again with their averaged weights."""
     import numpy as np
 
     from stormwatch.detect.data import Row, authored_data_paths, default_data_paths, more_data_paths, read_rows
@@ -92,9 +93,17 @@ def test_public_folds_train_every_fold_on_the_authored_rows_and_never_pool_them(
     saved = tmp_path / "folds"
     rep = leave_sources_out(
         picked, cfg, k=2, first_tier_sources=frozenset(r.source for r in public), save_scores=saved,
-        trained_always=frozenset({"authored"}), progress=lambda _m: None,
+        trained_always=frozenset({"authored"}), averages=("swa",), progress=lambda _m: None,
     )  # fmt: skip
     entries = rep["encoder"]["sources"]
+    # the averaged weights of the same fine-tunes, reported beside the last ones on the same rows
+    for name in ("encoder", "cascade"):
+        assert [(e["held_out"], e["fold"]) for e in rep[f"{name}_swa"]["sources"]] == [
+            (e["held_out"], e["fold"]) for e in rep[name]["sources"]
+        ]
+    assert "first_tier_swa" not in rep
+    last, swa = np.load(saved / "fold1.npz"), np.load(saved / "fold1-swa.npz")
+    assert np.array_equal(last["ho_first"], swa["ho_first"]) and not np.allclose(last["ho_enc"], swa["ho_enc"])
     assert {e["held_out"] for e in entries} == {r.source for r in public}  # authored never held out
     folds = source_folds(public, 2)
     assert all(e["fold"] == folds[e["held_out"]] + 1 for e in entries)

@@ -2,13 +2,18 @@
 
     python docs/notes/issue11/check_batch.py batch5          # report only
     python docs/notes/issue11/check_batch.py batch5 --write  # rewrite the batch's files in place
+    python docs/notes/issue11/check_batch.py batch10 --next --public  # a batch waiting in next/, also
+                                                             # against the public sources
 
 The checks of batches 3 and 4 (src/stormwatch/data/authored/README.md), in one place:
 - every row has exactly the keys and allowed values; ids unique;
 - a row equal (after normalisation) or near (character 5-gram Jaccard >= 0.6) to a challenge row
   of ``benchmarks/challenge/`` is dropped (the challenge sets are never trained on);
 - a text that occurs under both labels is dropped altogether;
-- a text repeated across the batch's files, or equal to an earlier authored row, is kept once.
+- a text repeated across the batch's files, or equal to an earlier authored row, is kept once;
+- with ``--public`` (session 2026-12-06 (d)), a row near a public training row (the same 5-gram
+  Jaccard) is dropped too: authored rows train every fold of ``bench_cascade.py loso
+  --public-folds``, so one that paraphrased a public source would leak into that source's score.
 """
 
 from __future__ import annotations
@@ -38,15 +43,42 @@ def grams(text: str, n: int = 5) -> set[str]:
     return {t[i : i + n] for i in range(max(1, len(t) - n + 1))}
 
 
+def near_public(batch: list[dict[str, str]]) -> set[int]:
+    """``id()`` of the batch rows near (5-gram Jaccard >= 0.6) or equal to a public training row: the
+    batch's grams are indexed, the public rows streamed past them."""
+    from stormwatch.detect.data import default_data_paths, more_data_paths, read_rows
+
+    b_grams = [grams(r["text"]) for r in batch]
+    b_norm = {norm(r["text"]): id(r) for r in batch}
+    index: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(b_grams):
+        for x in g:
+            index[x].append(i)
+    out: set[int] = set()
+    for row in read_rows([*default_data_paths(), *more_data_paths()]):
+        if norm(row.text) in b_norm:
+            out.add(b_norm[norm(row.text)])
+            continue
+        g = grams(row.text)
+        counts: dict[int, int] = defaultdict(int)
+        for x in g:
+            for i in index.get(x, ()):
+                counts[i] += 1
+        out.update(id(batch[i]) for i, c in counts.items() if c / (len(g) + len(b_grams[i]) - c) >= 0.6)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("batch", help="file prefix, e.g. batch5")
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--next", action="store_true", help="the batch waits in next/")
+    ap.add_argument("--public", action="store_true", help="also drop rows near a public training row")
     args = ap.parse_args()
-    files = sorted(AUTHORED.glob(f"{args.batch}-*.jsonl"))
+    files = sorted((AUTHORED / "next" if args.next else AUTHORED).glob(f"{args.batch}-*.jsonl"))
     earlier = {
         norm(json.loads(line)["text"])
-        for f in AUTHORED.glob("*.jsonl")
+        for f in [*AUTHORED.glob("*.jsonl"), *AUTHORED.glob("next/*.jsonl")]
         if not f.name.startswith(f"{args.batch}-")
         for line in f.open(encoding="utf-8")
         if line.strip()
@@ -80,6 +112,7 @@ def main() -> None:
                 continue
             rows[f].append(r)
             labels[norm(r["text"])].add(r["label"])
+    public_near = near_public([r for rs in rows.values() for r in rs]) if args.public else set()
     ids = [r["id"] for rs in rows.values() for r in rs]
     if len(ids) != len(set(ids)):
         problems.append("duplicate ids")
@@ -100,6 +133,9 @@ def main() -> None:
                     counts[i] += 1
             if any(c / (len(g) + len(ch_grams[i]) - c) >= 0.6 for i, c in counts.items()):
                 dropped["near a challenge row"] += 1
+                continue
+            if id(r) in public_near:
+                dropped["near a public row"] += 1
                 continue
             if len(labels[t]) > 1:
                 dropped["under both labels"] += 1

@@ -303,6 +303,9 @@ def classify_command(
               "hundred KB) for later students.")  # fmt: skip
 @click.option("--distill-weight", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="Encoder only, with --teacher: the share of the misuse loss that follows the teacher.")  # fmt: skip
+@click.option("--weight-average", type=click.Choice(["none", "swa", "ema"]), default="none", show_default=True,
+              help="Encoder only: ship the average of the fine-tune's late weights (swa: the uniform mean over its "
+              "last half; ema: an exponential moving average) instead of its last weights.")  # fmt: skip
 @click.option("-q", "--quiet", "quiet", is_flag=True, help="No progress lines.")
 def train_command(
     data: tuple[str, ...],
@@ -318,6 +321,7 @@ def train_command(
     teacher: str | None,
     save_teacher_logits: str | None,
     distill_weight: float,
+    weight_average: str,
     combiner_design: str,
     quiet: bool,
 ) -> None:
@@ -350,6 +354,7 @@ def train_command(
             teacher=teacher,
             save_teacher_logits=save_teacher_logits,
             distill_weight=distill_weight,
+            weight_average="" if weight_average == "none" else weight_average,
         )
         return
     if which in ("gate", "combiner"):

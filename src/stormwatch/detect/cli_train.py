@@ -39,6 +39,7 @@ def train_encoder_artifact(
     teacher: str | None,
     save_teacher_logits: str | None,
     distill_weight: float,
+    weight_average: str = "",
 ) -> None:
     from stormwatch.detect.encoder_artifact import build_encoder_artifact
     from stormwatch.detect.encoder_train import TrainConfig
@@ -59,6 +60,7 @@ def train_encoder_artifact(
         teacher=teacher,
         save_teacher_logits=save_teacher_logits,
         distill_weight=distill_weight,
+        weight_average=weight_average,
     )
     final = build_encoder_artifact(rows, parent, cfg, progress=progress)
     for p in old:

@@ -32,6 +32,7 @@ import numpy as np
 
 from stormwatch.datasets import EVERYDAY_SOURCES
 from stormwatch.detect.data import Row
+from stormwatch.detect.encoder_average import WeightAverages
 from stormwatch.detect.encoder_train import (
     TrainConfig,
     _first_window,
@@ -182,6 +183,52 @@ def _crossed_cascade(
     return out
 
 
+def _fold_scores(
+    f: int,
+    rows: Sequence[Row],
+    held: tuple[str, ...],
+    calib: Sequence[Any],
+    ho: Sequence[Any],
+    cal_logits: np.ndarray[Any, Any],
+    ho_logits: np.ndarray[Any, Any],
+    ft: Any,
+    trained_always: frozenset[str],
+    save_path: Path | None,
+    progress: Callable[[str], None],
+) -> dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], float]]:
+    """One fold model's (held-out scores, pooled negatives' scores, ``balanced`` line) per system:
+    the encoder, and with a fold first tier ``ft`` the first tier and the cascade (see
+    :func:`leave_sources_out`)."""
+    from stormwatch.detect.encoder_artifact import fit_combiner_for
+
+    cal_y = np.array([r.label for r in calib])
+    hard = np.array([is_hard_negative(r) for r in calib])
+    pooled = (cal_y == 0) & np.array([r.source not in trained_always for r in calib], dtype=bool)
+    scores: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], float]] = {
+        "encoder": (ho_logits, cal_logits[pooled], _fpr_threshold(cal_logits[(cal_y == 0) & hard], 0.02))
+    }
+    if ft is None:
+        return scores
+    ft_cal = ft.score_texts([r.text for r in calib])
+    ft_ho = ft.score_texts([r.text for r in ho])
+    scores["first_tier"] = (ft_ho, ft_cal[pooled], float(ft.thresholds["balanced"]))
+    if save_path is not None:
+        seen = frozenset(ft.artifact.get("training", {}).get("sources", {}))
+        save_fold_scores(save_path, calib, ft_cal, cal_logits, ho, ft_ho, ho_logits, seen)
+    rest = [r for r in rows if r.source not in held]
+    by_text: dict[str, float] = dict(zip((r.text for r in calib), cal_logits.tolist(), strict=False))
+
+    def enc_logits(texts: list[str]) -> np.ndarray[Any, Any]:
+        return np.array([by_text[t] for t in texts])
+
+    comb, _ = fit_combiner_for(ft, rest, calib, enc_logits, {}, progress)
+    cas_ho = _cascade(comb, [r.text for r in ho], ft_ho, ho_logits)
+    cas_cal = _crossed_cascade(ft, rest, calib, ft_cal, cal_logits, enc_logits)
+    scores["cascade"] = (cas_ho, cas_cal[pooled], comb.thresholds["balanced"])
+    progress(f"fold {f + 1}: cascade design {comb.design}, clear line {comb.clear}")
+    return scores
+
+
 def leave_sources_out(
     rows: Sequence[Row],
     cfg: TrainConfig,
@@ -190,6 +237,7 @@ def leave_sources_out(
     first_tier_sources: frozenset[str] | None = None,
     save_scores: Path | None = None,
     trained_always: frozenset[str] = frozenset(),
+    averages: Sequence[str] = (),
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train ``k`` fold models and report per held-out source (see the module doc).
@@ -208,18 +256,18 @@ def leave_sources_out(
     sources lower and was dropped.) The cascade routes by the
     combiner's ``clear`` line and the script/lexicon reasons; the topic gate is not refitted per
     fold (it only sends more on).
+
+    ``averages`` (``swa``, ``ema``: :mod:`.encoder_average`): each fold's fine-tune also keeps those
+    averages of its late weights, and every system with an encoder is reported again for each
+    (``encoder_swa``, ``cascade_swa``, ...; fold scores ``fold<N>-swa.npz``) beside the last weights:
+    a paired comparison on the same fine-tune, folds and negatives.
     """
-    from stormwatch.detect.encoder_artifact import fit_combiner_for
     from stormwatch.detect.model import FirstTierModel
     from stormwatch.detect.train import train_artifact
 
     rows = [r for r in rows if r.use and r.text.strip()]
     folds = source_folds([r for r in rows if r.source not in trained_always], k)
-    systems: dict[str, list[dict[str, Any]]] = {
-        "encoder": [],
-        "first_tier": [],
-        "cascade": [],
-    }
+    systems: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in range(k):
         held = tuple(sorted(s for s in {r.source for r in rows} if s not in trained_always and folds[group_of(s)] == f))
         fcfg = replace(cfg, holdout_sources=held)
@@ -228,49 +276,36 @@ def leave_sources_out(
         ho = [r for r in rows if r.source in held]
         base, prep = prepare_base(fcfg, [r.text for r in fit + calib + ho])
         model = build_model(base)
-        fine_tune(model, prep, fit, fcfg, base.special["pad"], progress)
+        tracker = WeightAverages(model, tuple(averages)) if averages else None
+        fine_tune(model, prep, fit, fcfg, base.special["pad"], progress, on_step=tracker.update if tracker else None)
         pad = base.special["pad"]
-        cal_logits = predict_logits(model, _first_window(prep, [r.text for r in calib], fcfg.max_len), pad)[:, 0]
-        ho_logits = predict_logits(model, _first_window(prep, [r.text for r in ho], fcfg.max_len), pad)[:, 0]
-        cal_y = np.array([r.label for r in calib])
-        hard = np.array([is_hard_negative(r) for r in calib])
-        pooled = (cal_y == 0) & np.array([r.source not in trained_always for r in calib], dtype=bool)
-        scores: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], float]] = {
-            "encoder": (ho_logits, cal_logits[pooled], _fpr_threshold(cal_logits[(cal_y == 0) & hard], 0.02))
-        }
+        ft: Any = None
         if first_tier_sources is not None:
             progress(f"fold {f + 1}/{k}: retraining the first tier without the fold's sources")
             ft = FirstTierModel(
                 train_artifact([r for r in rows if r.source in first_tier_sources and r.source not in held])
             )
-            ft_cal = ft.score_texts([r.text for r in calib])
-            ft_ho = ft.score_texts([r.text for r in ho])
-            scores["first_tier"] = (ft_ho, ft_cal[pooled], float(ft.thresholds["balanced"]))
-            if save_scores is not None:
-                seen = frozenset(ft.artifact.get("training", {}).get("sources", {}))
-                save_fold_scores(
-                    save_scores / f"fold{f + 1}.npz", calib, ft_cal, cal_logits, ho, ft_ho, ho_logits, seen
-                )
-            rest = [r for r in rows if r.source not in held]
-            by_text: dict[str, float] = dict(zip((r.text for r in calib), cal_logits.tolist(), strict=False))
-
-            def enc_logits(texts: list[str], by_text: dict[str, float] = by_text) -> np.ndarray[Any, Any]:
-                return np.array([by_text[t] for t in texts])
-
-            comb, _ = fit_combiner_for(ft, rest, calib, enc_logits, {}, progress)
-            cas_ho = _cascade(comb, [r.text for r in ho], ft_ho, ho_logits)
-            cas_cal = _crossed_cascade(ft, rest, calib, ft_cal, cal_logits, enc_logits)
-            scores["cascade"] = (cas_ho, cas_cal[pooled], comb.thresholds["balanced"])
-            progress(f"fold {f + 1}/{k}: cascade design {comb.design}, clear line {comb.clear}")
-        by_src: dict[str, list[int]] = defaultdict(list)
-        for i, r in enumerate(ho):
-            by_src[r.source].append(i)
-        for name, (ho_s, pooled_neg, thr) in scores.items():
-            for src, idx in sorted(by_src.items()):
-                y = np.array([ho[i].label for i in idx])
-                entry = _source_metrics(src, f + 1, y, ho_s[idx], pooled_neg, thr)
-                systems[name].append(entry)
-                progress(f"  {name} {entry}")
+        final = {n: t.clone() for n, t in model.state_dict().items()} if tracker is not None else None
+        for variant in ("", *averages):
+            if tracker is not None:
+                model.load_state_dict(tracker.state(variant) if variant else final)
+            cal_logits = predict_logits(model, _first_window(prep, [r.text for r in calib], fcfg.max_len), pad)[:, 0]
+            ho_logits = predict_logits(model, _first_window(prep, [r.text for r in ho], fcfg.max_len), pad)[:, 0]
+            scores = _fold_scores(
+                f, rows, held, calib, ho, cal_logits, ho_logits, ft, trained_always,
+                save_scores / f"fold{f + 1}{'-' + variant if variant else ''}.npz" if save_scores else None,
+                progress,
+            )  # fmt: skip
+            by_src: dict[str, list[int]] = defaultdict(list)
+            for i, r in enumerate(ho):
+                by_src[r.source].append(i)
+            for name, (ho_s, pooled_neg, thr) in scores.items():
+                for src, idx in sorted(by_src.items()):
+                    y = np.array([ho[i].label for i in idx])
+                    entry = _source_metrics(src, f + 1, y, ho_s[idx], pooled_neg, thr)
+                    systems[name + ("_" + variant if variant and name != "first_tier" else "")].append(entry)
+                    if not variant or name != "first_tier":
+                        progress(f"  {name}{' ' + variant if variant else ''} {entry}")
     out: dict[str, Any] = {"k": k, "epochs": cfg.epochs}
     for name, per_source in systems.items():
         if per_source:

