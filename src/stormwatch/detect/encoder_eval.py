@@ -271,6 +271,8 @@ def leave_sources_out(
     from stormwatch.detect.model import FirstTierModel
     from stormwatch.detect.train import train_artifact
 
+    if any(not 1 <= f <= k for f in only_folds):
+        raise ValueError(f"only_folds {list(only_folds)}: folds are numbered 1 to {k}")
     rows = [r for r in rows if r.use and r.text.strip()]
     folds = source_folds([r for r in rows if r.source not in trained_always], k)
     systems: dict[str, list[dict[str, Any]]] = defaultdict(list)
