@@ -537,7 +537,7 @@ def markdown(res: dict[str, Any]) -> str:
 def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     from stormwatch.detect.data import authored_data_paths, default_data_paths, more_data_paths, read_rows
     from stormwatch.detect.encoder_eval import leave_sources_out
-    from stormwatch.detect.encoder_train import TrainConfig
+    from stormwatch.detect.encoder_rows import TrainConfig
 
     os.environ["OMP_NUM_THREADS"] = str(ns.threads)
     first_sources = frozenset(r.source for r in read_rows(default_data_paths()))
@@ -547,6 +547,10 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     cfg = TrainConfig(epochs=ns.epochs, threads=ns.threads)
     if ns.label_smoothing is not None:
         cfg = replace(cfg, label_smoothing=ns.label_smoothing)
+    if ns.authored_weight_for:
+        from stormwatch.detect.cli_train import parse_weight_for
+
+        cfg = replace(cfg, authored_weights=tuple(parse_weight_for(x) for x in ns.authored_weight_for))
     rep = leave_sources_out(
         rows,
         cfg,
@@ -561,6 +565,8 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     rep["with_authored"] = not ns.without_authored
     rep["public_folds"] = bool(ns.public_folds)
     rep["label_smoothing"] = cfg.label_smoothing
+    if cfg.authored_weights:
+        rep["authored_weights"] = [list(w) for w in cfg.authored_weights]
     rep["averages"] = [a for a in ns.averages.split(",") if a]
     rep["added_files"] = [Path(a).name for a in ns.add]
     rep["only_folds"] = list(ns.folds)
@@ -622,6 +628,13 @@ def main(argv: list[str] | None = None) -> None:
         "(folds and negatives as with --without-authored: the like-for-like pair)",
     )
     lo.add_argument("--label-smoothing", type=float, default=None, help="the recipe's (default: TrainConfig's)")
+    lo.add_argument(
+        "--authored-weight-for",
+        action="append",
+        default=[],
+        metavar="PREFIX=N",
+        help="as stormwatch train's: repeat the authored prompts whose id starts with PREFIX N times",
+    )
     lo.add_argument(
         "--averages",
         default="",

@@ -201,7 +201,7 @@ def test_loso_passes_added_files_averages_and_public_folds_to_the_evaluation(
 def test_loso_refuses_folds_it_does_not_have() -> None:
     """``--folds 5`` with ``--k 4`` is refused before any data is read or any model trained."""
     from stormwatch.detect.encoder_eval import leave_sources_out
-    from stormwatch.detect.encoder_train import TrainConfig
+    from stormwatch.detect.encoder_rows import TrainConfig
 
     with pytest.raises(ValueError, match="numbered 1 to 4"):
         leave_sources_out([], TrainConfig(), k=4, only_folds=(2, 5))

@@ -18,7 +18,7 @@ from stormwatch.cli import cli
 from stormwatch.detect.cascade import CascadeModel, gated_first_line, load_cascade
 from stormwatch.detect.data import read_rows
 from stormwatch.detect.encoder import default_encoder_path
-from stormwatch.detect.encoder_train import TrainConfig
+from stormwatch.detect.encoder_rows import TrainConfig
 from stormwatch.detect.gate import GATE_FILE, TopicGate, _line, fit_topic_gate, load_gate, write_gate
 from stormwatch.errors import InputError
 

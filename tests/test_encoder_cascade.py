@@ -390,7 +390,7 @@ def test_the_plain_train_command_is_the_shipped_recipe() -> None:
     """`stormwatch train --model encoder` without options rebuilds the shipped encoder: the command's
     defaults are the recipe's, and the shipped build was made with the recipe's defaults."""
     from stormwatch.detect.cli import train_command
-    from stormwatch.detect.encoder_train import TrainConfig, recipe_record
+    from stormwatch.detect.encoder_rows import TrainConfig, recipe_record
 
     recipe = TrainConfig()
     defaults = {p.name: p.default for p in train_command.params}
@@ -407,7 +407,7 @@ def test_the_plain_train_command_is_the_shipped_recipe() -> None:
 def test_label_smoothing_is_recorded_in_the_recipe_only_when_used() -> None:
     from dataclasses import replace
 
-    from stormwatch.detect.encoder_train import TrainConfig, recipe_record
+    from stormwatch.detect.encoder_rows import TrainConfig, recipe_record
 
     plain, smoothed = (recipe_record(replace(TrainConfig(), label_smoothing=e)) for e in (0.0, 0.1))
     assert "label_smoothing" not in plain and smoothed["label_smoothing"] == 0.1  # older builds' digests hold

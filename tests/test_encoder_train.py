@@ -79,7 +79,7 @@ def test_public_folds_train_every_fold_on_the_authored_rows_and_never_pool_them(
 
     from stormwatch.detect.data import Row, authored_data_paths, default_data_paths, more_data_paths, read_rows
     from stormwatch.detect.encoder_eval import leave_sources_out, source_folds
-    from stormwatch.detect.encoder_train import TrainConfig
+    from stormwatch.detect.encoder_rows import TrainConfig
     from stormwatch.detect.metrics import auprc
 
     rows = [r for r in read_rows([*default_data_paths(), *more_data_paths(), *authored_data_paths()]) if r.use]

@@ -15,7 +15,7 @@ import orjson
 
 from stormwatch.clitools import warn_deprecated
 from stormwatch.detect.cascade_detector import CascadeDetector
-from stormwatch.detect.cli_train import train_combiner, train_encoder_artifact, train_gate
+from stormwatch.detect.cli_train import parse_weight_for, train_combiner, train_encoder_artifact, train_gate
 from stormwatch.detect.data import default_data_paths, model_dir, open_text, read_rows
 from stormwatch.detect.scorer import CLASSIFY_DEFAULT_DETECTORS, DETECTOR_CHOICES, load_scorer, resolve_detectors
 from stormwatch.detect.settings import PRESETS, load_settings
@@ -294,6 +294,10 @@ def classify_command(
               "see the cascade's model card for what each costs).")  # fmt: skip
 @click.option("--authored-weight", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Encoder only: how many times each authored training prompt is repeated.")  # fmt: skip
+@click.option("--authored-weight-for", "authored_weights", multiple=True, metavar="PREFIX=N",
+              callback=lambda _c, _p, v: tuple(parse_weight_for(x) for x in v),
+              help="Encoder only: repeat the authored prompts whose id starts with PREFIX N times instead "
+              "(e.g. authored-b10-=1 for one batch; repeatable, the first match wins).")  # fmt: skip
 @click.option("--teacher", type=click.Path(exists=True), default=None, metavar="DIR|FILE",
               help="Encoder only: distil from this bigger encoder build (e.g. one trained with --layers 12), or "
               "from its logits saved with --save-teacher-logits: the student also learns the teacher's "
@@ -318,6 +322,7 @@ def train_command(
     max_rows: int | None,
     layers: int,
     authored_weight: int,
+    authored_weights: tuple[tuple[str, int], ...],
     teacher: str | None,
     save_teacher_logits: str | None,
     distill_weight: float,
@@ -351,6 +356,7 @@ def train_command(
             progress,
             layers=layers,
             authored_weight=authored_weight,
+            authored_weights=authored_weights,
             teacher=teacher,
             save_teacher_logits=save_teacher_logits,
             distill_weight=distill_weight,

@@ -14,7 +14,15 @@ import click
 
 from stormwatch.detect.data import default_data_paths, model_dir, read_rows
 
-__all__ = ["train_combiner", "train_encoder_artifact", "train_gate"]
+__all__ = ["parse_weight_for", "train_combiner", "train_encoder_artifact", "train_gate"]
+
+
+def parse_weight_for(spec: str) -> tuple[str, int]:
+    """``PREFIX=N`` (``--authored-weight-for``) -> (prefix, repeats); a clear error otherwise."""
+    prefix, sep, n = spec.rpartition("=")
+    if not sep or not prefix or not n.strip().isdigit() or not 1 <= int(n) <= 20:
+        raise click.BadParameter(f"{spec!r}: expected PREFIX=N with N a whole number from 1 to 20")
+    return prefix, int(n)
 
 
 def second_tier_paths(data: tuple[str, ...], add: tuple[str, ...]) -> list[Path]:
@@ -36,13 +44,14 @@ def train_encoder_artifact(
     *,
     layers: int,
     authored_weight: int,
+    authored_weights: tuple[tuple[str, int], ...] = (),
     teacher: str | None,
     save_teacher_logits: str | None,
     distill_weight: float,
     weight_average: str = "",
 ) -> None:
     from stormwatch.detect.encoder_artifact import build_encoder_artifact
-    from stormwatch.detect.encoder_train import TrainConfig
+    from stormwatch.detect.encoder_rows import TrainConfig
 
     if output is not None:
         raise click.UsageError("the encoder is a folder: give --out DIR (default: replace the packaged one)")
@@ -57,6 +66,7 @@ def train_encoder_artifact(
         epochs=epochs,
         max_rows=max_rows,
         authored_weight=authored_weight,
+        authored_weights=authored_weights,
         teacher=teacher,
         save_teacher_logits=save_teacher_logits,
         distill_weight=distill_weight,

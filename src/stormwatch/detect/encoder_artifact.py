@@ -16,13 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stormwatch.detect.data import Row
-from stormwatch.detect.encoder_train import (
-    TrainConfig,
-    is_hard_negative,
-    platt,
-    train_encoder,
-    training_rows,
-)
+from stormwatch.detect.encoder_rows import TrainConfig, config_from_record, is_hard_negative, training_rows
+from stormwatch.detect.encoder_train import platt, train_encoder
 
 if TYPE_CHECKING:
     from stormwatch.detect.combiner import Combiner
@@ -77,9 +72,7 @@ def recalibrate(folder: Path, rows: Sequence[Row], first_tier_path: Path | None 
     """Redo the calibration, the presets and the combiner of a built artifact (same ONNX, same
     version) from the calibration split its recipe defines."""
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    conf = dict(meta["config"])
-    conf["holdout_sources"] = tuple(conf.get("holdout_sources", ()))
-    cfg = TrainConfig(**conf)
+    cfg = config_from_record(meta["config"])
     _, calib = training_rows(rows, cfg)
     _calibrate(folder, meta, [r.text for r in calib], [r.label for r in calib], [is_hard_negative(r) for r in calib])
     return fit_cascade_combiner(folder, rows, cfg, first_tier_path)
@@ -276,9 +269,7 @@ def fit_combiner_for(
 
 def meta_config(folder: Path) -> TrainConfig:
     """The training configuration an encoder folder was built with (its ``meta.json``)."""
-    conf = dict(json.loads((folder / "meta.json").read_text(encoding="utf-8"))["config"])
-    conf["holdout_sources"] = tuple(conf.get("holdout_sources", ()))
-    return TrainConfig(**conf)
+    return config_from_record(json.loads((folder / "meta.json").read_text(encoding="utf-8"))["config"])
 
 
 def fit_cascade_combiner(

@@ -33,17 +33,8 @@ import numpy as np
 from stormwatch.datasets import EVERYDAY_SOURCES
 from stormwatch.detect.data import Row
 from stormwatch.detect.encoder_average import WeightAverages
-from stormwatch.detect.encoder_train import (
-    TrainConfig,
-    _first_window,
-    _hard_negative_sources,
-    build_model,
-    fine_tune,
-    is_hard_negative,
-    predict_logits,
-    prepare_base,
-    training_rows,
-)
+from stormwatch.detect.encoder_rows import TrainConfig, hard_negative_sources, is_hard_negative, training_rows
+from stormwatch.detect.encoder_train import _first_window, build_model, fine_tune, predict_logits, prepare_base
 from stormwatch.detect.metrics import auprc, recall_at_fpr
 
 __all__ = [
@@ -108,7 +99,7 @@ def _summary(per_source: Sequence[dict[str, Any]]) -> dict[str, Any]:
         key: round(float(np.mean([e[key] for e in with_pos])), 4)
         for key in ("auprc", "recall_at_1pct_fpr", "recall_at_balanced")
     }
-    hn = [e["fpr_at_balanced"] for e in per_source if e["held_out"] in _hard_negative_sources()]
+    hn = [e["fpr_at_balanced"] for e in per_source if e["held_out"] in hard_negative_sources()]
     mean["hard_negative_fpr_at_balanced"] = round(float(np.mean(hn)), 4) if hn else float("nan")
     ev = [e for e in per_source if is_everyday(e["held_out"])]
     if ev:

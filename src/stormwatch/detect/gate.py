@@ -167,7 +167,7 @@ def fit_topic_gate(
     """Fit the gate on ``rows`` (:class:`stormwatch.detect.data.Row`) outside the calibration groups of
     ``cfg`` (an encoder ``TrainConfig``); choose its line on the malicious calibration rows, given
     ``route_other`` (the rules that send a text on whatever the gate says)."""
-    from stormwatch.detect.encoder_train import TrainRow, calibration_split, is_hard_negative, training_rows
+    from stormwatch.detect.encoder_rows import TrainRow, calibration_split, is_hard_negative, training_rows
     from stormwatch.detect.features import tokens_of
     from stormwatch.detect.train_fit import design_matrix, fit_logistic
 
