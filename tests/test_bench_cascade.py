@@ -158,6 +158,22 @@ def test_challenge(tmp_path: Path) -> None:
     assert "| defenders_2pct | " in md
     assert "| set | n (mal/ben) | cascade | first_tier | encoder |" in md
     assert "| lang_ru | 2 (1/1) |" in md
+    # the shipped build against itself, in the same run: every row where it was
+    shipped = next((ROOT / "src/stormwatch/data/model").glob("encoder-*/meta.json")).parent
+    _run(*args, "--against", str(shipped))
+    ag = _results(out)["challenge"]["against"]
+    assert ag["version"] == res["versions"]["cascade"]
+    assert ag["presets"] == presets and ag["auprc_pairs"] == res["cascade"]["auprc_pairs"]
+    assert {k: v["mean_logit_shift"] for k, v in ag["shift"]["by_set"].items()} == dict.fromkeys(
+        ("defender_questions", "lang_ru", "terse_operator"), 0.0
+    )
+    assert ag["shift"]["wrong_way"] == [] and ag["shift"]["right_way"] == []
+    md = _run(*args, "--against", str(shipped), "--markdown").stdout
+    assert "| terse_operator | 2 | +0.00 | 0 | 0 |" in md
+    bad = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--against", str(tmp_path)], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "not an encoder build (no meta.json)" in bad.stderr
     assert "| terse_asks_flagged | >= 90% |" in md
     assert "| terse_operator vs defender_questions | " in md
 

@@ -1,0 +1,58 @@
+"""benchmarks/challenge_compare.py: the row-by-row comparison of two cascades on the challenge sets."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CC: dict[str, Any] = runpy.run_path(str(ROOT / "benchmarks" / "challenge_compare.py"))
+
+
+def _rows() -> list[dict[str, Any]]:
+    return [
+        {"id": "t1", "set": "terse", "category": "LLMT-06", "y": 1, "text": "ransomware, full code"},
+        {"id": "t2", "set": "terse", "category": "LLMT-06", "y": 1, "text": "x" * 200},
+        {"id": "t3", "set": "terse", "category": "LLMT-01", "y": 1, "text": "staff emails at acme"},
+        {"id": "d1", "set": "defenders", "category": "LLMT-06", "y": 0, "text": "detect | ransomware"},
+        {"id": "d2", "set": "defenders", "category": "", "y": 0, "text": "patch cadence"},
+    ]
+
+
+def test_shifts_counts_and_movers_follow_the_labels() -> None:
+    base = np.array([0.9, 0.5, 0.5, 0.1, 0.5])
+    other = np.array([0.1, 0.5, 0.9, 0.9, 0.4])
+    cmp = CC["compare_rows"](_rows(), base, other, 0.5, 0.6)
+    terse = cmp["by_set"]["terse"]
+    logit9 = float(np.log(0.9 / 0.1))  # t1: 0.9 -> 0.1 is -2 * logit9; t3: 0.5 -> 0.9 is +logit9
+    assert terse["mean_logit_shift"] == round((-2 * logit9 + 0 + logit9) / 3, 4)
+    assert (terse["moved_wrong_way"], terse["moved_right_way"]) == (1, 1)  # t1 down, t3 up
+    assert (terse["flagged_before"], terse["flagged_after"]) == (3, 1)  # each cascade at its own line
+    dfd = cmp["by_set"]["defenders"]
+    assert (dfd["moved_wrong_way"], dfd["moved_right_way"]) == (1, 0)  # d1 up; d2 down by < 1
+    assert set(cmp["by_set_category"]) == {"terse LLMT-06", "terse LLMT-01", "defenders LLMT-06"}
+    assert [r["id"] for r in cmp["wrong_way"]] == ["t1", "d1"]  # the same size of move: row order
+    assert [r["id"] for r in cmp["right_way"]] == ["t3", "d2"]
+    assert cmp["wrong_way"][0] == {
+        "id": "t1", "set": "terse", "category": "LLMT-06", "text": "ransomware, full code", "before": 0.9, "after": 0.1
+    }  # fmt: skip
+    assert all(r["id"] != "t2" for r in cmp["wrong_way"] + cmp["right_way"])  # unmoved rows are neither
+    md = CC["markdown_compare"](cmp, "cascade-a", "cascade-b")
+    assert "| terse | 3 |" in md and "| defenders | LLMT-06 | 0.10 -> 0.90 | detect \\| ransomware |" in md
+
+
+def test_long_texts_are_cut_and_mismatched_lengths_refused() -> None:
+    rows = _rows()
+    cmp = CC["compare_rows"](rows, np.full(5, 0.9), np.full(5, 0.01), 0.5, 0.5, top=1)
+    assert [r["id"] for r in cmp["wrong_way"]] == ["t1"]  # top=1; malicious rows down is the wrong way
+    assert [r["id"] for r in cmp["right_way"]] == ["d1"]  # benign rows down is the right way
+    long_row = next(
+        r for r in CC["compare_rows"](rows, np.full(5, 0.9), np.full(5, 0.01), 0.5, 0.5)["wrong_way"] if r["id"] == "t2"
+    )
+    assert len(long_row["text"]) == 140 and long_row["text"].endswith("...")
+    with pytest.raises(ValueError, match="5 rows but 4 and 5 scores"):
+        CC["compare_rows"](rows, np.zeros(4), np.zeros(5), 0.5, 0.5)
