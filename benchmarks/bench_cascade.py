@@ -496,6 +496,35 @@ def _against(
     }
 
 
+def _fold_challenge(rows: list[dict[str, Any]], extra: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The challenge sets scored by every fold model (``loso``): per system, each fold's checks at its
+    ``balanced`` line and at the 2 %-of-defenders line and its pair AUPRCs, and their means over the
+    folds (k replicates of the recipe; no fold trains on these sets)."""
+    y = np.array([r["y"] for r in rows], dtype=np.int64)
+    out: dict[str, Any] = {}
+    for system, folds in extra.items():
+        per = []
+        for fold in folds:
+            s = np.asarray(fold["scores"], dtype=np.float64)
+            pairs = {
+                f"{a} vs {b}": _group_stats(y[m], s[m], fold["line"])["auprc"]
+                for a, b in PAIRS
+                if (y[m := _select(rows, f"set:{a},{b}")] == 1).any() and (y[m] == 0).any()
+            }
+            per.append(
+                {"fold": fold["fold"], "auprc_pairs": pairs, **_preset_table(rows, y, s, {"balanced": fold["line"]})}
+            )
+        mean: dict[str, Any] = {}
+        for key in ("balanced", "defenders_2pct", "auprc_pairs"):
+            cells = [p[key] for p in per if key in p]
+            names = {n for c in cells for n, v in c.items() if v is not None and n != "threshold"}
+            mean[key] = {
+                n: round(float(np.mean([c[n] for c in cells if c.get(n) is not None])), 4) for n in sorted(names)
+            }
+        out[system] = {"folds": per, "mean": mean}
+    return out
+
+
 def _preset_table(
     rows: list[dict[str, Any]], y: np.ndarray[Any, Any], s: np.ndarray[Any, Any], thresholds: dict[str, float]
 ) -> dict[str, Any]:
@@ -586,6 +615,7 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     paths = [*default_data_paths(), *more_data_paths(), *([] if ns.without_authored else authored_data_paths())]
     paths += [Path(a) for a in ns.add]  # e.g. an authored batch waiting in data/authored/next/
     rows = read_rows(paths)
+    challenge = [] if ns.no_challenge else _read_challenge(Path(ns.challenge_dir), 0)[0]
     cfg = TrainConfig(epochs=ns.epochs, threads=ns.threads)
     if ns.label_smoothing is not None:
         cfg = replace(cfg, label_smoothing=ns.label_smoothing)
@@ -602,8 +632,11 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
         trained_always=frozenset({"authored"}) if ns.public_folds else frozenset(),
         averages=tuple(a for a in ns.averages.split(",") if a),
         only_folds=tuple(ns.folds),
+        extra_texts=[r["text"] for r in challenge],
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
+    if challenge:
+        rep["challenge"] = _fold_challenge(challenge, rep.pop("extra_scores"))
     rep["with_authored"] = not ns.without_authored
     rep["public_folds"] = bool(ns.public_folds)
     rep["label_smoothing"] = cfg.label_smoothing
@@ -695,6 +728,8 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--folds", nargs="+", type=int, default=[], metavar="N",
                     help="run only these folds (1-based; means over their sources alone)")  # fmt: skip
     lo.add_argument("--save-scores", type=Path, default=None, help="folder: each fold's scores (fold<N>.npz)")
+    lo.add_argument("--challenge-dir", default=str(CHALLENGE_DIR), help="challenge sets every fold model also scores")
+    lo.add_argument("--no-challenge", action="store_true", help="do not score the challenge sets")
     jo = sub.add_parser("join", parents=[common], help="join loso runs made on different --folds (no training)")
     jo.add_argument("keys", nargs="+", metavar="KEY", help="result keys of the runs to join")
     jo.add_argument("--as", dest="as_key", required=True, metavar="NEW", help="result key of the joined report")

@@ -91,10 +91,22 @@ def test_public_folds_train_every_fold_on_the_authored_rows_and_never_pool_them(
     public = [r for r in picked if r.source != "authored"]
     cfg = TrainConfig(layers=1, epochs=1.0, max_rows=300, threads=1)
     saved = tmp_path / "folds"
+    extra = [public[0].text, public[-1].text, "a text from no source"]  # as the challenge sets are scored
     rep = leave_sources_out(
         picked, cfg, k=2, first_tier_sources=frozenset(r.source for r in public), save_scores=saved,
-        trained_always=frozenset({"authored"}), averages=("swa",), progress=lambda _m: None,
+        trained_always=frozenset({"authored"}), averages=("swa",), extra_texts=extra, progress=lambda _m: None,
     )  # fmt: skip
+    ex = rep.pop("extra_scores")
+    assert set(ex) == {"encoder", "first_tier", "cascade", "encoder_swa", "cascade_swa"}
+    assert all([f["fold"] for f in v] == [1, 2] and all(len(f["scores"]) == 3 for f in v) for v in ex.values())
+    folds = source_folds(public, 2)
+    for i, row in enumerate(public[:1] + public[-1:]):  # a held-out row scored again as an extra text
+        f = folds[row.source] + 1
+        ho = [r for r in picked if folds.get(r.source, -1) == f - 1]
+        at = next(j for j, r in enumerate(ho) if r is row)
+        z = np.load(saved / f"fold{f}.npz")  # the same fold model: the same scores
+        assert abs(float(ex["encoder"][f - 1]["scores"][i]) - float(z["ho_enc"][at])) < 1e-4
+        assert abs(float(ex["first_tier"][f - 1]["scores"][i]) - float(z["ho_first"][at])) < 1e-6
     entries = rep["encoder"]["sources"]
     # the averaged weights of the same fine-tunes, reported beside the last ones on the same rows
     for name in ("encoder", "cascade"):

@@ -230,23 +230,26 @@ def _fold_scores(
     trained_always: frozenset[str],
     save_path: Path | None,
     progress: Callable[[str], None],
-) -> dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], float]]:
-    """One fold model's (held-out scores, pooled negatives' scores, ``balanced`` line) per system:
-    the encoder, and with a fold first tier ``ft`` the first tier and the cascade (see
-    :func:`leave_sources_out`)."""
+    extra: tuple[Sequence[str], np.ndarray[Any, Any]] = ((), np.zeros(0)),
+) -> dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], float, np.ndarray[Any, Any]]]:
+    """One fold model's (held-out scores, pooled negatives' scores, ``balanced`` line, ``extra``
+    texts' scores) per system: the encoder, and with a fold first tier ``ft`` the first tier and the
+    cascade (see :func:`leave_sources_out`). ``extra``: texts scored besides, with their encoder logits."""
     from stormwatch.detect.encoder_artifact import fit_combiner_for
 
     cal_y = np.array([r.label for r in calib])
     hard = np.array([is_hard_negative(r) for r in calib])
     pooled = (cal_y == 0) & np.array([r.source not in trained_always for r in calib], dtype=bool)
-    scores: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], float]] = {
-        "encoder": (ho_logits, cal_logits[pooled], _fpr_threshold(cal_logits[(cal_y == 0) & hard], 0.02))
+    ex_texts, ex_logits = extra
+    scores: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], float, np.ndarray[Any, Any]]] = {
+        "encoder": (ho_logits, cal_logits[pooled], _fpr_threshold(cal_logits[(cal_y == 0) & hard], 0.02), ex_logits)
     }
     if ft is None:
         return scores
     ft_cal = ft.score_texts([r.text for r in calib])
     ft_ho = ft.score_texts([r.text for r in ho])
-    scores["first_tier"] = (ft_ho, ft_cal[pooled], float(ft.thresholds["balanced"]))
+    ft_ex = ft.score_texts(list(ex_texts)) if len(ex_texts) else np.zeros(0)
+    scores["first_tier"] = (ft_ho, ft_cal[pooled], float(ft.thresholds["balanced"]), ft_ex)
     if save_path is not None:
         seen = frozenset(ft.artifact.get("training", {}).get("sources", {}))
         save_fold_scores(save_path, calib, ft_cal, cal_logits, ho, ft_ho, ho_logits, seen)
@@ -259,7 +262,8 @@ def _fold_scores(
     comb, _ = fit_combiner_for(ft, rest, calib, enc_logits, {}, progress)
     cas_ho = _cascade(comb, [r.text for r in ho], ft_ho, ho_logits)
     cas_cal = _crossed_cascade(ft, rest, calib, ft_cal, cal_logits, enc_logits)
-    scores["cascade"] = (cas_ho, cas_cal[pooled], comb.thresholds["balanced"])
+    cas_ex = _cascade(comb, ex_texts, ft_ex, ex_logits) if len(ex_texts) else np.zeros(0)
+    scores["cascade"] = (cas_ho, cas_cal[pooled], comb.thresholds["balanced"], cas_ex)
     progress(f"fold {f + 1}: cascade design {comb.design}, clear line {comb.clear}")
     return scores
 
@@ -274,6 +278,7 @@ def leave_sources_out(
     trained_always: frozenset[str] = frozenset(),
     averages: Sequence[str] = (),
     only_folds: Sequence[int] = (),
+    extra_texts: Sequence[str] = (),
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train ``k`` fold models and report per held-out source (see the module doc).
@@ -302,6 +307,10 @@ def leave_sources_out(
     ``k``; the means are then over their sources alone). Folds are reproducible run to run, so a
     change that should matter to some held-out sources can be measured on their folds against a
     full run's rows for them.
+
+    ``extra_texts`` (e.g. the challenge sets, which no fold trains on): every fold model scores them
+    too; ``extra_scores`` of the report holds, per system, each fold's scores and ``balanced`` line
+    (arrays, for the caller to summarise: k replicates of the recipe on texts from no training source).
     """
     from stormwatch.detect.model import FirstTierModel
     from stormwatch.detect.train import train_artifact
@@ -311,6 +320,7 @@ def leave_sources_out(
     rows = [r for r in rows if r.use and r.text.strip()]
     folds = source_folds([r for r in rows if r.source not in trained_always], k)
     systems: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    extra_scores: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in range(k):
         if only_folds and f + 1 not in only_folds:
             continue
@@ -336,15 +346,20 @@ def leave_sources_out(
                 model.load_state_dict(tracker.state(variant) if variant else final)
             cal_logits = predict_logits(model, _first_window(prep, [r.text for r in calib], fcfg.max_len), pad)[:, 0]
             ho_logits = predict_logits(model, _first_window(prep, [r.text for r in ho], fcfg.max_len), pad)[:, 0]
+            ex_seqs = _first_window(prep, list(extra_texts), fcfg.max_len) if extra_texts else []
+            ex_logits = predict_logits(model, ex_seqs, pad)[:, 0]
             scores = _fold_scores(
                 f, rows, held, calib, ho, cal_logits, ho_logits, ft, trained_always,
                 save_scores / f"fold{f + 1}{'-' + variant if variant else ''}.npz" if save_scores else None,
-                progress,
+                progress, (extra_texts, ex_logits),
             )  # fmt: skip
             by_src: dict[str, list[int]] = defaultdict(list)
             for i, r in enumerate(ho):
                 by_src[r.source].append(i)
-            for name, (ho_s, pooled_neg, thr) in scores.items():
+            for name, (ho_s, pooled_neg, thr, ex_s) in scores.items():
+                if len(extra_texts) and not (variant and name == "first_tier"):
+                    key = name + ("_" + variant if variant else "")
+                    extra_scores[key].append({"fold": f + 1, "scores": ex_s, "line": thr})
                 for src, idx in sorted(by_src.items()):
                     y = np.array([ho[i].label for i in idx])
                     entry = _source_metrics(src, f + 1, y, ho_s[idx], pooled_neg, thr)
@@ -355,4 +370,6 @@ def leave_sources_out(
     for name, per_source in systems.items():
         if per_source:
             out[name] = {"sources": per_source, "mean": _summary(per_source)}
+    if extra_scores:
+        out["extra_scores"] = dict(extra_scores)
     return out
