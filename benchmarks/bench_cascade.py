@@ -448,12 +448,8 @@ def cmd_challenge(ns: argparse.Namespace) -> dict[str, Any]:
             "by_set": {k: _group_stats(y[m], s[m], thr) for k in sets if (m := _select(rows, f"set:{k}")).any()},
             "by_lang": {k: _group_stats(y[m], s[m], thr) for k in langs if (m := _select(rows, f"lang:{k}")).any()},
             "checks": {},
-            "auprc_pairs": {},
+            "auprc_pairs": _pair_auprcs(rows, y, s),
         }
-        for a, b in PAIRS:
-            m = _select(rows, f"set:{a},{b}")
-            if (y[m] == 1).any() and (y[m] == 0).any():
-                det["auprc_pairs"][f"{a} vs {b}"] = _group_stats(y[m], s[m], thr)["auprc"]
         for check, spec, label, kind, target in CHECKS:
             m = _select(rows, spec) & (y == label)
             value = round(100 * float((s[m] >= thr).mean()), 2) if m.any() else None
@@ -487,13 +483,19 @@ def _against(
     return {
         "version": other.version,
         "presets": _preset_table(rows, y, scores, other.thresholds),
-        "auprc_pairs": {
-            f"{a} vs {b}": _group_stats(y[m], scores[m], line)["auprc"]
-            for a, b in PAIRS
-            if (y[m := _select(rows, f"set:{a},{b}")] == 1).any() and (y[m] == 0).any()
-        },
+        "auprc_pairs": _pair_auprcs(rows, y, scores),
         "shift": compare_rows(rows, base, scores, base_line, line),
     }
+
+
+def _pair_auprcs(rows: list[dict[str, Any]], y: np.ndarray[Any, Any], s: np.ndarray[Any, Any]) -> dict[str, Any]:
+    """AUPRC of each pair of sets in :data:`PAIRS` whose union has both labels."""
+    out: dict[str, Any] = {}
+    for a, b in PAIRS:
+        m = _select(rows, f"set:{a},{b}")
+        if (y[m] == 1).any() and (y[m] == 0).any():
+            out[f"{a} vs {b}"] = _group_stats(y[m], s[m], 0.5)["auprc"]
+    return out
 
 
 def _fold_challenge(rows: list[dict[str, Any]], extra: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -506,14 +508,8 @@ def _fold_challenge(rows: list[dict[str, Any]], extra: dict[str, list[dict[str, 
         per = []
         for fold in folds:
             s = np.asarray(fold["scores"], dtype=np.float64)
-            pairs = {
-                f"{a} vs {b}": _group_stats(y[m], s[m], fold["line"])["auprc"]
-                for a, b in PAIRS
-                if (y[m := _select(rows, f"set:{a},{b}")] == 1).any() and (y[m] == 0).any()
-            }
-            per.append(
-                {"fold": fold["fold"], "auprc_pairs": pairs, **_preset_table(rows, y, s, {"balanced": fold["line"]})}
-            )
+            table = _preset_table(rows, y, s, {"balanced": fold["line"]})
+            per.append({"fold": fold["fold"], "auprc_pairs": _pair_auprcs(rows, y, s), **table})
         mean: dict[str, Any] = {}
         for key in ("balanced", "defenders_2pct", "auprc_pairs"):
             cells = [p[key] for p in per if key in p]
