@@ -510,14 +510,31 @@ def _fold_challenge(rows: list[dict[str, Any]], extra: dict[str, list[dict[str, 
             s = np.asarray(fold["scores"], dtype=np.float64)
             table = _preset_table(rows, y, s, {"balanced": fold["line"]})
             per.append({"fold": fold["fold"], "auprc_pairs": _pair_auprcs(rows, y, s), **table})
-        mean: dict[str, Any] = {}
-        for key in ("balanced", "defenders_2pct", "auprc_pairs"):
-            cells = [p[key] for p in per if key in p]
-            names = {n for c in cells for n, v in c.items() if v is not None and n != "threshold"}
-            mean[key] = {
-                n: round(float(np.mean([c[n] for c in cells if c.get(n) is not None])), 4) for n in sorted(names)
-            }
-        out[system] = {"folds": per, "mean": mean}
+        out[system] = {"folds": per, "mean": _fold_means(per)}
+    return out
+
+
+def _fold_means(per: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each cell's mean over the folds that have it (thresholds left out: each fold has its own)."""
+    mean: dict[str, Any] = {}
+    for key in ("balanced", "defenders_2pct", "auprc_pairs"):
+        cells = [p[key] for p in per if key in p]
+        names = {n for c in cells for n, v in c.items() if v is not None and n != "threshold"}
+        mean[key] = {n: round(float(np.mean([c[n] for c in cells if c.get(n) is not None])), 4) for n in sorted(names)}
+    return mean
+
+
+def _join_challenge(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The folds' challenge summaries of runs joined by ``join``: every fold's, the means over all;
+    ``None`` unless every run has them."""
+    if not runs or any("challenge" not in r for r in runs):
+        return None
+    out: dict[str, Any] = {}
+    for system in runs[0]["challenge"]:
+        per = sorted(
+            (f for r in runs for f in r["challenge"].get(system, {}).get("folds", [])), key=lambda f: f["fold"]
+        )
+        out[system] = {"folds": per, "mean": _fold_means(per)}
     return out
 
 
@@ -657,6 +674,9 @@ def cmd_join(ns: argparse.Namespace) -> dict[str, Any]:
         rep = join_fold_runs([cur[k] for k in ns.keys], without=ns.without)
     except ValueError as exc:
         raise SystemExit(f"{ns.results}: cannot join {', '.join(ns.keys)}: {exc}") from exc
+    challenge = _join_challenge([cur[k] for k in ns.keys])
+    if challenge is not None:
+        rep["challenge"] = challenge
     rep["joined_from"] = list(ns.keys)
     rep["command"] = "python benchmarks/bench_cascade.py " + " ".join(ns.argv)
     return rep

@@ -292,3 +292,23 @@ def test_join_subcommand_stores_the_joined_report_and_names_a_missing_key(tmp_pa
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode != 0 and "no key nope" in proc.stderr and "x" not in json.loads(out.read_text())
+    assert "challenge" not in res["both"]  # neither run scored the challenge sets
+
+
+def test_join_merges_the_folds_challenge_scores(tmp_path: Path) -> None:
+    """Runs that scored the challenge sets (``loso`` does by default) join into every fold's cells
+    and the means over all of them."""
+
+    def fold(f: int, terse: float, pair: float) -> dict[str, Any]:
+        cells = {"threshold": 0.9, "terse_asks_flagged": terse, "imperative_everyday_flagged": None}
+        return {"fold": f, "balanced": cells, "defenders_2pct": cells, "auprc_pairs": {"t vs d": pair}}
+
+    one, three = _fold_run(1, {"a": 0.2}), _fold_run(3, {"c": 0.6})
+    one["challenge"] = {"cascade": {"folds": [fold(1, 60.0, 0.9)]}}
+    three["challenge"] = {"cascade": {"folds": [fold(3, 80.0, 0.95)]}}
+    out = tmp_path / "r.json"
+    out.write_text(json.dumps({"f1": one, "f3": three}), encoding="utf-8")
+    _run("join", "f3", "f1", "--as", "both", "--results", str(out))
+    ch = json.loads(out.read_text(encoding="utf-8"))["both"]["challenge"]["cascade"]
+    assert [f["fold"] for f in ch["folds"]] == [1, 3]
+    assert ch["mean"]["balanced"] == {"terse_asks_flagged": 70.0} and ch["mean"]["auprc_pairs"] == {"t vs d": 0.925}
