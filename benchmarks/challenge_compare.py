@@ -31,8 +31,8 @@ def _row_view(r: dict[str, Any], before: float, after: float) -> dict[str, Any]:
         "set": r["set"],
         "category": r.get("category") or "",
         "text": text if len(text) <= 140 else text[:137] + "...",
-        "before": round(before, 4),
-        "after": round(after, 4),
+        "before": round(float(before), 4),
+        "after": round(float(after), 4),
     }
 
 
@@ -71,7 +71,7 @@ def compare_rows(
 
     worst, best = np.argsort(-harm, kind="stable"), np.argsort(harm, kind="stable")  # ties: row order
     return {
-        "lines": {"base": base_line, "against": other_line},
+        "lines": {"base": float(base_line), "against": float(other_line)},
         "by_set": {k: stats(v) for k, v in sorted(groups.items())},
         "by_set_category": {k: stats(v) for k, v in sorted(by_cat.items())},
         "wrong_way": [_row_view(rows[i], base[i], other[i]) for i in worst[:top] if harm[i] > 0],
@@ -96,6 +96,6 @@ def markdown_compare(cmp: dict[str, Any], base_version: str, other_version: str)
     for title, key in (("Moved most the wrong way", "wrong_way"), ("Moved most the right way", "right_way")):
         lines += ["", f"{title}:", "", "| set | category | before -> after | text |", "|---|---|---|---|"]
         for r in cmp[key]:
-            text = r["text"].replace("|", "\\|")
+            text = " ".join(r["text"].split()).replace("|", "\\|")  # one table row, code blocks included
             lines.append(f"| {r['set']} | {r['category']} | {r['before']:.2f} -> {r['after']:.2f} | {text} |")
     return "\n".join(lines)

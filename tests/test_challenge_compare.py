@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import runpy
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ CC: dict[str, Any] = runpy.run_path(str(ROOT / "benchmarks" / "challenge_compare
 def _rows() -> list[dict[str, Any]]:
     return [
         {"id": "t1", "set": "terse", "category": "LLMT-06", "y": 1, "text": "ransomware, full code"},
-        {"id": "t2", "set": "terse", "category": "LLMT-06", "y": 1, "text": "x" * 200},
+        {"id": "t2", "set": "terse", "category": "LLMT-06", "y": 1, "text": "x" * 200},  # never moves
         {"id": "t3", "set": "terse", "category": "LLMT-01", "y": 1, "text": "staff emails at acme"},
         {"id": "d1", "set": "defenders", "category": "LLMT-06", "y": 0, "text": "detect | ransomware"},
         {"id": "d2", "set": "defenders", "category": "", "y": 0, "text": "patch cadence"},
@@ -26,7 +27,7 @@ def _rows() -> list[dict[str, Any]]:
 def test_shifts_counts_and_movers_follow_the_labels() -> None:
     base = np.array([0.9, 0.5, 0.5, 0.1, 0.5])
     other = np.array([0.1, 0.5, 0.9, 0.9, 0.4])
-    cmp = CC["compare_rows"](_rows(), base, other, 0.5, 0.6)
+    cmp = CC["compare_rows"](_rows(), base, other, np.float64(0.5), 0.6)
     terse = cmp["by_set"]["terse"]
     logit9 = float(np.log(0.9 / 0.1))  # t1: 0.9 -> 0.1 is -2 * logit9; t3: 0.5 -> 0.9 is +logit9
     assert terse["mean_logit_shift"] == round((-2 * logit9 + 0 + logit9) / 3, 4)
@@ -41,8 +42,13 @@ def test_shifts_counts_and_movers_follow_the_labels() -> None:
         "id": "t1", "set": "terse", "category": "LLMT-06", "text": "ransomware, full code", "before": 0.9, "after": 0.1
     }  # fmt: skip
     assert all(r["id"] != "t2" for r in cmp["wrong_way"] + cmp["right_way"])  # unmoved rows are neither
+    assert json.loads(json.dumps(cmp)) == cmp  # plain JSON (the results file), numpy scalars converted
     md = CC["markdown_compare"](cmp, "cascade-a", "cascade-b")
     assert "| terse | 3 |" in md and "| defenders | LLMT-06 | 0.10 -> 0.90 | detect \\| ransomware |" in md
+    rows = _rows()
+    rows[0]["text"] = "php handler below\n```php\nif(x)\n```"
+    md = CC["markdown_compare"](CC["compare_rows"](rows, base, other, 0.5, 0.6), "a", "b")
+    assert "| 0.90 -> 0.10 | php handler below ```php if(x) ``` |" in md  # a code block stays on its row
 
 
 def test_long_texts_are_cut_and_mismatched_lengths_refused() -> None:

@@ -394,10 +394,11 @@ def test_the_plain_train_command_is_the_shipped_recipe() -> None:
 
     recipe = TrainConfig()
     defaults = {p.name: p.default for p in train_command.params}
-    assert (defaults["layers"], defaults["epochs"], defaults["authored_weight"]) == (
+    assert (defaults["layers"], defaults["epochs"], defaults["authored_weight"], defaults["seed"]) == (
         recipe.layers,
         recipe.epochs,
         recipe.authored_weight,
+        recipe.seed,
     )
     meta = json.loads((default_encoder_path() / "meta.json").read_text(encoding="utf-8"))
     assert meta["config"] == recipe_record(recipe)  # no teacher: no distillation settings recorded

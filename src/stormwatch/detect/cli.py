@@ -298,6 +298,9 @@ def classify_command(
               callback=lambda _c, _p, v: tuple(parse_weight_for(x) for x in v),
               help="Encoder only: repeat the authored prompts whose id starts with PREFIX N times instead "
               "(e.g. authored-b10-=1 for one batch; repeatable, the first match wins).")  # fmt: skip
+@click.option("--seed", type=click.IntRange(0), default=13, show_default=True,
+              help="Encoder only: the recipe's seed (sampling, calibration split, initialisation, batch order); "
+              "another seed is another draw of the same recipe, to see how much one training run varies.")  # fmt: skip
 @click.option("--teacher", type=click.Path(exists=True), default=None, metavar="DIR|FILE",
               help="Encoder only: distil from this bigger encoder build (e.g. one trained with --layers 12), or "
               "from its logits saved with --save-teacher-logits: the student also learns the teacher's "
@@ -323,6 +326,7 @@ def train_command(
     layers: int,
     authored_weight: int,
     authored_weights: tuple[tuple[str, int], ...],
+    seed: int,
     teacher: str | None,
     save_teacher_logits: str | None,
     distill_weight: float,
@@ -357,6 +361,7 @@ def train_command(
             layers=layers,
             authored_weight=authored_weight,
             authored_weights=authored_weights,
+            seed=seed,
             teacher=teacher,
             save_teacher_logits=save_teacher_logits,
             distill_weight=distill_weight,
