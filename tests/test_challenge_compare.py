@@ -62,3 +62,22 @@ def test_long_texts_are_cut_and_mismatched_lengths_refused() -> None:
     assert len(long_row["text"]) == 140 and long_row["text"].endswith("...")
     with pytest.raises(ValueError, match="5 rows but 4 and 5 scores"):
         CC["compare_rows"](rows, np.zeros(4), np.zeros(5), 0.5, 0.5)
+
+
+def test_the_bootstrap_interval_covers_the_difference_and_shrinks_with_no_change() -> None:
+    rng = np.random.default_rng(1)
+    rows = [{"set": "terse_operator", "y": 1, "lang": "en", "text": f"t{i}"} for i in range(60)]
+    rows += [{"set": "defender_questions", "y": 0, "lang": "en", "text": f"d{i}"} for i in range(100)]
+    rows += [{"set": "lang_ru", "y": 1, "lang": "ru", "text": f"r{i}"} for i in range(30)]
+    base = np.r_[rng.uniform(0.4, 1.0, 60), rng.uniform(0.0, 0.6, 100), rng.uniform(0.3, 1.0, 30)]
+    worse = base.copy()
+    worse[:60] -= 0.3  # every terse ask lower: the ranking against the defenders' questions falls
+    boot = CC["bootstrap_headlines"](rows, base, worse, draws=300)
+    d = boot["terse_vs_defenders_auprc"]
+    assert d["delta"] < 0 and d["interval_95"][0] <= d["delta"] <= d["interval_95"][1] and d["interval_95"][1] < 0
+    assert boot["non_english_malicious_at_defenders_2pct"]["delta"] == 0.0  # the line and the rows did not move
+    same = CC["bootstrap_headlines"](rows, base, base, draws=50)
+    assert all(same[k]["interval_95"] == [0.0, 0.0] for k in same if k != "draws")
+    assert CC["bootstrap_headlines"](rows[60:], base[60:], base[60:]) == {}  # no terse asks: nothing to say
+    md = CC["markdown_compare"]({**CC["compare_rows"](rows, base, worse, 0.5, 0.5, draws=20)}, "a", "b")
+    assert "| terse_vs_defenders_auprc |" in md and "20 paired resamples" in md
