@@ -465,6 +465,16 @@ def cmd_challenge(ns: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _challenge_compare() -> Any:
+    """``benchmarks/challenge_compare.py`` (beside this script, which is not a package), imported once."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import challenge_compare
+
+    return challenge_compare
+
+
 def _against(
     folder: Path, rows: list[dict[str, Any]], y: np.ndarray[Any, Any], base: np.ndarray[Any, Any], base_line: float
 ) -> dict[str, Any]:
@@ -472,8 +482,7 @@ def _against(
     where it moved each row (``challenge_compare``)."""
     from stormwatch.detect.cascade import load_cascade
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from challenge_compare import compare_rows
+    compare_rows = _challenge_compare().compare_rows
 
     if not (folder / "meta.json").is_file():
         raise SystemExit(f"--against {folder}: not an encoder build (no meta.json)")
@@ -596,8 +605,7 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {check} | {res['cascade']['checks'][check]['target']} | " + " | ".join(cells) + " |")
     lines += _preset_lines(res.get("cascade_presets") or {}, "Cascade at each preset (% flagged):")
     if "against" in res:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from challenge_compare import markdown_compare
+        markdown_compare = _challenge_compare().markdown_compare
 
         ag = res["against"]
         base_pairs = res["cascade"]["auprc_pairs"]
