@@ -22,7 +22,7 @@ from stormwatch.errors import ConfigError
 from stormwatch.intel.findings import AccountFinding, ClusterFinding, Findings, Infra
 from stormwatch.intel.ids import MemoryRegistry
 from stormwatch.intel.sharing_policy import SharingPolicy, policy_from_dict
-from stormwatch.intel.stix_export import build_bundle
+from stormwatch.intel.stix_export import RedactionError, build_bundle, check_leaks
 from stormwatch.intel.taxii import server as taxii_server
 from stormwatch.intel.tlp import TLP2_IDS, Tlp
 from stormwatch.store import open_store
@@ -272,6 +272,58 @@ def test_no_secret_leaves_unless_policy_allows(f: Findings, recipient: str | Non
     red_objects = [o for o in bundle["objects"] if TLP2_IDS[Tlp.RED] in o.get("object_marking_refs", [])]
     if not named:
         assert red_objects == []
+
+
+def _typhoon_note(note: str) -> Findings:
+    acct = AccountFinding("acct-0001", ttps={"LLMT-01": 1}, events=3)
+    infra = [Infra("ipv4", "198.51.100.7")]
+    return Findings(
+        [ClusterFinding("c0", actor="Charcoal Typhoon", accounts=[acct], infrastructure=infra, notes=[note])]
+    )
+
+
+def test_a_secret_that_is_part_of_the_public_vocabulary_is_not_a_leak() -> None:
+    # Hypothesis found it: an analyst note reading "Charcoal Typ" (12 characters, so searched as a
+    # substring) on a cluster attributed to Charcoal Typhoon; the actor's name legitimately leaves.
+    result = build_bundle(_typhoon_note("Charcoal Typ"), SharingPolicy(), now=NOW, registry=MemoryRegistry())
+    text = json.dumps(result.bundle)
+    assert "Charcoal Typhoon" in text
+    assert text.count("Charcoal Typ") == text.count("Charcoal Typhoon")  # only inside the name
+    validate(result.bundle)
+
+
+def test_a_secret_that_also_leaves_beside_the_vocabulary_is_refused() -> None:
+    f = _typhoon_note("Charcoal Typ")
+    policy = SharingPolicy()
+    built = build_bundle(f, policy, now=NOW, registry=MemoryRegistry(), check=False)
+    bundle = json.loads(json.dumps(built.bundle))
+    report = next(o for o in bundle["objects"] if o["type"] == "report")
+    report["description"] += " Analyst: Charcoal Typ"  # one occurrence more than the name explains
+    twin = f.without_secrets("t", keep=set())
+
+    def vocabulary() -> dict[str, Any]:
+        return build_bundle(twin, policy, now=NOW, registry=MemoryRegistry(), check=False).bundle
+
+    with pytest.raises(RedactionError, match="analyst notes value would have left"):
+        check_leaks(bundle, f, policy, None, set(), vocabulary=vocabulary)
+    # without the twin the plain substring rule refuses the untouched bundle too (the old false refusal)
+    with pytest.raises(RedactionError):
+        check_leaks(built.bundle, f, policy, None, set())
+    check_leaks(built.bundle, f, policy, None, set(), vocabulary=vocabulary)
+
+
+def test_the_twin_replaces_every_secret_and_keeps_what_the_policy_allows() -> None:
+    f = sample()
+    keep = {"research.desk@sat-techreview.org"}
+    twin = f.without_secrets("s1", keep=keep)
+    before, after = f.secrets(), twin.secrets()
+    for field_name, values in before.items():
+        for v in values - keep:
+            assert all(v not in w for w in after[field_name]), (field_name, v)
+    assert keep <= after["email"]
+    other = [e for e in after["email"] if e not in keep]
+    assert all(e.startswith("redacted-s1-") and "@" in e for e in other)  # domains kept, so same paths
+    assert [c.actor for c in twin.clusters] == [c.actor for c in f.clusters]
 
 
 def _stripped(f: Findings) -> Findings:

@@ -10,8 +10,8 @@ and response text) are loaded too, so the final leak check knows what to look fo
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -125,6 +125,43 @@ class Findings:
                 out["response_text"].update(a.responses)
             out["email"].update(i.value for i in c.infrastructure if i.kind == "email")
         return out
+
+    def without_secrets(self, salt: str, keep: Collection[str] = ()) -> Findings:
+        """The same findings with every secret value replaced by a placeholder that cannot occur by chance.
+
+        What the exporter writes for this twin is the bundle's vocabulary (actor names, taxonomy
+        text, descriptions): a secret found there as often as in the real bundle did not leave
+        (see :func:`stormwatch.intel.leaks.check_leaks`). The same value gets the same placeholder
+        in every field, and an e-mail address keeps its domain, so the twin takes the same paths.
+        Values in ``keep`` (those the policy lets this recipient have) stay as they are.
+        """
+        names: dict[str, str] = {}
+
+        def sub(value: str) -> str:
+            if value in keep:
+                return value
+            if value not in names:
+                local, at, domain = value.rpartition("@")
+                stem = f"redacted-{salt}-{len(names)}"
+                names[value] = f"{stem}@{domain}" if at and local else stem
+            return names[value]
+
+        clusters = []
+        for c in self.clusters:
+            accounts = [
+                replace(
+                    a,
+                    account_id=sub(a.account_id),
+                    emails=[sub(v) for v in a.emails],
+                    end_user_ids=[sub(v) for v in a.end_user_ids],
+                    prompts=[sub(v) for v in a.prompts],
+                    responses=[sub(v) for v in a.responses],
+                )
+                for a in c.accounts
+            ]
+            infra = [replace(i, value=sub(i.value)) if i.kind == "email" else i for i in c.infrastructure]
+            clusters.append(replace(c, accounts=accounts, infrastructure=infra, notes=[sub(v) for v in c.notes]))
+        return Findings(clusters)
 
     # -- JSON (a findings file, tests) -----------------------------------------------------------
     @classmethod

@@ -8,7 +8,8 @@ did not allow, and refuses the export if one is found (defence in depth).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from stormwatch.errors import StormwatchError
@@ -56,17 +57,30 @@ def content_strings(bundle: dict[str, Any]) -> list[str]:
     return out
 
 
+def _occurrences(secret: str, exact: Counter[str], haystack: str) -> int:
+    """How often ``secret`` appears where it would be a leak: anywhere when 12 characters or more,
+    else as a whole value or quoted inside a pattern."""
+    if len(secret) >= 12:
+        return haystack.count(secret)
+    return exact[secret] + haystack.count(f"'{pattern_literal(secret)}'")
+
+
 def check_leaks(
     bundle: dict[str, Any],
     findings: Findings,
     policy: SharingPolicy,
     recipient: Recipient | None,
     allowed_values: set[str],
+    vocabulary: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
     """Refuse a bundle that carries a secret the policy did not let out (defence in depth).
 
     Every data-carrying string is searched: a secret of 12 characters or more anywhere in one, a
-    shorter one as a whole value or quoted inside a pattern.
+    shorter one as a whole value or quoted inside a pattern. A secret that is also part of what
+    the bundle says anyway (an analyst note reading "Charcoal Typ" on a cluster attributed to
+    Charcoal Typhoon) is told apart by ``vocabulary``: the same export of the findings with every
+    secret replaced (:meth:`Findings.without_secrets`), built only when something was found. The
+    export is refused when a secret occurs more often in the real bundle than there.
     """
     secrets = findings.secrets()
     forbidden: dict[str, str] = {}
@@ -77,17 +91,17 @@ def check_leaks(
     if not forbidden:
         return
     strings = content_strings(bundle)
-    exact = set(strings)
+    exact = Counter(strings)
     haystack = "\x00".join(strings)
-    for secret, field_name in forbidden.items():
-        if len(secret) >= 12:
-            hit = secret in haystack
-        else:
-            hit = secret in exact or f"'{pattern_literal(secret)}'" in haystack
-        if hit:
-            raise RedactionError(
-                f"export refused: a {field_name.replace('_', ' ')} value would have left "
-                f"({'recipient ' + recipient.name if recipient else 'no named recipient'})",
-                hint="this is a bug in the exporter or a finding that repeats a secret in a shared "
-                "field; nothing was written",
-            )
+    hits = {s: n for s in forbidden if (n := _occurrences(s, exact, haystack))}
+    if hits and vocabulary is not None:
+        base = content_strings(vocabulary())
+        base_exact, base_haystack = Counter(base), "\x00".join(base)
+        hits = {s: n for s, n in hits.items() if n > _occurrences(s, base_exact, base_haystack)}
+    for secret in hits:
+        raise RedactionError(
+            f"export refused: a {forbidden[secret].replace('_', ' ')} value would have left "
+            f"({'recipient ' + recipient.name if recipient else 'no named recipient'})",
+            hint="this is a bug in the exporter or a finding that repeats a secret in a shared "
+            "field; nothing was written",
+        )

@@ -18,6 +18,7 @@ the export if one is found.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -124,8 +125,13 @@ def build_bundle(
     registry: IdRegistry | None = None,
     now: datetime | None = None,
     report_name: str | None = None,
+    check: bool = True,
 ) -> ExportResult:
-    """The bundle for ``recipient`` (None: an unnamed audience — no TLP:RED at all)."""
+    """The bundle for ``recipient`` (None: an unnamed audience — no TLP:RED at all).
+
+    ``check=False`` skips the leak check; only the check itself builds such a bundle (of the
+    findings with their secrets replaced), never to be written.
+    """
     now = now or datetime.now(UTC)
     rcpt = policy.recipient(recipient)
     b = BundleBuilder(policy, rcpt, registry or MemoryRegistry(), now)
@@ -163,7 +169,25 @@ def build_bundle(
     markings = [marking_object(level) for level in sorted(levels_used)]
     objects = markings + sorted(b.objects.values(), key=_order)
     bundle = {"type": "bundle", "id": f"bundle--{_uuid4()}", "objects": objects}
-    check_leaks(bundle, findings, policy, rcpt, b.allowed_values)
+    if check:
+        salt = secrets.token_hex(8)
+        check_leaks(
+            bundle,
+            findings,
+            policy,
+            rcpt,
+            b.allowed_values,
+            vocabulary=lambda: (
+                build_bundle(
+                    findings.without_secrets(salt, keep=b.allowed_values),
+                    policy,
+                    recipient=recipient,
+                    now=now,
+                    report_name=report_name,
+                    check=False,
+                ).bundle
+            ),
+        )
     by_type: dict[str, int] = {}
     for o in objects:
         by_type[o["type"]] = by_type.get(o["type"], 0) + 1
