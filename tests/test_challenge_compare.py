@@ -81,3 +81,51 @@ def test_the_bootstrap_interval_covers_the_difference_and_shrinks_with_no_change
     assert CC["bootstrap_headlines"](rows[60:], base[60:], base[60:]) == {}  # no terse asks: nothing to say
     md = CC["markdown_compare"]({**CC["compare_rows"](rows, base, worse, 0.5, 0.5, draws=20)}, "a", "b")
     assert "| terse_vs_defenders_auprc |" in md and "20 paired resamples" in md
+
+
+def _fold_rows() -> tuple[list[dict[str, Any]], np.ndarray[Any, Any]]:
+    rng = np.random.default_rng(2)
+    rows = [{"id": f"t{i}", "set": "terse_operator", "y": 1, "lang": "en", "text": f"t{i}"} for i in range(50)]
+    rows += [{"id": f"d{i}", "set": "defender_questions", "y": 0, "lang": "en", "text": f"d{i}"} for i in range(100)]
+    rows += [{"id": f"r{i}", "set": "lang_ru", "y": 1, "lang": "ru", "text": f"r{i}"} for i in range(20)]
+    return rows, np.r_[rng.uniform(0.4, 1.0, 50), rng.uniform(0.0, 0.6, 100), rng.uniform(0.3, 1.0, 20)]
+
+
+def test_fold_scores_round_trip_and_fold_replicates_are_compared_pairwise(tmp_path: Path) -> None:
+    rows, base = _fold_rows()
+    ids = [r["id"] for r in rows]
+    worse = base.copy()
+    worse[:50] -= 0.25  # every terse ask lower in every fold of the other run
+    extra_base = {"cascade": [{"fold": f, "scores": base + 0.01 * f, "line": 0.9} for f in (1, 2, 3)]}
+    extra_other = {"cascade": [{"fold": f, "scores": worse + 0.01 * f, "line": 0.9} for f in (1, 2)]}
+    written = CC["save_fold_scores"](tmp_path / "a", ids, extra_base)
+    assert [p.name for p in written] == ["challenge-fold1.json", "challenge-fold2.json", "challenge-fold3.json"]
+    CC["save_fold_scores"](tmp_path / "b", ids, extra_other)
+    a, b = CC["load_fold_scores"](tmp_path / "a"), CC["load_fold_scores"](tmp_path / "b")
+    assert a[2]["ids"] == ids and a[2]["systems"]["cascade"]["scores"][0] == round(float(base[0] + 0.02), 6)
+    cmp = CC["compare_fold_runs"](rows, a, b, draws=200)
+    assert [f["fold"] for f in cmp["folds"]] == [1, 2]  # only the folds both runs have
+    m = cmp["mean"]["terse_vs_defenders_auprc"]
+    assert m["delta"] < 0 and m["interval_95"][1] < 0 and len(m["fold_deltas"]) == 2
+    assert cmp["mean"]["non_english_malicious_at_defenders_2pct"]["delta"] == 0.0
+    same = CC["compare_fold_runs"](rows, a, a, draws=50)
+    assert all(v["delta"] == 0.0 and v["interval_95"] == [0.0, 0.0] for v in same["mean"].values())
+    md = CC["markdown_fold_compare"](cmp, "base", "other")
+    assert "| terse_vs_defenders_auprc |" in md and "200 paired resamples" in md
+    # rows since removed from the sets are left out; a run of other sets, another system or no file is refused
+    assert CC["compare_fold_runs"](rows[:-1], a, b, draws=10)["folds"][0]["rows"] == len(rows) - 1
+    with pytest.raises(ValueError, match="no 'encoder' scores"):
+        CC["compare_fold_runs"](rows, a, b, system="encoder", draws=10)
+    with pytest.raises(ValueError, match="no fold in both"):
+        CC["compare_fold_runs"](rows, {1: a[1]}, {3: a[3]}, draws=10)
+    with pytest.raises(ValueError, match="130 scores for 170 rows"):
+        CC["save_fold_scores"](tmp_path / "c", ids, {"cascade": [{"fold": 1, "scores": base[:130], "line": 0.5}]})
+    with pytest.raises(FileNotFoundError, match="no challenge-fold"):
+        CC["load_fold_scores"](tmp_path / "empty")
+    flipped = {"cascade": {"line": 0.9, "scores": list(reversed(b[1]["systems"]["cascade"]["scores"]))}}
+    other_order = {1: {**b[1], "ids": list(reversed(ids)), "systems": flipped}, 2: b[2]}
+    again = CC["compare_fold_runs"](rows, a, other_order, draws=10)  # rows are matched by id, not position
+    k = "terse_vs_defenders_auprc"
+    assert again["folds"][0][k]["delta"] == cmp["folds"][0][k]["delta"] and again["folds"][0][k]["delta"] < 0
+    with pytest.raises(ValueError, match="different challenge rows"):
+        CC["compare_fold_runs"](rows, {1: other_order[1], 2: a[2]}, b, draws=10)  # base folds on other rows
