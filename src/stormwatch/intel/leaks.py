@@ -98,9 +98,10 @@ def check_leaks(
         base = content_strings(vocabulary())
         base_exact, base_haystack = Counter(base), "\x00".join(base)
         hits = {s: n for s, n in hits.items() if n > _occurrences(s, base_exact, base_haystack)}
-    for secret in hits:
+    if hits:  # the message names the field, never the value (sorted: the same field run to run)
+        field_name = min(forbidden[secret] for secret in hits)
         raise RedactionError(
-            f"export refused: a {forbidden[secret].replace('_', ' ')} value would have left "
+            f"export refused: a {field_name.replace('_', ' ')} value would have left "
             f"({'recipient ' + recipient.name if recipient else 'no named recipient'})",
             hint="this is a bug in the exporter or a finding that repeats a secret in a shared "
             "field; nothing was written",
