@@ -17,6 +17,11 @@ numbers, and CPU seconds alongside wall time.
 
     python benchmarks/bench_incremental.py [--events 1000000] [--accounts 20000] [--new 10000]
         [--workdir /tmp/bench_incremental] [--out benchmarks/results/incremental.json]
+        [--vs-account-model VERSION [--pairs 3]]
+
+``--vs-account-model``: after the measurement above, ``analyze --full --no-score`` on copies of the
+database with the new events, alternately with the default account model and with VERSION (e.g. the
+previous one): median wall / CPU seconds and judge-stage seconds of each, and their ratios.
 """
 
 from __future__ import annotations
@@ -87,6 +92,35 @@ def same(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {"accounts_differing": len(diff), "clusters_equal": a["clusters"] == b["clusters"]}
 
 
+def vs_account_model(
+    exe: list[str], env: dict[str, str], w: Path, db: Path, baseline: str, pairs: int
+) -> dict[str, Any]:
+    """``analyze --full --no-score`` on copies of ``db`` with the default account model and with
+    ``baseline``, in turns (default, baseline, default, ...): medians and the ratio default / baseline."""
+    import statistics
+
+    runs: dict[str, list[dict[str, Any]]] = {"default": [], "baseline": []}
+    for _ in range(pairs):
+        for which, extra in (("default", {}), ("baseline", {"STORMWATCH_ACCOUNT_MODEL": baseline})):
+            copy = w / f"vs-{which}.db"
+            copy_db(db, copy)
+            m, out = child([*exe, "analyze", "--json", "--full", "--no-score"],
+                           dict(env, STORMWATCH_DB=f"sqlite:///{copy}", **extra))  # fmt: skip
+            s = json.loads(out)
+            runs[which].append({"wall_s": m["wall_s"], "cpu_s": m["cpu_s"], "peak_rss_mib": m["peak_rss_mib"],
+                                "judge_s": s["seconds"]["link_attribute_judge"], "review": s["review"],
+                                "enforce": s["enforce"], "raised_by_model": s.get("raised_by_model", 0)})  # fmt: skip
+    med = {w_: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for w_, rs in runs.items()}
+    return {
+        "baseline_model": baseline,
+        "runs": runs,
+        "median": med,
+        "ratio_wall": round(med["default"]["wall_s"] / max(med["baseline"]["wall_s"], 1e-9), 3),
+        "ratio_cpu": round(med["default"]["cpu_s"] / max(med["baseline"]["cpu_s"], 1e-9), 3),
+        "ratio_judge": round(med["default"]["judge_s"] / max(med["baseline"]["judge_s"], 1e-9), 3),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -97,6 +131,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--rescratch", action="store_true", help="measure the from-scratch analysis again")
+    ap.add_argument(
+        "--vs-account-model",
+        default=None,
+        help="also time `analyze --full --no-score` with this account model against the default, in turns",
+    )
+    ap.add_argument("--pairs", type=int, default=3, help="turns of --vs-account-model")
     args = ap.parse_args()
     exe = [sys.executable, "-m", "stormwatch"]
     w = args.workdir
@@ -145,6 +185,8 @@ def main() -> None:
     report["ratio_wall"] = round(m_inc["wall_s"] / max(m_full["wall_s"], 1e-9), 3)
     report["ratio_cpu"] = round(m_inc["cpu_s"] / max(m_full["cpu_s"], 1e-9), 3)
     report["same_result"] = same(result_of(inc), result_of(full))
+    if args.vs_account_model:
+        report["vs_account_model"] = vs_account_model(exe, env, w, full, args.vs_account_model, args.pairs)
     report["nproc"] = os.cpu_count()
     report["targets"] = ("analyze (scoring included) <= 60 s at 1M events / 20k accounts on 2 cores, peak RSS <= 2 GiB;"
                          " incremental rerun after 10k new events <= 10 s")  # fmt: skip

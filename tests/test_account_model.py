@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ import orjson
 import pytest
 
 from stormwatch.analyze import account_model as am
-from stormwatch.analyze.account_model import NAMES, AccountModel, load_folder
-from stormwatch.analyze.account_train import DROP_WHY, Platform, build_platform, platform_metrics, train
+from stormwatch.analyze.account_model import NAMES, AccountModel, load_folder, save_model
+from stormwatch.analyze.account_train import DROP_WHY, Platform, build_platform, fit_model, platform_metrics, train
 from stormwatch.analyze.evaluate import average_precision
 from stormwatch.cli import main
 from stormwatch.errors import InputError
@@ -54,7 +55,7 @@ def test_probabilities_are_calibrated_on_held_out_data(trained: dict[str, Any]) 
     model: AccountModel = trained["model"]
     held: Platform = trained["held"]
     assert len(held.y) >= 20 and 0 < held.y.sum() < len(held.y)
-    p = model.probability(held.X)
+    p = model.probability_rows(held.X, np.array(held.levels) == "none")
     assert np.all((p >= 0) & (p <= 1))
     # reliability: the mean probability matches the actor rate, overall and in the top and bottom halves
     assert abs(float(p.mean()) - float(held.y.mean())) <= 0.12, (p.mean(), held.y.mean())
@@ -109,7 +110,7 @@ def test_model_ranks_no_intel_actors_above_security_professionals(trained: dict[
     personas more often than risk does, and the ranking AP does not fall."""
     model: AccountModel = trained["model"]
     held: Platform = trained["held"]
-    prob = model.probability(held.X)
+    prob = model.probability_rows(held.X, np.array(held.levels) == "none")
     review = [k for k, lv in enumerate(held.levels) if lv == "review"]
     actors = [k for k in review if held.y[k] and held.X[k, NAMES.index("direct_intel")] == 0]
     pros = [k for k in review if not held.y[k]]
@@ -149,13 +150,111 @@ def test_judge_orders_the_queue_by_the_model_and_falls_back_to_risk(trained: dic
     assert math.isclose(
         top["bias"] + sum(c["contribution"] for c in top["top_contributions"]), top["logit"], abs_tol=2.0
     )
-    # levels never change with the model
+    # the model changes no level but raising a candidate the rules left at none to review
     off = analyze_graph(graph, "m", now=now, account_model="off")
-    assert {j.account_id: j.level for j in off.judgements} == {j.account_id: j.level for j in res.judgements}
+    lv_off, lv_on = {j.account_id: j.level for j in off.judgements}, {j.account_id: j.level for j in res.judgements}
+    assert all(lv_off[a] == "none" and lv_on[a] == "review" for a in lv_on if lv_on[a] != lv_off[a])
+    assert res.stats["raised_by_model"] == sum(lv_on[a] != lv_off[a] for a in lv_on)
     ranked = sorted((j for j in off.judgements if j.review_rank), key=lambda j: j.review_rank or 0)
     assert ranked[0].explanation["review_queue"]["ordered_by"] == "risk"
     assert all("account_model" not in j.explanation for j in off.judgements)
     assert [(-j.risk, j.account_id) for j in ranked] == sorted((-j.risk, j.account_id) for j in ranked)
+
+
+@pytest.fixture(scope="module")
+def per_task(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Platforms where most operations use one account per task (actors the rules leave at none), a
+    model fitted on two of them (with candidate trees), and the third held out."""
+    work = tmp_path_factory.mktemp("per-task")
+    plats = [build_platform(work, f"apt-{k}", 400 + k, 600, 20, "account-per-task") for k in range(3)]
+    model, info = fit_model(plats[:2], rounds=60)
+    folder = save_model(model, work / "models" / model.version, {"fit": info})
+    return {"work": work, "model": model, "info": info, "folder": folder, "held": plats[2]}
+
+
+def test_candidate_trees_score_the_accounts_at_none(per_task: dict[str, Any]) -> None:
+    model: AccountModel = per_task["model"]
+    held: Platform = per_task["held"]
+    assert model.candidates is not None and per_task["info"]["candidates"]["actor_rows"] >= 5
+    at_none = np.array(held.levels) == "none"
+    assert at_none.any() and held.y[at_none].sum() > 0
+    p = model.probability_rows(held.X, at_none)
+    assert np.array_equal(p[~at_none], model.probability(held.X[~at_none]))
+    assert np.array_equal(p[at_none], model.candidates.probability(held.X[at_none]))
+    # the candidate trees rank the actors at none above the benign candidates better than chance
+    ranked = [
+        bool(v)
+        for _p, v in sorted(zip(p[at_none].tolist(), held.y[at_none].tolist(), strict=True), key=lambda t: -t[0])
+    ]
+    assert (average_precision(ranked) or 0) > 2 * held.y[at_none].mean()
+    # the candidate trees travel with the model (and change its version)
+    again = load_folder(per_task["folder"])
+    assert again.candidates is not None and np.array_equal(again.probability_rows(held.X, at_none), p)
+    assert again.version == model.version
+    # they leave out the features that follow the end of the data (incremental analysis relies on it)
+    assert not set(model.candidates.features) & set(am.DATA_END_FEATURES)
+    doc = model.to_dict()
+    doc["candidates"]["features"] = [*doc["candidates"]["features"], am.DATA_END_FEATURES[0]]
+    with pytest.raises(InputError, match="candidate trees use"):
+        AccountModel.from_dict(doc)
+    # a model without them scores no candidate (the shipped models before this one)
+    plain = AccountModel.from_dict({k: v for k, v in model.to_dict().items() if k != "candidates"})
+    assert plain.candidates is None and not plain.probability_rows(held.X, at_none)[at_none].any()
+
+
+def test_the_model_raises_likely_candidates_at_none_to_review_and_never_enforces(
+    per_task: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accounts the rules leave at none whose top request scores >= MODEL_CANDIDATE_SCORE are scored;
+    those at or above MODEL_REVIEW_PROBABILITY reach review (ranked, with the reason), nothing else
+    moves, and an exempt candidate stays where the rules put it."""
+    from stormwatch.analyze import params as P
+    from stormwatch.analyze.exemptions import Exemption
+    from stormwatch.analyze.judge import analyze_graph
+    from stormwatch.store import open_store
+
+    store = open_store(f"sqlite:///{per_task['work'] / 'apt-2' / 'platform.db'}")
+    try:
+        graph = store.analysis.load_graph()
+    finally:
+        store.close()
+    now, folder = "2024-03-01T00:00:00.000000Z", str(per_task["folder"])
+    off = {j.account_id: j for j in analyze_graph(graph, "m", now=now, account_model="off").judgements}
+    # a line no probability reaches: the candidates are scored, and no level moves
+    monkeypatch.setattr(P, "MODEL_REVIEW_PROBABILITY", 1.1)
+    base = {j.account_id: j for j in analyze_graph(graph, "m", now=now, account_model=folder).judgements}
+    assert {a: j.level for a, j in base.items()} == {a: j.level for a, j in off.items()}
+    cand = {a: j.explanation["account_model"]["probability"] for a, j in base.items() if j.level == "none"
+            and "account_model" in j.explanation}  # fmt: skip
+    assert len(cand) >= 4, "the held-out platform has candidates at none"
+    tops = {
+        st.account_id: max(
+            (float(e["score"]) for e in st.features.get("content", {}).get("top_events") or []), default=0
+        )
+        for st in graph.states
+    }
+    at_none = [a for a, j in base.items() if j.level == "none"]
+    want = {a for a in at_none if tops.get(a, 0.0) >= P.MODEL_CANDIDATE_SCORE}
+    assert want == set(cand)
+    values = sorted(set(cand.values()))
+    line = values[len(values) // 2]  # raises some candidates and leaves others
+    assert line > 0 and values[0] < line
+    monkeypatch.setattr(P, "MODEL_REVIEW_PROBABILITY", line)
+    exempt_one = max(cand, key=lambda a: cand[a])
+    exemption = Exemption("account_id", exempt_one, "a researcher we know", "analyst", date(2099, 1, 1))
+    res = analyze_graph(graph, "m", now=now, account_model=folder, exemptions=[exemption])
+    got = {j.account_id: j for j in res.judgements}
+    raised = {a for a, j in got.items() if j.level != off[a].level}
+    assert raised == {a for a, p in cand.items() if p >= line and a != exempt_one}
+    assert got[exempt_one].level == "none" and got[exempt_one].exemption is not None
+    for a in raised:
+        j = got[a]
+        assert j.level == "review" and j.review_rank is not None and j.explanation["raised_by_account_model"]
+        assert "account model" in j.explanation["reasons"][0] and j.explanation["level"] == "review"
+    assert res.stats["raised_by_model"] == len(raised) and res.stats["review"] == sum(
+        j.level == "review" for j in res.judgements
+    )
+    assert all(got[a].level == "enforce" for a, j in off.items() if j.level == "enforce")
 
 
 def test_no_shipped_model_means_risk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

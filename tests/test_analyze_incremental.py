@@ -377,7 +377,8 @@ def test_the_incremental_benchmark_runs_and_finds_the_same_result(tmp_path: Path
     out = tmp_path / "report.json"
     res = subprocess.run(
         [sys.executable, str(root / "benchmarks" / "bench_incremental.py"), "--events", "3000", "--accounts", "120",
-         "--new", "60", "--workdir", str(tmp_path / "w"), "--out", str(out)],
+         "--new", "60", "--workdir", str(tmp_path / "w"), "--out", str(out),
+         "--vs-account-model", "off", "--pairs", "1"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
@@ -385,6 +386,10 @@ def test_the_incremental_benchmark_runs_and_finds_the_same_result(tmp_path: Path
     assert report["incremental"]["mode"] == "incremental" and report["full"]["mode"] == "full"
     assert report["same_result"] == {"accounts_differing": 0, "clusters_equal": True}
     assert report["incremental"]["events_scanned"] < report["full"]["events_scanned"]
+    vs = report["vs_account_model"]  # the default account model against none (the queue by risk)
+    assert vs["baseline_model"] == "off" and len(vs["runs"]["default"]) == len(vs["runs"]["baseline"]) == 1
+    assert vs["runs"]["baseline"][0]["raised_by_model"] == 0 and vs["ratio_wall"] > 0
+    assert vs["median"]["default"]["enforce"] == vs["median"]["baseline"]["enforce"]
 
 
 def test_incremental_then_full_on_every_backend(platform: Path, tmp_path: Path, db_url: str) -> None:

@@ -1,5 +1,6 @@
-"""The learned account model: a calibrated probability that an account at ``review`` or ``enforce`` is
-an actor's, with per-feature contributions an analyst can read.
+"""The learned account model: a calibrated probability that an account at ``review`` or ``enforce``
+(or a candidate the rules left at ``none``) is an actor's, with per-feature contributions an analyst
+can read.
 
 * Features (:data:`FEATURES`): the distribution of the account's request scores (top scores, counts
   at or above several levels, share of traffic), refusals then rephrasing, escalating
@@ -15,8 +16,12 @@ an actor's, with per-feature contributions an analyst can read.
 * Artifact: ``data/model/account-<version>/`` holds ``model.json`` and ``manifest.json`` (features,
   training data, held-out results, the sha256 of ``model.json``, checked on every load).
 
-Levels do not change: ``enforce`` still needs corroboration (``analyze.risk``). The probability
-orders the review queue (``judge._queue``) and is shown in ``explanation["account_model"]``.
+``enforce`` still needs corroboration (``analyze.risk``): the model never enforces. The probability
+orders the review queue (``judge._queue``) and is shown in ``explanation["account_model"]``. It also
+looks beyond the rules: an account at ``none`` whose top request scores ``params.MODEL_CANDIDATE_SCORE``
+or more is scored too (:func:`scored_rows`), and reaches ``review`` when its probability is
+``params.MODEL_REVIEW_PROBABILITY`` or more (actors who ask little per account: one account per task,
+quiet operators).
 Choose the model with ``analyze --account-model VERSION`` / ``[analyze] account_model`` /
 ``STORMWATCH_ACCOUNT_MODEL`` (``off``: rank by risk); default the newest shipped artifact. Models
 named in ``[analyze] account_model_shadow`` score in shadow (``explanation["account_model"]["shadow"]``)
@@ -30,6 +35,7 @@ from the evaluator that must read them in the same order.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -49,6 +55,7 @@ from stormwatch.analyze.profiles import fit_behaviour, load_profiles
 from stormwatch.errors import InputError
 
 __all__ = [
+    "DATA_END_FEATURES",
     "ENV",
     "FEATURES",
     "FORMAT",
@@ -58,6 +65,7 @@ __all__ = [
     "load_model",
     "resolve_model",
     "score_accounts",
+    "scored_rows",
     "shipped_versions",
 ]
 
@@ -135,6 +143,10 @@ FEATURES: dict[str, str] = {
     "enforce": "the rules put it at enforce",
 }
 NAMES: tuple[str, ...] = tuple(FEATURES)
+#: features that follow the end of the data (a global input): the candidate trees leave them out, so a
+#: candidate's probability follows its own link component alone and incremental analysis need not
+#: judge unchanged candidates again (analyze.incremental)
+DATA_END_FEATURES = ("account_age_days", "idle_at_end_days")
 #: set by analyze.account_train to collect the judged rows and inputs of one analysis
 CAPTURE: ContextVar[list[Any] | None] = ContextVar("stormwatch_account_model_capture", default=None)
 
@@ -157,6 +169,7 @@ class AccountModelInputs:
     facts: Mapping[str, Any]  # account_id -> AccountFacts
     link_input: Any  # analyze.linking.LinkInput (first/last use of each value)
     cohorts: Any = None  # analyze.cohorts.Cohorts (None: no cohorts)
+    top: Arr | None = None  # each account's top request score (analyze.cohorts.top_scores; None: no candidates)
     _activity: tuple[Arr, Arr] | None = field(default=None, repr=False)
     _malicious: Arr | None = field(default=None, repr=False)
 
@@ -335,6 +348,8 @@ class AccountModel:
     calibration: tuple[float, float]  # p = sigmoid(a * logit + b)
     folder: Path | None = None
     manifest: Mapping[str, Any] = field(default_factory=dict)
+    #: trees of their own for the candidates the rules left at none (None: those are not scored)
+    candidates: AccountModel | None = None
 
     @property
     def columns(self) -> list[int]:
@@ -389,6 +404,17 @@ class AccountModel:
     def probability(self, X: Arr) -> Arr:
         return self.calibrate(self.logit(X))
 
+    def probability_rows(self, X: Arr, at_none: Arr) -> Arr:
+        """Per row: these trees' probability for an account at review or enforce, the candidate
+        trees' for one at none (0 when the model has none)."""
+        at_none = np.asarray(at_none, dtype=bool)
+        out = np.zeros(len(X))
+        if (~at_none).any():
+            out[~at_none] = self.probability(X[~at_none])
+        if at_none.any() and self.candidates is not None:
+            out[at_none] = self.candidates.probability(X[at_none])
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         trees = []
         for t in range(self.feature.shape[0]):
@@ -409,7 +435,7 @@ class AccountModel:
             "features": list(self.features),
             "calibration": {"method": "platt", "a": self.calibration[0], "b": self.calibration[1]},
             "trees": trees,
-        }
+        } | ({"candidates": self.candidates.to_dict()} if self.candidates is not None else {})
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, where: str = "account model") -> AccountModel:
@@ -446,7 +472,13 @@ class AccountModel:
             raise InputError(f"{where}: a split names a feature or child that does not exist")
         if not (np.isfinite(thr).all() and np.isfinite(val).all() and math.isfinite(a) and math.isfinite(b)):
             raise InputError(f"{where}: non-finite threshold, value or calibration")
-        return cls(str(d["version"]), features, feat, thr, left, right, val, (a, b))
+        cand = d.get("candidates")
+        if cand is not None and (not isinstance(cand, Mapping) or "candidates" in cand):
+            raise InputError(f"{where}: malformed candidate trees")
+        part = None if cand is None else cls.from_dict(cand, where=f"{where} (candidate trees)")
+        if part is not None and set(part.features) & set(DATA_END_FEATURES):
+            raise InputError(f"{where}: candidate trees use {', '.join(DATA_END_FEATURES)} (they must not)")
+        return cls(str(d["version"]), features, feat, thr, left, right, val, (a, b), candidates=part)
 
 
 def _sha256(data: bytes) -> str:
@@ -500,8 +532,7 @@ def load_folder(folder: Path) -> AccountModel:
     model = AccountModel.from_dict(doc, where=str(folder / "model.json"))
     if model.version != manifest.get("version"):
         raise InputError(f"{folder}: model version {model.version} but manifest says {manifest.get('version')}")
-    return AccountModel(model.version, model.features, model.feature, model.threshold, model.left, model.right,
-                        model.value, model.calibration, folder, manifest)  # fmt: skip
+    return dataclasses.replace(model, folder=folder, manifest=manifest)
 
 
 def model_root() -> Path:
@@ -584,41 +615,65 @@ def _top(names: Sequence[str], values: Arr, contrib: Arr, k: int = 6) -> list[di
     ]
 
 
+def scored_rows(judged: Sequence[dict[str, Any]], inputs: AccountModelInputs) -> list[dict[str, Any]]:
+    """The judged accounts the model scores: every one at review or enforce, and the candidates at
+    none (top request score >= ``params.MODEL_CANDIDATE_SCORE``)."""
+    top = inputs.top
+    return [
+        j
+        for j in judged
+        if j["level"] in LEVELS_SCORED
+        or (j["level"] == "none" and top is not None and top[inputs.index[j["account_id"]]] >= P.MODEL_CANDIDATE_SCORE)
+    ]
+
+
 def score_accounts(
     judged: Sequence[dict[str, Any]],
     inputs: AccountModelInputs,
     model: AccountModel | None,
     shadow: Sequence[AccountModel] = (),
 ) -> dict[str, float]:
-    """Score the accounts at review or enforce; write ``explanation["account_model"]`` on each and
-    return account_id -> calibrated probability (empty when there is no model)."""
+    """Score the accounts at review or enforce and the candidates at none (:func:`scored_rows`); write
+    ``explanation["account_model"]`` on each and return account_id -> calibrated probability (empty
+    when there is no model)."""
     sink = CAPTURE.get()
     if sink is not None:  # training (analyze.account_train) reads what the model would see
         sink.append((list(judged), inputs))
     if model is None and not shadow:
         return {}
-    scored = [j for j in judged if j["level"] in LEVELS_SCORED]
+    models = [m for m in (model, *shadow) if m is not None]
+    at_none_too = any(m.candidates is not None for m in models)  # a model without candidate trees skips them
+    scored = [j for j in scored_rows(judged, inputs) if at_none_too or j["level"] != "none"]
     if not scored:
         return {}
     X = feature_matrix(scored, inputs)
+    at_none = np.array([j["level"] == "none" for j in scored], dtype=bool)
     out: dict[str, float] = {}
-    shadows = [(m.version, m.probability(X)) for m in shadow]
-    if model is not None:
-        raw, contrib = model.contributions(X)
-        prob = model.calibrate(raw)
+    shadows = [(m.version, m.probability_rows(X, at_none), m.candidates is not None) for m in shadow]
+    parts: dict[int, tuple[AccountModel, float, Arr, float]] = {}  # row -> (trees, logit, contributions, p)
+    for none, part in ((False, model), (True, model.candidates if model is not None else None)):
+        rows = np.flatnonzero(at_none == none)
+        if part is not None and len(rows):
+            raw, contrib = part.contributions(X[rows])
+            prob = part.calibrate(raw)
+            parts.update({int(r): (part, float(raw[k]), contrib[k], float(prob[k])) for k, r in enumerate(rows)})
     for r, j in enumerate(scored):
         d: dict[str, Any] = {}
-        if model is not None:
-            p = round(float(prob[r]), 6)  # the queue ranks by what the analyst sees
+        if r in parts and model is not None:
+            part, raw_r, contrib_r, prob_r = parts[r]
+            p = round(prob_r, 6)  # the queue ranks by what the analyst sees
             out[j["account_id"]] = p
             d = {
                 "version": model.version,
-                "probability": round(p, 6),
-                "logit": round(float(raw[r]), 4),
-                "bias": round(model.bias, 4),
-                "top_contributions": _top(model.features, X[r, model.columns], contrib[r]),
+                "trees": "candidates at none" if at_none[r] else "review and enforce",
+                "probability": p,
+                "logit": round(raw_r, 4),
+                "bias": round(part.bias, 4),
+                "top_contributions": _top(part.features, X[r, part.columns], contrib_r),
             }
-        if shadows:
-            d["shadow"] = {v: round(float(p_s[r]), 6) for v, p_s in shadows}
-        j["explanation"]["account_model"] = d
+        sh = {v: round(float(p_s[r]), 6) for v, p_s, has in shadows if has or not at_none[r]}
+        if sh:
+            d["shadow"] = sh
+        if d:
+            j["explanation"]["account_model"] = d
     return out

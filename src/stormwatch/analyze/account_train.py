@@ -19,6 +19,7 @@ The artifact goes to ``OUT/account-<version>/`` (``model.json``, ``manifest.json
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -29,13 +30,16 @@ from typing import Any
 import numpy as np
 import orjson
 
+from stormwatch.analyze import params as P
 from stormwatch.analyze.account_model import (
+    DATA_END_FEATURES,
     FORMAT,
     NAMES,
     AccountModel,
     feature_matrix,
     model_root,
     save_model,
+    scored_rows,
     set_default,
 )
 from stormwatch.errors import InputError
@@ -73,7 +77,7 @@ class Platform:
     """One simulated, analyzed platform: the scored rows and every account's outcome."""
 
     name: str
-    X: Arr  # [R, F] accounts at review or enforce
+    X: Arr  # [R, F] accounts the model scores: at review or enforce, and the candidates at none
     y: Arr  # [R] 1 = actor account
     ids: list[str]
     levels: list[str]  # of the rows
@@ -176,7 +180,7 @@ def build_platform(
         result = analyze_graph(graph, version, account_model="off")
     truth = orjson.loads((out / "truth.json").read_bytes())["accounts"]
     judged, inputs = captured[0]
-    rows = [j for j in judged if j["level"] in ("review", "enforce")]
+    rows = scored_rows(judged, inputs)  # what the model scores when it serves: review, enforce, candidates
     X = feature_matrix(rows, inputs) if rows else np.zeros((0, len(NAMES)))
     row_ids = {j["account_id"] for j in rows}
     actor = {a: int(bool(t.get("is_actor"))) for a, t in truth.items()}
@@ -248,18 +252,25 @@ _LEVEL_RANK = {"enforce": 2, "review": 1, "none": 0}
 
 def platform_metrics(p: Platform, prob: Arr | None, budget_share: float = 0.005) -> dict[str, Any]:
     """Enforce precision / recall, review-budget recall, AP and persona false positives in the budget,
-    with the review queue ordered by ``prob`` (None: by risk)."""
+    with the review queue ordered by ``prob`` (None: by risk). With ``prob``, a candidate at none whose
+    probability reaches ``params.MODEL_REVIEW_PROBABILITY`` is at review, as ``analyze`` puts it."""
     score = prob if prob is not None else p.risk
     budget = math.ceil(budget_share * p.active - 1e-9)
-    enf = [k for k, lv in enumerate(p.levels) if lv == "enforce"]
-    rev = sorted((k for k, lv in enumerate(p.levels) if lv == "review"), key=lambda k: (-score[k], p.ids[k]))
+    levels = [
+        "review" if lv == "none" and prob is not None and prob[k] >= P.MODEL_REVIEW_PROBABILITY else lv
+        for k, lv in enumerate(p.levels)
+    ]
+    enf = [k for k, lv in enumerate(levels) if lv == "enforce"]
+    rev = sorted((k for k, lv in enumerate(levels) if lv == "review"), key=lambda k: (-score[k], p.ids[k]))
     within = set(rev[:budget])
     tp = sum(int(p.y[k]) for k in enf)
     caught = tp + sum(int(p.y[k]) for k in within)
     silent_caught = sum(int(p.y[k]) for k in [*enf, *within] if p.ids[k] in p.silent_actors)
     speaking = p.actors - len(p.silent_actors)
-    keys = [(_LEVEL_RANK[p.levels[k]], float(score[k])) for k in range(len(p.ids))]
-    keys += [(_LEVEL_RANK[lv], r) for _a, lv, r, _y in p.others]
+    # within a level the scored rows by their score (a candidate left at none above the accounts the
+    # model does not score), the others by risk
+    keys = [(_LEVEL_RANK[levels[k]], 1, float(score[k])) for k in range(len(p.ids))]
+    keys += [(_LEVEL_RANK[lv], 0, r) for _a, lv, r, _y in p.others]
     labels = [int(v) for v in p.y] + [y for *_x, y in p.others]
     fp_budget: dict[str, int] = {}
     for k in [*enf, *within]:
@@ -281,7 +292,12 @@ def platform_metrics(p: Platform, prob: Arr | None, budget_share: float = 0.005)
         "actors_with_requests": speaking,
         "budget_recall_with_requests": round((caught - silent_caught) / speaking, 4) if speaking else None,
         "actors_missed": p.actors - caught,
-        "actors_at_none": sum(y for _a, lv, _r, y in p.others if lv == "none"),
+        "actors_at_none": sum(y for _a, lv, _r, y in p.others if lv == "none")
+        + sum(int(p.y[k]) for k, lv in enumerate(levels) if lv == "none"),
+        "raised_by_model": sum(a != b for a, b in zip(levels, p.levels, strict=True)),
+        "actors_raised_by_model": sum(
+            int(p.y[k]) for k, (a, b) in enumerate(zip(levels, p.levels, strict=True)) if a != b
+        ),
         "actors_at_review": sum(int(p.y[k]) for k in rev),
         "review_ap": None if review_ap is None else round(review_ap, 4),
         "ap": None if ap is None else round(ap, 4),
@@ -370,22 +386,11 @@ def _platt(logit: Arr, y: Arr) -> tuple[float, float]:
     return a, b
 
 
-def fit_model(
-    train: Sequence[Platform], rounds: int = ROUNDS, folds: int = 5, drop: Sequence[str] = DROP
-) -> tuple[AccountModel, dict[str, Any]]:
-    """Out-of-fold logits (folds over platforms) -> Platt calibration; the final trees on all rows.
-    ``drop``: features left out (:data:`DROP` by default)."""
-    unknown = sorted(set(drop) - set(NAMES))
-    if unknown:
-        raise InputError(f"--drop {unknown[0]}: no such feature", hint=f"one of {', '.join(NAMES)}")
-    features = [n for n in NAMES if n not in set(drop)]
-    cols = [NAMES.index(n) for n in features]
-    full = np.vstack([p.X for p in train])
-    X = full[:, cols]
-    y = np.concatenate([p.y for p in train])
-    if len(set(y.tolist())) < 2:
-        raise InputError("the training platforms gave no actor accounts (or only actor accounts) at review")
-    group = np.concatenate([np.full(len(p.y), k % max(1, min(folds, len(train)))) for k, p in enumerate(train)])
+MIN_CANDIDATE_ACTORS = 5  # fewer actor accounts among the candidates at none: no candidate trees
+
+
+def _fit_part(X: Arr, y: Arr, group: Arr, rounds: int, features: Sequence[str]) -> tuple[Any, float, float, Arr]:
+    """Out-of-fold logits (folds over platforms) -> Platt calibration; the final trees on all rows."""
     oof = np.zeros(len(y))
     for fold in np.unique(group):
         test = group == fold
@@ -394,24 +399,79 @@ def fit_model(
             break
         oof[test] = _fit_booster(X[~test], y[~test], rounds, features).predict(X[test], raw_score=True)
     a, b = _platt(oof, y.astype(np.float64))
-    booster = _fit_booster(X, y, rounds, features)
-    draft = _booster_to_model(booster, "draft", (a, b), features)
-    digest = orjson.dumps({**draft.to_dict(), "version": ""}, option=orjson.OPT_SORT_KEYS)
+    return _fit_booster(X, y, rounds, features), a, b, oof
+
+
+def fit_model(
+    train: Sequence[Platform], rounds: int = ROUNDS, folds: int = 5, drop: Sequence[str] = DROP
+) -> tuple[AccountModel, dict[str, Any]]:
+    """Two sets of trees, each fitted as :func:`_fit_part` does: one on the accounts the rules put at
+    review or enforce, one on the candidates they left at none (when those hold at least
+    :data:`MIN_CANDIDATE_ACTORS` actor accounts). ``drop``: features left out (:data:`DROP` by default)."""
+    unknown = sorted(set(drop) - set(NAMES))
+    if unknown:
+        raise InputError(f"--drop {unknown[0]}: no such feature", hint=f"one of {', '.join(NAMES)}")
+    features = [n for n in NAMES if n not in set(drop)]
+    cols = [NAMES.index(n) for n in features]
+    full = np.vstack([p.X for p in train])
+    X = full[:, cols]
+    y = np.concatenate([p.y for p in train])
+    at_none = np.concatenate([np.array([lv == "none" for lv in p.levels], dtype=bool) for p in train])
+    main = ~at_none
+    if len(set(y[main].tolist())) < 2:
+        raise InputError("the training platforms gave no actor accounts (or only actor accounts) at review")
+    group = np.concatenate([np.full(len(p.y), k % max(1, min(folds, len(train)))) for k, p in enumerate(train)])
+    booster, a, b, oof = _fit_part(X[main], y[main], group[main], rounds, features)
+    cand = None
+    cand_features = [f for f in features if f not in DATA_END_FEATURES]
+    cand_cols = [features.index(f) for f in cand_features]
+    if int(y[at_none].sum()) >= MIN_CANDIDATE_ACTORS and int(y[at_none].sum()) < int(at_none.sum()):
+        cand = _fit_part(X[at_none][:, cand_cols], y[at_none], group[at_none], rounds, cand_features)
+
+    def build(version: str) -> AccountModel:
+        model = _booster_to_model(booster, version, (a, b), features)
+        if cand is None:
+            return model
+        part = _booster_to_model(cand[0], version, (cand[1], cand[2]), cand_features)
+        return dataclasses.replace(model, candidates=part)
+
+    digest = orjson.dumps({**build("draft").to_dict(), "version": ""}, option=orjson.OPT_SORT_KEYS)
     import hashlib
 
-    version = f"account-{SERIES}+{hashlib.sha256(digest).hexdigest()[:12]}"
-    model = _booster_to_model(booster, version, (a, b), features)
-    check = np.abs(model.logit(full) - booster.predict(X, raw_score=True)).max() if len(X) else 0.0
-    oof_p = 1.0 / (1.0 + np.exp(-(a * oof + b)))
+    model = build(f"account-{SERIES}+{hashlib.sha256(digest).hexdigest()[:12]}")
+    check = float(np.abs(model.logit(full[main]) - booster.predict(X[main], raw_score=True)).max())
+    if cand is not None and model.candidates is not None:
+        diff = model.candidates.logit(full[at_none]) - cand[0].predict(X[at_none][:, cand_cols], raw_score=True)
+        check = max(check, float(np.abs(diff).max()))
+
+    def part_info(yy: Arr, aa: float, bb: float, oo: Arr) -> dict[str, Any]:
+        return {
+            "rows": len(yy),
+            "actor_rows": int(yy.sum()),
+            "calibration": {"method": "platt on out-of-fold logits", "a": round(aa, 6), "b": round(bb, 6)},
+            "out_of_fold_reliability": reliability(1.0 / (1.0 + np.exp(-(aa * oo + bb))), yy),
+        }
+
     info = {
-        "rows": len(y),
-        "actor_rows": int(y.sum()),
+        **part_info(y[main], a, b, oof),
         "rounds": rounds,
         "features_dropped": {n: DROP_WHY.get(n, "asked") for n in drop},
         "params": LGB_PARAMS,
-        "calibration": {"method": "platt on out-of-fold logits", "a": round(a, 6), "b": round(b, 6)},
-        "out_of_fold_reliability": reliability(oof_p, y),
-        "numpy_vs_lightgbm_max_abs_diff": float(check),
+        "candidates": (
+            {
+                **part_info(y[at_none], cand[1], cand[2], cand[3]),
+                "min_top_score": P.MODEL_CANDIDATE_SCORE,
+                "features_left_out": list(DATA_END_FEATURES),
+            }
+            if cand is not None
+            else {
+                "rows": int(at_none.sum()),
+                "actor_rows": int(y[at_none].sum()),
+                "trees": None,
+                "why": f"fewer than {MIN_CANDIDATE_ACTORS} actor accounts among the candidates at none",
+            }
+        ),
+        "numpy_vs_lightgbm_max_abs_diff": check,
     }
     return model, info
 
@@ -462,7 +522,7 @@ def train(
         results: dict[str, Any] = {}
         all_p, all_y = [], []
         for label, p in held:
-            prob = model.probability(p.X) if len(p.X) else np.zeros(0)
+            prob = model.probability_rows(p.X, np.array(p.levels) == "none") if len(p.X) else np.zeros(0)
             all_p.append(prob)
             all_y.append(p.y)
             results[label] = {"model": platform_metrics(p, prob), "risk": platform_metrics(p, None)}
@@ -476,7 +536,9 @@ def train(
                 "seeds": [seed, seed + runs - 1],
                 "accounts_per_run": [max(200, accounts // 2), accounts * 3 // 2],
                 "days": [14, 40],
-                "rows": "accounts the rule-based analysis puts at review or enforce; label truth.json is_actor",
+                "rows": "accounts the rule-based analysis puts at review or enforce (one set of trees) and the"
+                " candidates it leaves at none (top request score >= params.MODEL_CANDIDATE_SCORE; their own"
+                " trees); label truth.json is_actor",
                 "scoring": "shipped first tier",
             },
             "training": info,

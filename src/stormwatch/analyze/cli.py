@@ -144,6 +144,7 @@ def analyze_group(
     click.echo(
         f"intel hits {s.intel_hits:,} on {s.intel_hit_accounts:,} accounts; clusters {s.clusters:,};"
         f" attributed {s.attributed:,}; enforce {s.enforce:,}; review {s.review:,}"
+        + (f" ({s.raised_by_model:,} raised from none by the account model)" if s.raised_by_model else "")
     )
     click.echo(
         f"review budget {s.review_budget:,} = {s.review_budget_rule} ({s.active_accounts:,} active):"

@@ -21,7 +21,9 @@ judgements and cluster; the others are attributed and judged again (``analyze_gr
 over the whole graph, so propagation and the account model see exactly what a full run sees) and
 upserted. The accounts at ``review`` or ``enforce`` are always judged again: the review queue is
 global (its size follows the active accounts, the account model's probability follows the end of
-the data), and it is ranked over all of them.
+the data), and it is ranked over all of them. The candidates the account model scores at ``none``
+are not: their trees leave out the features that follow the end of the data
+(``account_model.DATA_END_FEATURES``), so their probability follows their component alone.
 
 Global inputs (the model version, every parameter, the intrusion-sets and actor profiles, which
 intrusion-sets have any hit, the code's algorithm version) have one fingerprint

@@ -93,6 +93,7 @@ class JudgeSummary:
     review_within_budget: int = 0
     exempt: int = 0  # accounts an active exemption holds (any level)
     exempt_held_back: int = 0  # ... of which analysis would otherwise have enforced
+    raised_by_model: int = 0  # accounts the rules left at none that the account model put at review
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +256,13 @@ def _queue(
     model = resolve_model(settings.account_model)
     shadow = [load_model(v) for v in settings.account_model_shadow]
     prob = score_accounts(judged, inputs, model, shadow)
+    if model is not None:
+        for j in judged:
+            p = prob.get(j["account_id"])  # only the candidates the model scored
+            if j["level"] == "none" and j["exemption"] is None and p is not None and p >= P.MODEL_REVIEW_PROBABILITY:
+                _raise_to_review(j, model.version, p)
+                summary.review += 1
+                summary.raised_by_model += 1
     ordered_by = f"account model {model.version} probability" if model is not None else "risk"
     summary.review_budget = budget.size(summary.active_accounts)
     places = rank_review_queue(
@@ -281,6 +289,20 @@ def _queue(
             }
         out.append(Judgement(**j))
     return out
+
+
+def _raise_to_review(j: dict[str, Any], version: str, p: float) -> None:
+    """An account the rules left at none that the account model finds likely: ``review``, never more."""
+    j["level"] = "review"
+    ex = j["explanation"]
+    ex["level"] = "review"
+    ex["raised_by_account_model"] = True
+    ex["reasons"] = [
+        f"the account model ({version}) puts the probability that it is an actor's at {p:.2f}"
+        f" (>= {P.MODEL_REVIEW_PROBABILITY:g}) though no rule flags it: ranked in the review queue, never"
+        " enforced on this alone",
+        *ex.get("reasons", []),
+    ]
 
 
 def link_graph(inp: AccountGraph) -> tuple[Graph, LinkResult]:
@@ -504,7 +526,7 @@ def _result(
             )
         )
     inputs = AccountModelInputs(g.index, feats, link.labels, link.cluster_size, att, coordinated, identity,
-                                own_intel, facts, g.link_input, cohorts)  # fmt: skip
+                                own_intel, facts, g.link_input, cohorts, top)  # fmt: skip
     judgements = _queue(judged, settings, summary, inputs)
     members: dict[int, list[int]] = {}
     for m in np.flatnonzero(multi).tolist():

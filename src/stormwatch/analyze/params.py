@@ -122,6 +122,12 @@ COHORT_V6_PREFIX = 32
 COHORT_EVIDENCE_MEMBERS = 20  # members listed in an account's evidence
 
 # --- review queue ----------------------------------------------------------------------------
+#: the account model looks beyond the rules: an account they leave at ``none`` whose top request
+#: scores at least MODEL_CANDIDATE_SCORE is scored too (a candidate), and reaches ``review`` (ranked in
+#: the queue; never ``enforce``, which still needs corroboration) when its calibrated probability is
+#: at least MODEL_REVIEW_PROBABILITY: actors that ask little (one account per task, quiet operators)
+MODEL_CANDIDATE_SCORE = 0.3
+MODEL_REVIEW_PROBABILITY = 0.5
 #: default review budget: this share of active accounts (accounts with events) is within the budget;
 #: the queue is ordered by risk (the calibrated probability once it replaces risk). Set with
 #: ``analyze --review-budget`` or ``[analyze] review_budget`` (a fraction or a count).

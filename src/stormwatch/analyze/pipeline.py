@@ -52,6 +52,7 @@ class AnalyzeSummary:
     review_within_budget: int = 0
     exempt: int = 0
     exempt_held_back: int = 0  # exempt accounts analysis would otherwise have enforced
+    raised_by_model: int = 0  # accounts at review that the account model raised from none
     mode: str = ""  # "full" or "incremental" (the judgement step)
     full_reason: str = ""  # why the judgement step ran in full
     accounts_judged: int = 0  # accounts attributed and judged again
@@ -173,6 +174,7 @@ def analyze(
     out.active_accounts, out.review_budget = n.get("active_accounts", 0), n.get("review_budget", 0)
     out.review_within_budget, out.exempt = n.get("review_within_budget", 0), n.get("exempt", 0)
     out.exempt_held_back = n.get("exempt_held_back", 0)
+    out.raised_by_model = n.get("raised_by_model", 0)
     out.seconds = {
         "scoring": round(t1 - t0, 2),
         "features": round(t2 - t1, 2),

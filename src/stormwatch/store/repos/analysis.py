@@ -371,7 +371,7 @@ class AnalysisRepo(Repository):
 
     def result_counts(self) -> dict[str, int]:
         """Counts over the stored result: accounts, clusters, enforce, review, attributed, exempt,
-        exempt_held_back, review_within_budget."""
+        exempt_held_back, review_within_budget, raised_by_model."""
         out = {"accounts": 0, "enforce": 0, "review": 0, "attributed": 0, "exempt": 0, "review_within_budget": 0}
         for level, named, exempt, within, n in self._q(
             "SELECT level, actor IS NOT NULL, exemption IS NOT NULL, within_budget, COUNT(*) FROM account_judgements"
@@ -387,6 +387,10 @@ class AnalysisRepo(Repository):
         out["exempt_held_back"] = sum(
             bool((_loads(r[0], "exemption") or {}).get("held_back"))
             for r in self._q("SELECT exemption FROM account_judgements WHERE exemption IS NOT NULL")
+        )
+        out["raised_by_model"] = sum(
+            bool((_loads(r[0], "explanation") or {}).get("raised_by_account_model"))
+            for r in self._q("SELECT explanation FROM account_judgements WHERE level = 'review'")
         )
         out["clusters"] = int(self._q("SELECT COUNT(*) FROM clusters")[0][0])
         return out
