@@ -251,6 +251,11 @@ def test_the_model_raises_likely_candidates_at_none_to_review_and_never_enforces
         j = got[a]
         assert j.level == "review" and j.review_rank is not None and j.explanation["raised_by_account_model"]
         assert "account model" in j.explanation["reasons"][0] and j.explanation["level"] == "review"
+        assert j.explanation["account_model"]["trees"] == "candidates at none"
+        assert j.explanation["account_model"]["top_contributions"]  # why it was raised
+    # the candidates left at none carry their probability, not the contributions (the bulk of the cost)
+    below = [a for a in cand if cand[a] < line]
+    assert below and all("top_contributions" not in got[a].explanation["account_model"] for a in below)
     assert res.stats["raised_by_model"] == len(raised) and res.stats["review"] == sum(
         j.level == "review" for j in res.judgements
     )

@@ -74,6 +74,7 @@ ENV = "STORMWATCH_ACCOUNT_MODEL"
 FORMAT = "stormwatch-account-model/1"
 MISSING = -1.0  # every feature that is unknown for an account (no events, no record) takes this value
 MAX_MODEL_BYTES = 64 * 1024 * 1024
+WALK_ROWS = 4096  # rows the tree evaluator walks at once (its work arrays are trees x rows)
 OFF = frozenset({"off", "none", "risk"})
 LEVELS_SCORED = ("review", "enforce")
 
@@ -387,13 +388,21 @@ class AccountModel:
         raw = self.value[trees, node].sum(axis=0)
         return raw, None if contrib is None else contrib.reshape(n, len(self.features))
 
+    def _chunks(self, X: Arr, contributions: bool) -> tuple[Arr, Arr | None]:
+        """:meth:`_walk` over at most ``WALK_ROWS`` rows at a time (its work arrays are trees x rows)."""
+        if len(X) <= WALK_ROWS:
+            return self._walk(X, contributions)
+        parts = [self._walk(X[k : k + WALK_ROWS], contributions) for k in range(0, len(X), WALK_ROWS)]
+        raw = np.concatenate([r for r, _c in parts])
+        return raw, np.vstack([c for _r, c in parts if c is not None]) if contributions else None
+
     def logit(self, X: Arr) -> Arr:
         """The raw score (a logit) per row of a :func:`feature_matrix`."""
-        return self._walk(X, False)[0]
+        return self._chunks(X, False)[0]
 
     def contributions(self, X: Arr) -> tuple[Arr, Arr]:
         """(logit, contributions [N, len(self.features)]); ``bias + contributions.sum(1) == logit``."""
-        raw, contrib = self._walk(X, True)
+        raw, contrib = self._chunks(X, True)
         assert contrib is not None
         return raw, contrib
 
@@ -653,10 +662,19 @@ def score_accounts(
     parts: dict[int, tuple[AccountModel, float, Arr, float]] = {}  # row -> (trees, logit, contributions, p)
     for none, part in ((False, model), (True, model.candidates if model is not None else None)):
         rows = np.flatnonzero(at_none == none)
-        if part is not None and len(rows):
+        if part is None or not len(rows):
+            continue
+        if none:  # contributions only for the candidates the probability raises (most stay at none)
+            raw = part.logit(X[rows])
+            prob = part.calibrate(raw)
+            contrib = np.full((len(rows), len(part.features)), np.nan)
+            up = np.flatnonzero(np.round(prob, 6) >= P.MODEL_REVIEW_PROBABILITY)  # as judge._queue compares
+            if len(up):
+                contrib[up] = part.contributions(X[rows[up]])[1]
+        else:
             raw, contrib = part.contributions(X[rows])
             prob = part.calibrate(raw)
-            parts.update({int(r): (part, float(raw[k]), contrib[k], float(prob[k])) for k, r in enumerate(rows)})
+        parts.update({int(r): (part, float(raw[k]), contrib[k], float(prob[k])) for k, r in enumerate(rows)})
     for r, j in enumerate(scored):
         d: dict[str, Any] = {}
         if r in parts and model is not None:
@@ -669,8 +687,9 @@ def score_accounts(
                 "probability": p,
                 "logit": round(raw_r, 4),
                 "bias": round(part.bias, 4),
-                "top_contributions": _top(part.features, X[r, part.columns], contrib_r),
             }
+            if not np.isnan(contrib_r).any():
+                d["top_contributions"] = _top(part.features, X[r, part.columns], contrib_r)
         sh = {v: round(float(p_s[r]), 6) for v, p_s, has in shadows if has or not at_none[r]}
         if sh:
             d["shadow"] = sh

@@ -401,9 +401,12 @@ def _show_account(d: dict[str, Any]) -> None:
     am = d.get("explanation", {}).get("account_model") or {}
     if am.get("version"):
         top = ", ".join(
-            f"{c['feature']}={c['value']:g} ({c['contribution']:+.2f})" for c in am["top_contributions"][:4]
+            f"{c['feature']}={c['value']:g} ({c['contribution']:+.2f})" for c in am.get("top_contributions", [])[:4]
         )
-        click.echo(f"account model {am['version']}: probability {am['probability']:.3f}; most weight: {top or '-'}")
+        trees = " (candidate trees)" if am.get("trees") == "candidates at none" else ""
+        click.echo(
+            f"account model {am['version']}{trees}: probability {am['probability']:.3f}; most weight: {top or '-'}"
+        )
     ex = d.get("exemption")
     if ex:
         click.echo(
