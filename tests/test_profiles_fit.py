@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from stormwatch.analyze import params as P
-from stormwatch.analyze.profiles import _office_window, fit_behaviour, load_profiles, tactic_smoothing
+from stormwatch.analyze.profiles import _office_window, fit_all, fit_behaviour, load_profiles, tactic_smoothing
 from stormwatch.vocab import LLMT_IDS, ttps
 
 
@@ -45,3 +45,22 @@ def test_a_neighbouring_category_fits_and_another_tactic_does_not() -> None:
     assert other.ttp < 0 and other.score < P.COORDINATED_FIT
     same = fit_behaviour(fb, _mass(LLMT_01=10, LLMT_02=10), hours, lang, 200)
     assert same.ttp_cosine > fit.ttp_cosine  # the exact categories still fit best
+
+
+def test_fit_all_gives_what_fit_behaviour_gives_for_every_profile() -> None:
+    """The account model's shared computation (profiles.fit_all) equals fit_behaviour, profile by profile."""
+    rng = np.random.default_rng(3)
+    cases = [(rng.random(14) * 5, rng.integers(0, 9, 48).astype(float), {"zh": 0.6, "en": 0.3, "ru": 0.1}, 40)]
+    cases += [(np.zeros(14), np.zeros(48), {}, 0), (rng.random(14) * 0.5, rng.random(48), {"fa": 1.0}, 9)]
+    cases += [(rng.random(14) * 3, np.zeros(48), {"other": 1.0}, 12)]
+    for ttp, hours, langs, n in cases:
+        got = fit_all(ttp, hours, langs, n)
+        want = [fit_behaviour(p, ttp, hours, langs, n) for p in load_profiles()]
+        assert len(got) == len(want) == len(load_profiles())
+        for g, w in zip(got, want, strict=True):
+            assert np.allclose(
+                [g.score, g.ttp, g.hours, g.language, g.ttp_cosine, g.office_share, g.language_share],
+                [w.score, w.ttp, w.hours, w.language, w.ttp_cosine, w.office_share, w.language_share],
+                rtol=0,
+                atol=1e-12,
+            )

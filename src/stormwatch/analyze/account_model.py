@@ -51,7 +51,7 @@ import numpy as np
 import orjson
 
 from stormwatch.analyze import params as P
-from stormwatch.analyze.profiles import fit_behaviour, load_profiles
+from stormwatch.analyze.profiles import fit_all
 from stormwatch.errors import InputError
 
 __all__ = [
@@ -221,10 +221,7 @@ def _best_fit(f: Mapping[str, Any]) -> tuple[float, float, float, float, float]:
     ttp = np.array([float(mass.get(c, 0.0)) for c in P.LLMT])
     hours = np.asarray(f.get("hours_utc") or [0] * 48, dtype=np.float64)
     n = int(f.get("volume", {}).get("events", 0))
-    fits = sorted(
-        (fit_behaviour(p, ttp, hours, dict(f.get("languages", {}) or {}), n) for p in load_profiles()),
-        key=lambda b: -b.score,
-    )
+    fits = sorted(fit_all(ttp, hours, dict(f.get("languages", {}) or {}), n), key=lambda b: -b.score)
     if not fits:
         return (math.nan,) * 5
     second = fits[1].score if len(fits) > 1 else -1.0

@@ -54,10 +54,14 @@ def average_precision(ranked: list[bool]) -> float | None:
 
 
 def _ranking_ap(j: dict[str, dict[str, Any]], actors: set[str], score: str, shadow: str | None = None) -> float | None:
-    def key(a: str) -> tuple[int, float, str]:
+    def key(a: str) -> tuple[int, int, float, str]:
         x = j[a]
-        s = x["risk"] if score == "risk" else (x["shadow"].get(shadow, x["risk"]) if shadow else x["probability"])
-        return (-_LEVEL.get(x["level"], 0), -float(s), a)
+        if score == "risk":
+            return (-_LEVEL.get(x["level"], 0), 0, -float(x["risk"]), a)
+        p = x["shadow"].get(shadow) if shadow else x["probability"]
+        # within a level, the accounts the model scored (at none: its candidates) by their probability
+        # first, then the others by risk: the two are not on one scale
+        return (-_LEVEL.get(x["level"], 0), int(p is None), -float(x["risk"] if p is None else p), a)
 
     ranked = sorted(j, key=key)
     missing = len(actors - set(j))  # actor accounts analysis never judged rank last
@@ -81,7 +85,7 @@ def evaluate(store: Store, truth_path: Path) -> dict[str, Any]:
             "cluster": jm.cluster_id,
             "within_budget": bool(jm.within_budget),
             "risk": float(jm.risk),
-            "probability": float(prob) if isinstance(prob, (int, float)) else float(jm.risk),
+            "probability": float(prob) if isinstance(prob, (int, float)) else None,
             "shadow": {str(k): float(v) for k, v in (am.get("shadow") or {}).items()},
             "exempt": jm.exemption is not None,
         }

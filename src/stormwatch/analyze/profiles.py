@@ -101,7 +101,6 @@ def profile_for(name: str | None, aliases: list[str], attack_ids: list[str]) -> 
 
 
 @cache
-@cache
 def tactic_smoothing() -> Arr:
     """``S[i, j]``: the share of category ``i``'s mass counted on ``j`` (symmetric; rows sum to 1)."""
     tactic = [ttps()[c].tactic for c in LLMT]
@@ -114,6 +113,7 @@ def tactic_smoothing() -> Arr:
     return smooth
 
 
+@cache
 def _office_window(shift: int) -> Arr:
     """The office-hours window (48 half-hour UTC bins) of a UTC offset of ``shift`` half hours."""
     lo, hi = int(OFFICE_HOURS[0] * 2), int(OFFICE_HOURS[1] * 2)
@@ -149,3 +149,44 @@ def fit_behaviour(
     lang = min(1.0, 3.0 * own) - 0.5 * min(1.0, 3.0 * other)
     score = 0.4 * ttp + 0.35 * hours + 0.25 * lang
     return BehaviourFit(score, ttp, hours, lang, cos, office, own)
+
+
+@cache
+def _profile_table() -> tuple[Arr, Arr, tuple[tuple[int, ...], ...], Arr]:
+    """For :func:`load_profiles`: the smoothed TTP mixes [P, 14] and their norms, and the office
+    windows of every profile's UTC offsets (rows of ``W`` [K, 48]; ``rows[p]`` are profile p's)."""
+    profiles = load_profiles()
+    smooth = tactic_smoothing()
+    expected = np.array([smooth @ p.ttps for p in profiles], dtype=np.float64).reshape(len(profiles), len(LLMT))
+    rows: list[tuple[int, ...]] = []
+    windows: list[Arr] = []
+    for p in profiles:
+        rows.append(tuple(range(len(windows), len(windows) + len(p.utc_offsets))))
+        windows.extend(_office_window(round(off * 2)) for off in p.utc_offsets)
+    w = np.array(windows, dtype=np.float64).reshape(len(windows), 48)
+    return expected, np.linalg.norm(expected, axis=1), tuple(rows), w
+
+
+def fit_all(ttp_mass: Arr, hours48: Arr, languages: dict[str, float], n_events: int) -> tuple[BehaviourFit, ...]:
+    """:func:`fit_behaviour` for every profile of :func:`load_profiles`, in their order, sharing the
+    work between them (the account model computes it for every account it scores)."""
+    profiles = load_profiles()
+    expected, norms, rows, windows = _profile_table()
+    if float(ttp_mass.sum()) >= 1.0:
+        seen = tactic_smoothing() @ ttp_mass
+        cos = (expected @ seen) / (norms * float(np.linalg.norm(seen)))
+    else:
+        cos = np.zeros(len(profiles))
+    total = float(hours48.sum())
+    shares = (windows @ hours48) / total if n_events >= 10 and total else np.zeros(len(windows))
+    out = []
+    for k, p in enumerate(profiles):
+        office = max(float(shares[r]) for r in rows[k]) if n_events >= 10 else 0.0
+        hours = (office - CHANCE_OFFICE) / (1.0 - CHANCE_OFFICE) if n_events >= 10 else 0.0
+        ttp = 2.0 * float(cos[k]) - 1.0 if float(ttp_mass.sum()) >= 1.0 else 0.0
+        own = sum(v for lang, v in languages.items() if lang in p.languages)
+        other = sum(v for lang, v in languages.items() if lang not in p.languages and lang not in ("en", "other"))
+        lang_fit = min(1.0, 3.0 * own) - 0.5 * min(1.0, 3.0 * other)
+        score = 0.4 * ttp + 0.35 * hours + 0.25 * lang_fit
+        out.append(BehaviourFit(score, ttp, hours, lang_fit, float(cos[k]), office, own))
+    return tuple(out)
