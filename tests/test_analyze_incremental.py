@@ -148,6 +148,30 @@ def test_changed_account_record_and_removed_link(platform: Path, tmp_path: Path)
     _assert_same(_snapshot(url), _snapshot(f"sqlite:///{tmp_path / 'b.db'}"))
 
 
+def test_another_account_model_means_a_full_run(platform: Path, tmp_path: Path) -> None:
+    """The active account model's candidate trees decide which accounts at none reach review in
+    every component: choosing another model (or none) is a global input, and the run is full."""
+    from stormwatch.analyze.settings import AnalyzeSettings
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["--db", url, "ingest", str(platform / "events.jsonl"), "--accounts",
+                 str(platform / "accounts.jsonl"), "-q"]) == 0  # fmt: skip
+    assert _run(url).mode == "full"
+    assert _run(url, score=False).mode == "incremental"
+
+    def run(model: str) -> AnalyzeSummary:
+        store = open_store(url)
+        try:
+            return analyze(store, progress=False, score=False, settings=AnalyzeSettings(account_model=model))
+        finally:
+            store.close()
+
+    off = run("off")
+    assert (off.mode, off.full_reason) == ("full", "global inputs changed") and off.raised_by_model == 0
+    assert run("off").mode == "incremental"
+    assert run("account-1.0+60fe1edbd750").mode == "full"  # a shipped model without candidate trees
+
+
 def test_two_analyze_runs_at_once_do_not_collide(platform: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     batches = _split(platform / "events.jsonl", tmp_path, [0.8])

@@ -25,8 +25,8 @@ the data), and it is ranked over all of them. The candidates the account model s
 are not: their trees leave out the features that follow the end of the data
 (``account_model.DATA_END_FEATURES``), so their probability follows their component alone.
 
-Global inputs (the model version, every parameter, the intrusion-sets and actor profiles, which
-intrusion-sets have any hit, the code's algorithm version) have one fingerprint
+Global inputs (the model version, the account models, every parameter, the intrusion-sets and actor
+profiles, which intrusion-sets have any hit, the code's algorithm version) have one fingerprint
 (``analysis_state``); when it changes the run is full. ``analyze --full`` always is.
 """
 
@@ -52,7 +52,7 @@ __all__ = ["ALGORITHM", "GLOBAL_KEY", "account_fingerprints", "global_fingerprin
 
 Arr = np.ndarray[Any, Any]
 #: bump when linking, attribution, risk or evidence change in a way the fingerprints cannot see
-ALGORITHM = "incremental/3"  # 2: organisation ids take part in the judgement; 3: cohorts
+ALGORITHM = "incremental/4"  # 2: organisation ids take part in the judgement; 3: cohorts; 4: account models
 GLOBAL_KEY = "global_fingerprint"
 _OPT = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -83,8 +83,10 @@ def hit_refs(inp: AccountGraph, accounts: Mapping[str, int]) -> list[str]:
     return sorted({r for h in hit for r in h.intrusion_sets if r in sets})
 
 
-def global_fingerprint(inp: AccountGraph, g: Graph, version: str) -> str:
-    """The inputs every judgement depends on; a change means a full run."""
+def global_fingerprint(inp: AccountGraph, g: Graph, version: str, account_models: Sequence[str] = ()) -> str:
+    """The inputs every judgement depends on; a change means a full run. ``account_models``: the
+    active account model's version (or "off") and the shadow ones: the active one's candidate trees
+    decide which accounts at none reach review, in every component."""
     from stormwatch import __version__
 
     params = {k: _canon(v) for k, v in vars(P).items() if k.isupper()}
@@ -97,6 +99,7 @@ def global_fingerprint(inp: AccountGraph, g: Graph, version: str) -> str:
         "profiles": [_canon(p) for p in load_profiles()],
         "sets": sets,
         "hit_refs": hit_refs(inp, g.index),
+        "account_models": list(account_models),
     }
     return _digest(orjson.dumps(doc, option=_OPT, default=repr))
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from stormwatch.analyze.account_model import resolve_model
 from stormwatch.analyze.cohorts import find_cohorts, judgement_labels, top_scores
 from stormwatch.analyze.exemptions import load_exemptions
 from stormwatch.analyze.incremental import GLOBAL_KEY, account_fingerprints, global_fingerprint, hit_refs, plan_keep
@@ -77,7 +78,9 @@ def judge_step(store: Store, out: AnalyzeSummary, *, full: bool, judge_kw: dict[
     units = judgement_labels(link.labels, cohorts)  # link components joined through cohorts
     judge_kw = {**judge_kw, "cohorts": cohorts}
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    gfp = global_fingerprint(inp, g, out.model_version)
+    active = resolve_model(judge_kw.get("account_model"))
+    models = [active.version if active is not None else "off", *judge_kw.get("account_model_shadow", ())]
+    gfp = global_fingerprint(inp, g, out.model_version, models)
     fps = account_fingerprints(inp, g, link, judge_kw.get("exemptions", ()), date.fromisoformat(now[:10]), units)
     stored_g = repo.state(GLOBAL_KEY)
     stored = {} if full or stored_g != gfp else repo.fingerprints()
