@@ -63,6 +63,7 @@ __all__ = [
     "AccountModelInputs",
     "feature_matrix",
     "load_model",
+    "reaches_review",
     "resolve_model",
     "score_accounts",
     "scored_rows",
@@ -621,6 +622,12 @@ def _top(names: Sequence[str], values: Arr, contrib: Arr, k: int = 6) -> list[di
     ]
 
 
+def reaches_review(prob: Any) -> Any:
+    """Whether a candidate's probability raises it to review: rounded as the analyst sees it (6
+    places), at or above ``params.MODEL_REVIEW_PROBABILITY``; a float or an array of them."""
+    return np.round(prob, 6) >= P.MODEL_REVIEW_PROBABILITY
+
+
 def scored_rows(judged: Sequence[dict[str, Any]], inputs: AccountModelInputs) -> list[dict[str, Any]]:
     """The judged accounts the model scores: every one at review or enforce, and the candidates at
     none (top request score >= ``params.MODEL_CANDIDATE_SCORE``)."""
@@ -665,7 +672,7 @@ def score_accounts(
             raw = part.logit(X[rows])
             prob = part.calibrate(raw)
             contrib = np.full((len(rows), len(part.features)), np.nan)
-            up = np.flatnonzero(np.round(prob, 6) >= P.MODEL_REVIEW_PROBABILITY)  # as judge._queue compares
+            up = np.flatnonzero(reaches_review(prob))
             if len(up):
                 contrib[up] = part.contributions(X[rows[up]])[1]
         else:

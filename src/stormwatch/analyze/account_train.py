@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stormwatch.analyze import params as P
 from stormwatch.analyze.account_fit import DROP, DROP_WHY, LGB_PARAMS, ROUNDS, SERIES, fit_model, reliability
 from stormwatch.analyze.account_model import (
     NAMES,
     feature_matrix,
     model_root,
+    reaches_review,
     save_model,
     scored_rows,
     set_default,
@@ -246,7 +246,7 @@ def platform_metrics(p: Platform, prob: Arr | None, budget_share: float = 0.005)
     score = prob if prob is not None else p.risk
     budget = math.ceil(budget_share * p.active - 1e-9)
     levels = [
-        "review" if lv == "none" and prob is not None and prob[k] >= P.MODEL_REVIEW_PROBABILITY else lv
+        "review" if lv == "none" and prob is not None and reaches_review(prob[k]) else lv
         for k, lv in enumerate(p.levels)
     ]
     enf = [k for k, lv in enumerate(levels) if lv == "enforce"]

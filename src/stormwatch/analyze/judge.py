@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from stormwatch.analyze import params as P
-from stormwatch.analyze.account_model import AccountModelInputs, load_model, resolve_model, score_accounts
+from stormwatch.analyze.account_model import (
+    AccountModelInputs,
+    load_model,
+    reaches_review,
+    resolve_model,
+    score_accounts,
+)
 from stormwatch.analyze.attribution import AccountBehaviour, Attribution, IntrusionSet, attribute, confidence_label
 from stormwatch.analyze.cohorts import Cohorts, epoch_seconds, find_cohorts, top_scores
 from stormwatch.analyze.exemptions import Exemption, match_exemption
@@ -259,7 +265,7 @@ def _queue(
     if model is not None:
         for j in judged:
             p = prob.get(j["account_id"])  # only the candidates the model scored
-            if j["level"] == "none" and j["exemption"] is None and p is not None and p >= P.MODEL_REVIEW_PROBABILITY:
+            if j["level"] == "none" and j["exemption"] is None and p is not None and reaches_review(p):
                 _raise_to_review(j, model.version, p)
                 summary.review += 1
                 summary.raised_by_model += 1

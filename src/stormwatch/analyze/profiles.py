@@ -129,26 +129,30 @@ def _office_share(hours48: Arr, offset: float) -> float:
     return float(hours48 @ _office_window(round(offset * 2))) / total if total else 0.0
 
 
-def fit_behaviour(
-    profile: ActorProfile, ttp_mass: Arr, hours48: Arr, languages: dict[str, float], n_events: int
+def _combine(
+    profile: ActorProfile, cos: float | None, office: float | None, languages: dict[str, float]
 ) -> BehaviourFit:
-    total = float(ttp_mass.sum())
-    if total >= 1.0:
-        seen, expected = tactic_smoothing() @ ttp_mass, tactic_smoothing() @ profile.ttps
-        cos = float(seen @ expected) / (float(np.linalg.norm(seen)) * float(np.linalg.norm(expected)))
-        ttp = 2.0 * cos - 1.0
-    else:
-        cos, ttp = 0.0, 0.0
-    if n_events >= 10:
-        office = max(_office_share(hours48, off) for off in profile.utc_offsets)
-        hours = (office - CHANCE_OFFICE) / (1.0 - CHANCE_OFFICE)
-    else:
-        office, hours = 0.0, 0.0
+    """The fit from its parts: ``cos`` the smoothed TTP cosine (None: too little TTP mass), ``office``
+    the best share of requests in the profile's office hours (None: too few requests)."""
+    ttp = 0.0 if cos is None else 2.0 * cos - 1.0
+    hours = 0.0 if office is None else (office - CHANCE_OFFICE) / (1.0 - CHANCE_OFFICE)
     own = sum(v for k, v in languages.items() if k in profile.languages)
     other = sum(v for k, v in languages.items() if k not in profile.languages and k not in ("en", "other"))
     lang = min(1.0, 3.0 * own) - 0.5 * min(1.0, 3.0 * other)
     score = 0.4 * ttp + 0.35 * hours + 0.25 * lang
-    return BehaviourFit(score, ttp, hours, lang, cos, office, own)
+    return BehaviourFit(score, ttp, hours, lang, cos or 0.0, office or 0.0, own)
+
+
+def fit_behaviour(
+    profile: ActorProfile, ttp_mass: Arr, hours48: Arr, languages: dict[str, float], n_events: int
+) -> BehaviourFit:
+    cos = office = None
+    if float(ttp_mass.sum()) >= 1.0:
+        seen, expected = tactic_smoothing() @ ttp_mass, tactic_smoothing() @ profile.ttps
+        cos = float(seen @ expected) / (float(np.linalg.norm(seen)) * float(np.linalg.norm(expected)))
+    if n_events >= 10:
+        office = max(_office_share(hours48, off) for off in profile.utc_offsets)
+    return _combine(profile, cos, office, languages)
 
 
 @cache
@@ -172,21 +176,18 @@ def fit_all(ttp_mass: Arr, hours48: Arr, languages: dict[str, float], n_events: 
     work between them (the account model computes it for every account it scores)."""
     profiles = load_profiles()
     expected, norms, rows, windows = _profile_table()
+    cos: Arr | None = None
     if float(ttp_mass.sum()) >= 1.0:
         seen = tactic_smoothing() @ ttp_mass
         cos = (expected @ seen) / (norms * float(np.linalg.norm(seen)))
-    else:
-        cos = np.zeros(len(profiles))
     total = float(hours48.sum())
-    shares = (windows @ hours48) / total if n_events >= 10 and total else np.zeros(len(windows))
-    out = []
-    for k, p in enumerate(profiles):
-        office = max(float(shares[r]) for r in rows[k]) if n_events >= 10 else 0.0
-        hours = (office - CHANCE_OFFICE) / (1.0 - CHANCE_OFFICE) if n_events >= 10 else 0.0
-        ttp = 2.0 * float(cos[k]) - 1.0 if float(ttp_mass.sum()) >= 1.0 else 0.0
-        own = sum(v for lang, v in languages.items() if lang in p.languages)
-        other = sum(v for lang, v in languages.items() if lang not in p.languages and lang not in ("en", "other"))
-        lang_fit = min(1.0, 3.0 * own) - 0.5 * min(1.0, 3.0 * other)
-        score = 0.4 * ttp + 0.35 * hours + 0.25 * lang_fit
-        out.append(BehaviourFit(score, ttp, hours, lang_fit, float(cos[k]), office, own))
-    return tuple(out)
+    shares = (windows @ hours48) / total if total else np.zeros(len(windows))
+    return tuple(
+        _combine(
+            p,
+            None if cos is None else float(cos[k]),
+            max(float(shares[r]) for r in rows[k]) if n_events >= 10 else None,
+            languages,
+        )
+        for k, p in enumerate(profiles)
+    )
