@@ -12,7 +12,11 @@ grants no exemptions, the rules hold them).
 
     python benchmarks/bench_account_model.py [--model VERSION|DIR] [--accounts 3000] [--seeds 3]
         [--presets all|none|NAME,...] [--large 60000] [--workdir /tmp/bench_account_model]
-        [--out benchmarks/results/account_model.json] [--reuse]
+        [--out benchmarks/results/account_model.json] [--reuse] [--also VERSION|DIR ...]
+
+``--also``: other models (e.g. the previous one) measured on the same platforms in the same run,
+under ``settings[<setting>]["also"][<version>]``, so a new model is compared with a baseline of the
+same run.
 """
 
 from __future__ import annotations
@@ -26,7 +30,13 @@ from typing import Any
 import numpy as np
 
 from stormwatch.analyze.account_model import resolve_model
-from stormwatch.analyze.account_train import build_platform, platform_metrics, presets, reliability
+from stormwatch.analyze.account_train import (
+    build_platform,
+    platform_metrics,
+    platform_probability,
+    presets,
+    reliability,
+)
 
 
 def main() -> None:
@@ -44,10 +54,12 @@ def main() -> None:
     ap.add_argument(
         "--detectors", default="first_tier", choices=("first_tier", "cascade"), help="what scores the requests"
     )
+    ap.add_argument("--also", nargs="*", default=[], help="other models measured on the same platforms")
     args = ap.parse_args()
     model = resolve_model(args.model)
     if model is None:
         raise SystemExit("no account model: train one (`stormwatch analyze train`) or pass --model")
+    also = [m for m in (resolve_model(v) for v in args.also) if m is not None]
     names = presets() if args.presets == "all" else [] if args.presets == "none" else args.presets.split(",")
     plan: list[tuple[str, int, int, str, int]] = [
         (f"random seed {args.first_seed + k}", args.first_seed + k, args.accounts, "random", 0)
@@ -67,7 +79,7 @@ def main() -> None:
         p = build_platform(
             args.workdir, name, seed, n, 30, setting, reuse=args.reuse, events=events or None, detectors=args.detectors
         )
-        prob = model.probability(p.X) if len(p.X) else np.zeros(0)
+        prob = platform_probability(model, p)
         probs.append(prob)
         ys.append(p.y)
         results[label] = {
@@ -77,20 +89,28 @@ def main() -> None:
             "risk": platform_metrics(p, None),
             "seconds": round(time.perf_counter() - t, 1),
         }
+        if also:
+            results[label]["also"] = {o.version: platform_metrics(p, platform_probability(o, p)) for o in also}
         m, r = results[label]["model"], results[label]["risk"]
         print(
             f"{label:40} AP {m['ap']} (risk {r['ap']})  budget recall {m['budget_recall']} (risk {r['budget_recall']};"
             f" of actor accounts with requests {m['budget_recall_with_requests']})"
-            f"  enforce P {m['enforce_precision']} R {m['enforce_recall']}  fp {m['fp_in_budget_by_persona']}",
+            f"  enforce P {m['enforce_precision']} R {m['enforce_recall']}  raised {m['raised_by_model']}"
+            f" (actors {m['actors_raised_by_model']})  fp {m['fp_in_budget_by_persona']}",
             flush=True,
         )
+        for v, o in results[label].get("also", {}).items():
+            print(f"{'':40} {v}: AP {o['ap']}  budget recall {o['budget_recall']}  raised {o['raised_by_model']}"
+                  f" (actors {o['actors_raised_by_model']})", flush=True)  # fmt: skip
     doc = {
         "model": model.version,
+        "also": [o.version for o in also],
         "command": "python benchmarks/bench_account_model.py "
         + " ".join(
-            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+            f"--{k.replace('_', '-')}"
+            + ("" if v is True else " " + (" ".join(map(str, v)) if isinstance(v, list) else str(v)))
             for k, v in vars(args).items()
-            if v not in (None, 0, False)
+            if v not in (None, 0, False, [])
         ),
         "settings": results,
         "reliability": reliability(np.concatenate(probs), np.concatenate(ys)) if probs else [],

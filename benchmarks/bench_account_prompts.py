@@ -28,10 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from stormwatch.analyze.account_model import resolve_model
-from stormwatch.analyze.account_train import build_platform, platform_metrics
+from stormwatch.analyze.account_train import build_platform, platform_metrics, platform_probability
 from stormwatch.simulate.pools import Pools, load_pools
 
 CHALLENGE = Path(__file__).resolve().parent / "challenge"
@@ -77,7 +75,7 @@ def main() -> None:
             p = build_platform(
                 args.workdir, f"seed_{seed}_{det}", seed, args.accounts, 30, "random", detectors=det, pools=pools
             )
-            prob = model.probability(p.X) if len(p.X) else np.zeros(0)
+            prob = platform_probability(model, p)
             results[label] = {
                 "seed": seed,
                 "detectors": det,

@@ -18,7 +18,15 @@ import pytest
 
 from stormwatch.analyze import account_model as am
 from stormwatch.analyze.account_model import NAMES, AccountModel, load_folder, save_model
-from stormwatch.analyze.account_train import DROP_WHY, Platform, build_platform, fit_model, platform_metrics, train
+from stormwatch.analyze.account_train import (
+    DROP_WHY,
+    Platform,
+    build_platform,
+    fit_model,
+    platform_metrics,
+    platform_probability,
+    train,
+)
 from stormwatch.analyze.evaluate import average_precision
 from stormwatch.cli import main
 from stormwatch.errors import InputError
@@ -341,3 +349,28 @@ def test_the_shipped_default_is_named_by_the_pointer_file(
     assert am.default_version() == "account-1.0+aaaa"
     model = am.resolve_model(None)
     assert model is not None and model.folder == (tmp_path / "account-1.0+aaaa").resolve()
+
+
+def test_the_benchmark_metrics_raise_what_analyze_raises(per_task: dict[str, Any]) -> None:
+    """platform_probability scores a platform's rows as analyze does (the candidate trees for the
+    accounts at none), so the benchmark's levels are analyze's: the same accounts raised. (The
+    benchmark once scored the candidates with the first trees and reported what analyze never did.)"""
+    from stormwatch.analyze.judge import analyze_graph
+    from stormwatch.store import open_store
+
+    held: Platform = per_task["held"]
+    model: AccountModel = per_task["model"]
+    store = open_store(f"sqlite:///{per_task['work'] / 'apt-2' / 'platform.db'}")
+    try:
+        graph = store.analysis.load_graph()
+    finally:
+        store.close()
+    res = analyze_graph(graph, "m", now="2024-03-01T00:00:00.000000Z", account_model=str(per_task["folder"]))
+    raised = {j.account_id for j in res.judgements if j.explanation.get("raised_by_account_model")}
+    prob = platform_probability(model, held)
+    ids = {held.ids[k] for k, lv in enumerate(held.levels) if lv == "none" and am.reaches_review(prob[k])}
+    assert raised and ids == raised
+    assert platform_metrics(held, prob)["raised_by_model"] == len(raised)
+    # a model without candidate trees raises nothing, in analyze and in the benchmark alike
+    plain = AccountModel.from_dict({k: v for k, v in model.to_dict().items() if k != "candidates"})
+    assert platform_metrics(held, platform_probability(plain, held))["raised_by_model"] == 0

@@ -33,6 +33,7 @@ import orjson
 from stormwatch.analyze.account_fit import DROP, DROP_WHY, LGB_PARAMS, ROUNDS, SERIES, fit_model, reliability
 from stormwatch.analyze.account_model import (
     NAMES,
+    AccountModel,
     feature_matrix,
     model_root,
     reaches_review,
@@ -53,6 +54,7 @@ __all__ = [
     "build_platform",
     "fit_model",
     "platform_metrics",
+    "platform_probability",
     "reliability",
     "train",
 ]
@@ -239,6 +241,13 @@ def average_precision(keys: Sequence[Any], labels: Sequence[int]) -> float | Non
 _LEVEL_RANK = {"enforce": 2, "review": 1, "none": 0}
 
 
+def platform_probability(model: AccountModel, p: Platform) -> Arr:
+    """The model's probability for each of the platform's rows as ``analyze`` computes it: the first
+    trees for the accounts at review or enforce, the candidate trees for those at none (0 when the
+    model has none, which raises nothing)."""
+    return model.probability_rows(p.X, np.array(p.levels) == "none") if len(p.X) else np.zeros(0)
+
+
 def platform_metrics(p: Platform, prob: Arr | None, budget_share: float = 0.005) -> dict[str, Any]:
     """Enforce precision / recall, review-budget recall, AP and persona false positives in the budget,
     with the review queue ordered by ``prob`` (None: by risk). With ``prob``, a candidate at none whose
@@ -341,7 +350,7 @@ def train(
         results: dict[str, Any] = {}
         all_p, all_y = [], []
         for label, p in held:
-            prob = model.probability_rows(p.X, np.array(p.levels) == "none") if len(p.X) else np.zeros(0)
+            prob = platform_probability(model, p)
             all_p.append(prob)
             all_y.append(p.y)
             results[label] = {"model": platform_metrics(p, prob), "risk": platform_metrics(p, None)}
