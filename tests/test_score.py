@@ -69,8 +69,11 @@ def test_scores_every_event_once_and_incrementally(store: Store, first_tier: Non
     assert explain_event(store, "e4")  # n-gram evidence, recomputed on demand
 
 
-def test_two_workers_give_the_same_scores(tmp_path: Path, sqlite_url: str) -> None:
+def test_two_workers_give_the_same_scores(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stormwatch.score import scoring as score_mod
     from stormwatch.store import open_store
+
+    monkeypatch.setattr(score_mod, "INLINE_FIRST_TIER_EVENTS", 0)  # the workers, however few the events
 
     a = open_store(sqlite_url)
     b = open_store(f"sqlite:///{tmp_path / 'b.db'}")
@@ -78,11 +81,28 @@ def test_two_workers_give_the_same_scores(tmp_path: Path, sqlite_url: str) -> No
     for s in (a, b):
         s.insert_events(events(0, texts))  # type: ignore[arg-type]
     score_new_events(a, progress=False, workers=1)
-    from stormwatch.score import scoring as score_mod
-
+    pools: list[int] = []
+    real = score_mod._executor
+    monkeypatch.setattr(score_mod, "_executor", lambda e, m, w: pools.append(w) or real(e, m, w))
     score_mod.score_model(b, ensure_active(b), score_mod.load_settings(), workers=2, progress=False, batch=50)
+    assert pools == [2]
     q = "SELECT event_id, score, flagged, categories FROM detections ORDER BY event_id"
     assert a.query(q) == b.query(q)
+
+
+def test_a_few_new_events_are_scored_without_workers(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting workers (each loads the model) costs more than the first tier needs for a few
+    thousand events: below INLINE_FIRST_TIER_EVENTS they are scored in this process."""
+    from stormwatch.score import scoring as score_mod
+    from stormwatch.store import open_store
+
+    s = open_store(sqlite_url)
+    s.insert_events(events(0, (BENIGN + MALICIOUS) * 3))  # type: ignore[arg-type]
+    pools: list[int] = []
+    real = score_mod._executor
+    monkeypatch.setattr(score_mod, "_executor", lambda e, m, w: pools.append(w) or real(e, m, w))
+    summary = score_new_events(s, progress=False, workers=2)
+    assert pools == [1] and summary.models[0].scored == len((BENIGN + MALICIOUS) * 3)
 
 
 def test_conversation_context_raises_a_rephrased_ask(store: Store, first_tier: None) -> None:

@@ -292,6 +292,11 @@ def test_scan_reads_events_with_their_scores(store: Store) -> None:
     assert chunks[0].tail[0].endswith("TAIL") and len(chunks[0].tail[0]) == 1500
     by_account = list(repo.scan("m1", ["a2"]))
     assert [c.account_id for c in by_account] == [("a2",)]
+    # by account (events, then their scores from the detections index): the same rows as the scan in order
+    rows = {c.event_id[0]: tuple(getattr(c, f)[0] for f in c.__dataclass_fields__) for c in chunks}
+    both = [c for c in repo.scan("m1", ["a1", "a2"]) if len(c)]
+    got = [tuple(getattr(c, f)[k] for f in c.__dataclass_fields__) for c in both for k in range(len(c))]
+    assert sorted(got) == sorted(rows.values()) and len(got) == 2
     assert repo.event_days("a1") == {"2026-01-01": 1}
     assert [r.event_id for r in repo.top_requests("a1", "m1", 5)] == ["e1"]
     assert repo.activity(["a1", "zz"])["a1"].events == 1 and "zz" not in repo.activity(["zz"])

@@ -50,6 +50,10 @@ BATCH = 10000
 #: batch rewrote most of the index every 10,000 events (at 1M events, 7.7 of 32 s were commits).
 COMMIT_ROWS = 100_000
 COMMIT_SECONDS = 5.0
+#: fewer new events than this are scored in this process when the model is the first tier alone:
+#: starting the workers (each loads the model) costs more than it saves (10,000 events: 0.5 s inline
+#: against 1.0 s with two workers); the cascade's encoder is worth the workers at any size
+INLINE_FIRST_TIER_EVENTS = 50_000
 _CAT_MIN = 0.005
 _CAT_SCORE_MIN = 0.05
 
@@ -232,6 +236,8 @@ def score_model(
     total = store.events.count_after(after)
     if total == 0:
         return run
+    if entry.kind == "first_tier" and total < INLINE_FIRST_TIER_EVENTS:
+        workers = 1
     pool = _executor(entry, model, workers)
     bar = tqdm(total=total, unit="ev", desc=f"score {entry.version[:28]}", disable=not progress, mininterval=0.5)
     try:
