@@ -9,6 +9,7 @@ logits (folds over the training platforms), then converted to the plain-JSON for
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -142,12 +143,13 @@ MIN_CANDIDATE_ACTORS = 5  # fewer actor accounts among the candidates at none: n
 def _fit_part(X: Arr, y: Arr, group: Arr, rounds: int, features: Sequence[str]) -> tuple[Any, float, float, Arr]:
     """Out-of-fold logits (folds over platforms) -> Platt calibration; the final trees on all rows."""
     oof = np.zeros(len(y))
-    for fold in np.unique(group):
-        test = group == fold
-        if len(np.unique(group)) == 1:
-            oof[:] = _fit_booster(X, y, rounds, features).predict(X, raw_score=True)
-            break
-        oof[test] = _fit_booster(X[~test], y[~test], rounds, features).predict(X[test], raw_score=True)
+    folds = np.unique(group)
+    if len(folds) == 1:  # one training platform: no rows to hold out, the in-sample logits
+        oof[:] = _fit_booster(X, y, rounds, features).predict(X, raw_score=True)
+    else:
+        for fold in folds:
+            test = group == fold
+            oof[test] = _fit_booster(X[~test], y[~test], rounds, features).predict(X[test], raw_score=True)
     a, b = _platt(oof, y.astype(np.float64))
     return _fit_booster(X, y, rounds, features), a, b, oof
 
@@ -186,8 +188,6 @@ def fit_model(
         return dataclasses.replace(model, candidates=part)
 
     digest = orjson.dumps({**build("draft").to_dict(), "version": ""}, option=orjson.OPT_SORT_KEYS)
-    import hashlib
-
     model = build(f"account-{SERIES}+{hashlib.sha256(digest).hexdigest()[:12]}")
     check = float(np.abs(model.logit(full[main]) - booster.predict(X[main], raw_score=True)).max())
     if cand is not None and model.candidates is not None:
