@@ -12,7 +12,7 @@ import contextlib
 import queue
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -67,6 +67,7 @@ class Columns:
     keys: Interner = field(default_factory=Interner)
     convs: Interner = field(default_factory=Interner)
     event_ids: list[str] = field(default_factory=list)
+    seq: list[int] = field(default_factory=list)
     acc: list[int] = field(default_factory=list)
     ts: list[str] = field(default_factory=list)
     ip: list[int] = field(default_factory=list)
@@ -92,6 +93,7 @@ class Columns:
             cats[:] = np.asarray(self.cat_vals, dtype=np.float32)
         return {
             "acc": np.asarray(self.acc, dtype=np.int64),
+            "seq": np.asarray(self.seq, dtype=np.int64),
             "t": t.astype(np.int64).astype(np.float64) / 1e6,
             "ip": np.asarray(self.ip, dtype=np.int64),
             "ua": np.asarray(self.ua, dtype=np.int64),
@@ -197,8 +199,13 @@ def scan_events(
     chunk: int = 40_000,  # up to three chunks are in memory at once (one read ahead)
     on_rows: Any = None,
     scale: ScoreScale | None = None,
+    after: int = 0,
+    upto: int | None = None,
+    conversations: Mapping[str, Collection[str]] | None = None,
 ) -> Columns:
-    """Read all events (or those of ``account_ids``) with their scores into :class:`Columns`.
+    """Read all events (or those of ``account_ids``, or those of each account of ``conversations``
+    in its listed conversations, or those with ``after < seq <= upto``) with their scores into
+    :class:`Columns`.
 
     ``scale``: the map of this model's scores onto the reference scale (``analyze.scale``; None: as
     they are); category probabilities are scaled with their request's score."""
@@ -207,7 +214,12 @@ def scan_events(
     lang_en, lang_und = _LANG_CODE["en"], _LANG_CODE["und"]
     lookups: list[dict[str | None, int]] = [{None: -1} for _ in range(5)]
     lang_cache: dict[tuple[str, bool], int] = {}  # (attributes, has text) -> language, for ASCII text
-    for part in _prefetch(store.analysis.scan(model_version, account_ids, chunk=chunk)):
+    extra: dict[str, Any] = {}  # only what is asked for (a store-like reader may take no more)
+    if after or upto is not None:
+        extra.update(after=after, upto=upto)
+    if conversations is not None:
+        extra["conversations"] = conversations
+    for part in _prefetch(store.analysis.scan(model_version, account_ids, chunk=chunk, **extra)):
         if not len(part):
             continue
         base = len(cols.acc)
@@ -220,7 +232,8 @@ def scan_events(
             part.tail,
         )
         score, cats = part.score, part.categories
-        cols.max_seq = max(cols.max_seq, max(int(x) for x in seq))
+        cols.seq.extend(int(x) for x in seq)
+        cols.max_seq = max(cols.max_seq, max(cols.seq[base:]))
         cols.event_ids.extend(eid)
         cols.ts.extend(ts)
         for interner, values, out, lookup in (

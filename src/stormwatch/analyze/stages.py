@@ -18,7 +18,6 @@ __all__ = ["hit_strength", "match_intel", "model_version", "score_first", "updat
 
 log = logging.getLogger(__name__)
 STAGE = "analyze"
-FULL_RESCAN_SHARE = 0.3  # more accounts than this share changed: one sequential scan is cheaper
 PARALLEL_MIN_EVENTS = 100_000  # fewer events to scan: features in this process
 PARTS_PER_WORKER = 4  # account shares per worker process (balances the load, shows progress)
 
@@ -53,43 +52,66 @@ def model_version(store: Store, *, active: bool = True) -> str:
 def update_features(store: Store, version: str, *, full: bool, progress: bool) -> tuple[int, int]:
     """Recompute features of accounts with new events (all when ``full`` or the model changed).
 
+    An incremental run merges the new events into the stored aggregates of their accounts
+    (``analyze.merging``) and scans whole only the accounts that cannot be merged exactly.
     Returns (events scanned, accounts recomputed).
     """
     repo = store.analysis
     cursor = store.stages.get(STAGE)
     max_seq = repo.max_event_seq()
     state = repo.feature_state(version)
-    accounts: list[str] | None = None
-    if not (full or cursor == 0 or state.stale):
-        if max_seq <= cursor:
-            return 0, 0
-        changed = repo.accounts_with_events_after(cursor)
-        if len(changed) <= FULL_RESCAN_SHARE * max(state.known, 1):
-            accounts = sorted(changed)
-    workers = feature_workers(store, accounts, max_seq, state.known)
     scale = scale_for(store, version)
     if scale is not None:
         log.info("analyze: %s scores mapped onto the reference scale through its presets %s", version, scale.model)
+    if not (full or cursor == 0 or state.stale):
+        if max_seq <= cursor:
+            return 0, 0
+        # merging costs the new events, the conversations they joined and the aggregates of their
+        # accounts: less than a scan of every event, whatever share of the accounts they touch
+        from stormwatch.analyze.merging import merge_new_events
+
+        merged = merge_new_events(store, version, repo.accounts_with_events_after(cursor), cursor, max_seq, scale)
+        scanned, feats, attrs = merged.scanned, merged.features, merged.attributes
+        if merged.rescan:
+            n, _, more, more_attrs = _scan_features(store, version, merged.rescan, max_seq, state.known, scale)
+            scanned, feats, attrs = scanned + n, feats + more, attrs + more_attrs
+        log.info("analyze: new events merged into %d accounts, %d scanned whole", len(merged.merged),
+                 len(merged.rescan))  # fmt: skip
+        repo.replace_features(feats, attrs, version, accounts=merged.merged + merged.rescan)
+        store.stages.set(STAGE, max_seq)
+        return scanned, len(feats)
+    workers = feature_workers(store, None, max_seq, state.known)
     if workers > 1:
-        scanned, seen_seq, feats, attrs = _features_parallel(store, version, accounts, workers, progress, scale)
-        repo.replace_features(feats, attrs, version, accounts=accounts)
+        scanned, seen_seq, feats, attrs = _features_parallel(store, version, None, workers, progress, scale)
+        repo.replace_features(feats, attrs, version, accounts=None)
         store.stages.set(STAGE, max(max_seq, seen_seq))
         return scanned, len(feats)
     bar: Any = None
     if progress:
         from tqdm import tqdm
 
-        total = None if accounts is not None else max_seq
-        bar = tqdm(total=total, unit="ev", desc="analyze: features", leave=False)
+        bar = tqdm(total=max_seq, unit="ev", desc="analyze: features", leave=False)
     try:
-        cols = scan_events(store, version, accounts, on_rows=bar.update if bar else None, scale=scale)
+        cols = scan_events(store, version, None, on_rows=bar.update if bar else None, scale=scale)
     finally:
         if bar is not None:
             bar.close()
     feats, attrs = compute_features(cols)
-    repo.replace_features(feats, attrs, version, accounts=None if accounts is None else cols.accounts.values)
+    repo.replace_features(feats, attrs, version, accounts=None)
     store.stages.set(STAGE, max(max_seq, cols.max_seq))
     return len(cols), len(feats)
+
+
+def _scan_features(
+    store: Store, version: str, accounts: list[str], max_seq: int, known: int, scale: ScoreScale | None
+) -> tuple[int, int, list[Any], list[Any]]:
+    """Features of ``accounts`` from all their events (in worker processes when there are many)."""
+    workers = feature_workers(store, accounts, max_seq, known)
+    if workers > 1:
+        return _features_parallel(store, version, accounts, workers, False, scale)
+    cols = scan_events(store, version, accounts, scale=scale)
+    feats, attrs = compute_features(cols)
+    return len(cols), cols.max_seq, feats, attrs
 
 
 def feature_workers(store: Store, accounts: list[str] | None, max_seq: int, known: int) -> int:

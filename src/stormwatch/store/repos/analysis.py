@@ -23,7 +23,7 @@ kept together so that adding a column touches this file and :mod:`stormwatch.res
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -681,24 +681,49 @@ class AnalysisRepo(Repository):
         return ScanChunk(*cols)
 
     def scan(
-        self, model_version: str, account_ids: Sequence[str] | None = None, *, chunk: int = 100_000
+        self,
+        model_version: str,
+        account_ids: Sequence[str] | None = None,
+        *,
+        chunk: int = 100_000,
+        after: int = 0,
+        upto: int | None = None,
+        conversations: Mapping[str, Collection[str]] | None = None,
     ) -> Iterator[ScanChunk]:
-        """Events (all, in ``seq`` windows of ``chunk``; or those of ``account_ids``) with their scores."""
+        """Events with their scores: those of ``account_ids``; or those of each account of
+        ``conversations`` in the conversations listed for it (found in the account index, which holds
+        the conversation: events outside them are not read); else all those with
+        ``after < seq <= upto`` (``upto`` None: the newest), in ``seq`` windows of ``chunk``."""
         if chunk < 1:
             raise InputError("chunk must be >= 1")
+        if conversations is not None:
+            yield from self._scan_conversations(model_version, conversations)
+            return
         if account_ids is None:
             hi = self._q("SELECT MAX(seq) FROM events")[0][0] or 0
-            lo = 0
+            hi = hi if upto is None else min(hi, upto)
+            lo = after
             while lo < hi:
-                yield self._scan_chunk(
-                    self._q(self._scan_sql("e.seq > ? AND e.seq <= ?"), (model_version, lo, lo + chunk))
-                )
-                lo += chunk
+                top = min(lo + chunk, hi)
+                yield self._scan_chunk(self._q(self._scan_sql("e.seq > ? AND e.seq <= ?"), (model_version, lo, top)))
+                lo = top
             return
         for part in _chunks(account_ids):
             yield self._scan_chunk(
                 self._q(self._scan_sql(f"e.account_id IN ({marks(len(part))})"), (model_version, *part))
             )
+
+    def _scan_conversations(
+        self, model_version: str, conversations: Mapping[str, Collection[str]]
+    ) -> Iterator[ScanChunk]:
+        pairs = sorted({(a, c) for a, cs in conversations.items() for c in cs})
+        for k in range(0, len(pairs), _CHUNK):  # at most 2 x _CHUNK ids per query
+            part = set(pairs[k : k + _CHUNK])
+            accounts, convs = sorted({a for a, _ in part}), sorted({c for _, c in part})
+            where = f"e.account_id IN ({marks(len(accounts))}) AND e.conversation_id IN ({marks(len(convs))})"
+            rows = self._q(self._scan_sql(where), (model_version, *accounts, *convs))
+            # only the pairs asked for (an account may share a conversation id with another)
+            yield self._scan_chunk([r for r in rows if (r[2], r[7]) in part])
 
     def replace_features(
         self,
@@ -721,11 +746,12 @@ class AnalysisRepo(Repository):
         now = now_iso()
         self._xm(
             "INSERT INTO account_features (account_id, n_events, first_ts, last_ts, n_high, max_score, content_score,"
-            " ttp_breadth, home_utc_offset, refusals, rephrases, features, model_version, updated_at)"
-            f" VALUES ({marks(14)})",
+            " ttp_breadth, home_utc_offset, refusals, rephrases, features, model_version, updated_at, aggregate)"
+            f" VALUES ({marks(15)})",
             [
                 (f.account_id, f.n_events, f.first_ts, f.last_ts, f.n_high, f.max_score, f.content_score,
-                 f.ttp_breadth, f.home_utc_offset, f.refusals, f.rephrases, _dumps(f.features), model_version, now)
+                 f.ttp_breadth, f.home_utc_offset, f.refusals, f.rephrases, _dumps(f.features), model_version, now,
+                 getattr(f, "aggregate", None))
                 for f in features
             ],
         )  # fmt: skip
@@ -734,6 +760,19 @@ class AnalysisRepo(Repository):
                 f"INSERT INTO account_attributes (account_id, kind, value, n, first_ts, last_ts) VALUES ({marks(6)})",
                 attributes[i : i + 50_000],
             )
+
+    def aggregates(self, account_ids: Sequence[str], model_version: str) -> dict[str, str]:
+        """The stored aggregates (``analyze.aggregates``, as JSON) of ``account_ids`` computed under
+        ``model_version``; accounts without one are left out."""
+        out: dict[str, str] = {}
+        for part in _chunks(account_ids):
+            for a, g in self._q(
+                f"SELECT account_id, aggregate FROM account_features WHERE account_id IN ({marks(len(part))})"
+                " AND model_version = ? AND aggregate IS NOT NULL",
+                (*part, model_version),
+            ):
+                out[str(a)] = str(g)
+        return out
 
     def features(self, account_id: str) -> dict[str, Any] | None:
         rows = self._q("SELECT features FROM account_features WHERE account_id = ?", (account_id,))
@@ -803,7 +842,9 @@ class AnalysisRepo(Repository):
 
     # -- the input graph -------------------------------------------------------------------------------
     def load_graph(self) -> AccountGraph:
-        """The account graph analyze's algorithms read (rows in stored order: numbering is reproducible)."""
+        """The account graph analyze's algorithms read. Observations are ordered by account, kind and value
+        (their numbering decides ties between equal links): not by storage order, which an incremental
+        run changes (it rewrites the rows of the accounts it merged new events into)."""
         accounts = tuple(
             AccountFacts(str(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7])
             for r in self._q(
@@ -813,9 +854,12 @@ class AnalysisRepo(Repository):
         )
         observations = tuple(
             Observation(str(r[0]), str(r[1]), str(r[2]), r[3], r[4])
-            for r in self._q(
-                "SELECT account_id, kind, value, first_ts, last_ts FROM account_attributes"
-                " WHERE kind IN ('ip', 'api_key')"
+            for r in sorted(  # in code-point order on every backend (a database's collation may differ)
+                self._q(
+                    "SELECT account_id, kind, value, first_ts, last_ts FROM account_attributes"
+                    " WHERE kind IN ('ip', 'api_key')"
+                ),
+                key=lambda r: (str(r[0]), str(r[1]), str(r[2])),
             )
         )
         states = tuple(
