@@ -55,8 +55,9 @@ def _platform(seed: int, n: int = 900) -> list[tuple[Event, float, dict[str, flo
     return out
 
 
-def _insert(store: Store, rows: list[tuple[Event, float, dict[str, float]]]) -> None:
-    store.insert_events([e for e, _, _ in rows])
+def _insert(store: Store, rows: list[tuple[Event, float, dict[str, float]]], *, events: bool = True) -> None:
+    if events:
+        store.insert_events([e for e, _, _ in rows])
     store.executemany(
         "INSERT INTO detections (event_id, model_version, account_id, conversation_id, ts, score, flagged,"
         " top_ttp, categories, explanation, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -207,6 +208,39 @@ def test_conversations_read_in_small_chunks_are_read_once(
             update_features(full, VERSION, full=True, progress=False)
             _assert_same(_stored(inc), _stored(full), batch[0][0].event_id)
         assert orjson.loads(_stored(inc)[0]["b"][10])["rephrases"] == 1
+    finally:
+        inc.close()
+        full.close()
+
+
+def test_events_analysed_before_they_were_scored_are_read_again_once_scored(sqlite_url: str, tmp_path: Any) -> None:
+    """``analyze --no-score`` can run before the scoring stage: an account with an unscored event keeps
+    no aggregate (its features count the event at score 0 until then), so that its next new events
+    make it be read whole, with the scores, as a full run reads it."""
+    rows = _platform(6, 300)
+    inc, full = open_store(sqlite_url), open_store(f"sqlite:///{tmp_path / 'full.db'}")
+    try:
+        _insert(inc, rows[:200])
+        update_features(inc, VERSION, full=False, progress=False)
+        early = rows[200:206]
+        inc.insert_events([e for e, _, _ in early])  # not scored yet
+        inc.commit()
+        update_features(inc, VERSION, full=False, progress=False)
+        unscored = {e.account_id for e, _, _ in early}
+        stored = dict(inc.query("SELECT account_id, aggregate FROM account_features"))
+        assert unscored and all(stored[a] is None for a in unscored)
+        assert any(g is not None for a, g in stored.items() if a not in unscored)
+        _insert(inc, early, events=False)  # the scoring stage catches up
+        _insert(inc, rows[206:])
+        _insert(full, rows)
+        update_features(inc, VERSION, full=False, progress=False)
+        update_features(full, VERSION, full=True, progress=False)
+        again = unscored & {e.account_id for e, _, _ in rows[206:]}
+        assert again
+        feats_inc, _ = _stored(inc)
+        feats_full, _ = _stored(full)
+        for a in again:
+            assert feats_inc[a] == feats_full[a], a
     finally:
         inc.close()
         full.close()

@@ -73,7 +73,13 @@ def compute_features(cols: Columns) -> tuple[list[AccountFeatures], list[tuple[s
     accounts = cols.accounts.values
     agg = aggregate(a, len(accounts), accounts, cols.event_ids, cols.convs.values)
     attrs = attribute_rows(cols, a)
-    return features_from(agg, distinct_counts(accounts, attrs)), attrs
+    feats = features_from(agg, distinct_counts(accounts, attrs))
+    if cols.unscored:  # no aggregate to merge into: the account is read whole once its events are scored
+        unscored = {accounts[k] for k in cols.unscored}
+        for f in feats:
+            if f.account_id in unscored:
+                f.aggregate = None
+    return feats, attrs
 
 
 def distinct_counts(accounts: list[str], attrs: list[tuple[str, str, str, int, str, str]]) -> dict[str, Arr]:

@@ -4,7 +4,10 @@ Reads the events after the cursor (a ``seq`` range: no per-account scan), the st
 the accounts they belong to, and the conversations the new events joined (all their events, found
 through the account index, which holds the conversation: a follow-up turn can make an earlier
 refusal a rephrasing, or a conversation an escalation). Accounts
-that cannot be merged exactly are returned to be scanned whole (``MergeResult.rescan``).
+that cannot be merged exactly are returned to be scanned whole (``MergeResult.rescan``): no usable
+aggregate, new events older than the stored last one, or a new event without a score under the
+model version (``analyze --no-score`` before the scoring stage ran: such an account keeps no
+aggregate, so that it is read whole again once the scores exist, as it was before aggregates).
 """
 
 from __future__ import annotations
@@ -81,9 +84,11 @@ def merge_new_events(
     code = {n: i for i, n in enumerate(names)}
     merged: list[str] = []
     rescan: list[str] = []
+    unscored = {names[k] for k in cols.unscored}
     for account in accounts:
         state, j = states.get(account), code.get(account)
-        if state is None or (j is not None and new.n[j] and new.first[j] < state["last"]):
+        late = j is not None and new.n[j] and new.first[j] < state["last"] if state is not None else False
+        if state is None or late or account in unscored:
             rescan.append(account)
         else:
             merged.append(account)

@@ -82,6 +82,8 @@ class Columns:
     #: (row, kind, value) observables found in the request text: url, domain, email
     text_obs: list[tuple[int, str, str]] = field(default_factory=list)
     max_seq: int = 0
+    #: accounts (codes) with an event that has no score under the model version (not scored yet)
+    unscored: set[int] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.acc)
@@ -262,6 +264,8 @@ def scan_events(
                 for t, a in zip(tails, attrs, strict=True)
             ]
         )
+        if None in score:
+            cols.unscored.update(cols.acc[base + j] for j, x in enumerate(score) if x is None)
         sc = [0.0 if x is None else float(x) for x in score]
         factor: list[float] | None = None
         if scale is not None:
