@@ -35,7 +35,7 @@ class MergeResult:
     features: list[AccountFeatures]
     attributes: list[AttrRow]
     merged: list[str]  # accounts whose aggregates took the new events
-    rescan: list[str]  # accounts to scan whole (no usable aggregate, or new events before old ones)
+    rescan: list[str]  # accounts to scan whole (no usable aggregate, late or unscored new events)
 
 
 def _states(store: Store, accounts: list[str], version: str) -> dict[str, dict[str, Any]]:
