@@ -219,7 +219,8 @@ def aggregate(a: dict[str, Arr], n_acc: int, accounts: list[str], eids: list[str
 
 
 def _merge_top(x: list[tuple[float, int, str]], y: list[tuple[float, int, str]]) -> list[tuple[float, int, str]]:
-    return sorted({r[1]: r for r in (*x, *y)}.values(), key=lambda r: (-r[0], r[1]))[:N_TOP]
+    by_seq = {seq: (score, seq, eid) for score, seq, eid in (*x, *y)}
+    return sorted(by_seq.values(), key=lambda top: (-top[0], top[1]))[:N_TOP]
 
 
 def merge_into(old: Agg, i: int, new: Agg, j: int, convs: dict[str, Conv], touched: set[str]) -> None:

@@ -63,7 +63,7 @@ def _merge_attributes(stored: list[AttrRow], new: list[AttrRow], order: list[str
             cur[2] = max(cur[2], last)
     rank = {a: i for i, a in enumerate(order)}
     merged = [(a, k, v, int(n), f, la) for (a, k, v), (n, f, la) in rows.items()]
-    merged.sort(key=lambda r: rank[r[0]])  # stable: stored rows first, in their order
+    merged.sort(key=lambda attr: rank[attr[0]])  # stable: stored rows first, in their order
     return merged
 
 
