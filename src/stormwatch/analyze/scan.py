@@ -81,12 +81,16 @@ class Columns:
     cat_vals: list[list[float]] = field(default_factory=list)
     #: (row, kind, value) observables found in the request text: url, domain, email
     text_obs: list[tuple[int, str, str]] = field(default_factory=list)
-    max_seq: int = 0
     #: accounts (codes) with an event that has no score under the model version (not scored yet)
     unscored: set[int] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.acc)
+
+    @property
+    def max_seq(self) -> int:
+        """The highest ``seq`` read (0: none)."""
+        return max(self.seq, default=0)
 
     def arrays(self) -> dict[str, np.ndarray[Any, Any]]:
         t = np.array([s[:-1] if s.endswith("Z") else s for s in self.ts], dtype="datetime64[us]")
@@ -235,7 +239,6 @@ def scan_events(
         )
         score, cats = part.score, part.categories
         cols.seq.extend(int(x) for x in seq)
-        cols.max_seq = max(cols.max_seq, max(cols.seq[base:]))
         cols.event_ids.extend(eid)
         cols.ts.extend(ts)
         for interner, values, out, lookup in (

@@ -9,6 +9,7 @@ from typing import Any
 from stormwatch.analyze import params as P
 from stormwatch.analyze.features import compute_features
 from stormwatch.analyze.intel_matching import Hit, Indicator, load_indicators, load_observations, match_indicators
+from stormwatch.analyze.merging import merge_new_events
 from stormwatch.analyze.scale import ScoreScale, scale_for
 from stormwatch.analyze.scan import scan_events
 from stormwatch.result import IntelHit
@@ -68,8 +69,6 @@ def update_features(store: Store, version: str, *, full: bool, progress: bool) -
             return 0, 0
         # merging costs the new events, the conversations they joined and the aggregates of their
         # accounts: less than a scan of every event, whatever share of the accounts they touch
-        from stormwatch.analyze.merging import merge_new_events
-
         merged = merge_new_events(store, version, repo.accounts_with_events_after(cursor), cursor, max_seq, scale)
         scanned, feats, attrs = merged.scanned, merged.features, merged.attributes
         if merged.rescan:
