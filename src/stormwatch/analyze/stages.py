@@ -6,10 +6,10 @@ import logging
 import os
 from typing import Any
 
+from stormwatch.analyze import merging
 from stormwatch.analyze import params as P
 from stormwatch.analyze.features import compute_features
 from stormwatch.analyze.intel_matching import Hit, Indicator, load_indicators, load_observations, match_indicators
-from stormwatch.analyze.merging import merge_new_events
 from stormwatch.analyze.scale import ScoreScale, scale_for
 from stormwatch.analyze.scan import scan_events
 from stormwatch.result import IntelHit
@@ -69,10 +69,12 @@ def update_features(store: Store, version: str, *, full: bool, progress: bool) -
             return 0, 0
         # merging costs the new events, the conversations they joined and the aggregates of their
         # accounts: less than a scan of every event, whatever share of the accounts they touch
-        merged = merge_new_events(store, version, repo.accounts_with_events_after(cursor), cursor, max_seq, scale)
+        changed = repo.accounts_with_events_after(cursor)
+        merged = merging.merge_new_events(store, version, changed, cursor, max_seq, scale)
         scanned, feats, attrs = merged.scanned, merged.features, merged.attributes
         if merged.rescan:
-            n, _, more, more_attrs = _scan_features(store, version, merged.rescan, max_seq, state.known, scale)
+            n, _, more, more_attrs = _scan_features(store, version, merged.rescan, max_seq, state.known, scale,
+                                                    progress)  # fmt: skip
             scanned, feats, attrs = scanned + n, feats + more, attrs + more_attrs
         log.info("analyze: new events merged into %d accounts, %d scanned whole", len(merged.merged),
                  len(merged.rescan))  # fmt: skip
@@ -102,12 +104,19 @@ def update_features(store: Store, version: str, *, full: bool, progress: bool) -
 
 
 def _scan_features(
-    store: Store, version: str, accounts: list[str], max_seq: int, known: int, scale: ScoreScale | None
+    store: Store,
+    version: str,
+    accounts: list[str],
+    max_seq: int,
+    known: int,
+    scale: ScoreScale | None,
+    progress: bool = False,
 ) -> tuple[int, int, list[Any], list[Any]]:
-    """Features of ``accounts`` from all their events (in worker processes when there are many)."""
+    """Features of ``accounts`` from all their events (in worker processes, with a progress bar, when
+    there are many)."""
     workers = feature_workers(store, accounts, max_seq, known)
     if workers > 1:
-        return _features_parallel(store, version, accounts, workers, False, scale)
+        return _features_parallel(store, version, accounts, workers, progress, scale)
     cols = scan_events(store, version, accounts, scale=scale)
     feats, attrs = compute_features(cols)
     return len(cols), cols.max_seq, feats, attrs
