@@ -6,7 +6,9 @@ with the shipped first tier and analyzed; the review queue is then ordered by th
 for comparison, by risk. Reported per setting: ranking AP (level, then probability / risk), enforce
 precision and recall (the model never changes a level), review-budget recall (actor accounts
 enforced or within the 0.5 % budget; also over the actor accounts that sent at least one request,
-``budget_recall_with_requests``: the simulator opens actor accounts that never do), actor accounts
+``budget_recall_with_requests``: the simulator opens actor accounts that never do; and its ceiling,
+``budget_recall_ceiling``: the enforced actors plus as many actors at review as the budget holds, the
+most any ordering of the queue could reach), actor accounts
 missed, false positives in the budget per persona, and exempt accounts enforced (0: the simulator
 grants no exemptions, the rules hold them).
 
@@ -94,7 +96,8 @@ def main() -> None:
         m, r = results[label]["model"], results[label]["risk"]
         print(
             f"{label:40} AP {m['ap']} (risk {r['ap']})  budget recall {m['budget_recall']} (risk {r['budget_recall']};"
-            f" of actor accounts with requests {m['budget_recall_with_requests']})"
+            f" of actor accounts with requests {m['budget_recall_with_requests']};"
+            f" ceiling {m['budget_recall_ceiling']})"
             f"  enforce P {m['enforce_precision']} R {m['enforce_recall']}  raised {m['raised_by_model']}"
             f" (actors {m['actors_raised_by_model']})  fp {m['fp_in_budget_by_persona']}",
             flush=True,

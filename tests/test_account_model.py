@@ -135,6 +135,10 @@ def test_model_ranks_no_intel_actors_above_security_professionals(trained: dict[
     speaking = by_model["actors_with_requests"]
     assert speaking == held.actors - len(held.silent_actors) and 0 < speaking <= held.actors
     assert 0.0 <= by_model["budget_recall_with_requests"] <= 1.0
+    # no ordering of the queue beats the ceiling; the risk order cannot either
+    for m in (by_model, by_risk):
+        assert m["budget_recall"] <= m["budget_recall_ceiling"] <= 1.0
+        assert m["budget_recall_ceiling"] >= m["enforce_recall"]
 
 
 def test_judge_orders_the_queue_by_the_model_and_falls_back_to_risk(trained: dict[str, Any]) -> None:

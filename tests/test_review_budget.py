@@ -100,6 +100,31 @@ def test_no_corroboration_caps_at_review_whatever_the_score() -> None:
     assert judge(_inputs(confidence=0.0)).level == "review"
 
 
+def test_more_evidence_never_lowers_the_level() -> None:
+    """An attribution through shared network infrastructure that the account's own activity does not
+    corroborate holds it at review, but only when neither a coordinated cluster nor a cohort enforces
+    it: the same account without the intel would be enforced, so with it it must be too."""
+    base = dict(content=0.6, direct_intel=0.02, corroborated=False)
+    assert judge(_inputs(**base)).level == "review"  # the attribution alone: review, with its reason
+    assert "network infrastructure" in judge(_inputs(**base)).explanation["reasons"][0]
+    for extra in ({"coordinated": True}, {"cohort": True, "top_score": 0.81}):
+        without_intel = judge(_inputs(**{**base, "confidence": 0.0, "direct_intel": 0.0, **extra}))
+        with_intel = judge(_inputs(**{**base, **extra}))
+        assert without_intel.level == with_intel.level == "enforce", extra
+    # a cohort an organisation holds is not corroboration: the uncorroborated attribution keeps review
+    assert judge(_inputs(**base, cohort=True, cohort_held=True, top_score=0.9)).level == "review"
+    # every combination of the evidence flags: adding one never lowers the level
+    rank = {"none": 0, "review": 1, "enforce": 2}
+    flags = ("coordinated", "cohort", "corroborated")
+    for mask in range(8):
+        kw = {f: bool(mask >> k & 1) for k, f in enumerate(flags)}
+        level = rank[judge(_inputs(**{**base, **kw}, top_score=0.81)).level]
+        for f in flags:
+            if not kw[f]:
+                more = rank[judge(_inputs(**{**base, **kw, f: True}, top_score=0.81)).level]
+                assert more >= level, (kw, f)
+
+
 # -- the records -----------------------------------------------------------------------------------
 
 EX = {"match": "org_id", "value": "org_acme", "reason": "pentest firm", "granted_by": "t&s", "expires": "2027-01-01"}

@@ -297,6 +297,12 @@ def platform_metrics(p: Platform, prob: Arr | None, budget_share: float = 0.005)
             int(p.y[k]) for k, (a, b) in enumerate(zip(levels, p.levels, strict=True)) if a != b
         ),
         "actors_at_review": sum(int(p.y[k]) for k in rev),
+        # the most any ordering of this queue could reach: the enforced actors and as many of the
+        # actors at review as the budget holds (budget_recall below it: the ranking's fault; at it:
+        # the levels', i.e. the corroboration the rules need to enforce)
+        "budget_recall_ceiling": round((tp + min(budget, sum(int(p.y[k]) for k in rev))) / p.actors, 4)
+        if p.actors
+        else None,
         "review_ap": None if review_ap is None else round(review_ap, 4),
         "ap": None if ap is None else round(ap, 4),
         "fp_in_budget_by_persona": dict(sorted(fp_budget.items())),

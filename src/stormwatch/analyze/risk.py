@@ -23,10 +23,12 @@ one organisation of the platform (a security firm's signature as much as an oper
 ``review``, see ``judge._coordinated``), or, without intel or links, for a member of a *cohort*
 (``analyze.cohorts``: a burst of new, short-lived accounts on one network asking malicious
 questions, the trace of an operation that uses one account per task) whose own top request scores
->= 0.5. ``review`` when risk >= 0.5, any direct intel hit, a low-confidence attribution, content
->= 0.8 or membership of a cohort (also one an organisation holds); otherwise ``none``. Content and evasive
-retries alone never enforce: security researchers produce both. ``flagged`` = 1 only for
-``enforce``.
+>= 0.5. The paths are tried in that order and the first that enforces wins: an attribution the
+account's own activity does not corroborate holds it at ``review`` only when no coordinated cluster
+or cohort enforces it (more evidence never lowers a level). ``review`` when risk >= 0.5, any direct
+intel hit, a low-confidence attribution, content >= 0.8 or membership of a cohort (also one an
+organisation holds); otherwise ``none``. Content and evasive retries alone never enforce: security
+researchers produce both. ``flagged`` = 1 only for ``enforce``.
 
 Precision first, whatever the score: ``enforce`` always needs *corroboration* beyond the account's
 own content and behaviour - an intel hit of its own, intel reaching it over strong links, or
@@ -98,25 +100,28 @@ def judge(x: RiskInputs) -> RiskResult:
     if x.confidence > 0:
         risk = max(risk, x.confidence)
     reasons: list[str] = []
+    # the enforce paths first: an attribution that its own activity does not corroborate holds the
+    # account at review only when nothing else enforces it (more evidence never lowers the level)
     if x.confidence >= P.ENFORCE_CONFIDENCE and not x.behaviour_only and x.corroborated:
         level = "enforce"
         reasons.append(f"attributed to an actor with confidence {x.confidence:.2f}")
-    elif x.confidence >= P.ENFORCE_CONFIDENCE and not x.behaviour_only:
-        level = "review"
-        reasons.append(
-            "attributed only through shared network infrastructure; the account's own activity does not"
-            " corroborate it (no malicious content, no fit to the actor's profile, no identity link)"
-        )
     elif x.coordinated and x.content >= P.COORDINATED_MIN_CONTENT:
         level = "enforce"
         reasons.append(
-            "member of a linked cluster of malicious accounts whose behaviour fits an actor profile (no intel)"
+            "member of a linked cluster of malicious accounts whose behaviour fits an actor profile"
+            + ("" if x.confidence >= P.ENFORCE_CONFIDENCE else " (no intel needed)")
         )
     elif x.cohort and not x.cohort_held and x.top_score >= P.COHORT_ENFORCE_SCORE:
         level = "enforce"
         reasons.append(
             "one of a burst of new, short-lived accounts on one network asking malicious questions (a cohort;"
-            " no intel, no links)"
+            " no intel or links needed)"
+        )
+    elif x.confidence >= P.ENFORCE_CONFIDENCE and not x.behaviour_only:
+        level = "review"
+        reasons.append(
+            "attributed only through shared network infrastructure; the account's own activity does not"
+            " corroborate it (no malicious content, no fit to the actor's profile, no identity link)"
         )
     elif risk >= P.REVIEW_RISK or x.direct_intel > 0 or x.confidence > 0 or x.content >= 0.8 or x.cohort:
         level = "review"
