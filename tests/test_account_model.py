@@ -171,6 +171,19 @@ def test_judge_orders_the_queue_by_the_model_and_falls_back_to_risk(trained: dic
     assert ranked[0].explanation["review_queue"]["ordered_by"] == "risk"
     assert all("account_model" not in j.explanation for j in off.judgements)
     assert [(-j.risk, j.account_id) for j in ranked] == sorted((-j.risk, j.account_id) for j in ranked)
+    # the summary counts the accounts beyond the budget that the model still finds likely
+    from stormwatch.analyze.review import ReviewBudget
+
+    likely = [j for j in queue if j.explanation["account_model"]["probability"] >= 0.5]
+    assert len(likely) >= 2  # the held-out platform's queue has more than one likely actor
+    one = analyze_graph(graph, "m", now=now, account_model=str(trained["folder"]), review_budget=ReviewBudget(count=1))
+    assert one.stats["review_within_budget"] == 1
+    assert one.stats["review_likely_beyond_budget"] == len(likely) - 1
+    assert res.stats["review_likely_beyond_budget"] == sum(not j.within_budget for j in likely)
+    everyone = analyze_graph(graph, "m", now=now, account_model=str(trained["folder"]),
+                             review_budget=ReviewBudget(count=len(queue)))  # fmt: skip
+    assert everyone.stats["review_likely_beyond_budget"] == 0
+    assert off.stats["review_likely_beyond_budget"] == 0  # no model, no probability to warn with
 
 
 @pytest.fixture(scope="module")

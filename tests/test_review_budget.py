@@ -435,6 +435,16 @@ def test_cli_budget_exemptions_show_and_export(
     assert main(["--db", db, "analyze", "--no-score", "--json", "--review-budget", "0.5%"]) == 0
     assert orjson.loads(capsys.readouterr().out)["review_budget_rule"] == "0.5% of active accounts"
     assert main(["--db", db, "analyze", "--no-score", "--review-budget", "lots"]) == 2
+    # a budget smaller than the queue's likely actors is said, with the count the JSON carries
+    capsys.readouterr()
+    assert main(["--db", db, "analyze", "--no-score", "--full", "--json", "--review-budget", "1"]) == 0
+    beyond = orjson.loads(capsys.readouterr().out)["review_likely_beyond_budget"]
+    assert main(["--db", db, "analyze", "--no-score", "--full", "--review-budget", "1"]) == 0
+    text = capsys.readouterr().out
+    assert beyond >= 1  # this platform's queue holds more than one likely actor
+    assert f"warning: {beyond:,} more account(s) beyond the review budget" in text
+    assert main(["--db", db, "analyze", "--no-score", "--json", "--review-budget", "100%"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["review_likely_beyond_budget"] == 0
     # analyze eval reports the review-budget recall
     assert main(["--db", db, "analyze", "eval", "--truth", str(platform["dir"] / "sim" / "truth.json"), "--json"]) == 0
     ev = orjson.loads(capsys.readouterr().out)

@@ -262,6 +262,9 @@ def platform_metrics(p: Platform, prob: Arr | None, budget_share: float = 0.005)
     rev = sorted((k for k, lv in enumerate(levels) if lv == "review"), key=lambda k: (-score[k], p.ids[k]))
     within = set(rev[:budget])
     tp = sum(int(p.y[k]) for k in enf)
+    # beyond the budget but at or above the probability that raises a candidate: what the analyze summary
+    # warns about (the budget holds fewer than the queue's likely actors); with prob None, nothing
+    beyond = [k for k in rev[budget:] if prob is not None and reaches_review(prob[k])]
     caught = tp + sum(int(p.y[k]) for k in within)
     silent_caught = sum(int(p.y[k]) for k in [*enf, *within] if p.ids[k] in p.silent_actors)
     speaking = p.actors - len(p.silent_actors)
@@ -303,6 +306,8 @@ def platform_metrics(p: Platform, prob: Arr | None, budget_share: float = 0.005)
         "budget_recall_ceiling": round((tp + min(budget, sum(int(p.y[k]) for k in rev))) / p.actors, 4)
         if p.actors
         else None,
+        "likely_beyond_budget": len(beyond),
+        "actors_likely_beyond_budget": sum(int(p.y[k]) for k in beyond),
         "review_ap": None if review_ap is None else round(review_ap, 4),
         "ap": None if ap is None else round(ap, 4),
         "fp_in_budget_by_persona": dict(sorted(fp_budget.items())),

@@ -16,7 +16,7 @@ import orjson
 from stormwatch.analyze.attribution import BELOW_LOW as _BELOW_LOW
 from stormwatch.analyze.attribution import public_attribution
 from stormwatch.analyze.engines.options import engine_options
-from stormwatch.analyze.params import CONFIDENCE_LABELS
+from stormwatch.analyze.params import CONFIDENCE_LABELS, MODEL_REVIEW_PROBABILITY
 from stormwatch.clitools import echo_json, json_items, json_option, open_ctx_store, output_option
 from stormwatch.errors import InputError
 
@@ -150,6 +150,12 @@ def analyze_group(
         f"review budget {s.review_budget:,} = {s.review_budget_rule} ({s.active_accounts:,} active):"
         f" {s.review_within_budget:,} within it; exempt {s.exempt:,} ({s.exempt_held_back:,} held back from enforce)"
     )
+    if s.review_likely_beyond_budget:
+        click.echo(
+            f"warning: {s.review_likely_beyond_budget:,} more account(s) beyond the review budget have an account-model"
+            f" probability >= {MODEL_REVIEW_PROBABILITY:g}: the budget is smaller than the queue's likely actors"
+            " (raise it with --review-budget, or review past it)"
+        )
     if s.score_scale:
         m, r = s.score_scale["model_presets"], s.score_scale["reference_presets"]
         click.echo(

@@ -100,6 +100,9 @@ class JudgeSummary:
     exempt: int = 0  # accounts an active exemption holds (any level)
     exempt_held_back: int = 0  # ... of which analysis would otherwise have enforced
     raised_by_model: int = 0  # accounts the rules left at none that the account model put at review
+    #: accounts at review outside the budget whose account-model probability still reaches
+    #: MODEL_REVIEW_PROBABILITY: the budget holds fewer than the queue's likely actors (0 without a model)
+    review_likely_beyond_budget: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +287,8 @@ def _queue(
         place = places.get(j["account_id"])
         if place is not None:
             summary.review_within_budget += int(place.within_budget)
+            if model is not None and not place.within_budget and reaches_review(prob.get(j["account_id"], 0.0)):
+                summary.review_likely_beyond_budget += 1
             j["review_rank"], j["within_budget"] = place.rank, place.within_budget
             j["explanation"]["review_queue"] = {
                 "rank": place.rank,

@@ -54,6 +54,7 @@ class AnalyzeSummary:
     exempt: int = 0
     exempt_held_back: int = 0  # exempt accounts analysis would otherwise have enforced
     raised_by_model: int = 0  # accounts at review that the account model raised from none
+    review_likely_beyond_budget: int = 0  # outside the budget, account-model probability >= 0.5
     mode: str = ""  # "full" or "incremental" (the judgement step)
     full_reason: str = ""  # why the judgement step ran in full
     accounts_judged: int = 0  # accounts attributed and judged again
@@ -119,7 +120,7 @@ def judge_step(store: Store, out: AnalyzeSummary, *, full: bool, judge_kw: dict[
         {h.account_id for h in inp.hits if float(h.strength) > 0 and h.account_id in g.index
          and any(r in sets for r in h.intrusion_sets)}
     )  # fmt: skip
-    for k in ("active_accounts", "review_budget"):
+    for k in ("active_accounts", "review_budget", "review_likely_beyond_budget"):
         counts[k] = int(part.stats.get(k, 0))
     return counts
 
@@ -178,6 +179,7 @@ def analyze(
     out.review_within_budget, out.exempt = n.get("review_within_budget", 0), n.get("exempt", 0)
     out.exempt_held_back = n.get("exempt_held_back", 0)
     out.raised_by_model = n.get("raised_by_model", 0)
+    out.review_likely_beyond_budget = n.get("review_likely_beyond_budget", 0)
     out.seconds = {
         "scoring": round(t1 - t0, 2),
         "features": round(t2 - t1, 2),
