@@ -106,7 +106,8 @@ def test_incremental_runs_equal_full_runs(platform: Path, tmp_path: Path) -> Non
         assert f.mode == "full"
         _assert_same(_snapshot(url), _snapshot(f"sqlite:///{copy}"))
         same = ("enforce", "review", "clusters", "attributed", "intel_hit_accounts", "active_accounts",
-                "review_budget", "review_within_budget", "exempt", "accounts")  # fmt: skip
+                "review_budget", "review_within_budget", "review_likely_beyond_budget", "exempt",
+                "accounts")  # fmt: skip
         assert {k2: getattr(s, k2) for k2 in same} == {k2: getattr(f, k2) for k2 in same}
     assert modes[0][0] == "full" and modes[0][1] == "first run"
     assert modes[1][0] == "full"  # the first intel import: a new intrusion-set has hits (a global input)

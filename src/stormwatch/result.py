@@ -382,7 +382,8 @@ class AnalysisResult:
     model_version: str | None = None
     analyzed_at: str | None = None
     #: counts of the run: accounts, clusters, enforce, review, attributed, intel_hit_accounts,
-    #: active_accounts, review_budget, review_within_budget, exempt, exempt_held_back
+    #: active_accounts, review_budget, review_within_budget, exempt, exempt_held_back, raised_by_model,
+    #: review_likely_beyond_budget
     stats: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
