@@ -100,6 +100,19 @@ def test_no_corroboration_caps_at_review_whatever_the_score() -> None:
     assert judge(_inputs(confidence=0.0)).level == "review"
 
 
+def test_a_quiet_member_of_a_coordinated_cluster_reaches_review() -> None:
+    """An operation's linked cluster is enforced member by member where each member's own content
+    reaches 0.5; a member that asked nothing malicious is not enforced, but it is not left at none
+    either: it reaches review (ranked by the account model), with the reason."""
+    quiet = dict(content=0.2, rephrases=0, escalations=0, breadth=0, confidence=0.0)
+    alone = judge(_inputs(**quiet))
+    assert alone.level == "none"
+    member = judge(_inputs(**quiet, coordinated=True))
+    assert member.level == "review" and member.explanation["corroboration"] == ["coordinated cluster"]
+    assert "a quiet member of a coordinated cluster" in member.explanation["reasons"][0]
+    assert judge(_inputs(**{**quiet, "content": 0.6}, coordinated=True)).level == "enforce"
+
+
 def test_more_evidence_never_lowers_the_level() -> None:
     """An attribution through shared network infrastructure that the account's own activity does not
     corroborate holds it at review, but only when neither a coordinated cluster nor a cohort enforces

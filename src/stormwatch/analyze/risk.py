@@ -26,8 +26,9 @@ questions, the trace of an operation that uses one account per task) whose own t
 >= 0.5. The paths are tried in that order and the first that enforces wins: an attribution the
 account's own activity does not corroborate holds it at ``review`` only when no coordinated cluster
 or cohort enforces it (more evidence never lowers a level). ``review`` when risk >= 0.5, any direct
-intel hit, a low-confidence attribution, content >= 0.8 or membership of a cohort (also one an
-organisation holds); otherwise ``none``. Content and evasive retries alone never enforce: security
+intel hit, a low-confidence attribution, content >= 0.8, membership of a cohort (also one an
+organisation holds) or of a coordinated cluster (a quiet member of an operation whose other members
+are enforced); otherwise ``none``. Content and evasive retries alone never enforce: security
 researchers produce both. ``flagged`` = 1 only for ``enforce``.
 
 Precision first, whatever the score: ``enforce`` always needs *corroboration* beyond the account's
@@ -123,7 +124,9 @@ def judge(x: RiskInputs) -> RiskResult:
             "attributed only through shared network infrastructure; the account's own activity does not"
             " corroborate it (no malicious content, no fit to the actor's profile, no identity link)"
         )
-    elif risk >= P.REVIEW_RISK or x.direct_intel > 0 or x.confidence > 0 or x.content >= 0.8 or x.cohort:
+    elif (
+        risk >= P.REVIEW_RISK or x.direct_intel > 0 or x.confidence > 0 or x.content >= 0.8 or x.cohort or x.coordinated
+    ):
         level = "review"
         reasons.append(
             "needs an analyst: "
@@ -135,6 +138,7 @@ def judge(x: RiskInputs) -> RiskResult:
                     ("a low-confidence attribution", 0 < x.confidence < P.ENFORCE_CONFIDENCE),
                     ("high-scoring content", x.content >= 0.8),
                     ("a cohort of new accounts", x.cohort),
+                    ("a quiet member of a coordinated cluster", x.coordinated),
                 )
                 if on
             )

@@ -487,9 +487,8 @@ def analyze_spark(
     out.accounts, out.clusters, out.enforce, out.review = n["accounts"], n["clusters"], n["enforce"], n["review"]
     out.attributed, out.intel_hit_accounts = n["attributed"], n.get("intel_hit_accounts", 0)
     out.active_accounts, out.review_budget = n.get("active_accounts", 0), n.get("review_budget", 0)
-    out.review_within_budget, out.exempt = n.get("review_within_budget", 0), n.get("exempt", 0)
-    out.exempt_held_back, out.raised_by_model = n.get("exempt_held_back", 0), n.get("raised_by_model", 0)
-    out.review_likely_beyond_budget = n.get("review_likely_beyond_budget", 0)
+    for k in ("review_within_budget", "exempt", "exempt_held_back", "raised_by_model", "review_likely_beyond_budget"):
+        setattr(out, k, n.get(k, 0))
     out.scoring = {"engine": "spark", "link": link_stats}
     out.seconds = {
         "scoring_features": round(t1 - t0, 2),
