@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -413,3 +414,26 @@ def test_the_account_page_shows_the_account_models_contributions(app: Any, demo:
     assert model.get("top_contributions"), "the shipped account model explains every account at review"
     assert "Feature contributions" in page
     assert all(tc["feature"] in page for tc in model["top_contributions"])
+
+
+def test_the_queue_says_when_the_budget_is_smaller_than_its_likely_actors(
+    demo: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With a budget of one account, the queue page names how many accounts beyond it the account
+    model still puts at probability >= 0.5: the count `analyze --json` gives; with a budget that holds
+    every account, no notice."""
+    monkeypatch.setenv("STORMWATCH_POLICIES", str(REPO / "policies"))
+    monkeypatch.delenv("STORMWATCH_SHARE_POLICY", raising=False)
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(Path(demo.db.removeprefix("sqlite:///")).read_bytes())
+    db = f"sqlite:///{copy}"
+    for budget, expect_notice in (("1", True), ("100%", False)):
+        capsys.readouterr()
+        assert main(["--db", db, "analyze", "--no-score", "--full", "--json", "--review-budget", budget]) == 0
+        beyond = orjson.loads(capsys.readouterr().out)["review_likely_beyond_budget"]
+        assert (beyond >= 1) == expect_notice, beyond
+        with client(create_app(db)) as c:
+            sign_in(c, demo.tokens["read-only"])
+            page = c.get("/console/queue").text
+        notice = f"{beyond} account{'' if beyond == 1 else 's'} beyond the review budget still"
+        assert (notice in page) == expect_notice and ('id="beyond-budget"' in page) == expect_notice

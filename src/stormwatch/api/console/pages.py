@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from stormwatch.analyze.attribution import public_attribution
 from stormwatch.analyze.evaluate import CROWD_DEGREE
+from stormwatch.analyze.params import MODEL_REVIEW_PROBABILITY
 from stormwatch.api.console import data, svg
 from stormwatch.api.errors import NotFound
 from stormwatch.api.event_text import read_events
@@ -77,6 +78,14 @@ def queue(con: Console, ctx: Ctx) -> Response:
         rows = [j for j in rows if j.account_id in policy_accounts]
     rows.sort(key=lambda j: (j.review_rank is None, j.review_rank or 0, -j.risk, j.account_id))
     total = len(rows)
+    # accounts of this list beyond the review budget that the account model still finds likely: the
+    # budget is smaller than the queue's likely actors (analyze's summary says the same)
+    beyond = sum(
+        1
+        for j in rows
+        if j.review_rank and not j.within_budget
+        and float((j.explanation.get("account_model") or {}).get("probability", 0.0)) >= MODEL_REVIEW_PROBABILITY
+    )  # fmt: skip
     rows = rows[:QUEUE_LIMIT]
     cases = _open_cases(ctx)
     actors = sorted({str(c.actor) for c in ctx.store.analysis.clusters(min_confidence=None) if c.actor})
@@ -92,7 +101,7 @@ def queue(con: Console, ctx: Ctx) -> Response:
     filters = {"actor": actor or "", "ttp": ttp or "", "level": level, "policy": policy or ""}
     template = "queue_rows.html" if ctx.request.headers.get("hx-target") == "queue-rows" else "queue.html"
     return con.page(
-        ctx, template, "Review queue", "queue", items=items, total=total, filters=filters, actors=actors,
+        ctx, template, "Review queue", "queue", items=items, total=total, beyond=beyond, filters=filters, actors=actors,
         ttps=LLMT_IDS, levels=LEVELS, policies=data.policies_in_use(ctx.store),
     )  # fmt: skip
 
