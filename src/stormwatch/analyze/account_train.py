@@ -264,7 +264,8 @@ def platform_metrics(p: Platform, prob: Arr | None, budget_share: float = 0.005)
     tp = sum(int(p.y[k]) for k in enf)
     # beyond the budget but at or above the probability that raises a candidate: what the analyze summary
     # warns about (the budget holds fewer than the queue's likely actors); with prob None, nothing
-    beyond = [k for k in rev[budget:] if prob is not None and reaches_review(prob[k])]
+    beyond = [k for k in rev[budget:] if reaches_review(prob[k])] if prob is not None else []
+    actors_at_review = sum(int(p.y[k]) for k in rev)
     caught = tp + sum(int(p.y[k]) for k in within)
     silent_caught = sum(int(p.y[k]) for k in [*enf, *within] if p.ids[k] in p.silent_actors)
     speaking = p.actors - len(p.silent_actors)
@@ -299,13 +300,11 @@ def platform_metrics(p: Platform, prob: Arr | None, budget_share: float = 0.005)
         "actors_raised_by_model": sum(
             int(p.y[k]) for k, (a, b) in enumerate(zip(levels, p.levels, strict=True)) if a != b
         ),
-        "actors_at_review": sum(int(p.y[k]) for k in rev),
+        "actors_at_review": actors_at_review,
         # the most any ordering of this queue could reach: the enforced actors and as many of the
         # actors at review as the budget holds (budget_recall below it: the ranking's fault; at it:
         # the levels', i.e. the corroboration the rules need to enforce)
-        "budget_recall_ceiling": round((tp + min(budget, sum(int(p.y[k]) for k in rev))) / p.actors, 4)
-        if p.actors
-        else None,
+        "budget_recall_ceiling": round((tp + min(budget, actors_at_review)) / p.actors, 4) if p.actors else None,
         "likely_beyond_budget": len(beyond),
         "actors_likely_beyond_budget": sum(int(p.y[k]) for k in beyond),
         "review_ap": None if review_ap is None else round(review_ap, 4),

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
+from stormwatch.analyze.account_model import reaches_review
 from stormwatch.analyze.attribution import public_attribution
 from stormwatch.analyze.evaluate import CROWD_DEGREE
-from stormwatch.analyze.params import MODEL_REVIEW_PROBABILITY
 from stormwatch.api.console import data, svg
 from stormwatch.api.errors import NotFound
 from stormwatch.api.event_text import read_events
@@ -79,12 +79,12 @@ def queue(con: Console, ctx: Ctx) -> Response:
     rows.sort(key=lambda j: (j.review_rank is None, j.review_rank or 0, -j.risk, j.account_id))
     total = len(rows)
     # accounts of this list beyond the review budget that the account model still finds likely: the
-    # budget is smaller than the queue's likely actors (analyze's summary says the same)
+    # budget is smaller than the queue's likely actors (analyze's summary counts them by the same rule)
     beyond = sum(
         1
         for j in rows
         if j.review_rank and not j.within_budget
-        and float((j.explanation.get("account_model") or {}).get("probability", 0.0)) >= MODEL_REVIEW_PROBABILITY
+        and reaches_review(float((j.explanation.get("account_model") or {}).get("probability", 0.0)))
     )  # fmt: skip
     rows = rows[:QUEUE_LIMIT]
     cases = _open_cases(ctx)
