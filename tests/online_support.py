@@ -119,10 +119,24 @@ def serve_thread(tmp: Path) -> Iterator[tuple[Live, Any]]:
     db = f"sqlite:///{tmp / 'online.db'}"
     tokens = make_tokens(db)
     app = create_app(db, entry_point_plugins=False)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    for _attempt in range(3):
+        # free_port() hands back a port another xdist worker may bind before this server does; uvicorn
+        # then exits its thread, so a dead thread means: try another port (a live, silent one is a bug)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if server.started:
+            break
+        server.should_exit = True
+        thread.join(10)
+        if thread.is_alive():
+            raise AssertionError(f"server on port {port} did not start in 60 s")
+    else:
+        raise AssertionError("server could not bind a free port in three tries")
     live = Live(f"http://127.0.0.1:{port}", db, tokens)
     wait_up(live.base)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import click
 import pytest
@@ -55,3 +56,26 @@ def test_the_train_command_refuses_a_bad_weight_before_reading_data() -> None:
 
     res = CliRunner().invoke(train_command, ["--model", "encoder", "--authored-weight-for", "b10", "--out", "x"])
     assert res.exit_code == 2 and "expected PREFIX=N" in res.output
+
+
+def test_train_passes_its_learning_rate_to_the_recipe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``--lr`` reaches the encoder's TrainConfig (recipe 5's 1.2e-4 and one epoch when left out; 6e-5
+    and ``--epochs 3`` rebuild recipe 4), and a rate outside (0, 1e-2] is refused before any data is read."""
+    import stormwatch.detect.encoder_artifact as artifact
+    from stormwatch.detect.cli import train_command
+
+    seen: list[TrainConfig] = []
+
+    def capture(rows, parent, cfg, progress=None):  # type: ignore[no-untyped-def]
+        seen.append(cfg)
+        return parent / "encoder-x"
+
+    monkeypatch.setattr(artifact, "build_encoder_artifact", capture)
+    for args in ([], ["--lr", "6e-5"]):
+        args = ["--model", "encoder", "--out", str(tmp_path), "--max-rows", "16", *args]
+        res = CliRunner().invoke(train_command, args)
+        assert res.exit_code == 0, res.output
+    assert [c.lr for c in seen] == [1.2e-4, 6e-5] and TrainConfig().lr == 1.2e-4
+    assert [c.epochs for c in seen] == [1.0, 1.0] == [TrainConfig().epochs] * 2
+    res = CliRunner().invoke(train_command, ["--model", "encoder", "--lr", "0.5", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--lr" in res.output and len(seen) == 2

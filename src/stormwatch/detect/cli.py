@@ -278,20 +278,23 @@ def classify_command(
 @click.option("--model", "which", type=click.Choice(["first_tier", "encoder", "gate", "combiner"]),
               default="first_tier", show_default=True,
               help="Which model to build: the lexical first tier, the second tier (the multilingual encoder, "
-              "the cascade's combiner and topic gate; needs the train-encoder extra, ~30 min on 2 cores), or "
+              "the cascade's combiner and topic gate; needs the train-encoder extra, ~20 min on 2 cores), or "
               "the topic gate or the combiner alone (~1-4 min; --out names the encoder folder it is written "
               "into).")  # fmt: skip
 @click.option("--combiner-design", default="linear", show_default=True, metavar="DESIGN",
               help="Combiner only: linear, trees-LxR (boosted trees, L leaves x R rounds), latin-trees-LxR "
               "(trees for Latin script only) or chosen (the best of linear and three tree sizes by "
               "leave-source-out inside its rows).")  # fmt: skip
-@click.option("--epochs", type=click.FloatRange(0.01, 20), default=3.0, show_default=True,
-              help="Encoder only: passes over the training rows.")  # fmt: skip
+@click.option("--epochs", type=click.FloatRange(0.01, 20), default=None,
+              help="Encoder only: passes over the training rows (default: the recipe's, 1; recipe 4: 3).")  # fmt: skip
 @click.option("--max-rows", type=click.IntRange(16), default=None,
               help="Encoder only: train on at most this many rows (smoke runs).")  # fmt: skip
 @click.option("--layers", type=click.IntRange(1, 12), default=6, show_default=True,
               help="Encoder only: transformer layers kept from the base model (fewer: a faster student, "
               "see the cascade's model card for what each costs).")  # fmt: skip
+@click.option("--lr", type=click.FloatRange(1e-7, 1e-2), default=None,
+              help="Encoder only: the encoder body's peak learning rate (default: the recipe's, 1.2e-4; the head "
+              "keeps its own); --epochs 3 --lr 6e-5 is encoder-recipe-4's.")  # fmt: skip
 @click.option("--authored-weight", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Encoder only: how many times each authored training prompt is repeated.")  # fmt: skip
 @click.option("--authored-weight-for", "authored_weights", multiple=True, metavar="PREFIX=N",
@@ -321,9 +324,10 @@ def train_command(
     out: str | None,
     vendor_from: str | None,
     which: str,
-    epochs: float,
+    epochs: float | None,
     max_rows: int | None,
     layers: int,
+    lr: float | None,
     authored_weight: int,
     authored_weights: tuple[tuple[str, int], ...],
     seed: int,
@@ -359,6 +363,7 @@ def train_command(
             max_rows,
             progress,
             layers=layers,
+            lr=lr,
             authored_weight=authored_weight,
             authored_weights=authored_weights,
             seed=seed,

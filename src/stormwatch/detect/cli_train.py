@@ -38,11 +38,12 @@ def train_encoder_artifact(
     add: tuple[str, ...],
     output: str | None,
     out: str | None,
-    epochs: float,
+    epochs: float | None,
     max_rows: int | None,
     progress: Any,
     *,
     layers: int,
+    lr: float | None = None,
     authored_weight: int,
     authored_weights: tuple[tuple[str, int], ...] = (),
     seed: int = 13,
@@ -64,7 +65,8 @@ def train_encoder_artifact(
     old = sorted(p for p in parent.glob("encoder-*") if p.is_dir()) if out is None else []
     cfg = TrainConfig(
         layers=layers,
-        epochs=epochs,
+        lr=TrainConfig.lr if lr is None else lr,
+        epochs=TrainConfig.epochs if epochs is None else epochs,
         max_rows=max_rows,
         authored_weight=authored_weight,
         authored_weights=authored_weights,

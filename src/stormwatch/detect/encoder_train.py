@@ -47,7 +47,7 @@ from stormwatch.vocab import LLMT_IDS
 
 __all__ = ["platt", "prepare_base", "train_encoder"]
 
-RECIPE = "encoder-recipe-4"
+RECIPE = "encoder-recipe-5"
 
 
 def prepare_base(cfg: TrainConfig, texts: Sequence[str], bin_path: Path | None = None) -> tuple[E5Base, TextPrep]:
