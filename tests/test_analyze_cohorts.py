@@ -113,6 +113,48 @@ def test_accounts_still_active_at_the_end_of_the_data_are_not_candidates() -> No
     assert len(co.cohorts) == 1
 
 
+def test_an_account_still_active_at_the_end_extends_an_established_cohort() -> None:
+    """The burst goes on as the data ends: a new throwaway on the cohort's network, within the gap of its
+    last member and still active, joins it (and is enforced on its own score); it never forms one."""
+    rows = burst()  # first requests on days 5, 8, 11, 14, each used half a day; the data ends on day 30
+    late = throwaway("acct_late", 27.0, "203.0.9.9", 0.9, span=2.0)  # last request a day before the end
+    other = throwaway("acct_other", 27.0, "198.51.100.7", 0.9, span=2.0)  # the same, another network
+    g = graph([*rows, late, other], end_day=30.0)
+    co, gr = cohorts_of(g)
+    assert len(co.cohorts) == 1
+    c = co.cohorts[0]
+    assert [gr.accounts[m] for m in c.members] == ["acct_t0", "acct_t1", "acct_t2", "acct_t3", "acct_late"]
+    assert c.still_active == 1
+    js = judged(g)
+    assert js["acct_late"].level == "enforce", js["acct_late"].explanation
+    assert js["acct_late"].explanation["cohort"]["still_active_members"] == 1
+    assert js["acct_other"].level != "enforce" and "cohort" not in js["acct_other"].explanation
+    # beyond the gap of the cohort's last member it does not join
+    g = graph([*burst(), throwaway("acct_late", 14 + P.COHORT_GAP_DAYS + 1, "203.0.9.9", 0.9, span=1.0)],
+              end_day=14 + P.COHORT_GAP_DAYS + 2.5)  # fmt: skip
+    co, gr = cohorts_of(g)
+    assert [[gr.accounts[m] for m in c.members] for c in co.cohorts] == [["acct_t0", "acct_t1", "acct_t2", "acct_t3"]]
+    # still-active accounts alone form nothing, however many
+    rows = [throwaway(f"acct_n{k}", 27.0 + 0.3 * k, f"203.0.{k}.9", 0.95, span=2.0) for k in range(4)]
+    co, _gr = cohorts_of(graph(rows, end_day=30.0))
+    assert co.cohorts == []
+
+
+def test_accounts_show_says_how_many_members_are_still_active(capsys: Any) -> None:
+    from stormwatch.analyze.cli import _show_account
+
+    rows = burst()
+    g = graph([*rows, throwaway("acct_late", 27.0, "203.0.9.9", 0.9, span=2.0)], end_day=30.0)
+    j = judged(g)["acct_late"].to_dict()
+    _show_account({**j, "account": None, "timeline": [], "top_requests": [], "evidence": []})
+    out = capsys.readouterr().out
+    assert "cohort: 5 new, short-lived accounts on 203.0.0.0/16" in out and "1 still active as the data ends" in out
+    j = judged(graph(rows))["acct_t0"].to_dict()
+    _show_account({**j, "account": None, "timeline": [], "top_requests": [], "evidence": []})
+    out = capsys.readouterr().out
+    assert "cohort: 4 new" in out and "still active" not in out
+
+
 def test_one_organisations_accounts_are_held_at_review() -> None:
     rows = burst(org="org_firm")
     js = judged(graph(rows))

@@ -439,6 +439,7 @@ def _show_account(d: dict[str, Any]) -> None:
         click.echo(
             f"cohort: {co['size']} new, short-lived accounts on {', '.join(co['networks']) or '-'} from"
             f" {co['window'][0]} to {co['window'][1]}, {co['strong_members']} with a request >= 0.8"
+            + (f"; {n} still active as the data ends" if (n := co.get("still_active_members")) else "")
             + ("; one organisation's accounts: held at review" if co.get("held_by_organisation") else "")
         )
     for reason in d["explanation"].get("reasons", []):

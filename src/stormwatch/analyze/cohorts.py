@@ -28,6 +28,11 @@ Rule (constants in :mod:`stormwatch.analyze.params`, ``COHORT_*``):
    than half of its accounts in one organisation of the platform (a customer's own accounts asking
    offensive questions together is a security firm's or a class's signature: held at review, as
    linked organisation clusters are).
+5. An account that meets rule 1 except that it is still active (its last request within
+   ``COHORT_IDLE_DAYS`` of the end of the data) never counts towards rules 3-4, but extends the
+   network's last cohort when its first request comes at most ``COHORT_GAP_DAYS`` after the
+   cohort's last member's: the burst goes on as the data ends (without it the account would wait
+   for a later run, after it went quiet). Such accounts on a network without a cohort form nothing.
 
 A cohort is corroboration in the risk rules (``analyze.risk``): its members whose own top request
 scores ``COHORT_ENFORCE_SCORE`` or more are enforced, the others reach review. The evidence names the
@@ -64,6 +69,7 @@ class Cohort:
     start: float  # first request of the first member (epoch seconds)
     end: float  # last request of the last member
     held: bool = False  # mostly one organisation's accounts: not corroboration
+    still_active: int = 0  # members still active at the end of the data (rule 5): the last ones
 
     def describe(self, accounts: Sequence[str], top: Arr, orgs: Sequence[str | None]) -> dict[str, Any]:
         from datetime import UTC, datetime
@@ -82,6 +88,7 @@ class Cohort:
             ],
             "strong_members": int(sum(float(top[m]) >= P.COHORT_STRONG_SCORE for m in self.members)),
             "held_by_organisation": self.held,
+            "still_active_members": self.still_active,
             "rule": (
                 f"accounts whose first request came within {P.COHORT_FRESH_DAYS:g} days of sign-up, active for at"
                 f" most {P.COHORT_SPAN_DAYS:g} days, top request >= {P.COHORT_MEMBER_SCORE:g}, arriving on one"
@@ -167,21 +174,23 @@ def find_cohorts(inp: AccountGraph, index: Mapping[str, int], top: Arr) -> Cohor
             & (lead >= -1.0 / 24)  # an hour of clock skew between the record and the requests
             & (lead <= P.COHORT_FRESH_DAYS)
             & ((last - first) / DAY <= P.COHORT_SPAN_DAYS)
-            & ((data_end - last) / DAY >= P.COHORT_IDLE_DAYS)
             & (top >= P.COHORT_MEMBER_SCORE)
         )
+        recent = cand & ((data_end - last) / DAY < P.COHORT_IDLE_DAYS)  # may only extend a cohort (rule 5)
+    cand &= ~recent
     if int(cand.sum()) < P.COHORT_MIN_SIZE:
         return Cohorts(of)
     # one network per candidate: its sign-up address's, else its first request's
     home: dict[int, str] = {}
+    either = cand | recent
     for i, ip in signup:
-        if cand[i]:
+        if either[i]:
             k = network_key(ip)
             if k is not None:
                 home[i] = k
     firsts: dict[int, tuple[float, str]] = {}
     for a, o, t in zip(acc.tolist(), obs, f.tolist(), strict=True):
-        if o.kind == "ip" and cand[a] and a not in home:
+        if o.kind == "ip" and either[a] and a not in home:
             t = t if t == t else math.inf
             if a not in firsts or (t, o.value) < firsts[a]:
                 firsts[a] = (t, o.value)
@@ -190,12 +199,14 @@ def find_cohorts(inp: AccountGraph, index: Mapping[str, int], top: Arr) -> Cohor
         if k is not None:
             home[a] = k
     by_net: dict[str, list[int]] = {}
+    late: dict[str, list[int]] = {}
     for i, k in home.items():
-        by_net.setdefault(k, []).append(i)
+        (late if recent[i] else by_net).setdefault(k, []).append(i)
     out = Cohorts(of)
     gap = P.COHORT_GAP_DAYS * DAY
     for net in sorted(by_net):
         chain = sorted(by_net[net], key=lambda m: (first[m], m))
+        tail = sorted(late.get(net, ()), key=lambda m: (first[m], m))
         runs: list[list[int]] = [[chain[0]]]
         for a, b in itertools.pairwise(chain):
             if first[b] - first[a] <= gap:
@@ -209,6 +220,11 @@ def find_cohorts(inp: AccountGraph, index: Mapping[str, int], top: Arr) -> Cohor
                 continue
             if sum(float(top[m]) >= P.COHORT_ENFORCE_SCORE for m in members) < 0.5 * len(members):
                 continue
+            formed = len(members)
+            if members[-1] == chain[-1]:  # the network's last run: accounts still active may extend it
+                for m in tail:
+                    if first[m] >= first[members[-1]] and first[m] - first[members[-1]] <= gap:
+                        members.append(m)
             top_org = Counter(orgs[m] for m in members if orgs[m]).most_common(1)
             cohort = Cohort(
                 members=members,
@@ -216,6 +232,7 @@ def find_cohorts(inp: AccountGraph, index: Mapping[str, int], top: Arr) -> Cohor
                 start=float(first[members[0]]),
                 end=float(max(last[m] for m in members)),
                 held=bool(top_org and top_org[0][1] >= 0.5 * len(members)),
+                still_active=len(members) - formed,
             )
             for m in members:
                 of[m] = len(out.cohorts)

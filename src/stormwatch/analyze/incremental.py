@@ -53,8 +53,9 @@ __all__ = ["ALGORITHM", "GLOBAL_KEY", "account_fingerprints", "global_fingerprin
 Arr = np.ndarray[Any, Any]
 #: bump when linking, attribution, risk or evidence change in a way the fingerprints cannot see
 # 2: organisation ids take part in the judgement; 3: cohorts; 4: account models; 5: the enforce paths
-# tried first, quiet members of a coordinated cluster at review (analyze.risk)
-ALGORITHM = "incremental/5"
+# tried first, quiet members of a coordinated cluster at review (analyze.risk); 6: accounts still active
+# at the end of the data extend an established cohort (analyze.cohorts rule 5)
+ALGORITHM = "incremental/6"
 GLOBAL_KEY = "global_fingerprint"
 _OPT = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
