@@ -129,6 +129,12 @@ def test_an_account_still_active_at_the_end_extends_an_established_cohort() -> N
     assert js["acct_late"].level == "enforce", js["acct_late"].explanation
     assert js["acct_late"].explanation["cohort"]["still_active_members"] == 1
     assert js["acct_other"].level != "enforce" and "cohort" not in js["acct_other"].explanation
+    # one that arrived inside the burst's window joins too, in its place in the order of first requests
+    mid = throwaway("acct_mid", 12.0, "203.0.9.8", 0.9, span=7.0)  # days 12-19, the data ends on day 20
+    co, gr = cohorts_of(graph([*burst(), mid], end_day=20.0))
+    assert [[gr.accounts[m] for m in c.members] for c in co.cohorts] == [
+        ["acct_t0", "acct_t1", "acct_t2", "acct_mid", "acct_t3"]
+    ]
     # beyond the gap of the cohort's last member it does not join
     g = graph([*burst(), throwaway("acct_late", 14 + P.COHORT_GAP_DAYS + 1, "203.0.9.9", 0.9, span=1.0)],
               end_day=14 + P.COHORT_GAP_DAYS + 2.5)  # fmt: skip

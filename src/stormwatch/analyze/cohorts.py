@@ -30,8 +30,8 @@ Rule (constants in :mod:`stormwatch.analyze.params`, ``COHORT_*``):
    linked organisation clusters are).
 5. An account that meets rule 1 except that it is still active (its last request within
    ``COHORT_IDLE_DAYS`` of the end of the data) never counts towards rules 3-4, but extends the
-   network's last cohort when its first request comes at most ``COHORT_GAP_DAYS`` after the
-   cohort's last member's: the burst goes on as the data ends (without it the account would wait
+   network's last cohort when its first request comes inside the cohort's window or at most
+   ``COHORT_GAP_DAYS`` after its last member's: the burst goes on as the data ends (without it the account would wait
    for a later run, after it went quiet). Such accounts on a network without a cohort form nothing.
 
 A cohort is corroboration in the risk rules (``analyze.risk``): its members whose own top request
@@ -222,9 +222,12 @@ def find_cohorts(inp: AccountGraph, index: Mapping[str, int], top: Arr) -> Cohor
                 continue
             formed = len(members)
             if members[-1] == chain[-1]:  # the network's last run: accounts still active may extend it
+                reach = first[members[-1]]  # ... arriving inside the burst or within the gap after it
                 for m in tail:
-                    if first[m] >= first[members[-1]] and first[m] - first[members[-1]] <= gap:
+                    if first[members[0]] <= first[m] <= reach + gap:
                         members.append(m)
+                        reach = max(reach, first[m])
+                members.sort(key=lambda m: (first[m], m))
             top_org = Counter(orgs[m] for m in members if orgs[m]).most_common(1)
             cohort = Cohort(
                 members=members,
