@@ -7,6 +7,7 @@ the malformed corpus is ``tests/fixtures/malformed``. Nothing here reads ``../sh
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from datetime import datetime
 from pathlib import Path
@@ -591,3 +592,32 @@ def test_splitter_recovers_array_elements(values: list[dict[str, Any]], indent: 
     lines = text.split(b"\n")
     for p in pieces:  # each piece starts on the line it says
         assert p.raw.split(b"\n", 1)[0].strip() in lines[p.line - 1]
+
+
+LITELLM_MIN = (
+    b'{"id":"c1","startTime":1795635657.25,"call_type":"completion","messages":[{"role":"user","content":"hi"}]}'
+)
+
+
+@pytest.mark.parametrize("ctl", [b"\x0b", b"\x0c"])
+@pytest.mark.parametrize("where", ["between array elements", "top level"])
+def test_a_form_feed_or_vertical_tab_is_one_bad_piece_not_a_hang(ctl: bytes, where: str, tmp_path: Path) -> None:
+    """Found by the property test above: a bytes ``\\s`` ended a scalar that began with \\f or \\v where it
+    began, so the splitter emitted empty pieces forever (and ``ingest`` grew without bound). Now the stray
+    byte starts a bad scalar that runs to the next JSON delimiter, rejected whole like any other."""
+    if where == "between array elements":
+        text = b'[{"a":1},' + ctl + b'{"b":2},{"c":3}]'
+    else:
+        text = b'{"a":1}\n' + ctl + b'{"b":2}\n{"c":3}\n'
+    splitter = JsonValueSplitter(1 << 20)
+    pieces = list(itertools.islice(itertools.chain(splitter.feed(text), splitter.finish()), 50))
+    assert len(pieces) == 3, pieces[:5]
+    assert json.loads(pieces[0].raw) == {"a": 1} and json.loads(pieces[2].raw) == {"c": 3}
+    assert pieces[1].raw == ctl + b'{"b":2}'  # kept whole for the quarantine
+    # through a format: one rejected record with its line and its bytes, the others read
+    path = tmp_path / "p.json"
+    path.write_bytes(text.replace(b'{"a":1}', LITELLM_MIN).replace(b'{"c":3}', LITELLM_MIN))
+    out = list(get_format("litellm").parse([path], FormatOptions(default_account="a")))
+    assert sum(isinstance(r, Event) for r in out) == 2
+    rejected = [r for r in out if isinstance(r, Rejected)]
+    assert len(rejected) == 1 and rejected[0].line in (1, 2), rejected

@@ -62,7 +62,10 @@ def sniff_object(head: bytes) -> tuple[JSON | None, bytes]:
 _WS = frozenset(b" \t\r\n")
 _IN_STRING = re.compile(rb'["\\\n]')
 _IN_CONTAINER = re.compile(rb'["{}\[\]\n]')
-_SCALAR_END = re.compile(rb"[\s,\]]")
+# JSON's whitespace only (RFC 8259: space, tab, CR, LF), as ``_WS``: a bytes ``\s`` also matches form feed
+# and vertical tab, which ``_WS`` does not skip, so a scalar starting with one ended where it began and
+# the splitter emitted empty pieces forever (found by the property test in test_formats.py)
+_SCALAR_END = re.compile(rb"[ \t\r\n,\]]")
 
 
 @dataclass(slots=True)
